@@ -1,0 +1,3 @@
+from hamustro_cli.cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""Entry point of the detached flush that `track` starts: `python -m hamustro_cli.background`.
+
+Its settings come in HAMUSTRO_* variables; its output goes to flush.log in the spool
+directory, one timestamped line per message.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from hamustro_cli.errors import HamustroError
+from hamustro_cli.tracker import ClientTracker
+
+
+def log(level: int, message: str) -> None:
+    if level <= 1:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        sys.stderr.write(f"{stamp} [{os.getpid()}] {message}\n")
+        sys.stderr.flush()
+
+
+def main() -> int:
+    try:
+        with ClientTracker.from_config(log=log) as tracker:
+            report = tracker.flush(if_due=True)
+    except HamustroError as exc:
+        log(0, f"error: {exc}")
+        return 2
+    if report.skipped:
+        log(1, f"flush skipped: {report.skipped}")
+        return 0
+    log(1, f"flush done: sent {report.sent}, failed {report.failed}, rejected {report.rejected}, "
+           f"pending {report.pending}")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

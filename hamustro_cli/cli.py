@@ -1,0 +1,360 @@
+"""The `hamustro` command: parse options, make one or two library calls, translate errors."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, NoReturn
+
+import click
+
+from hamustro_cli import __version__
+from hamustro_cli.errors import ConfigError, DeliveryError, HamustroError, InputError, SpoolError
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    UNDELIVERED = 1  # not everything could be delivered (still queued)
+    USAGE = 2  # usage, configuration or input error: nothing was queued or sent
+    SPOOL = 3  # the spool cannot be used: nothing was lost
+
+
+EXIT_FOR = {ConfigError: ExitStatus.USAGE, InputError: ExitStatus.USAGE,
+            SpoolError: ExitStatus.SPOOL, DeliveryError: ExitStatus.UNDELIVERED}
+
+
+@dataclass
+class Context:
+    config_path: str | None
+    spool_dir: str | None
+    verbose: int
+    quiet: bool
+
+    def log(self, level: int, message: str) -> None:
+        """0: warnings and errors (hidden by -q unless they start with 'error'), 1: -v, 2: -vv."""
+        if level == 0:
+            if self.quiet and not message.startswith("error"):
+                return
+        elif self.quiet or level > self.verbose:
+            return
+        click.echo(f"hamustro: {message}", err=True)
+
+    def config(self, required: tuple[str, ...] | None = None) -> Any:
+        from hamustro_cli.config import REQUIRED, load_config
+
+        cfg = load_config(self.config_path, self.spool_dir)
+        for warning in cfg.warnings:
+            self.log(0, warning)
+        cfg.require(REQUIRED if required is None else required)
+        return cfg
+
+    def tracker(self, required: tuple[str, ...] | None = None) -> Any:
+        from hamustro_cli.tracker import ClientTracker
+
+        return ClientTracker(config=self.config(required), log=self.log)
+
+
+def fail(exc: HamustroError) -> NoReturn:
+    code = next((c for t, c in EXIT_FOR.items() if isinstance(exc, t)), ExitStatus.USAGE)
+    error = click.ClickException(str(exc))
+    error.exit_code = int(code)
+    raise error
+
+
+def translate(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Library exceptions become ClickExceptions with the contract's exit code."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HamustroError as exc:
+            fail(exc)
+
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=None, sort_keys=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False),
+              help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.")
+@click.option("--spool-dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Spool directory holding the queue. Default: $HAMUSTRO_SPOOL_DIR, spool_dir, "
+                   "or $XDG_STATE_HOME/hamustro.")
+@click.option("-v", "--verbose", count=True, help="Say what is being done; twice: requests and answers too.")
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+@click.version_option(__version__, "--version", prog_name="hamustro", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, spool_dir: str | None, verbose: int, quiet: bool) -> None:
+    """Queue events durably and send them to a Hamustro collector in signed batches.
+
+    Exit codes: 0 done, 1 not everything delivered (still queued), 2 usage, configuration
+    or input error, 3 the spool cannot be used.
+    """
+    ctx.obj = Context(config_path, spool_dir, verbose, quiet)
+
+
+# -- track ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("event", required=False)
+@click.option("--user-id", metavar="N", help="User id (0 to 4294967295).")
+@click.option("--params", metavar="TEXT", help="Parameters string, sent as is.")
+@click.option("--param", "param_pairs", metavar="KEY=VALUE", multiple=True,
+              help="One parameter; repeat it. Sent as a JSON object string.")
+@click.option("--testing", is_flag=True, help="Mark the event as a test event.")
+@click.option("--at", metavar="TIME", help="Event time: epoch seconds or ISO 8601 (default: now).")
+@click.option("--ip", metavar="ADDR", help="Address to send with the event (default: from config ip).")
+@click.option("--flush/--no-flush", "flush", default=None,
+              help="Flush now if a trigger fires / never flush from this call (default: config flush).")
+@click.option("--stdin", "from_stdin", is_flag=True,
+              help="Queue JSON lines from standard input, all or nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+@translate
+def track(obj: Context, event: str | None, user_id: str | None, params: str | None,
+          param_pairs: tuple[str, ...], testing: bool, at: str | None, ip: str | None,
+          flush: bool | None, from_stdin: bool, as_json: bool) -> None:
+    """Queue one EVENT durably, then flush if the protocol's triggers fire."""
+    from hamustro_cli import tracker as tr
+
+    if from_stdin:
+        if event is not None or user_id or params or param_pairs or testing or at:
+            raise InputError("--stdin takes events from standard input only: give no EVENT, "
+                             "--user-id, --params, --param, --testing or --at with it")
+    elif event is None:
+        raise InputError("missing EVENT (or use --stdin)")
+    if params is not None and param_pairs:
+        raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
+    if ip is not None:
+        tr.check_ip(ip)
+    with obj.tracker() as tracker:
+        if from_stdin:
+            new = tr.parse_lines(sys.stdin, tr.now(), None)
+            if not new:
+                raise InputError("no events on standard input")
+            result = tracker.track_many(new, ip=ip, flush=flush)
+        else:
+            result = tracker.track_event(
+                event,  # type: ignore[arg-type]
+                user_id=tr.check_user_id(user_id),
+                params=tr.params_from_pairs(param_pairs) if param_pairs else params,
+                is_testing=testing,
+                at=at,
+                ip=ip,
+                flush=flush,
+            )
+    if result.flush == "failed":
+        obj.log(0, f"warning: event queued, but the flush it triggered failed: {result.flush_detail}")
+    if as_json:
+        data = result.to_json()
+        if from_stdin:
+            data = {"session": result.session, "queued": result.count, "first_nr": result.first_nr,
+                    "last_nr": result.nr, "flush": result.flush}
+        emit_json(data)
+
+
+# -- flush ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--if-due", is_flag=True, help="Send only when a trigger fires (and no backoff holds): for cron.")
+@click.option("--dry-run", is_flag=True, help="Encode and report the batches; send nothing.")
+@click.option("--retry-rejected", is_flag=True, help="First move events the collector refused back into the queue.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+@translate
+def flush(obj: Context, if_due: bool, dry_run: bool, retry_rejected: bool, as_json: bool) -> None:
+    """Send every pending event, one session at a time, in signed batches."""
+    with obj.tracker() as tracker:
+        bar = None
+        if not as_json and not obj.quiet and not dry_run and sys.stderr.isatty():
+            total = tracker.status()["pending"]
+            if total >= 5000:
+                bar = click.progressbar(length=total, label="sending", file=sys.stderr)
+        if bar is not None:
+            with bar:
+                report = tracker.flush(if_due=if_due, dry_run=dry_run, retry_rejected=retry_rejected,
+                                       progress=bar.update)
+        else:
+            report = tracker.flush(if_due=if_due, dry_run=dry_run, retry_rejected=retry_rejected)
+    if as_json:
+        emit_json(report.to_json())
+    elif report.skipped:
+        obj.log(1, f"nothing sent: {report.skipped}")
+    elif not obj.quiet:
+        if dry_run:
+            events = sum(b["events"] for b in report.batches)
+            size = sum(b["bytes"] for b in report.batches)
+            click.echo(f"dry run: {events} event(s) in {len(report.batches)} batch(es), {size} bytes; nothing sent")
+        else:
+            click.echo(f"sent {report.sent} event(s) in {sum(1 for b in report.batches if b['status'] == 200)} "
+                       f"batch(es); {report.pending} pending, {report.rejected} rejected")
+    if report.error:
+        obj.log(0, f"error: {report.error}")
+    if report.rejected:
+        obj.log(0, f"warning: {report.rejected} event(s) refused by the collector were set aside "
+                   "(see 'hamustro status'; resend with 'hamustro flush --retry-rejected')")
+    if not report.ok and not report.skipped and not dry_run:
+        sys.exit(ExitStatus.UNDELIVERED)
+    if report.skipped and report.pending and not if_due:
+        sys.exit(ExitStatus.UNDELIVERED)
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def _ago(epoch: int | None, now: int) -> str:
+    """'5m 3s ago' / 'in 2h 10m'."""
+    if not epoch:
+        return "never"
+    delta = abs(now - epoch)
+    if delta < 60:
+        text = f"{delta}s"
+    elif delta < 3600:
+        text = f"{delta // 60}m {delta % 60}s"
+    elif delta < 86400:
+        text = f"{delta // 3600}h {delta % 3600 // 60}m"
+    else:
+        text = f"{delta // 86400}d {delta % 86400 // 3600}h"
+    return f"in {text}" if epoch > now else f"{text} ago"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--events", "with_events", is_flag=True, help="Also list queued events, oldest first.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="List at most N events.")
+@click.pass_obj
+@translate
+def status(obj: Context, as_json: bool, with_events: bool, limit: int | None) -> None:
+    """What is queued, and why it is or is not being sent."""
+    with obj.tracker(required=()) as tracker:
+        data = tracker.status(events=with_events, limit=limit)
+    if as_json:
+        emit_json(data)
+        return
+    now = int(time.time())
+    echo = click.echo
+    echo(f"spool:      {data['spool_dir']}")
+    echo(f"pending:    {data['pending']}" + (f" ({data['sending']} being sent)" if data["sending"] else ""))
+    if data["rejected"]:
+        echo(f"rejected:   {data['rejected']} (refused by the collector; 'hamustro flush --retry-rejected' resends)")
+    echo(f"last sync:  {_ago(data['last_sync_time'], now)}")
+    error = data["last_error"]
+    if error:
+        echo(f"last error: {error.get('message')} ({_ago(error.get('at'), now)})")
+    if data["halted"]:
+        echo("sending:    STOPPED: the collector rejected the signature; check shared_secret_key, "
+             "then run 'hamustro flush'")
+    next_due = data["next_due_at"]
+    due_text = "now" if data["due"] else (_ago(next_due, now) if next_due else "-")
+    echo(f"next send:  {due_text}: {data['due_reason']}")
+    if data["flush_running"]:
+        echo("flush:      running now")
+    for s in data["sessions"]:
+        mark = " (current)" if s["current"] else ""
+        oldest = f", oldest {_ago(s['oldest_at'], now)}" if s["oldest_at"] else ""
+        rejected = f", {s['rejected']} rejected" if s["rejected"] else ""
+        echo(f"session {s['session']}{mark}: {s['pending']} pending{rejected}, last nr {s['last_nr']}, "
+             f"product {s['product_version']}{oldest}")
+    for e in data.get("events", []):
+        user = f" user {e['user_id']}" if e["user_id"] is not None else ""
+        params = f" {e['parameters']}" if e["parameters"] else ""
+        reason = f" ({e['reason']})" if e["reason"] else ""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e["at"]))
+        echo(f"{stamp} {e['session'][:8]} nr {e['nr']} {e['state']} {e['event']}{user}{params}{reason}")
+
+
+# -- session ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the session's attributes as JSON.")
+@click.pass_obj
+@translate
+def session(obj: Context, as_json: bool) -> None:
+    """Print the current session id (32 lowercase hex characters)."""
+    from hamustro_cli.config import SESSION_KEYS
+
+    with obj.tracker(required=SESSION_KEYS) as tracker:
+        attrs = tracker.session
+        if not as_json:
+            click.echo(attrs.session)
+            return
+        data = attrs.to_dict()
+        last_nr, pending = 0, 0
+        if (tracker.config.spool_dir / "spool.sqlite3").exists():
+            for row in tracker.spool.session_rows().values():
+                if row.attributes.session == attrs.session:
+                    last_nr = row.last_nr
+                    counts = tracker.spool.counts().get(row.id, {})
+                    pending = sum(counts.get(s, (0, 0))[0] for s in (0, 1))
+    data.update(last_nr=last_nr, pending=pending)
+    emit_json(data)
+
+
+# -- collector --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="HAMUSTRO_HOST",
+              help="Address to listen on ($HAMUSTRO_HOST).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              envvar="HAMUSTRO_PORT", help="Port to listen on; 0 picks a free one ($HAMUSTRO_PORT).")
+@click.option("--secret", envvar="HAMUSTRO_SHARED_SECRET_KEY", required=True,
+              help="Shared secret that signs requests ($HAMUSTRO_SHARED_SECRET_KEY; prefer it "
+                   "to the flag, which other users can see).")
+@click.option("--out", type=click.File("a", lazy=False), default="-",
+              help="Where accepted events go, one JSON line each (default: standard output).")
+@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0,
+              help="Answer --fail-status to this share of valid requests (for trying failures).")
+@click.option("--fail-status", type=click.IntRange(100, 599), default=503, show_default=True,
+              help="Status used by --fail-rate.")
+@click.option("--reject-event", multiple=True, metavar="NAME",
+              help="Answer 400 to collections that hold this event (for trying rejects).")
+@click.option("--delay", type=click.FloatRange(0), default=0.0, help="Hold each request this many seconds.")
+@click.option("--verbose-errors", is_flag=True, help='Error bodies as {"error": "..."} (verbose mode).')
+@click.pass_obj
+def collector(obj: Context, host: str, port: int, secret: str, out: Any, fail_rate: float,
+              fail_status: int, reject_event: tuple[str, ...], delay: float, verbose_errors: bool) -> None:
+    """Run a local collector that answers as the real one and writes accepted events as JSON lines."""
+    import signal
+
+    from hamustro_cli.collector import make_server
+
+    try:
+        server = make_server(host, port, secret, out, verbose=verbose_errors, fail_rate=fail_rate,
+                             fail_status=fail_status, reject_events=reject_event, delay=delay,
+                             log=sys.stderr if obj.verbose else None)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    click.echo(f"hamustro collector listening on {server.url}", err=True)
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutting_down = True
+        server.server_close()
+        click.echo(f"hamustro collector stopped after {server.accepted} event(s)", err=True)
+
+
+def main() -> None:
+    cli(prog_name="hamustro")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

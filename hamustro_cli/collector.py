@@ -1,0 +1,190 @@
+"""A local Hamustro collector that answers as the real one does (collector-behaviour.md).
+
+Checks run in the real collector's order: method, time header, signature header, signature,
+content type and decoding, session, payloads present. Every accepted event is written as one
+JSON line (collection fields plus payload fields) before the 200 goes out.
+
+For trying the client and for tests it can also misbehave on purpose: fail a share of
+requests (`fail_rate`), refuse collections holding a given event (`reject_events`), or hold
+each request before answering (`delay`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import random
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import IO, Any, Iterable
+
+from hamustro_cli import payload_pb2, wire
+from hamustro_cli.session import session_id
+
+COLLECTION_FIELDS = ("device_id", "client_id", "session", "system_version", "product_version",
+                     "system", "product_git_hash")
+OPTIONAL_PAYLOAD = ("user_id", "ip", "parameters", "is_testing")
+
+
+class CollectorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        secret: str,
+        out: IO[str],
+        verbose: bool = False,
+        fail_rate: float = 0.0,
+        fail_status: int = 503,
+        reject_events: Iterable[str] = (),
+        delay: float = 0.0,
+        log: IO[str] | None = None,
+    ):
+        super().__init__(address, CollectorHandler)
+        self.secret = secret.encode("utf-8")
+        self.out = out
+        self.verbose = verbose
+        self.fail_rate = fail_rate
+        self.fail_status = fail_status
+        self.reject_events = frozenset(reject_events)
+        self.delay = delay
+        self.log = log
+        self.write_lock = threading.Lock()
+        self.shutting_down = False
+        self.accepted = 0  # events written
+        self.requests: list[dict[str, Any]] = []  # (status, headers, body) of each track request, for tests
+        self.keep_requests = False
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.shutting_down = True
+        self.shutdown()
+        self.server_close()
+
+
+class CollectorHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: CollectorServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.log is not None:
+            self.server.log.write("collector: " + (format % args) + "\n")
+            self.server.log.flush()
+
+    def _answer(self, status: int, error: str | None = None, body: bytes | None = None,
+                content_type: str = "application/json") -> None:
+        if body is None and error is not None and self.server.verbose:
+            body = json.dumps({"error": error}).encode()
+        self.send_response(status)
+        if body:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def _drain(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def do_GET(self) -> None:
+        self._drain()
+        if self.path.split("?", 1)[0] == "/api/health":
+            self._answer(200, body=b'{"up":true}')
+        elif self.path.split("?", 1)[0] == wire.TRACK_PATH:
+            self._answer(405, "method not allowed")
+        else:
+            self._answer(404, "not found")
+
+    def _other(self) -> None:
+        self._drain()
+        if self.path.split("?", 1)[0] in (wire.TRACK_PATH, "/api/health"):
+            self._answer(405, "method not allowed")
+        else:
+            self._answer(404, "not found")
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other
+
+    def do_POST(self) -> None:
+        body = self._drain()
+        if self.path.split("?", 1)[0] != wire.TRACK_PATH:
+            self._answer(404, "not found")
+            return
+        status, error = self._track(body)
+        if self.server.keep_requests:
+            self.server.requests.append({"status": status, "headers": dict(self.headers.items()), "body": body})
+        self._answer(status, error)
+
+    def _track(self, body: bytes) -> tuple[int, str | None]:
+        srv = self.server
+        if srv.delay:
+            time.sleep(srv.delay)
+        if srv.shutting_down:
+            return 503, "shutting down"
+        stamp = self.headers.get("X-Hamustro-Time")
+        if not stamp:
+            return 405, "missing X-Hamustro-Time"
+        signature = self.headers.get("X-Hamustro-Signature")
+        if not signature:
+            return 405, "missing X-Hamustro-Signature"
+        expected = wire.signature(stamp, body, srv.secret.decode("utf-8"))
+        if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+            return 405, "signature mismatch"
+        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if ctype not in ("application/protobuf", "application/json"):
+            return 400, f"unsupported content type {ctype!r}"
+        coll = payload_pb2.Collection()
+        try:
+            if ctype == "application/json":
+                from google.protobuf import json_format
+
+                json_format.Parse(body.decode("utf-8"), coll)
+                if not coll.IsInitialized():
+                    raise ValueError("missing required fields")
+            else:
+                coll.ParseFromString(body)
+        except Exception as exc:  # noqa: BLE001 - any decoding failure is a 400
+            return 400, f"invalid collection: {exc}"
+        if coll.session != session_id(coll.device_id, coll.client_id, coll.system_version, coll.product_version):
+            return 400, "session does not match the collection fields"
+        if not coll.payloads:
+            return 204, None
+        if srv.reject_events and any(p.event in srv.reject_events for p in coll.payloads):
+            return 400, "event refused"
+        if srv.fail_rate and random.random() < srv.fail_rate:
+            return srv.fail_status, "failing on purpose"
+        self._write(coll)
+        return 200, None
+
+    def _write(self, coll: Any) -> None:
+        head = {name: (getattr(coll, name) if coll.HasField(name) else None) for name in COLLECTION_FIELDS}
+        prefix = json.dumps(head)[:-1] + ", "
+        dumps = json.dumps
+        lines = []
+        for p in coll.payloads:
+            fields = {"at": p.at, "event": p.event, "nr": p.nr}
+            for name in OPTIONAL_PAYLOAD:
+                fields[name] = getattr(p, name) if p.HasField(name) else None
+            lines.append(prefix + dumps(fields)[1:] + "\n")
+        text = "".join(lines)
+        srv = self.server
+        with srv.write_lock:
+            srv.out.write(text)
+            srv.out.flush()
+            srv.accepted += len(lines)
+
+
+def make_server(host: str = "127.0.0.1", port: int = 0, secret: str = "", out: IO[str] | None = None,
+                **options: Any) -> CollectorServer:
+    return CollectorServer((host, port), secret, out if out is not None else sys.stdout, **options)
+

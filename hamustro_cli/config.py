@@ -1,0 +1,298 @@
+"""Where every setting comes from: flag, then environment, then TOML file, then default.
+
+Each value keeps the name of its source, so that errors (and `doctor`) can say which file
+or variable to fix. The shared secret is never echoed back, not even in an error.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from hamustro_cli.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on old Pythons
+    import tomli as tomllib
+
+ENV_PREFIX = "HAMUSTRO_"
+SECRET_KEY = "shared_secret_key"
+FLUSH_MODES = ("background", "inline", "off")
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: str  # "str", "int", "float", "bool", "path"
+    default: Any = None
+    required: bool = False
+    minimum: float | None = None
+    doc: str = ""
+
+
+KEYS: dict[str, Key] = {
+    k.name: k
+    for k in (
+        Key("collector_url", "str", required=True, doc="base URL of the collector (http or https)"),
+        Key(SECRET_KEY, "str", required=True, doc="secret shared with the collector; signs requests"),
+        Key("device_id", "str", required=True, doc="raw device id; sent as its sha256 hex"),
+        Key("client_id", "str", required=True, doc="client identifier"),
+        Key("system_version", "str", required=True, doc="version of the operating system"),
+        Key("product_version", "str", required=True, doc="version of the product"),
+        Key("system", "str", doc="name of the operating system"),
+        Key("product_git_hash", "str", doc="git hash of the product"),
+        Key("queue_size", "int", 20, minimum=1, doc="flush when this many events are pending"),
+        Key("queue_retention", "int", 1440, minimum=1, doc="flush when the last sync is older (minutes)"),
+        Key("spool_dir", "path", doc="directory of the spool database"),
+        Key("flush", "str", "background", doc="what track does when a trigger fires"),
+        Key("timeout", "float", 10.0, minimum=0.001, doc="seconds for one request"),
+        Key("ip", "str", "auto", doc='"auto", "off" or a literal address'),
+        Key("max_batch_events", "int", 1000, minimum=1, doc="payloads in one request"),
+        Key("retries", "int", 3, minimum=0, doc="retries of a transient failure within one flush"),
+        Key("retry_delay", "float", 0.5, minimum=0.0, doc="first retry delay (seconds), doubled each time"),
+        Key("tls_verify", "bool", True, doc="verify the collector's TLS certificate"),
+        Key("ca_bundle", "path", doc="CA bundle file used to verify the collector"),
+    )
+}
+REQUIRED = tuple(k.name for k in KEYS.values() if k.required)
+SESSION_KEYS = ("device_id", "client_id", "system_version", "product_version")
+
+
+def default_config_path() -> Path:
+    import click
+
+    return Path(click.get_app_dir("hamustro")) / "config.toml"
+
+
+def default_spool_dir(env: Mapping[str, str]) -> Path:
+    state = env.get("XDG_STATE_HOME")
+    base = Path(state) if state else Path.home() / ".local" / "state"
+    return base / "hamustro"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Resolved settings. `sources[key]` says where each value came from."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+    config_path: Path
+    config_found: bool
+    spool_dir: Path
+    warnings: tuple[str, ...] = field(default=())
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def require(self, keys: tuple[str, ...] = REQUIRED) -> Config:
+        missing = [k for k in keys if self.values.get(k) in (None, "")]
+        if missing:
+            where = (
+                f"in {self.config_path}"
+                if self.config_found
+                else f"in a config file ({self.config_path} does not exist)"
+            )
+            names = ", ".join(missing)
+            envs = ", ".join(ENV_PREFIX + k.upper() for k in missing)
+            raise ConfigError(f"missing required config key {names}: set it {where} or in {envs}")
+        return self
+
+    def describe(self, key: str) -> str:
+        """`key = value (source)` with the secret shown only as set/unset."""
+        value = self.values.get(key)
+        if key == SECRET_KEY:
+            shown = "set" if value else "unset"
+        else:
+            shown = "unset" if value is None else repr(value)
+        return f"{key} = {shown} ({self.sources.get(key, 'default')})"
+
+
+def _where(source: str) -> str:
+    return f"(from {source})"
+
+
+def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
+    """Check (and for environment strings, parse) one value; errors name key and source."""
+    secret = key.name == SECRET_KEY
+    shown = "" if secret else f" {raw!r}"
+    kind = key.kind
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"config key {key.name} {_where(source)}: expected {expected}, got{shown or ' a value of another type'}")
+
+    if kind in ("str", "path"):
+        if not isinstance(raw, str):
+            raise bad("a string")
+        value: Any = raw
+        if kind == "path":
+            if not raw:
+                raise ConfigError(f"config key {key.name} {_where(source)}: must not be empty")
+            value = Path(raw).expanduser()
+    elif kind == "int":
+        if from_env:
+            try:
+                raw = int(raw.strip())
+            except ValueError:
+                raise bad("an integer") from None
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise bad("an integer")
+        value = raw
+    elif kind == "float":
+        if from_env:
+            try:
+                raw = float(raw.strip())
+            except ValueError:
+                raise bad("a number") from None
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise bad("a number")
+        value = float(raw)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise bad("a finite number")
+    elif kind == "bool":
+        if from_env:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                raw = True
+            elif lowered in ("0", "false", "no", "off"):
+                raw = False
+        if not isinstance(raw, bool):
+            raise bad("true or false")
+        value = raw
+    else:  # pragma: no cover - table error
+        raise AssertionError(kind)
+    if key.minimum is not None and value < key.minimum:
+        low = int(key.minimum) if kind == "int" else key.minimum
+        raise ConfigError(f"config key {key.name} {_where(source)}: must be at least {low}, got {value!r}")
+    _check_value(key.name, value, source)
+    return value
+
+
+def _check_value(name: str, value: Any, source: str) -> None:
+    if name == "collector_url":
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
+            raise ConfigError(
+                f"config key collector_url {_where(source)}: expected an http:// or https:// URL "
+                f"with a host, got {value!r}"
+            )
+    elif name == "flush" and value not in FLUSH_MODES:
+        raise ConfigError(
+            f"config key flush {_where(source)}: expected one of {', '.join(FLUSH_MODES)}, got {value!r}"
+        )
+    elif name == "ip" and value not in ("auto", "off"):
+        from hamustro_cli.netaddr import valid_ip
+
+        if not valid_ip(value):
+            raise ConfigError(
+                f'config key ip {_where(source)}: expected "auto", "off" or an IPv4/IPv6 address, got {value!r}'
+            )
+    elif name in ("device_id", "client_id", "system_version", "product_version", SECRET_KEY) and not value:
+        raise ConfigError(f"config key {name} {_where(source)}: must not be empty")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable (permission denied)") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not valid UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return data
+
+
+def load_config(
+    config_path: str | os.PathLike[str] | None = None,
+    spool_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    use_file: bool = True,
+) -> Config:
+    """Resolve every key. `overrides` are values given directly (flags, the Python API)."""
+    env = os.environ if env is None else env
+    overrides = dict(overrides or {})
+    warnings: list[str] = []
+
+    explicit = config_path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
+    if config_path is not None:
+        path = Path(config_path).expanduser()
+    elif env.get(ENV_PREFIX + "CONFIG"):
+        path = Path(env[ENV_PREFIX + "CONFIG"]).expanduser()
+    else:
+        path = default_config_path()
+
+    file_values: dict[str, Any] = {}
+    found = False
+    if use_file and (explicit or path.exists()):
+        file_values = read_config_file(path)
+        found = True
+        for name in file_values:
+            if name not in KEYS:
+                raise ConfigError(f"unknown config key {name!r} in {path}")
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:  # pragma: no cover - raced with a delete
+            mode = 0
+        if file_values.get(SECRET_KEY) and mode & (stat.S_IRGRP | stat.S_IROTH):
+            warnings.append(
+                f"warning: {path} holds shared_secret_key and is readable by other users; "
+                f"run: chmod 600 {path}"
+            )
+
+    if spool_dir is not None:
+        overrides["spool_dir"] = os.fspath(spool_dir)
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key in KEYS.values():
+        env_name = ENV_PREFIX + key.name.upper()
+        if key.name in overrides and overrides[key.name] is not None:
+            raw, source, from_env = overrides[key.name], "--" + key.name.replace("_", "-"), False
+            if key.kind == "path":
+                raw = os.fspath(raw)
+        elif env_name in env:
+            raw, source, from_env = env[env_name], f"environment variable {env_name}", True
+        elif key.name in file_values:
+            raw, source, from_env = file_values[key.name], f"{path}", False
+        else:
+            values[key.name] = key.default
+            sources[key.name] = "default"
+            continue
+        values[key.name] = _coerce(key, raw, source, from_env)
+        sources[key.name] = source
+
+    spool = values["spool_dir"] or default_spool_dir(os.environ)
+    if values["ca_bundle"] is not None and not values["ca_bundle"].is_file():
+        raise ConfigError(
+            f"config key ca_bundle ({_where(sources['ca_bundle'])[1:-1]}): "
+            f"{values['ca_bundle']} is not a readable file"
+        )
+    if values["tls_verify"] is False:
+        warnings.append(
+            f"warning: TLS certificate verification is off (tls_verify from {sources['tls_verify']}); "
+            "anyone on the path can read and change what is sent"
+        )
+    return Config(
+        values=values,
+        sources=sources,
+        config_path=path,
+        config_found=found,
+        spool_dir=Path(spool),
+        warnings=tuple(warnings),
+    )

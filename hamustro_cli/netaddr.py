@@ -1,0 +1,61 @@
+"""The `ip` attribute: the local address of the route towards the collector.
+
+Found by connecting a UDP socket, which sends no packet, to the collector's address. `track`
+never waits on DNS: for a host name it uses the address the last flush resolved (cached in
+the spool); until a flush has resolved it, the event is stored with an empty marker and the
+flush fills in the address it finds.
+"""
+
+from __future__ import annotations
+
+import socket
+
+UNKNOWN = ""  # stored for ip = "auto" when the route is not known yet; a flush fills it in
+
+
+def valid_ip(text: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def split_url(url: str) -> tuple[str, int]:
+    """Host and port of an http(s) URL, without importing urllib."""
+    scheme, _, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    port = 443 if scheme.lower() == "https" else 80
+    if netloc.startswith("["):
+        host, _, tail = netloc[1:].partition("]")
+        if tail.startswith(":") and tail[1:].isdigit():
+            port = int(tail[1:])
+        return host, port
+    host, sep, tail = netloc.rpartition(":")
+    if sep and tail.isdigit():
+        return host, int(tail)
+    return netloc, port
+
+
+def route_source(remote_ip: str, port: int) -> str | None:
+    """Local address the kernel would use towards remote_ip; no packet is sent."""
+    family = socket.AF_INET6 if ":" in remote_ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((remote_ip, port or 9))
+            return sock.getsockname()[0]
+    except OSError:
+        return None
+
+
+def resolve(host: str, port: int) -> str | None:
+    """DNS lookup for flush (which may wait); None when the name does not resolve."""
+    if valid_ip(host):
+        return host
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return None
+    return infos[0][4][0] if infos else None

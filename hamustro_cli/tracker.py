@@ -1,0 +1,746 @@
+"""ClientTracker: the protocol's pseudo client, over the durable spool.
+
+`track_event` only touches SQLite (plus a UDP socket for the route); everything that sends
+(requests, protobuf) is imported inside `flush`, so tracking stays close to Python's
+start-up cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from hamustro_cli import netaddr
+from hamustro_cli.config import KEYS, SESSION_KEYS, Config, load_config
+from hamustro_cli.errors import InputError, SpoolError
+from hamustro_cli.session import Session
+from hamustro_cli.spool import LOCK_NAME, LOG_NAME, REJECTED, SENDING, PENDING, NewEvent, Spool, now
+
+MAX_EVENT_BYTES = 1024
+MAX_PARAMS_BYTES = 64 * 1024
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+LOG_LIMIT = 1024 * 1024  # flush.log is rotated to flush.log.1 past this size
+
+Log = Callable[[int, str], None]
+
+
+def _no_log(level: int, message: str) -> None:
+    pass
+
+
+# -- validating input ---------------------------------------------------------------------
+
+
+def check_event_name(event: Any, where: str = "event name") -> str:
+    if not isinstance(event, str):
+        raise InputError(f"{where}: expected a string, got {type(event).__name__}")
+    if not event.strip():
+        raise InputError(f"{where}: must not be empty")
+    if len(event.encode("utf-8", "surrogatepass")) > MAX_EVENT_BYTES:
+        raise InputError(f"{where}: longer than {MAX_EVENT_BYTES} bytes")
+    _check_utf8(event, where)
+    return event
+
+
+def _check_utf8(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{where}: not valid UTF-8 text") from None
+
+
+def check_user_id(value: Any, where: str = "--user-id") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.lstrip("+-").isdigit():
+            raise InputError(f"{where}: expected a whole number from 0 to {UINT32_MAX}, got {value!r}")
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{where}: expected a whole number from 0 to {UINT32_MAX}, got {value!r}")
+    if not 0 <= value <= UINT32_MAX:
+        raise InputError(f"{where}: {value} is outside 0..{UINT32_MAX} (user_id is a uint32)")
+    return value
+
+
+def check_params(value: Any, where: str = "--params") -> str | None:
+    """A string goes as is; a mapping becomes a compact JSON object string."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+    if not isinstance(value, str):
+        raise InputError(f"{where}: expected a string or a JSON object, got {type(value).__name__}")
+    _check_utf8(value, where)
+    size = len(value.encode("utf-8"))
+    if size > MAX_PARAMS_BYTES:
+        raise InputError(f"{where}: {size} bytes, more than the limit of {MAX_PARAMS_BYTES} bytes")
+    return value
+
+
+def params_from_pairs(pairs: Iterable[str], where: str = "--param") -> str:
+    obj: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"{where} {pair!r}: expected KEY=VALUE with a non-empty KEY")
+        obj[key] = value
+    return check_params(obj, where)  # type: ignore[return-value]
+
+
+def check_at(value: Any, where: str = "--at") -> int:
+    """Epoch seconds (UTC), from an integer or an ISO 8601 time (naive means UTC)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            value = int(text)
+        else:
+            from datetime import datetime, timezone
+
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            except ValueError:
+                raise InputError(
+                    f"{where}: expected epoch seconds or an ISO 8601 time "
+                    f"(2026-11-28T12:00:00Z), got {value!r}"
+                ) from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            value = int(parsed.timestamp())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{where}: expected epoch seconds (a whole number), got {value!r}")
+    if not 0 <= value <= UINT64_MAX:
+        raise InputError(f"{where}: {value} is not a valid epoch time (0..2^64-1)")
+    return value
+
+
+def check_ip(value: str, where: str = "--ip") -> str:
+    if not netaddr.valid_ip(value):
+        raise InputError(f"{where}: {value!r} is not an IPv4 or IPv6 address")
+    return value
+
+
+STDIN_KEYS = {"event", "user_id", "params", "is_testing", "at"}
+
+
+def parse_lines(lines: Iterable[str], default_at: int, ip: str | None, source: str = "stdin") -> list[NewEvent]:
+    """JSON lines into events; all or nothing: the first bad line raises with its number."""
+    events: list[NewEvent] = []
+    append = events.append
+    loads = json.loads
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{source} line {number}"
+        try:
+            obj = loads(line)
+        except ValueError as exc:
+            raise InputError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        if obj.keys() - STDIN_KEYS:
+            unknown = ", ".join(sorted(obj.keys() - STDIN_KEYS))
+            raise InputError(f"{where}: unknown key {unknown} (allowed: {', '.join(sorted(STDIN_KEYS))})")
+        if "event" not in obj:
+            raise InputError(f"{where}: missing key 'event'")
+        event = obj["event"]
+        if type(event) is not str or not event.strip() or len(event) > MAX_EVENT_BYTES // 4:
+            check_event_name(event, f"{where}: event")
+        testing = obj.get("is_testing", False)
+        if not isinstance(testing, bool):
+            raise InputError(f"{where}: is_testing: expected true or false, got {testing!r}")
+        user_id = obj.get("user_id")
+        if user_id is not None and (type(user_id) is not int or not 0 <= user_id <= UINT32_MAX):
+            check_user_id(user_id, f"{where}: user_id")
+        params = obj.get("params")
+        if params is not None:
+            params = check_params(params, f"{where}: params")
+        at = obj.get("at", default_at)
+        if type(at) is not int or not 0 <= at <= UINT64_MAX:
+            if isinstance(at, str):
+                raise InputError(f"{where}: at: expected epoch seconds (a whole number), got {at!r}")
+            check_at(at, f"{where}: at")
+        append(NewEvent(event, at, user_id, ip, params, testing))
+    return events
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    session: str
+    nr: int
+    at: int
+    flush: str  # not-due, started, running, sent, failed, off, backoff, halted
+    first_nr: int = 0
+    count: int = 1
+    flush_detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"session": self.session, "nr": self.nr, "at": self.at, "flush": self.flush}
+
+
+@dataclass
+class FlushReport:
+    sent: int = 0
+    failed: int = 0
+    rejected: int = 0
+    pending: int = 0
+    batches: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None  # why nothing was attempted
+    error: str | None = None
+    halted: bool = False
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.pending == 0 and self.failed == 0 and self.rejected == 0 and self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "pending": self.pending,
+            "batches": self.batches,
+            "skipped": self.skipped,
+            "error": self.error,
+            "dry_run": self.dry_run,
+        }
+
+
+@dataclass(frozen=True)
+class Due:
+    due: bool
+    reason: str
+    next_due_at: int | None
+
+
+class _Stop(Exception):
+    """Stop this flush: the collector cannot take anything now."""
+
+    def __init__(self, answer: Any):
+        self.answer = answer
+
+
+# -- the tracker ----------------------------------------------------------------------------
+
+
+class ClientTracker:
+    """The protocol's ClientTracker. Construct from settings (like the spec's pseudo client)
+    or from the config file with `ClientTracker.from_config()`."""
+
+    def __init__(
+        self,
+        collector_url: str | None = None,
+        shared_secret_key: str | None = None,
+        device_id: str | None = None,
+        client_id: str | None = None,
+        system_version: str | None = None,
+        product_version: str | None = None,
+        system: str | None = None,
+        product_git_hash: str | None = None,
+        queue_size: int | None = None,
+        queue_retention: int | None = None,
+        *,
+        config: Config | None = None,
+        log: Log | None = None,
+        **settings: Any,
+    ):
+        if config is None:
+            given = {
+                "collector_url": collector_url,
+                "shared_secret_key": shared_secret_key,
+                "device_id": device_id,
+                "client_id": client_id,
+                "system_version": system_version,
+                "product_version": product_version,
+                "system": system,
+                "product_git_hash": product_git_hash,
+                "queue_size": queue_size,
+                "queue_retention": queue_retention,
+                **settings,
+            }
+            unknown = set(given) - set(KEYS)
+            if unknown:
+                raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            config = load_config(env={}, overrides=given, use_file=False).require()
+        self.config = config
+        self.log: Log = log or _no_log
+        self._spool: Spool | None = None
+
+    @classmethod
+    def from_config(
+        cls, path: str | os.PathLike[str] | None = None, spool_dir: str | os.PathLike[str] | None = None,
+        log: Log | None = None,
+    ) -> ClientTracker:
+        """Settings resolved as the CLI does: arguments, HAMUSTRO_* environment, TOML file, defaults."""
+        return cls(config=load_config(path, spool_dir).require(), log=log)
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        cfg = self.config.values
+        self.config.require(SESSION_KEYS)
+        return Session.from_settings(
+            cfg["device_id"], cfg["client_id"], cfg["system_version"], cfg["product_version"],
+            cfg["system"], cfg["product_git_hash"],
+        )
+
+    @property
+    def spool(self) -> Spool:
+        if self._spool is None:
+            self._spool = Spool(self.config.spool_dir)
+        return self._spool
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+    def __enter__(self) -> ClientTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _event_ip(self, override: str | None) -> str | None:
+        """The `ip` attribute for a new event: --ip, the configured literal, the route, or none."""
+        if override is not None:
+            return check_ip(override)
+        mode = self.config.values["ip"]
+        if mode == "off":
+            return None
+        if mode != "auto":
+            return mode
+        host, port = netaddr.split_url(self.config.values["collector_url"])
+        remote = host if netaddr.valid_ip(host) else self.spool.get_meta(f"resolved:{host}")
+        if not remote:
+            return netaddr.UNKNOWN
+        return netaddr.route_source(remote, port) or netaddr.UNKNOWN
+
+    # -- tracking -------------------------------------------------------------------------
+
+    def track_event(
+        self,
+        event: str,
+        user_id: int | None = None,
+        params: str | Mapping[str, Any] | None = None,
+        is_testing: bool = False,
+        *,
+        at: int | str | None = None,
+        ip: str | None = None,
+        flush: bool | None = None,
+    ) -> TrackResult:
+        """Queue one event durably, then apply the protocol's flush triggers."""
+        new = NewEvent(
+            event=check_event_name(event),
+            at=now() if at is None else check_at(at),
+            user_id=check_user_id(user_id),
+            ip=None,
+            parameters=check_params(params),
+            is_testing=bool(is_testing),
+        )
+        return self.track_many([new], ip=ip, flush=flush)
+
+    def track_many(self, events: list[NewEvent], *, ip: str | None = None, flush: bool | None = None,
+                   ip_resolved: bool = False) -> TrackResult:
+        """Queue many events in one transaction (all or nothing)."""
+        session = self.session
+        if not ip_resolved:
+            address = self._event_ip(ip)
+            events = [e if e.ip is not None else _with_ip(e, address) for e in events]
+        first, last = self.spool.enqueue(session, events)
+        self.log(1, f"queued {len(events)} event(s) in session {session.session}, nr {first}..{last}")
+        outcome, detail = self._after_track(flush)
+        return TrackResult(session.session, last, events[-1].at, outcome, first, len(events), detail)
+
+    def _after_track(self, flush: bool | None) -> tuple[str, str | None]:
+        mode = self.config.values["flush"]
+        due = self.due()
+        if not due.due:
+            return ("backoff" if due.reason.startswith("backing off") else
+                    "halted" if due.reason.startswith("halted") else "not-due"), None
+        if flush is False or (flush is None and mode == "off"):
+            return "off", None
+        self.log(1, f"flush due: {due.reason}")
+        if flush_running(self.config.spool_dir):
+            return "running", None
+        if mode == "inline":
+            report = self.flush(if_due=True)
+            if report.skipped:
+                return "running", report.skipped
+            return ("sent", None) if report.ok else ("failed", report.error or "not everything was delivered")
+        spawn_background_flush(self.config)
+        return "started", None
+
+    # -- triggers -------------------------------------------------------------------------
+
+    def due(self, at: int | None = None) -> Due:
+        """Do the protocol's triggers fire now, and if not, when next?"""
+        spool = self.spool
+        cfg = self.config.values
+        t = now() if at is None else at
+        metas = spool.get_metas("last_sync_time", "created_at", "backoff_until", "halted")
+        last_sync = int(metas.get("last_sync_time") or metas.get("created_at") or 0)
+        if metas.get("halted"):
+            return Due(False, f"halted: {metas['halted']} (run 'hamustro flush' after fixing it)", None)
+        if not spool.pending_at_least(1):
+            return Due(False, "nothing pending", None)
+        retention_at = last_sync + cfg["queue_retention"] * 60
+        backoff_until = int(metas.get("backoff_until") or 0)
+        if backoff_until > t:
+            return Due(False, f"backing off after failures until {_clock(backoff_until)}",
+                       max(backoff_until, retention_at) if not spool.pending_at_least(cfg["queue_size"])
+                       else backoff_until)
+        if spool.pending_at_least(cfg["queue_size"]):
+            return Due(True, f"queue_size reached ({cfg['queue_size']} or more pending)", t)
+        if t >= retention_at:
+            return Due(True, f"last sync older than queue_retention ({cfg['queue_retention']} min)", t)
+        return Due(False, f"below queue_size ({cfg['queue_size']}) and last sync within "
+                   f"queue_retention ({cfg['queue_retention']} min)", retention_at)
+
+    # -- flushing -------------------------------------------------------------------------
+
+    def flush(
+        self,
+        if_due: bool = False,
+        dry_run: bool = False,
+        retry_rejected: bool = False,
+        wait: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> FlushReport:
+        """Send pending events, one session at a time, in batches; delete only after a 200."""
+        self.config.require()
+        spool = self.spool
+        report = FlushReport(dry_run=dry_run)
+        if retry_rejected and not dry_run:
+            moved = spool.retry_rejected()
+            self.log(1, f"moved {moved} rejected event(s) back to the queue")
+        if if_due:
+            due = self.due()
+            if not due.due:
+                report.skipped = f"not due: {due.reason}"
+                report.pending = self._pending_count()
+                return report
+        lock = FlushLock(self.config.spool_dir)
+        if not lock.acquire(wait=wait and not if_due):
+            report.skipped = "another flush is running"
+            report.pending = self._pending_count()
+            return report
+        try:
+            recovered = spool.recover_claims()
+            if recovered:
+                self.log(1, f"{recovered} event(s) left by an interrupted flush are pending again")
+            if if_due and not self.due().due:
+                report.skipped = "not due (another flush just ran)"
+            elif dry_run:
+                self._dry_run(report)
+            else:
+                self._send_all(report, progress)
+        finally:
+            lock.release()
+        report.pending = self._pending_count()
+        return report
+
+    def _pending_count(self) -> int:
+        return sum(c.get(PENDING, (0, 0))[0] + c.get(SENDING, (0, 0))[0] for c in self.spool.counts().values())
+
+    def _dry_run(self, report: FlushReport) -> None:
+        from hamustro_cli import wire
+
+        spool = self.spool
+        sessions = spool.session_rows()
+        for row_id, row in sessions.items():
+            offset_id = 0
+            while True:
+                rows = spool._read(
+                    "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
+                    "WHERE state = 0 AND session_id = ? AND id > ? ORDER BY id LIMIT ?",
+                    (row_id, offset_id, self.config.values["max_batch_events"]),
+                )
+                if not rows:
+                    break
+                from hamustro_cli.spool import QueuedEvent
+
+                batch = [QueuedEvent(*r[:7], bool(r[7])) for r in rows]
+                body = wire.encode(row.attributes, batch)
+                report.batches.append({"session": row.attributes.session, "events": len(batch),
+                                       "bytes": len(body), "first_nr": batch[0].nr,
+                                       "last_nr": batch[-1].nr, "status": None})
+                offset_id = rows[-1][0]
+
+    def _route(self) -> str | None:
+        """Resolve the collector (flush may wait on DNS), cache it for track, return our address."""
+        host, port = netaddr.split_url(self.config.values["collector_url"])
+        remote = netaddr.resolve(host, port)
+        if remote is None:
+            return None
+        if not netaddr.valid_ip(host) and self.spool.get_meta(f"resolved:{host}") != remote:
+            self.spool.set_meta(**{f"resolved:{host}": remote})
+        return netaddr.route_source(remote, port)
+
+    def _send_all(self, report: FlushReport, progress: Callable[[int], None] | None) -> None:
+        from hamustro_cli import wire
+        from hamustro_cli.transport import Transport
+
+        cfg = self.config.values
+        spool = self.spool
+        local_ip = self._route() if cfg["ip"] == "auto" else None
+        if local_ip:
+            spool.fill_unknown_ip(local_ip)
+        verify: bool | str = str(cfg["ca_bundle"]) if cfg["ca_bundle"] else cfg["tls_verify"]
+        transport = Transport(cfg["collector_url"], cfg["shared_secret_key"], cfg["timeout"], verify,
+                              cfg["retries"], cfg["retry_delay"], self.log)
+        sessions = spool.session_rows()
+        probed: dict[int, bool] = {}
+        try:
+            while True:
+                row_id = spool.next_pending_session()
+                if row_id is None:
+                    break
+                if row_id not in sessions:
+                    sessions = spool.session_rows()
+                attrs = sessions[row_id].attributes
+                batch = spool.claim(row_id, cfg["max_batch_events"])
+                if not batch:
+                    continue
+                try:
+                    self._deliver(transport, wire, attrs, row_id, batch, report, probed, local_ip, progress)
+                except _Stop as stop:
+                    spool.release([e.id for e in batch])
+                    report.failed += len(batch)
+                    self._record_failure(stop.answer, report)
+                    return
+                except BaseException:
+                    # Interrupted (Ctrl-C, a bug): leave nothing marked as sending.
+                    spool.release([e.id for e in batch])
+                    raise
+            if report.sent or report.rejected:
+                clear: dict[str, str | None] = {"backoff_until": None, "failures": None, "halted": None}
+                if report.rejected == 0:
+                    clear["last_error"] = None
+                spool.set_meta(**clear)
+        finally:
+            transport.close()
+
+    def _deliver(self, transport: Any, wire: Any, attrs: Session, row_id: int, batch: list[Any],
+                 report: FlushReport, probed: dict[int, bool], local_ip: str | None,
+                 progress: Callable[[int], None] | None) -> None:
+        """Send one batch; on a 400 split it to set aside only the payloads the collector refuses."""
+        body = wire.encode(attrs, batch, local_ip)
+        answer = transport.send(body)
+        report.batches.append({"session": attrs.session, "events": len(batch), "bytes": len(body),
+                               "first_nr": batch[0].nr, "last_nr": batch[-1].nr,
+                               "status": answer.status, "attempts": answer.attempts})
+        if answer.ok:
+            self.spool.ack([e.id for e in batch], now())
+            report.sent += len(batch)
+            self.log(1, f"sent {len(batch)} event(s) of session {attrs.session} (nr {batch[0].nr}..{batch[-1].nr})")
+            if progress:
+                progress(len(batch))
+            return
+        if answer.status != 400:
+            raise _Stop(answer)
+        if row_id not in probed:
+            # Is the collection itself refused (its attributes), or some payloads in it?
+            empty = transport.send(wire.encode(attrs, []))
+            probed[row_id] = empty.status == 204
+            if empty.status not in (204, 400):
+                raise _Stop(empty)
+        if not probed[row_id] or len(batch) == 1:
+            reason = answer.detail if probed[row_id] else (
+                "collector refused the collection attributes of this session (400 for an empty "
+                "collection): " + answer.detail)
+            self.spool.reject([e.id for e in batch], reason)
+            report.rejected += len(batch)
+            self.log(0, f"warning: {len(batch)} event(s) of session {attrs.session} set aside as "
+                        f"rejected: {reason}")
+            self.spool.record_error({"at": now(), "status": 400, "message": reason,
+                                     "session": attrs.session})
+            if progress:
+                progress(len(batch))
+            return
+        half = len(batch) // 2
+        for part in (batch[:half], batch[half:]):
+            self._deliver(transport, wire, attrs, row_id, part, report, probed, local_ip, progress)
+
+    def _record_failure(self, answer: Any, report: FlushReport) -> None:
+        spool = self.spool
+        metas = spool.get_metas("failures")
+        failures = int(metas.get("failures") or 0) + 1
+        t = now()
+        extra: dict[str, str | None] = {"failures": str(failures)}
+        if answer.status == 405:
+            extra["halted"] = answer.detail
+            report.halted = True
+        else:
+            # Persisted backoff: 1, 2, 4 ... minutes, capped at an hour, at least Retry-After.
+            import random
+
+            wait = min(3600, 60 * 2 ** (failures - 1)) * random.uniform(0.75, 1.0)
+            if answer.retry_after:
+                wait = max(wait, min(answer.retry_after, 24 * 3600))
+            extra["backoff_until"] = str(int(t + wait))
+        report.error = answer.detail
+        spool.record_error({"at": t, "status": answer.status, "message": answer.detail,
+                            "attempts": answer.attempts}, **extra)
+        self.log(0, f"error: {answer.detail}")
+
+    # -- looking --------------------------------------------------------------------------
+
+    def status(self, events: bool = False, limit: int | None = None) -> dict[str, Any]:
+        spool = self.spool
+        counts = spool.counts()
+        sessions = spool.session_rows()
+        current = None
+        try:
+            current = self.session.session
+        except Exception:
+            current = None
+        out_sessions = []
+        totals = {PENDING: 0, SENDING: 0, REJECTED: 0}
+        for row_id, by_state in sorted(counts.items(), key=lambda kv: min(v[1] for v in kv[1].values())):
+            row = sessions[row_id]
+            entry = {
+                "session": row.attributes.session,
+                "pending": by_state.get(PENDING, (0, 0))[0],
+                "sending": by_state.get(SENDING, (0, 0))[0],
+                "rejected": by_state.get(REJECTED, (0, 0))[0],
+                "last_nr": row.last_nr,
+                "oldest_at": None,
+                "product_version": row.attributes.product_version,
+                "system_version": row.attributes.system_version,
+                "current": row.attributes.session == current,
+            }
+            live = [by_state[s][1] for s in (PENDING, SENDING) if s in by_state]
+            if live:
+                entry["oldest_at"] = spool.at_of(min(live))
+            for s in totals:
+                totals[s] += by_state.get(s, (0, 0))[0]
+            out_sessions.append(entry)
+        metas = spool.get_metas("last_sync_time", "created_at", "backoff_until", "halted", "failures")
+        due = self.due()
+        result: dict[str, Any] = {
+            "spool_dir": str(self.config.spool_dir),
+            "pending": totals[PENDING],
+            "sending": totals[SENDING],
+            "rejected": totals[REJECTED],
+            "sessions": out_sessions,
+            "last_sync_time": int(metas["last_sync_time"]) if "last_sync_time" in metas else None,
+            "created_at": int(metas.get("created_at") or 0),
+            "last_error": spool.last_error(),
+            "due": due.due,
+            "due_reason": due.reason,
+            "next_due_at": due.next_due_at,
+            "backoff_until": int(metas["backoff_until"]) if metas.get("backoff_until") else None,
+            "halted": metas.get("halted"),
+            "flush_running": flush_running(self.config.spool_dir),
+            "queue_size": self.config.values["queue_size"],
+            "queue_retention": self.config.values["queue_retention"],
+        }
+        if events:
+            result["events"] = list(spool.iter_events(limit))
+        return result
+
+
+def _with_ip(event: NewEvent, ip: str | None) -> NewEvent:
+    return NewEvent(event.event, event.at, event.user_id, ip, event.parameters, event.is_testing)
+
+
+def _clock(epoch: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+# -- one flush at a time ----------------------------------------------------------------------
+
+
+class FlushLock:
+    """An flock on flush.lock: released by the kernel when the holder dies, so a crashed flush
+    never blocks the next one (which then puts the dead one's claimed events back)."""
+
+    def __init__(self, spool_dir: Path):
+        self.path = Path(spool_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self, wait: bool) -> bool:
+        import fcntl
+
+        try:
+            self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        except OSError as exc:
+            raise SpoolError(f"cannot open the flush lock {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            return False
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def flush_running(spool_dir: Path) -> bool:
+    lock = FlushLock(spool_dir)
+    if not lock.path.exists():
+        return False
+    try:
+        if lock.acquire(wait=False):
+            lock.release()
+            return False
+    except SpoolError:
+        return False
+    return True
+
+
+def spawn_background_flush(config: Config) -> None:
+    """Start a detached `flush --if-due` that holds none of the caller's terminal or pipes.
+
+    The resolved settings go to the child in HAMUSTRO_* variables (never in argv, where other
+    users could read the secret), so it flushes with exactly this configuration."""
+    import subprocess
+
+    env = dict(os.environ)
+    for key, value in config.values.items():
+        if config.sources.get(key) == "default" or value is None:
+            continue
+        env["HAMUSTRO_" + key.upper()] = (
+            ("true" if value else "false") if isinstance(value, bool) else os.fspath(value)
+            if isinstance(value, Path) else str(value)
+        )
+    env["HAMUSTRO_SPOOL_DIR"] = os.fspath(config.spool_dir)
+    env.pop("HAMUSTRO_CONFIG", None)
+    env["HAMUSTRO_CONFIG"] = os.devnull  # everything it needs is in the environment
+    log_path = Path(config.spool_dir) / LOG_NAME
+    try:
+        if log_path.stat().st_size > LOG_LIMIT:
+            os.replace(log_path, log_path.with_name(LOG_NAME + ".1"))
+    except OSError:
+        pass
+    fd = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", "hamustro_cli.background"],
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            env=env,
+            close_fds=True,
+            start_new_session=True,
+            cwd="/",
+        )
+    finally:
+        os.close(fd)

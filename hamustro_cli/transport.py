@@ -1,0 +1,161 @@
+"""HTTP to the collector: one signed POST, retried when the failure is transient.
+
+Imports requests, so only code that sends loads it. Redirects are never followed (a signed
+body must not be replayed to another host); every request has a timeout.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import requests
+
+from hamustro_cli import wire
+
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+MAX_WAIT = 30.0  # longest pause between two tries within one flush (seconds)
+
+Log = Callable[[int, str], None]
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int | None  # None: no HTTP answer at all (refused, reset, timeout, TLS)
+    detail: str  # what happened, for people and for `status`
+    transient: bool
+    retry_after: float | None = None
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def backoff_delay(attempt: int, base: float, cap: float = MAX_WAIT) -> float:
+    """Capped exponential backoff with full jitter: uniform in [base*2^(attempt-1)/2, base*2^(attempt-1)]."""
+    high = min(cap, base * (2 ** (attempt - 1)))
+    return random.uniform(high / 2, high)
+
+
+class Transport:
+    def __init__(
+        self,
+        collector_url: str,
+        secret: str,
+        timeout: float,
+        verify: bool | str = True,
+        retries: int = 3,
+        retry_delay: float = 0.5,
+        log: Log | None = None,
+    ):
+        self.url = collector_url.rstrip("/") + wire.TRACK_PATH
+        self._secret = secret
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.log = log or (lambda level, msg: None)
+        self.http = requests.Session()
+        self.http.verify = verify
+
+    def close(self) -> None:
+        self.http.close()
+
+    def post_once(self, body: bytes) -> Answer:
+        headers = wire.headers(body, self._secret, int(time.time()))
+        self.log(2, f"POST {self.url} ({len(body)} bytes)")
+        try:
+            resp = self.http.post(
+                self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.exceptions.SSLError as exc:
+            return Answer(None, f"TLS error talking to {self.url}: {_short(exc)}", transient=False)
+        except requests.exceptions.Timeout:
+            return Answer(None, f"no answer from {self.url} within {self.timeout:g} s", transient=True)
+        except requests.exceptions.ConnectionError as exc:
+            return Answer(None, f"cannot reach {self.url}: {_short(exc)}", transient=True)
+        except requests.exceptions.RequestException as exc:
+            return Answer(None, f"request to {self.url} failed: {_short(exc)}", transient=True)
+        status = resp.status_code
+        try:
+            text = resp.text[:200].strip()
+        except Exception:  # pragma: no cover - undecodable body
+            text = ""
+        resp.close()
+        self.log(2, f"answer {status}" + (f": {text}" if text else ""))
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+        return Answer(status, describe(status, self.url, resp.headers.get("Location"), text),
+                      transient=status in TRANSIENT_STATUS, retry_after=retry_after)
+
+    def send(self, body: bytes, sleep: Callable[[float], None] = time.sleep) -> Answer:
+        """POST, retrying a transient failure up to `retries` times. Returns the last answer."""
+        attempt = 0
+        while True:
+            attempt += 1
+            answer = self.post_once(body)
+            if not answer.transient or attempt > self.retries:
+                return Answer(answer.status, answer.detail, answer.transient, answer.retry_after, attempt)
+            delay = backoff_delay(attempt, self.retry_delay)
+            if answer.retry_after is not None:
+                if answer.retry_after > MAX_WAIT:
+                    # Too long to wait inside one flush: give up now, the persisted backoff honours it.
+                    return Answer(answer.status, answer.detail, True, answer.retry_after, attempt)
+                delay = max(delay, answer.retry_after)
+            self.log(1, f"{answer.detail}; retry {attempt} of {self.retries} in {delay:.2f} s")
+            sleep(delay)
+
+
+def _short(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error, without the long wrapper text."""
+    seen = exc
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    for arg in getattr(seen, "args", ()):
+        if isinstance(arg, str) and arg:
+            return arg.split(": ", 1)[-1] if "object at 0x" in arg else arg
+    return type(seen).__name__
+
+
+def describe(status: int, url: str, location: str | None, text: str) -> str:
+    """What a status code from the collector means for the person reading `status`."""
+    if status == 200:
+        return "accepted (200)"
+    if status == 204:
+        return "collector answered 204 (no payloads accepted)"
+    if status == 400:
+        return "collector refused the batch as invalid (400)" + (f": {text}" if text else "")
+    if status == 405:
+        return (
+            "collector rejected the signature (405): shared_secret_key is probably wrong "
+            "(or the clock or a proxy altered the request)"
+        )
+    if 300 <= status < 400:
+        return (
+            f"collector answered {status} redirect to {location or '?'}; redirects are not "
+            "followed: set collector_url to the final address"
+        )
+    if status == 404:
+        return f"collector answered 404 for {url}: check collector_url"
+    if status in TRANSIENT_STATUS:
+        return f"collector answered {status} (temporary)"
+    return f"collector answered {status}"
