@@ -198,8 +198,6 @@ def flush(obj: Context, if_due: bool, dry_run: bool, retry_rejected: bool, as_js
         else:
             click.echo(f"sent {report.sent} event(s) in {sum(1 for b in report.batches if b['status'] == 200)} "
                        f"batch(es); {report.pending} pending, {report.rejected} rejected")
-    if report.error:
-        obj.log(0, f"error: {report.error}")
     if report.rejected:
         obj.log(0, f"warning: {report.rejected} event(s) refused by the collector were set aside "
                    "(see 'hamustro status'; resend with 'hamustro flush --retry-rejected')")

@@ -1,0 +1,123 @@
+"""Shared fixtures: an isolated home and spool per test, and a real collector on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from hamustro_cli.cli import cli
+from hamustro_cli.collector import CollectorServer, make_server
+
+SECRET = "test-secret-7f3a9c"
+SETTINGS = {
+    "shared_secret_key": SECRET,
+    "device_id": "device-42",
+    "client_id": "client-a",
+    "system_version": "Linux 6.1",
+    "product_version": "1.0.0",
+    "system": "linux",
+    "product_git_hash": "abc123",
+    "flush": "off",
+}
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def write_config(path: Path, **values: Any) -> Path:
+    path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in values.items()))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads or writes the real home: config and spool live in tmp_path."""
+    for name in list(os.environ):
+        if name.startswith("HAMUSTRO_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
+    monkeypatch.setenv("HAMUSTRO_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.setenv("HAMUSTRO_SPOOL_DIR", str(tmp_path / "spool"))
+    return tmp_path
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+class RunningCollector:
+    def __init__(self, server: CollectorServer, out_path: Path):
+        self.server = server
+        self.out_path = out_path
+        self.url = server.url
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every event the collector accepted, as written to its JSON lines file."""
+        self.server.out.flush()
+        text = self.out_path.read_text()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.server.requests
+
+
+def start_collector(tmp_path: Path, name: str = "collector", **options: Any) -> RunningCollector:
+    out_path = tmp_path / f"{name}.jsonl"
+    out = open(out_path, "a")  # noqa: SIM115 - closed by the fixture
+    server = make_server("127.0.0.1", 0, options.pop("secret", SECRET), out, **options)
+    server.keep_requests = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return RunningCollector(server, out_path)
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[RunningCollector]:
+    running = start_collector(tmp_path)
+    yield running
+    running.server.stop()
+    running.server.out.close()
+
+
+@pytest.fixture
+def config(isolated: Path, collector: RunningCollector) -> Path:
+    """A complete config file pointing at the test collector (flush = "off" unless a test says)."""
+    return write_config(isolated / "config.toml", collector_url=collector.url, **SETTINGS)
+
+
+def invoke(*args: str, input: str | None = None, expect: int | None = 0) -> Any:
+    """Run the CLI in-process; check the exit code unless expect is None."""
+    result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+    if expect is not None:
+        assert result.exit_code == expect, (result.exit_code, result.output)
+    return result
+
+
+def run(*args: str, input: str | None = None, env: dict[str, str] | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `python -m hamustro_cli ARGS` as a real process with the test's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "hamustro_cli", *args],
+        input=input, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
