@@ -152,6 +152,8 @@ def track(obj: Context, event: str | None, user_id: str | None, params: str | No
                 ip=ip,
                 flush=flush,
             )
+    if result.flush == "halted":
+        obj.log(0, f"warning: event queued, but sending is {result.flush_detail}")
     if result.flush == "failed":
         obj.log(0, f"warning: event queued, but the flush it triggered failed: {result.flush_detail}")
     if as_json:

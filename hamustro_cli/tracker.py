@@ -368,8 +368,9 @@ class ClientTracker:
         mode = self.config.values["flush"]
         due = self.due()
         if not due.due:
-            return ("backoff" if due.reason.startswith("backing off") else
-                    "halted" if due.reason.startswith("halted") else "not-due"), None
+            if due.reason.startswith("halted"):
+                return "halted", due.reason
+            return ("backoff" if due.reason.startswith("backing off") else "not-due"), None
         if flush is False or (flush is None and mode == "off"):
             return "off", None
         self.log(1, f"flush due: {due.reason}")

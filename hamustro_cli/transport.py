@@ -76,7 +76,13 @@ class Transport:
         self.retry_delay = retry_delay
         self.log = log or (lambda level, msg: None)
         self.http = requests.Session()
-        self.http.verify = verify
+        # Passed with each request: requests lets REQUESTS_CA_BUNDLE override a Session's verify.
+        self.verify = verify
+        if verify is False:
+            # The CLI already warned once (config.load_config); urllib3 would repeat it per request.
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
     def close(self) -> None:
         self.http.close()
@@ -86,7 +92,8 @@ class Transport:
         self.log(2, f"POST {self.url} ({len(body)} bytes)")
         try:
             resp = self.http.post(
-                self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
+                self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False,
+                verify=self.verify,
             )
         except requests.exceptions.SSLError as exc:
             return Answer(None, f"TLS error talking to {self.url}: {_short(exc)}", transient=False)

@@ -121,3 +121,43 @@ def run(*args: str, input: str | None = None, env: dict[str, str] | None = None,
         input=input, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+class ScriptedServer:
+    """A real HTTP server on 127.0.0.1:0 answering POSTs with the given statuses in turn (the
+    last one repeats). It keeps each request's headers and body."""
+
+    def __init__(self, statuses: list[int], headers: dict[str, str] | None = None):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.statuses = list(statuses)
+        self.requests: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.requests.append({"headers": dict(self.headers.items()), "body": body})
+                n = len(outer.requests) - 1
+                status = outer.statuses[min(n, len(outer.statuses) - 1)]
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def hits(self) -> int:
+        return len(self.requests)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

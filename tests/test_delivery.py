@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SECRET, SETTINGS, invoke, run, start_collector, write_config
+from conftest import SECRET, SETTINGS, ScriptedServer, invoke, run, start_collector, write_config
 from specschema import decode
 
 
@@ -112,41 +112,9 @@ def test_dry_run_sends_nothing(config, collector):
     assert json.loads(invoke("status", "--json").stdout)["pending"] == 1
 
 
-class FixedStatus:
-    """A real HTTP server on 127.0.0.1:0 that answers every request with one status."""
-
-    def __init__(self, status: int, headers: dict[str, str] | None = None):
-        import threading
-        from http.server import BaseHTTPRequestHandler, HTTPServer
-
-        outer = self
-        self.hits = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.hits += 1
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.mark.parametrize("status", [204, 301, 400, 404, 405, 408, 429, 500, 502, 503])
 def test_every_status_but_200_keeps_the_events(isolated, status):
-    server = FixedStatus(status, {"Location": "http://127.0.0.1:9/elsewhere"} if status == 301 else None)
+    server = ScriptedServer([status], {"Location": "http://127.0.0.1:9/elsewhere"} if status == 301 else None)
     try:
         write_config(isolated / "config.toml", collector_url=server.url, retries=1, retry_delay=0.01,
                      **SETTINGS)

@@ -1,0 +1,372 @@
+"""`hamustro doctor`: check, in order, what a working client needs, and say what to fix.
+
+The checks are the config (and where each value came from), the spool, the collector's
+`/api/health`, and the credentials end to end: a signed Collection with no payloads, which
+the collector answers 204 when secret and session are right, 405 when the secret is wrong and
+400 when the session or body is wrong. No event is ever sent. A check that needs an earlier
+one that failed is reported as skipped, so the first failure is the one to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config
+from hamustro_cli.errors import ConfigError, SpoolError
+from hamustro_cli.session import Session
+
+Log = Callable[[int, str], None]
+
+HEALTH_PATH = "/api/health"
+SPOOL_FILES = ("spool.sqlite3", "spool.sqlite3-wal", "spool.sqlite3-shm", "flush.lock", "flush.log",
+               "flush.log.1")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    verdict: str
+    hint: str | None = None  # what to do; on a passing check, a warning worth acting on
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        """"ok", "warn" (passed, with advice), "fail" or "skipped"."""
+        if self.ok:
+            return "warn" if self.hint else "ok"
+        return "skipped" if self.verdict.startswith("skipped") else "fail"
+
+
+def _no_log(level: int, message: str) -> None:
+    pass
+
+
+def _skipped(name: str, because: str) -> Check:
+    return Check(name, False, f"skipped: {because}")
+
+
+# -- config -------------------------------------------------------------------------------------
+
+
+def source_kind(source: str) -> str:
+    """Config.sources holds '--flag', 'environment variable X', a file path or 'default'."""
+    if source == "default":
+        return "default"
+    if source.startswith("--"):
+        return "flag"
+    if source.startswith("environment variable"):
+        return "environment"
+    return "file"
+
+
+def _shown(key: str, value: Any) -> Any:
+    """A JSON-safe value; the secret only as set/unset, never its value."""
+    if key == SECRET_KEY:
+        return "set" if value else "unset"
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def check_config(config_path: str | os.PathLike[str] | None, spool_dir: str | os.PathLike[str] | None,
+                 env: Mapping[str, str] | None = None) -> tuple[Check, Config | None]:
+    """The config check, and the Config when it could be loaded (even with required keys
+    missing: the spool and the collector can still be checked then)."""
+    try:
+        cfg = load_config(config_path, spool_dir, env)
+    except ConfigError as exc:
+        return Check("config", False, str(exc), "fix the value named above, then run 'hamustro doctor' again"), None
+
+    keys = {
+        name: {
+            "value": _shown(name, cfg.values.get(name)),
+            "source": source_kind(cfg.sources.get(name, "default")),
+            "from": cfg.sources.get(name, "default"),
+        }
+        for name in KEYS
+    }
+    tally: dict[str, int] = {}
+    for info in keys.values():
+        tally[info["source"]] = tally.get(info["source"], 0) + 1
+    order = ("flag", "environment", "file", "default")
+    summary = ", ".join(f"{tally[k]} {'default' if k == 'default' else 'from ' + k}"
+                        for k in order if k in tally)
+    shown = os.path.abspath(cfg.config_path)
+    where = shown if cfg.config_found else f"{shown} (not found; not needed)"
+    details = {
+        "path": shown,
+        "found": cfg.config_found,
+        "keys": keys,
+        "warnings": list(cfg.warnings),
+    }
+    try:
+        cfg.require(REQUIRED)
+    except ConfigError as exc:
+        return Check("config", False, f"{where}: {exc}", "set the missing key(s), then run 'hamustro doctor' again",
+                     details), cfg
+    secret = "secret set" if cfg.values.get(SECRET_KEY) else "secret unset"
+    verdict = f"{where} ({summary}; {secret})"
+    hint = None
+    if cfg.warnings:
+        hint = "; ".join(w[len("warning: "):] if w.startswith("warning: ") else w for w in cfg.warnings)
+    return Check("config", True, verdict, hint, details), cfg
+
+
+# -- spool --------------------------------------------------------------------------------------
+
+
+def check_spool(directory: Path) -> Check:
+    """Exists or can be created, writable, private (0700 / 0600), its schema and its counts.
+
+    Opening the spool does what every command does when it opens it: it creates the directory
+    0700 if missing, tightens a directory we own, and applies pending schema migrations.
+    """
+    from hamustro_cli.spool import PENDING, REJECTED, SCHEMA_VERSION, SENDING, Spool
+
+    directory = Path(os.path.abspath(directory))
+    details: dict[str, Any] = {"path": str(directory), "existed": directory.exists()}
+    mode_before = None
+    if directory.is_dir():
+        mode_before = stat.S_IMODE(os.stat(directory).st_mode)
+    try:
+        spool = Spool(directory)
+    except SpoolError as exc:
+        return Check("spool", False, str(exc), _spool_hint(str(exc), directory), details)
+    try:
+        version = spool.schema_version
+        counts = spool.counts()
+        metas = spool.get_metas("halted", "backoff_until")
+    except SpoolError as exc:
+        return Check("spool", False, str(exc), _spool_hint(str(exc), directory), details)
+    finally:
+        spool.close()
+    totals = {name: sum(per.get(state, (0, 0))[0] for per in counts.values())
+              for name, state in (("pending", PENDING), ("sending", SENDING), ("rejected", REJECTED))}
+    dir_mode = stat.S_IMODE(os.stat(directory).st_mode)
+    loose = {}
+    for name in SPOOL_FILES:
+        path = directory / name
+        try:
+            mode = stat.S_IMODE(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            loose[name] = f"{mode:04o}"
+    unwritable = [name for name in SPOOL_FILES[:3]
+                  if (directory / name).exists() and not os.access(directory / name, os.W_OK)]
+    details.update(mode=f"{dir_mode:04o}", schema_version=version, schema_expected=SCHEMA_VERSION,
+                   loose_files=loose, sessions=len(counts), **totals)
+    if mode_before is not None and mode_before != dir_mode:
+        details["mode_was"] = f"{mode_before:04o}"
+
+    if unwritable:
+        names = ", ".join(str(directory / n) for n in unwritable)
+        return Check("spool", False, f"{names} not writable by this user",
+                     f"chown/chmod them to the user running hamustro (chmod 600 {names})", details)
+    if dir_mode & 0o077:
+        return Check("spool", False, f"{directory} is {dir_mode:04o}: other users can read queued events",
+                     f"chmod 700 {directory}", details)
+    if loose:
+        listed = ", ".join(f"{n} {m}" for n, m in loose.items())
+        paths = " ".join(str(directory / n) for n in loose)
+        return Check("spool", False, f"{directory}: files readable by other users ({listed})",
+                     f"chmod 600 {paths}", details)
+
+    created = "" if details["existed"] else "created, "
+    tightened = f"tightened from {details['mode_was']}, " if "mode_was" in details else ""
+    verdict = (f"{directory} ({created}{tightened}{dir_mode:04o}, schema {version}; "
+               f"{totals['pending']} pending, {totals['sending']} sending, {totals['rejected']} rejected)")
+    notes = []
+    if metas.get("halted"):
+        details["halted"] = metas["halted"]
+        notes.append("sending is stopped after the collector rejected the signature (405); once the "
+                     "credentials check passes, run 'hamustro flush' to resume")
+    backoff = int(metas.get("backoff_until") or 0)
+    if backoff > time.time():
+        details["backoff_until"] = backoff
+        notes.append(f"backing off after failed sends for {int(backoff - time.time())} s more "
+                     "('hamustro flush' tries at once)")
+    if totals["rejected"]:
+        notes.append("the collector refused some events; see 'hamustro status --events', "
+                     "resend with 'hamustro flush --retry-rejected'")
+    hint = "; ".join(notes) or None
+    return Check("spool", True, verdict, hint, details)
+
+
+def _spool_hint(message: str, directory: Path) -> str:
+    low = message.lower()
+    if "newer than" in low:
+        return "upgrade hamustro, or use another --spool-dir"
+    if "corrupt" in low:
+        return f"move {directory / 'spool.sqlite3'} aside; a new spool is created on the next track"
+    if "not a directory" in low:
+        return "set spool_dir (or --spool-dir, HAMUSTRO_SPOOL_DIR) to a directory"
+    return f"make {directory} a directory this user can write, or set spool_dir elsewhere"
+
+
+# -- the collector ------------------------------------------------------------------------------
+
+
+def _verify(cfg: Config) -> bool | str:
+    """Same rule as the tracker: a CA bundle when one is set, else tls_verify."""
+    ca = cfg.values.get("ca_bundle")
+    return str(ca) if ca else bool(cfg.values.get("tls_verify", True))
+
+
+def check_health(cfg: Config, log: Log = _no_log) -> Check:
+    import requests
+
+    from hamustro_cli.transport import _short
+
+    url = cfg.values["collector_url"].rstrip("/") + HEALTH_PATH
+    details: dict[str, Any] = {"url": url, "status": None}
+    log(1, f"GET {url}")
+    started = time.monotonic()
+    try:
+        with warnings.catch_warnings():
+            # tls_verify = false is already reported (and warned about) by the config check.
+            warnings.simplefilter("ignore")
+            resp = requests.get(url, timeout=cfg.values["timeout"], verify=_verify(cfg),
+                                allow_redirects=False)
+    except requests.exceptions.SSLError as exc:
+        return Check("collector", False, f"TLS error talking to {url}: {_short(exc)}",
+                     "set ca_bundle to the CA that signed the collector's certificate", details)
+    except requests.exceptions.Timeout:
+        return Check("collector", False, f"no answer from {url} within {cfg.values['timeout']:g} s",
+                     "check that the collector is up and reachable from here; raise timeout if it is slow",
+                     details)
+    except requests.exceptions.ConnectionError as exc:
+        return Check("collector", False, f"cannot reach {url}: {_short(exc)}",
+                     "is the collector running? check collector_url (and HTTPS_PROXY/NO_PROXY)", details)
+    except requests.exceptions.RequestException as exc:
+        return Check("collector", False, f"request to {url} failed: {_short(exc)}",
+                     "check collector_url", details)
+    elapsed = time.monotonic() - started
+    status = resp.status_code
+    details.update(status=status, elapsed_ms=round(elapsed * 1000, 1))
+    log(2, f"answer {status}")
+    try:
+        up = resp.json().get("up") is True if status == 200 else False
+    except (ValueError, AttributeError):
+        up = False
+    finally:
+        resp.close()
+    if status == 200 and up:
+        return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms)", None, details)
+    if 300 <= status < 400:
+        return Check("collector", False,
+                     f"{url} answered {status} redirect to {resp.headers.get('Location') or '?'}",
+                     "redirects are not followed: set collector_url to the final address", details)
+    if status == 200:
+        return Check("collector", False, f"{url} answered 200 but not {{\"up\":true}}",
+                     "collector_url may point at something other than a Hamustro collector", details)
+    if status == 404:
+        return Check("collector", False, f"{url} answered 404",
+                     "collector_url should be the collector's base URL, without /api/...", details)
+    return Check("collector", False, f"{url} answered {status}",
+                 "the collector is not healthy; try again later or ask its operator", details)
+
+
+def check_credentials(cfg: Config, session: Session | None = None, log: Log = _no_log) -> Check:
+    """POST a signed Collection with no payloads. `session` defaults to the configured one."""
+    from hamustro_cli import wire
+    from hamustro_cli.transport import Transport
+
+    values = cfg.values
+    if session is None:
+        session = Session.from_settings(values["device_id"], values["client_id"], values["system_version"],
+                                        values["product_version"], values["system"], values["product_git_hash"])
+    body = wire.encode(session, [])
+    transport = Transport(values["collector_url"], values[SECRET_KEY], values["timeout"], _verify(cfg),
+                          retries=0, log=log)
+    details: dict[str, Any] = {"url": transport.url, "session": session.session, "status": None}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            answer = transport.post_once(body)
+    finally:
+        transport.close()
+    details["status"] = answer.status
+    if answer.status == 204:
+        return Check("credentials", True,
+                     f"collector answered 204 to a signed Collection with no payloads (session {session.session})",
+                     None, details)
+    if answer.status == 405:
+        return Check("credentials", False, "collector answered 405: shared_secret_key is wrong",
+                     "set shared_secret_key to the collector's secret (if it is right, check this machine's "
+                     "clock and any proxy that rewrites requests)", details)
+    if answer.status == 400:
+        return Check("credentials", False,
+                     f"collector answered 400: session or body refused (session {session.session})",
+                     "the session must be md5 of sha256(device_id):client_id:system_version:product_version; "
+                     "check that the collector speaks this protocol version (Content-Type application/protobuf)",
+                     details)
+    if answer.status == 200:
+        # Cannot happen for an empty Collection on a conforming collector.
+        return Check("credentials", False, "collector answered 200 to a Collection with no payloads",
+                     "collector_url may not point at a Hamustro collector", details)
+    if answer.status is None:
+        return Check("credentials", False, answer.detail,
+                     "is the collector running? check collector_url", details)
+    return Check("credentials", False, answer.detail, "check collector_url and the collector's state", details)
+
+
+# -- all of them --------------------------------------------------------------------------------
+
+
+def run_checks(config_path: str | os.PathLike[str] | None, spool_dir: str | os.PathLike[str] | None,
+               env: Mapping[str, str] | None = None, log: Log | None = None) -> list[Check]:
+    """config, spool, collector, credentials, in that order; each one line, none sends an event."""
+    log = log or _no_log
+    checks: list[Check] = []
+    config_check, cfg = check_config(config_path, spool_dir, env)
+    checks.append(config_check)
+
+    if cfg is None:
+        checks.append(_skipped("spool", "the config could not be loaded"))
+    else:
+        checks.append(check_spool(cfg.spool_dir))
+
+    if cfg is None or not cfg.values.get("collector_url"):
+        health = _skipped("collector", "collector_url is not set" if cfg else "the config could not be loaded")
+    else:
+        health = check_health(cfg, log)
+    checks.append(health)
+
+    if not config_check.ok:
+        checks.append(_skipped("credentials", "the config check failed"))
+    elif not health.ok and health.details.get("status") is None:
+        # No HTTP answer at all: a POST would fail the same way. An unexpected health answer
+        # (a proxy, an old collector without /api/health) still lets the POST say more.
+        checks.append(_skipped("credentials", "the collector cannot be reached"))
+    else:
+        checks.append(check_credentials(cfg, log=log))  # type: ignore[arg-type]
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    """One line a check: `ok    config: ...`, `FAIL  credentials: ... → fix: ...`."""
+    labels = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skipped": "skip"}
+    lines = []
+    for c in checks:
+        verdict = c.verdict[len("skipped: "):] if c.state == "skipped" else c.verdict
+        line = f"{labels[c.state]:<6}{c.name}: {verdict}"
+        if c.hint:
+            line += f" → {'fix' if not c.ok else 'note'}: {c.hint}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def to_json(checks: list[Check]) -> dict[str, Any]:
+    """{"ok": bool, "checks": [{"name", "ok", "state", "verdict", "hint", "details"}]}."""
+    return {
+        "ok": all(c.ok for c in checks),
+        "checks": [{**asdict(c), "state": c.state} for c in checks],
+    }
