@@ -301,6 +301,29 @@ def session(obj: Context, as_json: bool) -> None:
     emit_json(data)
 
 
+# -- doctor -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.pass_obj
+def doctor(obj: Context, as_json: bool) -> None:
+    """Check config, spool, collector and credentials, one line each; send no event."""
+    from hamustro_cli.doctor import render, run_checks, to_json
+
+    checks = run_checks(obj.config_path, obj.spool_dir, log=obj.log)
+    if as_json:
+        emit_json(to_json(checks))
+    elif obj.quiet:
+        failed = [c for c in checks if not c.ok]
+        if failed:
+            click.echo(render(failed))
+    else:
+        click.echo(render(checks))
+    if not all(c.ok for c in checks):
+        sys.exit(ExitStatus.UNDELIVERED)
+
+
 # -- collector --------------------------------------------------------------------------------
 
 
