@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import enum
-import json
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, NoReturn
 
 import click
@@ -26,12 +24,14 @@ EXIT_FOR = {ConfigError: ExitStatus.USAGE, InputError: ExitStatus.USAGE,
             SpoolError: ExitStatus.SPOOL, DeliveryError: ExitStatus.UNDELIVERED}
 
 
-@dataclass
 class Context:
-    config_path: str | None
-    spool_dir: str | None
-    verbose: int
-    quiet: bool
+    """What the global options say, for every command."""
+
+    def __init__(self, config_path: str | None, spool_dir: str | None, verbose: int, quiet: bool):
+        self.config_path = config_path
+        self.spool_dir = spool_dir
+        self.verbose = verbose
+        self.quiet = quiet
 
     def log(self, level: int, message: str) -> None:
         """0: warnings and errors (hidden by -q unless they start with 'error'), 1: -v, 2: -vv."""
@@ -79,6 +79,8 @@ def translate(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def emit_json(data: Any) -> None:
+    import json
+
     click.echo(json.dumps(data, indent=None, sort_keys=False))
 
 

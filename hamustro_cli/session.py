@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def sha256hex(text: str) -> str:
@@ -17,8 +16,7 @@ def session_id(device_id_hash: str, client_id: str, system_version: str, product
     return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
-@dataclass(frozen=True)
-class Session:
+class Session(NamedTuple):
     session: str
     device_id: str  # already sha256hex(raw device id): what is sent
     client_id: str
@@ -50,4 +48,4 @@ class Session:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()

@@ -7,13 +7,11 @@ start-up cost.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from hamustro_cli import netaddr
 from hamustro_cli.config import KEYS, SESSION_KEYS, Config, load_config
@@ -75,6 +73,8 @@ def check_params(value: Any, where: str = "--params") -> str | None:
     if value is None:
         return None
     if isinstance(value, Mapping):
+        import json
+
         value = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
     if not isinstance(value, str):
         raise InputError(f"{where}: expected a string or a JSON object, got {type(value).__name__}")
@@ -132,6 +132,8 @@ STDIN_KEYS = {"event", "user_id", "params", "is_testing", "at"}
 
 def parse_lines(lines: Iterable[str], default_at: int, ip: str | None, source: str = "stdin") -> list[NewEvent]:
     """JSON lines into events; all or nothing: the first bad line raises with its number."""
+    import json
+
     events: list[NewEvent] = []
     append = events.append
     loads = json.loads
@@ -174,8 +176,8 @@ def parse_lines(lines: Iterable[str], default_at: int, ip: str | None, source: s
 # -- results --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TrackResult:
+# Value types are NamedTuples and a plain class, not dataclasses: see spool.NewEvent.
+class TrackResult(NamedTuple):
     session: str
     nr: int
     at: int
@@ -188,17 +190,19 @@ class TrackResult:
         return {"session": self.session, "nr": self.nr, "at": self.at, "flush": self.flush}
 
 
-@dataclass
 class FlushReport:
-    sent: int = 0
-    failed: int = 0
-    rejected: int = 0
-    pending: int = 0
-    batches: list[dict[str, Any]] = field(default_factory=list)
-    skipped: str | None = None  # why nothing was attempted
-    error: str | None = None
-    halted: bool = False
-    dry_run: bool = False
+    """What one flush did; filled in as it goes."""
+
+    def __init__(self, dry_run: bool = False):
+        self.sent = 0
+        self.failed = 0
+        self.rejected = 0
+        self.pending = 0
+        self.batches: list[dict[str, Any]] = []
+        self.skipped: str | None = None  # why nothing was attempted
+        self.error: str | None = None
+        self.halted = False
+        self.dry_run = dry_run
 
     @property
     def ok(self) -> bool:
@@ -217,8 +221,7 @@ class FlushReport:
         }
 
 
-@dataclass(frozen=True)
-class Due:
+class Due(NamedTuple):
     due: bool
     reason: str
     next_due_at: int | None
