@@ -87,7 +87,7 @@ def emit_json(data: Any) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False),
               help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.")
-@click.option("--spool-dir", metavar="DIR", type=click.Path(file_okay=False),
+@click.option("--spool-dir", metavar="DIR", type=click.Path(),
               help="Spool directory holding the queue. Default: $HAMUSTRO_SPOOL_DIR, spool_dir, "
                    "or $XDG_STATE_HOME/hamustro.")
 @click.option("-v", "--verbose", count=True, help="Say what is being done; twice: requests and answers too.")

@@ -244,7 +244,12 @@ def load_config(
     file_values: dict[str, Any] = {}
     found = False
     if use_file and (explicit or path.exists()):
-        file_values = read_config_file(path)
+        try:
+            file_values = read_config_file(path)
+        except ConfigError as exc:
+            if config_path is None and env.get(ENV_PREFIX + "CONFIG"):
+                raise ConfigError(f"{exc} (set by environment variable {ENV_PREFIX}CONFIG)") from None
+            raise
         found = True
         for name in file_values:
             if name not in KEYS:

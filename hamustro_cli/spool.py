@@ -152,6 +152,21 @@ def private_file(path: Path) -> None:
         os.close(fd)
 
 
+def tighten(path: Path) -> None:
+    """An existing spool file others can read (an older version, a copy) becomes owner-only.
+
+    Never adds a permission: a read-only file stays read-only."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        try:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+        except OSError:
+            pass
+
+
 class Spool:
     """One connection to the spool database. Not shared between threads."""
 
@@ -168,6 +183,10 @@ class Spool:
         prepare_dir(self.directory)
         if not self.path.exists():
             private_file(self.path)
+        else:
+            # SQLite gives new -wal/-shm files the database's mode: tighten them all.
+            for suffix in ("", "-wal", "-shm"):
+                tighten(self.path.with_name(self.path.name + suffix))
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         except sqlite3.Error as exc:

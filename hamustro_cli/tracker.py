@@ -22,7 +22,7 @@ from hamustro_cli.spool import LOCK_NAME, LOG_NAME, REJECTED, SENDING, PENDING, 
 MAX_EVENT_BYTES = 1024
 MAX_PARAMS_BYTES = 64 * 1024
 UINT32_MAX = 2**32 - 1
-UINT64_MAX = 2**64 - 1
+AT_MAX = 2**63 - 1  # `at` is a uint64 on the wire, but the spool stores it as SQLite's signed INTEGER
 LOG_LIMIT = 1024 * 1024  # flush.log is rotated to flush.log.1 past this size
 
 Log = Callable[[int, str], None]
@@ -58,7 +58,8 @@ def check_user_id(value: Any, where: str = "--user-id") -> int | None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        if not text.lstrip("+-").isdigit():
+        digits = text.lstrip("+-")
+        if not (digits.isascii() and digits.isdigit()):
             raise InputError(f"{where}: expected a whole number from 0 to {UINT32_MAX}, got {value!r}")
         value = int(text)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -99,7 +100,7 @@ def check_at(value: Any, where: str = "--at") -> int:
     """Epoch seconds (UTC), from an integer or an ISO 8601 time (naive means UTC)."""
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             value = int(text)
         else:
             from datetime import datetime, timezone
@@ -116,8 +117,8 @@ def check_at(value: Any, where: str = "--at") -> int:
             value = int(parsed.timestamp())
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(f"{where}: expected epoch seconds (a whole number), got {value!r}")
-    if not 0 <= value <= UINT64_MAX:
-        raise InputError(f"{where}: {value} is not a valid epoch time (0..2^64-1)")
+    if not 0 <= value <= AT_MAX:
+        raise InputError(f"{where}: {value} is not a valid epoch time (0..2^63-1)")
     return value
 
 
@@ -153,19 +154,23 @@ def parse_lines(lines: Iterable[str], default_at: int, ip: str | None, source: s
         if "event" not in obj:
             raise InputError(f"{where}: missing key 'event'")
         event = obj["event"]
-        if type(event) is not str or not event.strip() or len(event) > MAX_EVENT_BYTES // 4:
+        if (type(event) is not str or not event.isascii() or not event.strip()
+                or len(event) > MAX_EVENT_BYTES // 4):
             check_event_name(event, f"{where}: event")
         testing = obj.get("is_testing", False)
         if not isinstance(testing, bool):
             raise InputError(f"{where}: is_testing: expected true or false, got {testing!r}")
         user_id = obj.get("user_id")
         if user_id is not None and (type(user_id) is not int or not 0 <= user_id <= UINT32_MAX):
-            check_user_id(user_id, f"{where}: user_id")
+            if isinstance(user_id, str):
+                raise InputError(f"{where}: user_id: expected a JSON integer from 0 to {UINT32_MAX}, "
+                                 f"got the string {user_id!r}")
+            user_id = check_user_id(user_id, f"{where}: user_id")
         params = obj.get("params")
         if params is not None:
             params = check_params(params, f"{where}: params")
         at = obj.get("at", default_at)
-        if type(at) is not int or not 0 <= at <= UINT64_MAX:
+        if type(at) is not int or not 0 <= at <= AT_MAX:
             if isinstance(at, str):
                 raise InputError(f"{where}: at: expected epoch seconds (a whole number), got {at!r}")
             check_at(at, f"{where}: at")
