@@ -60,6 +60,12 @@ class CollectorServer(ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []  # (status, headers, body) of each track request, for tests
         self.keep_requests = False
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (killed, timed out) is not the collector's error."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]

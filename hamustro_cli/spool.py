@@ -348,9 +348,14 @@ class Spool:
         return first, last
 
     def pending_at_least(self, n: int) -> bool:
-        """True when n or more events are pending; reads at most n index entries."""
+        """True when n or more events wait to be sent; reads at most n index entries.
+
+        Events left marked as sending count: a flush that died leaves them so, and only the
+        next flush puts them back. Were they not counted, `flush --if-due` (cron, and the
+        background flush `track` starts) would find "nothing pending" and never run that
+        recovery. While a flush is alive they are its own; the triggers then find it running."""
         rows = self._read(
-            "SELECT count(*) FROM (SELECT 1 FROM events WHERE state = 0 LIMIT ?)", (n,)
+            "SELECT count(*) FROM (SELECT 1 FROM events WHERE state IN (0, 1) LIMIT ?)", (n,)
         )
         return rows[0][0] >= n
 

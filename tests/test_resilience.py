@@ -126,6 +126,31 @@ def test_flush_killed_mid_request_loses_nothing(config, tmp_path, spool_dir, iso
         held.server.server_close()
 
 
+def test_flush_if_due_recovers_events_left_sending_by_a_killed_flush(config, tmp_path, spool_dir, isolated):
+    """Cron runs `flush --if-due`: it must put back and send what a killed flush left marked."""
+    held = start_collector(tmp_path, "held", delay=30)
+    write_config(isolated / "config.toml", collector_url=held.url, queue_size=5, **SETTINGS)
+    for i in range(5):
+        invoke("track", f"e{i}")
+    proc = subprocess.Popen([*HAMUSTRO, "flush"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until(lambda: status()["sending"] == 5, 30)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    held.server.shutting_down = True
+    assert status()["due"] is True  # queue_size is reached: the stuck events still wait to be sent
+    fine = start_collector(tmp_path, "fine")
+    try:
+        write_config(isolated / "config.toml", collector_url=fine.url, queue_size=5, **SETTINGS)
+        assert invoke("flush", "--if-due").exit_code == 0
+        assert [e["nr"] for e in fine.received()] == [1, 2, 3, 4, 5]
+        assert (status()["pending"], status()["sending"]) == (0, 0)
+    finally:
+        fine.server.stop()
+        held.server.server_close()
+
+
 def test_transient_failures_are_retried_within_a_flush(isolated):
     server = ScriptedServer([503, 429, 200], {"Retry-After": "0"})
     try:

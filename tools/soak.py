@@ -1,0 +1,608 @@
+#!/usr/bin/env python3
+"""Soak test: many `hamustro track` processes, a cron-like flushing loop, a collector that
+fails a share of requests and is SIGKILLed and restarted, and processes SIGKILLed at random.
+At the end a healthy collector takes everything that is left, and the script prints what
+was tracked, delivered, duplicated and lost.
+
+    .venv/bin/python tools/soak.py --seconds 60
+
+Everything lives in a temporary directory under /tmp (config, spool, collector output,
+the stderr of every child, chaos.log); children get HAMUSTRO_CONFIG, HAMUSTRO_SPOOL_DIR
+and HOME pointing there, so the real home is never touched. Only 127.0.0.1 is used.
+
+Each event carries a unique id in its parameters. An id is *confirmed* when its `track`
+exited 0, *unconfirmed* when the `track` was SIGKILLed (it may or may not have been
+queued). Exit 1 when a confirmed event was lost, a session's `nr` values have gaps or
+conflicts, or a client printed a traceback / 'database is locked'; otherwise 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+SECRET = "soak-secret-not-for-production"
+BAD_PATTERNS = {"traceback": re.compile(r"Traceback \(most recent call last\)"),
+                "locked": re.compile(r"database is locked", re.I)}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Child:
+    kind: str  # track, track-stdin, flush, flush-if-due
+    proc: subprocess.Popen
+    ids: list[str] = field(default_factory=list)
+    killed: bool = False
+    started: float = 0.0
+
+
+class Soak:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.work = Path(tempfile.mkdtemp(prefix="soak-", dir="/tmp"))
+        self.spool = self.work / "spool"
+        self.logs = self.work / "stderr"
+        self.logs.mkdir()
+        self.port = free_port()
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + args.seconds
+        self.stop_chaos = threading.Event()
+        self.lock = threading.Lock()
+        self.children: dict[int, Child] = {}
+        self.confirmed: set[str] = set()
+        self.unconfirmed: set[str] = set()
+        self.failed_ids: set[str] = set()  # tracks that exited non-zero without being killed
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.exit_codes: collections.Counter[str] = collections.Counter()
+        self.bad: collections.Counter[str] = collections.Counter()
+        self.excerpts: list[str] = []
+        self.collector: subprocess.Popen | None = None
+        self.collector_runs = 0
+        self.chaos_log = open(self.work / "chaos.log", "w", buffering=1)
+        self.child_log = open(self.logs / "children.log", "w", buffering=1)  # non-empty stderr of children
+        self.base_env = self._base_env()
+        self._write_config()
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def _base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HAMUSTRO_")}
+        home = self.work / "home"
+        home.mkdir()
+        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_STATE_HOME=str(home / ".state"),
+                   HAMUSTRO_CONFIG=str(self.work / "config.toml"), HAMUSTRO_SPOOL_DIR=str(self.spool),
+                   PYTHONDONTWRITEBYTECODE="1", NO_PROXY="*", no_proxy="*")
+        for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+            env.pop(proxy, None)
+        return env
+
+    def _write_config(self) -> None:
+        a = self.args
+        text = (
+            f'collector_url = "http://{HOST}:{self.port}"\n'
+            f'shared_secret_key = "{SECRET}"\n'
+            'device_id = "soak-device"\n'
+            'client_id = "soak"\n'
+            'system_version = "soak-os 1"\n'
+            'product_version = "soak-0"\n'
+            f"queue_size = {a.queue_size}\n"
+            'flush = "background"\n'
+            "retries = 2\n"
+            "retry_delay = 0.05\n"
+            f"timeout = {a.timeout}\n"
+        )
+        path = self.work / "config.toml"
+        path.write_text(text)
+        path.chmod(0o600)
+
+    def hamustro(self) -> list[str]:
+        return [self.args.python, "-m", "hamustro_cli"]
+
+    def env_for(self, session_index: int = 0) -> dict[str, str]:
+        env = dict(self.base_env)
+        if session_index:
+            env["HAMUSTRO_PRODUCT_VERSION"] = f"soak-{session_index}"
+        return env
+
+    def note(self, message: str) -> None:
+        self.chaos_log.write(f"{time.monotonic() - self.t0:8.3f} {message}\n")
+
+    # -- the collector ----------------------------------------------------------------------
+
+    def start_collector(self, fail_rate: float, delay: float) -> None:
+        self.collector_runs += 1
+        n = self.collector_runs
+        out = self.work / f"received-{n:03d}.jsonl"
+        err = open(self.logs / f"collector-{n:03d}.err", "w")
+        env = {k: v for k, v in self.base_env.items()}
+        env["HAMUSTRO_SHARED_SECRET_KEY"] = SECRET
+        cmd = self.hamustro() + ["collector", "--host", HOST, "--port", str(self.port), "--out", str(out),
+                                 "--fail-rate", str(fail_rate)]
+        if delay:
+            cmd += ["--delay", str(delay)]
+        for attempt in range(50):
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=err, cwd=self.work)
+            for _ in range(100):
+                if proc.poll() is not None:
+                    break
+                if port_open(self.port):
+                    self.collector = proc
+                    self.note(f"collector #{n} up, pid {proc.pid}, fail-rate {fail_rate}")
+                    err.close()
+                    return
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            time.sleep(0.1)  # port still held (TIME_WAIT or a lingering socket): try again
+        err.close()
+        raise SystemExit(f"soak: cannot start a collector on {HOST}:{self.port}")
+
+    def kill_collector(self, sig: int = signal.SIGKILL) -> None:
+        proc = self.collector
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.note(f"collector pid {proc.pid} stopped with signal {sig}")
+        self.collector = None
+
+    # -- children ---------------------------------------------------------------------------
+
+    def run_child(self, kind: str, args: list[str], ids: list[str] = (), stdin: str | None = None,
+                  env: dict[str, str] | None = None, timeout: float = 120,
+                  doom_after: float | None = None) -> tuple[int, str, str, bool]:
+        proc = subprocess.Popen(
+            self.hamustro() + args, env=env or self.base_env, cwd=self.work,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        child = Child(kind, proc, list(ids), started=time.monotonic())
+        with self.lock:
+            self.children[proc.pid] = child
+        timer = None
+        if doom_after is not None:
+            timer = threading.Timer(doom_after, self.kill_child, args=(child, f"doomed after {doom_after:.3f}s"))
+            timer.daemon = True
+            timer.start()
+        try:
+            out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.note(f"{kind} pid {proc.pid} hung for {timeout}s: killed {ids[:3]}")
+            with self.lock:
+                self.counts[f"{kind} hung"] += 1
+                child.killed = True
+            proc.kill()
+            out, err = proc.communicate()
+        if timer is not None:
+            timer.cancel()
+        with self.lock:
+            del self.children[proc.pid]
+            self.exit_codes[f"{kind} {proc.returncode}"] += 1
+        if err:
+            with self.lock:
+                self.child_log.write(f"--- {time.monotonic() - self.t0:8.3f} {kind} pid {proc.pid} "
+                                     f"rc {proc.returncode} ids {ids}\n{err}")
+        self.scan_text(err, f"{kind} pid {proc.pid} (rc {proc.returncode})")
+        return proc.returncode, out, err, child.killed
+
+    def kill_child(self, child: Child, why: str) -> None:
+        """SIGKILL one of our own children if it still runs (under the lock, so never a reaped pid)."""
+        if time.monotonic() >= self.deadline:
+            return
+        with self.lock:
+            if child.proc.pid in self.children and child.proc.poll() is None and not child.killed:
+                child.killed = True
+                child.proc.kill()
+                self.counts[f"killed {child.kind}"] += 1
+                self.note(f"SIGKILL {child.kind} pid {child.proc.pid} ({why}, "
+                          f"{time.monotonic() - child.started:.3f}s after start) ids {child.ids}")
+
+    def scan_text(self, text: str, where: str) -> None:
+        if not text:
+            return
+        for name, pattern in BAD_PATTERNS.items():
+            hits = len(pattern.findall(text))
+            if hits:
+                with self.lock:
+                    self.bad[name] += hits
+                    if len(self.excerpts) < 8:
+                        self.excerpts.append(f"--- {where}:\n{text[-3000:]}")
+
+    def background_pids(self) -> list[int]:
+        """Detached `python -m hamustro_cli.background` flushes of this run only (matched by the
+        spool path in their environment)."""
+        try:
+            out = subprocess.run(["pgrep", "-f", "hamustro_cli.background"], capture_output=True,
+                                 text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            return []
+        mine = f"HAMUSTRO_SPOOL_DIR={self.spool}".encode()
+        pids = []
+        for word in out.split():
+            pid = int(word)
+            if self._ours(pid, mine):
+                pids.append(pid)
+        return pids
+
+    @staticmethod
+    def _ours(pid: int, mark: bytes) -> bool:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                return mark in f.read().split(b"\0")
+        except OSError:
+            return False
+
+    def kill_background(self, pid: int) -> bool:
+        """SIGKILL a background flush through a pidfd, checked to be ours after it is open."""
+        mark = f"HAMUSTRO_SPOOL_DIR={self.spool}".encode()
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        try:
+            if not self._ours(pid, mark):
+                return False
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+
+    # -- loops ------------------------------------------------------------------------------
+
+    def tracker_loop(self, k: int) -> None:
+        rng = random.Random(self.rng.random())
+        session_index = k % self.args.sessions
+        env = self.env_for(session_index)
+        seq = 0
+        while time.monotonic() < self.deadline:
+            seq += 1
+            if rng.random() < self.args.stdin_share:
+                ids = [f"t{k}-{seq:06d}-{j}" for j in range(rng.randint(2, 5))]
+                lines = "".join(json.dumps({"event": "soak", "params": {"id": i}}) + "\n" for i in ids)
+                kind, args, stdin = "track-stdin", ["track", "--stdin"], lines
+            else:
+                ids = [f"t{k}-{seq:06d}"]
+                kind, args, stdin = "track", ["track", "soak", "--param", f"id={ids[0]}"], None
+            doom = rng.uniform(0.0, 0.4) if rng.random() < self.args.doom_share else None
+            rc, _, err, killed = self.run_child(kind, args, ids, stdin, env, doom_after=doom)
+            with self.lock:
+                if rc == 0:
+                    self.confirmed.update(ids)
+                elif killed and rc == -signal.SIGKILL:
+                    self.unconfirmed.update(ids)
+                else:
+                    self.failed_ids.update(ids)
+                    self.note(f"{kind} {ids} exited {rc} without being killed: {err.strip()[-300:]!r}")
+
+    def flush_loop(self) -> None:
+        """Like cron: start a flush every ~1 s whether or not the last one finished (at most 4 at once)."""
+        rng = random.Random(self.rng.random())
+        running: list[threading.Thread] = []
+
+        def one(args: list[str]) -> None:
+            doom = rng.uniform(0.1, 1.0) if rng.random() < self.args.doom_share else None
+            rc, _, err, killed = self.run_child("flush-if-due" if "--if-due" in args else "flush", args,
+                                                doom_after=doom)
+            if rc not in (0, 1) and not killed:
+                self.note(f"flush {args} exited {rc}: {err.strip()[-300:]!r}")
+
+        while time.monotonic() < self.deadline:
+            running = [t for t in running if t.is_alive()]
+            if len(running) < 4:
+                args = ["flush", "--if-due"] if rng.random() < 0.25 else ["flush"]
+                t = threading.Thread(target=one, args=(args,), daemon=True)
+                t.start()
+                running.append(t)
+            time.sleep(rng.uniform(0.8, 1.2))
+        for t in running:
+            t.join(timeout=self.args.grace)
+
+    def chaos_loop(self) -> None:
+        rng = random.Random(self.rng.random())
+        next_collector_kill = time.monotonic() + rng.uniform(*self.args.collector_kill_every)
+        while not self.stop_chaos.wait(rng.uniform(0.1, 0.4)):
+            now = time.monotonic()
+            if now >= self.deadline:
+                break
+            # One random in-flight process: a track, a flush from "cron", or a background flush.
+            with self.lock:
+                live = [c for c in self.children.values() if c.proc.poll() is None and not c.killed]
+            backgrounds = self.background_pids()
+            pools = []
+            tracks = [c for c in live if c.kind.startswith("track")]
+            flushes = [c for c in live if c.kind.startswith("flush")]
+            if tracks:
+                pools += [("track", tracks)] * 2
+            if flushes:
+                pools.append(("flush", flushes))
+            if backgrounds:
+                pools.append(("background", backgrounds))
+            if pools and rng.random() < self.args.kill_share:
+                what, pool = rng.choice(pools)
+                victim = rng.choice(pool)
+                if what == "background":
+                    if self.kill_background(victim):
+                        self.counts["killed background flush"] += 1
+                        self.note(f"SIGKILL background flush pid {victim}")
+                else:
+                    self.kill_child(victim, "chaos")
+            if now >= next_collector_kill:
+                self.kill_collector(signal.SIGKILL)
+                self.counts["collector kills"] += 1
+                pause = rng.uniform(0.1, 1.5)
+                if self.stop_chaos.wait(pause) or time.monotonic() >= self.deadline:
+                    break
+                self.start_collector(self.args.fail_rate, self.args.collector_delay)
+                self.counts["collector restarts"] += 1
+                next_collector_kill = time.monotonic() + rng.uniform(*self.args.collector_kill_every)
+
+    # -- the run ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        print(f"soak: work dir {self.work}, collector {HOST}:{self.port}, {self.args.seconds}s, "
+              f"{self.args.trackers} trackers", file=sys.stderr)
+        try:
+            self.start_collector(self.args.fail_rate, self.args.collector_delay)
+            threads = [threading.Thread(target=self.tracker_loop, args=(k,), name=f"tracker{k}")
+                       for k in range(self.args.trackers)]
+            threads.append(threading.Thread(target=self.flush_loop, name="flush"))
+            chaos = threading.Thread(target=self.chaos_loop, name="chaos")
+            for t in threads + [chaos]:
+                t.start()
+            time.sleep(max(0.0, self.deadline - time.monotonic()))
+            self.stop_chaos.set()
+            chaos.join()
+            self.note("deadline: chaos stopped, waiting for in-flight tracks and flushes")
+            for t in threads:
+                t.join(timeout=self.args.grace)
+            self.kill_stragglers("after the deadline")
+            for t in threads:
+                t.join()
+            return self.drain_and_report()
+        finally:
+            self.kill_stragglers("at exit")
+            self.kill_collector(signal.SIGTERM)
+            self.chaos_log.close()
+            self.child_log.close()
+
+    def kill_stragglers(self, when: str) -> None:
+        with self.lock:
+            live = [c for c in self.children.values() if c.proc.poll() is None]
+            for c in live:
+                c.killed = True
+                c.proc.kill()
+                self.counts["killed at the end"] += 1
+                self.note(f"{when}: SIGKILL {c.kind} pid {c.proc.pid} ids {c.ids}")
+
+    def drain_and_report(self) -> int:
+        # Let detached background flushes end by themselves (they are bounded), then kill the rest.
+        end = time.monotonic() + self.args.grace
+        while self.background_pids() and time.monotonic() < end:
+            time.sleep(0.2)
+        for pid in self.background_pids():
+            if self.kill_background(pid):
+                self.counts["killed at the end"] += 1
+                self.note(f"end: SIGKILL background flush pid {pid}")
+        self.kill_collector(signal.SIGKILL)
+        self.start_collector(0.0, 0.0)
+        status: dict[str, Any] = {}
+        drained = False
+        for attempt in range(1, self.args.drain_tries + 1):
+            rc, _, err, _ = self.run_child("final-flush", ["flush"], timeout=120)
+            rc_s, out, err_s, _ = self.run_child("final-status", ["status", "--json"], timeout=60)
+            try:
+                status = json.loads(out)
+            except ValueError:
+                status = {}
+            self.note(f"final flush {attempt}: rc {rc}, status pending {status.get('pending')} "
+                      f"sending {status.get('sending')} rejected {status.get('rejected')}")
+            if status.get("pending") == 0 and status.get("sending") == 0:
+                drained = True
+                break
+            time.sleep(0.2)
+        self.kill_collector(signal.SIGTERM)  # a clean stop: its file is complete
+        for pid in self.background_pids():  # none expected; never leave one behind
+            self.kill_background(pid)
+        for log in sorted(self.spool.glob("flush.log*")):
+            self.scan_text(log.read_text(errors="replace"), str(log))
+        return self.report(drained, status)
+
+    # -- the verdict --------------------------------------------------------------------------
+
+    def last_nrs(self) -> dict[str, int]:
+        out = {}
+        for s in range(self.args.sessions):
+            proc = subprocess.run(self.hamustro() + ["session", "--json"], env=self.env_for(s), cwd=self.work,
+                                  capture_output=True, text=True, timeout=60)
+            self.scan_text(proc.stderr, "session --json")
+            data = json.loads(proc.stdout)
+            out[data["session"]] = data["last_nr"]
+        return out
+
+    def report(self, drained: bool, status: dict[str, Any]) -> int:
+        received = []  # (session, nr, id)
+        runs_of_id: dict[str, list[int]] = collections.defaultdict(list)  # collector runs that wrote it
+        truncated = 0
+        for run, path in enumerate(sorted(self.work.glob("received-*.jsonl"))):
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    obj = json.loads(line)
+                    ident = json.loads(obj["parameters"])["id"]
+                except (ValueError, KeyError, TypeError):
+                    truncated += 1  # a collector killed mid-write (its 200 never went out)
+                    continue
+                received.append((obj["session"], obj["nr"], ident))
+                runs_of_id[ident].append(run)
+        # The local collector's own tracebacks: a client that vanished mid-connection makes
+        # socketserver print one (ConnectionResetError / BrokenPipeError). Not the client's.
+        collector_errors: collections.Counter[str] = collections.Counter()
+        for path in sorted(self.logs.glob("collector-*.err")):
+            text = path.read_text(errors="replace")
+            for block in text.split("Traceback (most recent call last):")[1:]:
+                last = [ln for ln in block.splitlines() if ln and not ln.startswith((" ", "-"))]
+                collector_errors[(last[0] if last else "?").split(":")[0]] += 1
+
+        copies = collections.Counter(r[2] for r in received)
+        ids_of_nr: dict[tuple[str, int], set[str]] = collections.defaultdict(set)
+        nrs_of_id: dict[str, set[tuple[str, int]]] = collections.defaultdict(set)
+        for session, nr, ident in received:
+            ids_of_nr[(session, nr)].add(ident)
+            nrs_of_id[ident].add((session, nr))
+        got = set(copies)
+        lost = sorted(self.confirmed - got)
+        dup_ids = [i for i, n in copies.items() if n > 1]
+        nr_conflicts = {k: v for k, v in ids_of_nr.items() if len(v) > 1}
+        id_conflicts = {k: v for k, v in nrs_of_id.items() if len(v) > 1}
+        unknown = got - self.confirmed - self.unconfirmed - self.failed_ids
+
+        last_nr = self.last_nrs()
+        by_session: dict[str, set[int]] = collections.defaultdict(set)
+        for session, nr, _ in received:
+            by_session[session].add(nr)
+        gaps: dict[str, list[int]] = {}
+        for session in set(by_session) | set(last_nr):
+            top = max(last_nr.get(session, 0), max(by_session.get(session, {0})))
+            missing = sorted(set(range(1, top + 1)) - by_session.get(session, set()))
+            if missing:
+                gaps[session] = missing
+
+        tracks = sum(v for k, v in self.exit_codes.items() if k.startswith("track"))
+        figures = {
+            "seconds": self.args.seconds,
+            "track processes": tracks,
+            "tracked (confirmed)": len(self.confirmed),
+            "unconfirmed (killed mid-track)": len(self.unconfirmed),
+            "track failures (non-zero exit, not killed)": len(self.failed_ids),
+            "delivered (confirmed ids received)": len(self.confirmed & got),
+            "unconfirmed delivered": len(self.unconfirmed & got),
+            "received lines": len(received),
+            "duplicated ids": len(dup_ids),
+            "duplicate copies": sum(copies[i] - 1 for i in dup_ids),
+            # Same collector run twice: the client died (or gave up) after the collector wrote the
+            # batch, before it deleted it. Across runs: the collector was killed before its 200 got out.
+            "duplicated within one collector run (client killed)": sum(1 for i in dup_ids if len(set(runs_of_id[i])) < copies[i]),
+            "duplicated across collector runs (collector or client killed)": sum(1 for i in dup_ids if len(set(runs_of_id[i])) > 1),
+            "lost": len(lost),
+            "unknown ids received": len(unknown),
+            "(session, nr) conflicts": len(nr_conflicts),
+            "ids under several nr": len(id_conflicts),
+            "sessions": {s[:8]: {"last_nr": last_nr.get(s), "received_max": max(v) if v else 0,
+                                 "unique_nr": len(v)}
+                         for s, v in ((s, by_session.get(s, set())) for s in sorted(set(by_session) | set(last_nr)))},
+            "nr gaps": sum(len(v) for v in gaps.values()),
+            "truncated collector lines": truncated,
+            "collector runs": self.collector_runs,
+            "collector restarts (chaos)": self.counts["collector restarts"],
+            "collector kills": self.counts["collector kills"],
+            # Counted from exit statuses: a SIGKILL that raced the child's own exit does not count.
+            "killed track": self.exit_codes["track -9"],
+            "killed track --stdin": self.exit_codes["track-stdin -9"],
+            "killed flush (cron)": self.exit_codes["flush -9"] + self.exit_codes["flush-if-due -9"],
+            "killed background flush": self.counts["killed background flush"],
+            "killed at the end": self.counts["killed at the end"],
+            "hung children": sum(v for k, v in self.counts.items() if k.endswith("hung")),
+            "client tracebacks": self.bad["traceback"],
+            "client 'database is locked'": self.bad["locked"],
+            "collector tracebacks (not failing)": dict(collector_errors),
+            "drained": drained,
+            "final status": {k: status.get(k) for k in ("pending", "sending", "rejected")},
+            "exit codes": dict(sorted(self.exit_codes.items())),
+        }
+        width = max(len(k) for k in figures)
+        for key, value in figures.items():
+            print(f"{key:<{width}}  {value}")
+        if lost:
+            print(f"LOST ids: {lost[:30]}")
+        if gaps:
+            print(f"GAPS: {{{', '.join(f'{s[:8]}: {v[:30]}' for s, v in gaps.items())}}}")
+        if nr_conflicts:
+            print(f"(session, nr) CONFLICTS: {list(nr_conflicts.items())[:10]}")
+        if id_conflicts:
+            print(f"ids under several nr: {list(id_conflicts.items())[:10]}")
+        if unknown:
+            print(f"unknown ids: {sorted(unknown)[:10]}")
+        for text in self.excerpts:
+            print(text)
+        print(f"work dir: {self.work} (chaos.log, stderr/, received-*.jsonl, spool/)")
+        failed = (lost or gaps or nr_conflicts or id_conflicts or self.bad["traceback"] or self.bad["locked"]
+                  or self.failed_ids or not drained)
+        if not failed and not self.args.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+            print("(work dir removed; --keep keeps it)")
+        print("RESULT: " + ("FAIL" if failed else "OK"))
+        return 1 if failed else 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=60, help="how long the chaos lasts (default 60)")
+    p.add_argument("--trackers", type=int, default=4, help="tracking loops (default 4)")
+    p.add_argument("--sessions", type=int, default=2,
+                   help="distinct sessions (product_version per tracker, default 2)")
+    p.add_argument("--fail-rate", type=float, default=0.2, help="collector failure share (default 0.2)")
+    p.add_argument("--collector-delay", type=float, default=0.02,
+                   help="collector holds each request this long, so kills land mid-request (default 0.02)")
+    p.add_argument("--collector-kill-every", type=float, nargs=2, default=(2.0, 5.0), metavar=("MIN", "MAX"),
+                   help="seconds between collector kills (default 2 5)")
+    p.add_argument("--kill-share", type=float, default=0.5,
+                   help="chance that a chaos tick (every 0.1-0.4 s) kills a random in-flight process "
+                        "(default 0.5)")
+    p.add_argument("--doom-share", type=float, default=0.1,
+                   help="share of tracks and cron flushes given a SIGKILL timer at a random moment of "
+                        "their life (track 0-0.4 s, flush 0.1-1 s; default 0.1)")
+    p.add_argument("--stdin-share", type=float, default=0.25, help="share of tracks via --stdin (default 0.25)")
+    p.add_argument("--queue-size", type=int, default=10)
+    p.add_argument("--timeout", type=float, default=5.0, help="client request timeout (default 5)")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds to wait for children at the end")
+    p.add_argument("--drain-tries", type=int, default=20)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--python", default=sys.executable, help="python that runs hamustro_cli (default: this one)")
+    p.add_argument("--keep", action="store_true", help="keep the work dir even when everything passed")
+    args = p.parse_args()
+    if args.seed is None:
+        args.seed = random.randrange(1 << 30)
+    print(f"soak: seed {args.seed}", file=sys.stderr)
+    return Soak(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
