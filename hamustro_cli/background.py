@@ -31,8 +31,11 @@ def main() -> int:
     if report.skipped:
         log(1, f"flush skipped: {report.skipped}")
         return 0
-    log(1, f"flush done: sent {report.sent}, failed {report.failed}, rejected {report.rejected}, "
-           f"pending {report.pending}")
+    log(
+        1,
+        f"flush done: sent {report.sent}, failed {report.failed}, rejected {report.rejected}, "
+        f"pending {report.pending}",
+    )
     return 0 if report.ok else 1
 
 

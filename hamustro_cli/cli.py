@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import sys
 import time
-from typing import Any, Callable, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
@@ -20,8 +21,12 @@ class ExitStatus(enum.IntEnum):
     SPOOL = 3  # the spool cannot be used: nothing was lost
 
 
-EXIT_FOR = {ConfigError: ExitStatus.USAGE, InputError: ExitStatus.USAGE,
-            SpoolError: ExitStatus.SPOOL, DeliveryError: ExitStatus.UNDELIVERED}
+EXIT_FOR = {
+    ConfigError: ExitStatus.USAGE,
+    InputError: ExitStatus.USAGE,
+    SpoolError: ExitStatus.SPOOL,
+    DeliveryError: ExitStatus.UNDELIVERED,
+}
 
 
 class Context:
@@ -85,16 +90,27 @@ def emit_json(data: Any) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False),
-              help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.")
-@click.option("--spool-dir", metavar="DIR", type=click.Path(),
-              help="Spool directory holding the queue. Default: $HAMUSTRO_SPOOL_DIR, spool_dir, "
-                   "or $XDG_STATE_HOME/hamustro.")
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.",
+)
+@click.option(
+    "--spool-dir",
+    metavar="DIR",
+    type=click.Path(),
+    help="Spool directory holding the queue. Default: $HAMUSTRO_SPOOL_DIR, spool_dir, "
+    "or $XDG_STATE_HOME/hamustro.",
+)
 @click.option("-v", "--verbose", count=True, help="Say what is being done; twice: requests and answers too.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 @click.version_option(__version__, "--version", prog_name="hamustro", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, spool_dir: str | None, verbose: int, quiet: bool) -> None:
+def cli(
+    ctx: click.Context, config_path: str | None, spool_dir: str | None, verbose: int, quiet: bool
+) -> None:
     """Queue events durably and send them to a Hamustro collector in signed batches.
 
     Exit codes: 0 done, 1 not everything delivered (still queued), 2 usage, configuration
@@ -110,28 +126,50 @@ def cli(ctx: click.Context, config_path: str | None, spool_dir: str | None, verb
 @click.argument("event", required=False)
 @click.option("--user-id", metavar="N", help="User id (0 to 4294967295).")
 @click.option("--params", metavar="TEXT", help="Parameters string, sent as is.")
-@click.option("--param", "param_pairs", metavar="KEY=VALUE", multiple=True,
-              help="One parameter; repeat it. Sent as a JSON object string.")
+@click.option(
+    "--param",
+    "param_pairs",
+    metavar="KEY=VALUE",
+    multiple=True,
+    help="One parameter; repeat it. Sent as a JSON object string.",
+)
 @click.option("--testing", is_flag=True, help="Mark the event as a test event.")
 @click.option("--at", metavar="TIME", help="Event time: epoch seconds or ISO 8601 (default: now).")
 @click.option("--ip", metavar="ADDR", help="Address to send with the event (default: from config ip).")
-@click.option("--flush/--no-flush", "flush", default=None,
-              help="Flush now if a trigger fires / never flush from this call (default: config flush).")
-@click.option("--stdin", "from_stdin", is_flag=True,
-              help="Queue JSON lines from standard input, all or nothing.")
+@click.option(
+    "--flush/--no-flush",
+    "flush",
+    default=None,
+    help="Flush now if a trigger fires / never flush from this call (default: config flush).",
+)
+@click.option(
+    "--stdin", "from_stdin", is_flag=True, help="Queue JSON lines from standard input, all or nothing."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 @translate
-def track(obj: Context, event: str | None, user_id: str | None, params: str | None,
-          param_pairs: tuple[str, ...], testing: bool, at: str | None, ip: str | None,
-          flush: bool | None, from_stdin: bool, as_json: bool) -> None:
+def track(
+    obj: Context,
+    event: str | None,
+    user_id: str | None,
+    params: str | None,
+    param_pairs: tuple[str, ...],
+    testing: bool,
+    at: str | None,
+    ip: str | None,
+    flush: bool | None,
+    from_stdin: bool,
+    as_json: bool,
+) -> None:
     """Queue one EVENT durably, then flush if the protocol's triggers fire."""
     from hamustro_cli import tracker as tr
 
     if from_stdin:
         if event is not None or user_id or params or param_pairs or testing or at:
-            raise InputError("--stdin takes events from standard input only: give no EVENT, "
-                             "--user-id, --params, --param, --testing or --at with it")
+            raise InputError(
+                "--stdin takes events from standard input only: give no EVENT, "
+                "--user-id, --params, --param, --testing or --at with it"
+            )
     elif event is None:
         raise InputError("missing EVENT (or use --stdin)")
     if params is not None and param_pairs:
@@ -161,8 +199,13 @@ def track(obj: Context, event: str | None, user_id: str | None, params: str | No
     if as_json:
         data = result.to_json()
         if from_stdin:
-            data = {"session": result.session, "queued": result.count, "first_nr": result.first_nr,
-                    "last_nr": result.nr, "flush": result.flush}
+            data = {
+                "session": result.session,
+                "queued": result.count,
+                "first_nr": result.first_nr,
+                "last_nr": result.nr,
+                "flush": result.flush,
+            }
         emit_json(data)
 
 
@@ -170,9 +213,13 @@ def track(obj: Context, event: str | None, user_id: str | None, params: str | No
 
 
 @cli.command()
-@click.option("--if-due", is_flag=True, help="Send only when a trigger fires (and no backoff holds): for cron.")
+@click.option(
+    "--if-due", is_flag=True, help="Send only when a trigger fires (and no backoff holds): for cron."
+)
 @click.option("--dry-run", is_flag=True, help="Encode and report the batches; send nothing.")
-@click.option("--retry-rejected", is_flag=True, help="First move events the collector refused back into the queue.")
+@click.option(
+    "--retry-rejected", is_flag=True, help="First move events the collector refused back into the queue."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 @translate
@@ -186,8 +233,9 @@ def flush(obj: Context, if_due: bool, dry_run: bool, retry_rejected: bool, as_js
                 bar = click.progressbar(length=total, label="sending", file=sys.stderr)
         if bar is not None:
             with bar:
-                report = tracker.flush(if_due=if_due, dry_run=dry_run, retry_rejected=retry_rejected,
-                                       progress=bar.update)
+                report = tracker.flush(
+                    if_due=if_due, dry_run=dry_run, retry_rejected=retry_rejected, progress=bar.update
+                )
         else:
             report = tracker.flush(if_due=if_due, dry_run=dry_run, retry_rejected=retry_rejected)
     if as_json:
@@ -198,13 +246,20 @@ def flush(obj: Context, if_due: bool, dry_run: bool, retry_rejected: bool, as_js
         if dry_run:
             events = sum(b["events"] for b in report.batches)
             size = sum(b["bytes"] for b in report.batches)
-            click.echo(f"dry run: {events} event(s) in {len(report.batches)} batch(es), {size} bytes; nothing sent")
+            click.echo(
+                f"dry run: {events} event(s) in {len(report.batches)} batch(es), {size} bytes; nothing sent"
+            )
         else:
-            click.echo(f"sent {report.sent} event(s) in {sum(1 for b in report.batches if b['status'] == 200)} "
-                       f"batch(es); {report.pending} pending, {report.rejected} rejected")
+            click.echo(
+                f"sent {report.sent} event(s) in {sum(1 for b in report.batches if b['status'] == 200)} "
+                f"batch(es); {report.pending} pending, {report.rejected} rejected"
+            )
     if report.rejected:
-        obj.log(0, f"warning: {report.rejected} event(s) refused by the collector were set aside "
-                   "(see 'hamustro status'; resend with 'hamustro flush --retry-rejected')")
+        obj.log(
+            0,
+            f"warning: {report.rejected} event(s) refused by the collector were set aside "
+            "(see 'hamustro status'; resend with 'hamustro flush --retry-rejected')",
+        )
     if not report.ok and not report.skipped and not dry_run:
         sys.exit(ExitStatus.UNDELIVERED)
     if report.skipped and report.pending and not if_due:
@@ -248,14 +303,19 @@ def status(obj: Context, as_json: bool, with_events: bool, limit: int | None) ->
     echo(f"spool:      {data['spool_dir']}")
     echo(f"pending:    {data['pending']}" + (f" ({data['sending']} being sent)" if data["sending"] else ""))
     if data["rejected"]:
-        echo(f"rejected:   {data['rejected']} (refused by the collector; 'hamustro flush --retry-rejected' resends)")
+        echo(
+            f"rejected:   {data['rejected']} (refused by the collector; "
+            "'hamustro flush --retry-rejected' resends)"
+        )
     echo(f"last sync:  {_ago(data['last_sync_time'], now)}")
     error = data["last_error"]
     if error:
         echo(f"last error: {error.get('message')} ({_ago(error.get('at'), now)})")
     if data["halted"]:
-        echo("sending:    STOPPED: the collector rejected the signature; check shared_secret_key, "
-             "then run 'hamustro flush'")
+        echo(
+            "sending:    STOPPED: the collector rejected the signature; check shared_secret_key, "
+            "then run 'hamustro flush'"
+        )
     next_due = data["next_due_at"]
     due_text = "now" if data["due"] else (_ago(next_due, now) if next_due else "-")
     echo(f"next send:  {due_text}: {data['due_reason']}")
@@ -265,8 +325,10 @@ def status(obj: Context, as_json: bool, with_events: bool, limit: int | None) ->
         mark = " (current)" if s["current"] else ""
         oldest = f", oldest {_ago(s['oldest_at'], now)}" if s["oldest_at"] else ""
         rejected = f", {s['rejected']} rejected" if s["rejected"] else ""
-        echo(f"session {s['session']}{mark}: {s['pending']} pending{rejected}, last nr {s['last_nr']}, "
-             f"product {s['product_version']}{oldest}")
+        echo(
+            f"session {s['session']}{mark}: {s['pending']} pending{rejected}, last nr {s['last_nr']}, "
+            f"product {s['product_version']}{oldest}"
+        )
     for e in data.get("events", []):
         user = f" user {e['user_id']}" if e["user_id"] is not None else ""
         params = f" {e['parameters']}" if e["parameters"] else ""
@@ -330,35 +392,86 @@ def doctor(obj: Context, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="HAMUSTRO_HOST",
-              help="Address to listen on ($HAMUSTRO_HOST).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              envvar="HAMUSTRO_PORT", help="Port to listen on; 0 picks a free one ($HAMUSTRO_PORT).")
-@click.option("--secret", envvar="HAMUSTRO_SHARED_SECRET_KEY", required=True,
-              help="Shared secret that signs requests ($HAMUSTRO_SHARED_SECRET_KEY; prefer it "
-                   "to the flag, which other users can see).")
-@click.option("--out", type=click.File("a", lazy=False), default="-",
-              help="Where accepted events go, one JSON line each (default: standard output).")
-@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0,
-              help="Answer --fail-status to this share of valid requests (for trying failures).")
-@click.option("--fail-status", type=click.IntRange(100, 599), default=503, show_default=True,
-              help="Status used by --fail-rate.")
-@click.option("--reject-event", multiple=True, metavar="NAME",
-              help="Answer 400 to collections that hold this event (for trying rejects).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="HAMUSTRO_HOST",
+    help="Address to listen on ($HAMUSTRO_HOST).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    envvar="HAMUSTRO_PORT",
+    help="Port to listen on; 0 picks a free one ($HAMUSTRO_PORT).",
+)
+@click.option(
+    "--secret",
+    envvar="HAMUSTRO_SHARED_SECRET_KEY",
+    required=True,
+    help="Shared secret that signs requests ($HAMUSTRO_SHARED_SECRET_KEY; prefer it "
+    "to the flag, which other users can see).",
+)
+@click.option(
+    "--out",
+    type=click.File("a", lazy=False),
+    default="-",
+    help="Where accepted events go, one JSON line each (default: standard output).",
+)
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Answer --fail-status to this share of valid requests (for trying failures).",
+)
+@click.option(
+    "--fail-status",
+    type=click.IntRange(100, 599),
+    default=503,
+    show_default=True,
+    help="Status used by --fail-rate.",
+)
+@click.option(
+    "--reject-event",
+    multiple=True,
+    metavar="NAME",
+    help="Answer 400 to collections that hold this event (for trying rejects).",
+)
 @click.option("--delay", type=click.FloatRange(0), default=0.0, help="Hold each request this many seconds.")
 @click.option("--verbose-errors", is_flag=True, help='Error bodies as {"error": "..."} (verbose mode).')
 @click.pass_obj
-def collector(obj: Context, host: str, port: int, secret: str, out: Any, fail_rate: float,
-              fail_status: int, reject_event: tuple[str, ...], delay: float, verbose_errors: bool) -> None:
+def collector(
+    obj: Context,
+    host: str,
+    port: int,
+    secret: str,
+    out: Any,
+    fail_rate: float,
+    fail_status: int,
+    reject_event: tuple[str, ...],
+    delay: float,
+    verbose_errors: bool,
+) -> None:
     """Run a local collector that answers as the real one and writes accepted events as JSON lines."""
     import signal
 
     from hamustro_cli.collector import make_server
 
     try:
-        server = make_server(host, port, secret, out, verbose=verbose_errors, fail_rate=fail_rate,
-                             fail_status=fail_status, reject_events=reject_event, delay=delay,
-                             log=sys.stderr if obj.verbose else None)
+        server = make_server(
+            host,
+            port,
+            secret,
+            out,
+            verbose=verbose_errors,
+            fail_rate=fail_rate,
+            fail_status=fail_status,
+            reject_events=reject_event,
+            delay=delay,
+            log=sys.stderr if obj.verbose else None,
+        )
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     click.echo(f"hamustro collector listening on {server.url}", err=True)

@@ -17,14 +17,22 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import IO, Any, Iterable
+from typing import IO, Any
 
 from hamustro_cli import payload_pb2, wire
 from hamustro_cli.session import session_id
 
-COLLECTION_FIELDS = ("device_id", "client_id", "session", "system_version", "product_version",
-                     "system", "product_git_hash")
+COLLECTION_FIELDS = (
+    "device_id",
+    "client_id",
+    "session",
+    "system_version",
+    "product_version",
+    "system",
+    "product_git_hash",
+)
 OPTIONAL_PAYLOAD = ("user_id", "ip", "parameters", "is_testing")
 
 
@@ -87,8 +95,13 @@ class CollectorHandler(BaseHTTPRequestHandler):
             self.server.log.write("collector: " + (format % args) + "\n")
             self.server.log.flush()
 
-    def _answer(self, status: int, error: str | None = None, body: bytes | None = None,
-                content_type: str = "application/json") -> None:
+    def _answer(
+        self,
+        status: int,
+        error: str | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         if body is None and error is not None and self.server.verbose:
             body = json.dumps({"error": error}).encode()
         self.send_response(status)
@@ -128,7 +141,9 @@ class CollectorHandler(BaseHTTPRequestHandler):
             return
         status, error = self._track(body)
         if self.server.keep_requests:
-            self.server.requests.append({"status": status, "headers": dict(self.headers.items()), "body": body})
+            self.server.requests.append(
+                {"status": status, "headers": dict(self.headers.items()), "body": body}
+            )
         self._answer(status, error)
 
     def _track(self, body: bytes) -> tuple[int, str | None]:
@@ -161,7 +176,9 @@ class CollectorHandler(BaseHTTPRequestHandler):
                 coll.ParseFromString(body)
         except Exception as exc:  # noqa: BLE001 - any decoding failure is a 400
             return 400, f"invalid collection: {exc}"
-        if coll.session != session_id(coll.device_id, coll.client_id, coll.system_version, coll.product_version):
+        if coll.session != session_id(
+            coll.device_id, coll.client_id, coll.system_version, coll.product_version
+        ):
             return 400, "session does not match the collection fields"
         if not coll.payloads:
             return 204, None
@@ -190,7 +207,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
             srv.accepted += len(lines)
 
 
-def make_server(host: str = "127.0.0.1", port: int = 0, secret: str = "", out: IO[str] | None = None,
-                **options: Any) -> CollectorServer:
+def make_server(
+    host: str = "127.0.0.1", port: int = 0, secret: str = "", out: IO[str] | None = None, **options: Any
+) -> CollectorServer:
     return CollectorServer((host, port), secret, out if out is not None else sys.stdout, **options)
-

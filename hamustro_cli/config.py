@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from hamustro_cli.errors import ConfigError
 
@@ -81,8 +82,15 @@ class Config:
 
     __slots__ = ("values", "sources", "config_path", "config_found", "spool_dir", "warnings")
 
-    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str], config_path: Path,
-                 config_found: bool, spool_dir: Path, warnings: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        values: Mapping[str, Any],
+        sources: Mapping[str, str],
+        config_path: Path,
+        config_found: bool,
+        spool_dir: Path,
+        warnings: tuple[str, ...] = (),
+    ):
         self.values = values
         self.sources = sources
         self.config_path = config_path
@@ -130,7 +138,10 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
     kind = key.kind
 
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"config key {key.name} {_where(source)}: expected {expected}, got{shown or ' a value of another type'}")
+        return ConfigError(
+            f"config key {key.name} {_where(source)}: expected {expected}, "
+            f"got{shown or ' a value of another type'}"
+        )
 
     if kind in ("str", "path"):
         if not isinstance(raw, str):
@@ -196,7 +207,8 @@ def _check_value(name: str, value: Any, source: str) -> None:
 
         if not valid_ip(value):
             raise ConfigError(
-                f'config key ip {_where(source)}: expected "auto", "off" or an IPv4/IPv6 address, got {value!r}'
+                f'config key ip {_where(source)}: expected "auto", "off" or an IPv4/IPv6 address, '
+                f"got {value!r}"
             )
     elif name in ("device_id", "client_id", "system_version", "product_version", SECRET_KEY) and not value:
         raise ConfigError(f"config key {name} {_where(source)}: must not be empty")

@@ -13,9 +13,10 @@ import os
 import stat
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config
 from hamustro_cli.errors import ConfigError, SpoolError
@@ -24,8 +25,14 @@ from hamustro_cli.session import Session
 Log = Callable[[int, str], None]
 
 HEALTH_PATH = "/api/health"
-SPOOL_FILES = ("spool.sqlite3", "spool.sqlite3-wal", "spool.sqlite3-shm", "flush.lock", "flush.log",
-               "flush.log.1")
+SPOOL_FILES = (
+    "spool.sqlite3",
+    "spool.sqlite3-wal",
+    "spool.sqlite3-shm",
+    "flush.lock",
+    "flush.log",
+    "flush.log.1",
+)
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class Check:
 
     @property
     def state(self) -> str:
-        """"ok", "warn" (passed, with advice), "fail" or "skipped"."""
+        """ "ok", "warn" (passed, with advice), "fail" or "skipped"."""
         if self.ok:
             return "warn" if self.hint else "ok"
         return "skipped" if self.verdict.startswith("skipped") else "fail"
@@ -75,14 +82,19 @@ def _shown(key: str, value: Any) -> Any:
     return value
 
 
-def check_config(config_path: str | os.PathLike[str] | None, spool_dir: str | os.PathLike[str] | None,
-                 env: Mapping[str, str] | None = None) -> tuple[Check, Config | None]:
+def check_config(
+    config_path: str | os.PathLike[str] | None,
+    spool_dir: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Check, Config | None]:
     """The config check, and the Config when it could be loaded (even with required keys
     missing: the spool and the collector can still be checked then)."""
     try:
         cfg = load_config(config_path, spool_dir, env)
     except ConfigError as exc:
-        return Check("config", False, str(exc), "fix the value named above, then run 'hamustro doctor' again"), None
+        return Check(
+            "config", False, str(exc), "fix the value named above, then run 'hamustro doctor' again"
+        ), None
 
     keys = {
         name: {
@@ -96,8 +108,9 @@ def check_config(config_path: str | os.PathLike[str] | None, spool_dir: str | os
     for info in keys.values():
         tally[info["source"]] = tally.get(info["source"], 0) + 1
     order = ("flag", "environment", "file", "default")
-    summary = ", ".join(f"{tally[k]} {'default' if k == 'default' else 'from ' + k}"
-                        for k in order if k in tally)
+    summary = ", ".join(
+        f"{tally[k]} {'default' if k == 'default' else 'from ' + k}" for k in order if k in tally
+    )
     shown = os.path.abspath(cfg.config_path)
     where = shown if cfg.config_found else f"{shown} (not found; not needed)"
     details = {
@@ -109,13 +122,18 @@ def check_config(config_path: str | os.PathLike[str] | None, spool_dir: str | os
     try:
         cfg.require(REQUIRED)
     except ConfigError as exc:
-        return Check("config", False, f"{where}: {exc}", "set the missing key(s), then run 'hamustro doctor' again",
-                     details), cfg
+        return Check(
+            "config",
+            False,
+            f"{where}: {exc}",
+            "set the missing key(s), then run 'hamustro doctor' again",
+            details,
+        ), cfg
     secret = "secret set" if cfg.values.get(SECRET_KEY) else "secret unset"
     verdict = f"{where} ({summary}; {secret})"
     hint = None
     if cfg.warnings:
-        hint = "; ".join(w[len("warning: "):] if w.startswith("warning: ") else w for w in cfg.warnings)
+        hint = "; ".join(w[len("warning: ") :] if w.startswith("warning: ") else w for w in cfg.warnings)
     return Check("config", True, verdict, hint, details), cfg
 
 
@@ -147,8 +165,10 @@ def check_spool(directory: Path) -> Check:
         return Check("spool", False, str(exc), _spool_hint(str(exc), directory), details)
     finally:
         spool.close()
-    totals = {name: sum(per.get(state, (0, 0))[0] for per in counts.values())
-              for name, state in (("pending", PENDING), ("sending", SENDING), ("rejected", REJECTED))}
+    totals = {
+        name: sum(per.get(state, (0, 0))[0] for per in counts.values())
+        for name, state in (("pending", PENDING), ("sending", SENDING), ("rejected", REJECTED))
+    }
     dir_mode = stat.S_IMODE(os.stat(directory).st_mode)
     loose = {}
     for name in SPOOL_FILES:
@@ -159,43 +179,75 @@ def check_spool(directory: Path) -> Check:
             continue
         if mode & 0o077:
             loose[name] = f"{mode:04o}"
-    unwritable = [name for name in SPOOL_FILES[:3]
-                  if (directory / name).exists() and not os.access(directory / name, os.W_OK)]
-    details.update(mode=f"{dir_mode:04o}", schema_version=version, schema_expected=SCHEMA_VERSION,
-                   loose_files=loose, sessions=len(counts), **totals)
+    unwritable = [
+        name
+        for name in SPOOL_FILES[:3]
+        if (directory / name).exists() and not os.access(directory / name, os.W_OK)
+    ]
+    details.update(
+        mode=f"{dir_mode:04o}",
+        schema_version=version,
+        schema_expected=SCHEMA_VERSION,
+        loose_files=loose,
+        sessions=len(counts),
+        **totals,
+    )
     if mode_before is not None and mode_before != dir_mode:
         details["mode_was"] = f"{mode_before:04o}"
 
     if unwritable:
         names = ", ".join(str(directory / n) for n in unwritable)
-        return Check("spool", False, f"{names} not writable by this user",
-                     f"chown/chmod them to the user running hamustro (chmod 600 {names})", details)
+        return Check(
+            "spool",
+            False,
+            f"{names} not writable by this user",
+            f"chown/chmod them to the user running hamustro (chmod 600 {names})",
+            details,
+        )
     if dir_mode & 0o077:
-        return Check("spool", False, f"{directory} is {dir_mode:04o}: other users can read queued events",
-                     f"chmod 700 {directory}", details)
+        return Check(
+            "spool",
+            False,
+            f"{directory} is {dir_mode:04o}: other users can read queued events",
+            f"chmod 700 {directory}",
+            details,
+        )
     if loose:
         listed = ", ".join(f"{n} {m}" for n, m in loose.items())
         paths = " ".join(str(directory / n) for n in loose)
-        return Check("spool", False, f"{directory}: files readable by other users ({listed})",
-                     f"chmod 600 {paths}", details)
+        return Check(
+            "spool",
+            False,
+            f"{directory}: files readable by other users ({listed})",
+            f"chmod 600 {paths}",
+            details,
+        )
 
     created = "" if details["existed"] else "created, "
     tightened = f"tightened from {details['mode_was']}, " if "mode_was" in details else ""
-    verdict = (f"{directory} ({created}{tightened}{dir_mode:04o}, schema {version}; "
-               f"{totals['pending']} pending, {totals['sending']} sending, {totals['rejected']} rejected)")
+    verdict = (
+        f"{directory} ({created}{tightened}{dir_mode:04o}, schema {version}; "
+        f"{totals['pending']} pending, {totals['sending']} sending, {totals['rejected']} rejected)"
+    )
     notes = []
     if metas.get("halted"):
         details["halted"] = metas["halted"]
-        notes.append("sending is stopped after the collector rejected the signature (405); once the "
-                     "credentials check passes, run 'hamustro flush' to resume")
+        notes.append(
+            "sending is stopped after the collector rejected the signature (405); once the "
+            "credentials check passes, run 'hamustro flush' to resume"
+        )
     backoff = int(metas.get("backoff_until") or 0)
     if backoff > time.time():
         details["backoff_until"] = backoff
-        notes.append(f"backing off after failed sends for {int(backoff - time.time())} s more "
-                     "('hamustro flush' tries at once)")
+        notes.append(
+            f"backing off after failed sends for {int(backoff - time.time())} s more "
+            "('hamustro flush' tries at once)"
+        )
     if totals["rejected"]:
-        notes.append("the collector refused some events; see 'hamustro status --events', "
-                     "resend with 'hamustro flush --retry-rejected'")
+        notes.append(
+            "the collector refused some events; see 'hamustro status --events', "
+            "resend with 'hamustro flush --retry-rejected'"
+        )
     hint = "; ".join(notes) or None
     return Check("spool", True, verdict, hint, details)
 
@@ -233,21 +285,37 @@ def check_health(cfg: Config, log: Log = _no_log) -> Check:
         with warnings.catch_warnings():
             # tls_verify = false is already reported (and warned about) by the config check.
             warnings.simplefilter("ignore")
-            resp = requests.get(url, timeout=cfg.values["timeout"], verify=_verify(cfg),
-                                allow_redirects=False)
+            resp = requests.get(
+                url, timeout=cfg.values["timeout"], verify=_verify(cfg), allow_redirects=False
+            )
     except requests.exceptions.SSLError as exc:
-        return Check("collector", False, f"TLS error talking to {url}: {_short(exc)}",
-                     "set ca_bundle to the CA that signed the collector's certificate", details)
+        return Check(
+            "collector",
+            False,
+            f"TLS error talking to {url}: {_short(exc)}",
+            "set ca_bundle to the CA that signed the collector's certificate",
+            details,
+        )
     except requests.exceptions.Timeout:
-        return Check("collector", False, f"no answer from {url} within {cfg.values['timeout']:g} s",
-                     "check that the collector is up and reachable from here; raise timeout if it is slow",
-                     details)
+        return Check(
+            "collector",
+            False,
+            f"no answer from {url} within {cfg.values['timeout']:g} s",
+            "check that the collector is up and reachable from here; raise timeout if it is slow",
+            details,
+        )
     except requests.exceptions.ConnectionError as exc:
-        return Check("collector", False, f"cannot reach {url}: {_short(exc)}",
-                     "is the collector running? check collector_url (and HTTPS_PROXY/NO_PROXY)", details)
+        return Check(
+            "collector",
+            False,
+            f"cannot reach {url}: {_short(exc)}",
+            "is the collector running? check collector_url (and HTTPS_PROXY/NO_PROXY)",
+            details,
+        )
     except requests.exceptions.RequestException as exc:
-        return Check("collector", False, f"request to {url} failed: {_short(exc)}",
-                     "check collector_url", details)
+        return Check(
+            "collector", False, f"request to {url} failed: {_short(exc)}", "check collector_url", details
+        )
     elapsed = time.monotonic() - started
     status = resp.status_code
     details.update(status=status, elapsed_ms=round(elapsed * 1000, 1))
@@ -261,17 +329,36 @@ def check_health(cfg: Config, log: Log = _no_log) -> Check:
     if status == 200 and up:
         return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms)", None, details)
     if 300 <= status < 400:
-        return Check("collector", False,
-                     f"{url} answered {status} redirect to {resp.headers.get('Location') or '?'}",
-                     "redirects are not followed: set collector_url to the final address", details)
+        return Check(
+            "collector",
+            False,
+            f"{url} answered {status} redirect to {resp.headers.get('Location') or '?'}",
+            "redirects are not followed: set collector_url to the final address",
+            details,
+        )
     if status == 200:
-        return Check("collector", False, f"{url} answered 200 but not {{\"up\":true}}",
-                     "collector_url may point at something other than a Hamustro collector", details)
+        return Check(
+            "collector",
+            False,
+            f'{url} answered 200 but not {{"up":true}}',
+            "collector_url may point at something other than a Hamustro collector",
+            details,
+        )
     if status == 404:
-        return Check("collector", False, f"{url} answered 404",
-                     "collector_url should be the collector's base URL, without /api/...", details)
-    return Check("collector", False, f"{url} answered {status}",
-                 "the collector is not healthy; try again later or ask its operator", details)
+        return Check(
+            "collector",
+            False,
+            f"{url} answered 404",
+            "collector_url should be the collector's base URL, without /api/...",
+            details,
+        )
+    return Check(
+        "collector",
+        False,
+        f"{url} answered {status}",
+        "the collector is not healthy; try again later or ask its operator",
+        details,
+    )
 
 
 def check_credentials(cfg: Config, session: Session | None = None, log: Log = _no_log) -> Check:
@@ -281,11 +368,18 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = _n
 
     values = cfg.values
     if session is None:
-        session = Session.from_settings(values["device_id"], values["client_id"], values["system_version"],
-                                        values["product_version"], values["system"], values["product_git_hash"])
+        session = Session.from_settings(
+            values["device_id"],
+            values["client_id"],
+            values["system_version"],
+            values["product_version"],
+            values["system"],
+            values["product_git_hash"],
+        )
     body = wire.encode(session, [])
-    transport = Transport(values["collector_url"], values[SECRET_KEY], values["timeout"], _verify(cfg),
-                          retries=0, log=log)
+    transport = Transport(
+        values["collector_url"], values[SECRET_KEY], values["timeout"], _verify(cfg), retries=0, log=log
+    )
     details: dict[str, Any] = {"url": transport.url, "session": session.session, "status": None}
     try:
         with warnings.catch_warnings():
@@ -295,34 +389,58 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = _n
         transport.close()
     details["status"] = answer.status
     if answer.status == 204:
-        return Check("credentials", True,
-                     f"collector answered 204 to a signed Collection with no payloads (session {session.session})",
-                     None, details)
+        return Check(
+            "credentials",
+            True,
+            f"collector answered 204 to a signed Collection with no payloads (session {session.session})",
+            None,
+            details,
+        )
     if answer.status == 405:
-        return Check("credentials", False, "collector answered 405: shared_secret_key is wrong",
-                     "set shared_secret_key to the collector's secret (if it is right, check this machine's "
-                     "clock and any proxy that rewrites requests)", details)
+        return Check(
+            "credentials",
+            False,
+            "collector answered 405: shared_secret_key is wrong",
+            "set shared_secret_key to the collector's secret (if it is right, check this machine's "
+            "clock and any proxy that rewrites requests)",
+            details,
+        )
     if answer.status == 400:
-        return Check("credentials", False,
-                     f"collector answered 400: session or body refused (session {session.session})",
-                     "the session must be md5 of sha256(device_id):client_id:system_version:product_version; "
-                     "check that the collector speaks this protocol version (Content-Type application/protobuf)",
-                     details)
+        return Check(
+            "credentials",
+            False,
+            f"collector answered 400: session or body refused (session {session.session})",
+            "the session must be md5 of sha256(device_id):client_id:system_version:product_version; "
+            "check that the collector speaks this protocol version (Content-Type application/protobuf)",
+            details,
+        )
     if answer.status == 200:
         # Cannot happen for an empty Collection on a conforming collector.
-        return Check("credentials", False, "collector answered 200 to a Collection with no payloads",
-                     "collector_url may not point at a Hamustro collector", details)
+        return Check(
+            "credentials",
+            False,
+            "collector answered 200 to a Collection with no payloads",
+            "collector_url may not point at a Hamustro collector",
+            details,
+        )
     if answer.status is None:
-        return Check("credentials", False, answer.detail,
-                     "is the collector running? check collector_url", details)
-    return Check("credentials", False, answer.detail, "check collector_url and the collector's state", details)
+        return Check(
+            "credentials", False, answer.detail, "is the collector running? check collector_url", details
+        )
+    return Check(
+        "credentials", False, answer.detail, "check collector_url and the collector's state", details
+    )
 
 
 # -- all of them --------------------------------------------------------------------------------
 
 
-def run_checks(config_path: str | os.PathLike[str] | None, spool_dir: str | os.PathLike[str] | None,
-               env: Mapping[str, str] | None = None, log: Log | None = None) -> list[Check]:
+def run_checks(
+    config_path: str | os.PathLike[str] | None,
+    spool_dir: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None = None,
+    log: Log | None = None,
+) -> list[Check]:
     """config, spool, collector, credentials, in that order; each one line, none sends an event."""
     log = log or _no_log
     checks: list[Check] = []
@@ -335,7 +453,9 @@ def run_checks(config_path: str | os.PathLike[str] | None, spool_dir: str | os.P
         checks.append(check_spool(cfg.spool_dir))
 
     if cfg is None or not cfg.values.get("collector_url"):
-        health = _skipped("collector", "collector_url is not set" if cfg else "the config could not be loaded")
+        health = _skipped(
+            "collector", "collector_url is not set" if cfg else "the config could not be loaded"
+        )
     else:
         health = check_health(cfg, log)
     checks.append(health)
@@ -356,7 +476,7 @@ def render(checks: list[Check]) -> str:
     labels = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skipped": "skip"}
     lines = []
     for c in checks:
-        verdict = c.verdict[len("skipped: "):] if c.state == "skipped" else c.verdict
+        verdict = c.verdict[len("skipped: ") :] if c.state == "skipped" else c.verdict
         line = f"{labels[c.state]:<6}{c.name}: {verdict}"
         if c.hint:
             line += f" → {'fix' if not c.ok else 'note'}: {c.hint}"

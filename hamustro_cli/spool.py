@@ -13,8 +13,9 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from hamustro_cli.errors import SpoolError
 from hamustro_cli.session import Session
@@ -354,9 +355,7 @@ class Spool:
         next flush puts them back. Were they not counted, `flush --if-due` (cron, and the
         background flush `track` starts) would find "nothing pending" and never run that
         recovery. While a flush is alive they are its own; the triggers then find it running."""
-        rows = self._read(
-            "SELECT count(*) FROM (SELECT 1 FROM events WHERE state IN (0, 1) LIMIT ?)", (n,)
-        )
+        rows = self._read("SELECT count(*) FROM (SELECT 1 FROM events WHERE state IN (0, 1) LIMIT ?)", (n,))
         return rows[0][0] >= n
 
     # -- flushing ---------------------------------------------------------------------------
@@ -375,9 +374,7 @@ class Spool:
             "SELECT id, session, device_id, client_id, system_version, product_version, system, "
             "product_git_hash, last_nr FROM sessions"
         )
-        return {
-            r[0]: SessionRow(id=r[0], attributes=Session(*r[1:8]), last_nr=r[8]) for r in rows
-        }
+        return {r[0]: SessionRow(id=r[0], attributes=Session(*r[1:8]), last_nr=r[8]) for r in rows}
 
     def next_pending_session(self, exclude: Iterable[int] = ()) -> int | None:
         """The session whose oldest pending event is oldest."""
@@ -405,9 +402,7 @@ class Spool:
         """The collector answered 200: delete these events and record the sync time."""
         with self.transaction("deleting delivered events") as db:
             if ids and ids[-1] - ids[0] + 1 == len(ids):
-                db.execute(
-                    "DELETE FROM events WHERE id BETWEEN ? AND ? AND state = 1", (ids[0], ids[-1])
-                )
+                db.execute("DELETE FROM events WHERE id BETWEEN ? AND ? AND state = 1", (ids[0], ids[-1]))
             else:
                 db.executemany("DELETE FROM events WHERE id = ? AND state = 1", [(i,) for i in ids])
             self._set_meta(db, {"last_sync_time": str(sync_time)})
@@ -418,9 +413,7 @@ class Spool:
 
     def reject(self, ids: Sequence[int], reason: str) -> None:
         with self.transaction("setting rejected events aside") as db:
-            db.executemany(
-                "UPDATE events SET state = 2, reason = ? WHERE id = ?", [(reason, i) for i in ids]
-            )
+            db.executemany("UPDATE events SET state = 2, reason = ? WHERE id = ?", [(reason, i) for i in ids])
 
     def fill_unknown_ip(self, ip: str) -> None:
         """Events tracked before the route was known get the address this flush found."""
@@ -442,7 +435,9 @@ class Spool:
         rows = self._read("SELECT at FROM events WHERE id = ?", (event_id,))
         return rows[0][0] if rows else None
 
-    def iter_events(self, limit: int | None = None, states: Sequence[int] = (0, 1, 2)) -> Iterator[dict[str, Any]]:
+    def iter_events(
+        self, limit: int | None = None, states: Sequence[int] = (0, 1, 2)
+    ) -> Iterator[dict[str, Any]]:
         marks = ",".join("?" * len(states))
         sql = (
             "SELECT e.id, s.session, e.nr, e.at, e.event, e.user_id, e.ip, e.parameters, "

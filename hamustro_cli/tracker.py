@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from hamustro_cli import netaddr
 from hamustro_cli.config import KEYS, SESSION_KEYS, Config, load_config
 from hamustro_cli.errors import InputError, SpoolError
 from hamustro_cli.session import Session
-from hamustro_cli.spool import LOCK_NAME, LOG_NAME, REJECTED, SENDING, PENDING, NewEvent, Spool, now
+from hamustro_cli.spool import LOCK_NAME, LOG_NAME, PENDING, REJECTED, SENDING, NewEvent, Spool, now
 
 MAX_EVENT_BYTES = 1024
 MAX_PARAMS_BYTES = 64 * 1024
@@ -131,7 +132,9 @@ def check_ip(value: str, where: str = "--ip") -> str:
 STDIN_KEYS = {"event", "user_id", "params", "is_testing", "at"}
 
 
-def parse_lines(lines: Iterable[str], default_at: int, ip: str | None, source: str = "stdin") -> list[NewEvent]:
+def parse_lines(
+    lines: Iterable[str], default_at: int, ip: str | None, source: str = "stdin"
+) -> list[NewEvent]:
     """JSON lines into events; all or nothing: the first bad line raises with its number."""
     import json
 
@@ -154,8 +157,12 @@ def parse_lines(lines: Iterable[str], default_at: int, ip: str | None, source: s
         if "event" not in obj:
             raise InputError(f"{where}: missing key 'event'")
         event = obj["event"]
-        if (type(event) is not str or not event.isascii() or not event.strip()
-                or len(event) > MAX_EVENT_BYTES // 4):
+        if (
+            type(event) is not str
+            or not event.isascii()
+            or not event.strip()
+            or len(event) > MAX_EVENT_BYTES // 4
+        ):
             check_event_name(event, f"{where}: event")
         testing = obj.get("is_testing", False)
         if not isinstance(testing, bool):
@@ -163,8 +170,10 @@ def parse_lines(lines: Iterable[str], default_at: int, ip: str | None, source: s
         user_id = obj.get("user_id")
         if user_id is not None and (type(user_id) is not int or not 0 <= user_id <= UINT32_MAX):
             if isinstance(user_id, str):
-                raise InputError(f"{where}: user_id: expected a JSON integer from 0 to {UINT32_MAX}, "
-                                 f"got the string {user_id!r}")
+                raise InputError(
+                    f"{where}: user_id: expected a JSON integer from 0 to {UINT32_MAX}, "
+                    f"got the string {user_id!r}"
+                )
             user_id = check_user_id(user_id, f"{where}: user_id")
         params = obj.get("params")
         if params is not None:
@@ -287,7 +296,9 @@ class ClientTracker:
 
     @classmethod
     def from_config(
-        cls, path: str | os.PathLike[str] | None = None, spool_dir: str | os.PathLike[str] | None = None,
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
         log: Log | None = None,
     ) -> ClientTracker:
         """Settings resolved as the CLI does: arguments, HAMUSTRO_* environment, TOML file, defaults."""
@@ -300,8 +311,12 @@ class ClientTracker:
         cfg = self.config.values
         self.config.require(SESSION_KEYS)
         return Session.from_settings(
-            cfg["device_id"], cfg["client_id"], cfg["system_version"], cfg["product_version"],
-            cfg["system"], cfg["product_git_hash"],
+            cfg["device_id"],
+            cfg["client_id"],
+            cfg["system_version"],
+            cfg["product_version"],
+            cfg["system"],
+            cfg["product_git_hash"],
         )
 
     @property
@@ -360,8 +375,14 @@ class ClientTracker:
         )
         return self.track_many([new], ip=ip, flush=flush)
 
-    def track_many(self, events: list[NewEvent], *, ip: str | None = None, flush: bool | None = None,
-                   ip_resolved: bool = False) -> TrackResult:
+    def track_many(
+        self,
+        events: list[NewEvent],
+        *,
+        ip: str | None = None,
+        flush: bool | None = None,
+        ip_resolved: bool = False,
+    ) -> TrackResult:
         """Queue many events in one transaction (all or nothing)."""
         session = self.session
         if not ip_resolved:
@@ -408,15 +429,23 @@ class ClientTracker:
         retention_at = last_sync + cfg["queue_retention"] * 60
         backoff_until = int(metas.get("backoff_until") or 0)
         if backoff_until > t:
-            return Due(False, f"backing off after failures until {_clock(backoff_until)}",
-                       max(backoff_until, retention_at) if not spool.pending_at_least(cfg["queue_size"])
-                       else backoff_until)
+            return Due(
+                False,
+                f"backing off after failures until {_clock(backoff_until)}",
+                max(backoff_until, retention_at)
+                if not spool.pending_at_least(cfg["queue_size"])
+                else backoff_until,
+            )
         if spool.pending_at_least(cfg["queue_size"]):
             return Due(True, f"queue_size reached ({cfg['queue_size']} or more pending)", t)
         if t >= retention_at:
             return Due(True, f"last sync older than queue_retention ({cfg['queue_retention']} min)", t)
-        return Due(False, f"below queue_size ({cfg['queue_size']}) and last sync within "
-                   f"queue_retention ({cfg['queue_retention']} min)", retention_at)
+        return Due(
+            False,
+            f"below queue_size ({cfg['queue_size']}) and last sync within "
+            f"queue_retention ({cfg['queue_retention']} min)",
+            retention_at,
+        )
 
     # -- flushing -------------------------------------------------------------------------
 
@@ -462,7 +491,9 @@ class ClientTracker:
         return report
 
     def _pending_count(self) -> int:
-        return sum(c.get(PENDING, (0, 0))[0] + c.get(SENDING, (0, 0))[0] for c in self.spool.counts().values())
+        return sum(
+            c.get(PENDING, (0, 0))[0] + c.get(SENDING, (0, 0))[0] for c in self.spool.counts().values()
+        )
 
     def _dry_run(self, report: FlushReport) -> None:
         from hamustro_cli import wire
@@ -483,9 +514,16 @@ class ClientTracker:
 
                 batch = [QueuedEvent(*r[:7], bool(r[7])) for r in rows]
                 body = wire.encode(row.attributes, batch)
-                report.batches.append({"session": row.attributes.session, "events": len(batch),
-                                       "bytes": len(body), "first_nr": batch[0].nr,
-                                       "last_nr": batch[-1].nr, "status": None})
+                report.batches.append(
+                    {
+                        "session": row.attributes.session,
+                        "events": len(batch),
+                        "bytes": len(body),
+                        "first_nr": batch[0].nr,
+                        "last_nr": batch[-1].nr,
+                        "status": None,
+                    }
+                )
                 offset_id = rows[-1][0]
 
     def _route(self) -> str | None:
@@ -508,8 +546,15 @@ class ClientTracker:
         if local_ip:
             spool.fill_unknown_ip(local_ip)
         verify: bool | str = str(cfg["ca_bundle"]) if cfg["ca_bundle"] else cfg["tls_verify"]
-        transport = Transport(cfg["collector_url"], cfg["shared_secret_key"], cfg["timeout"], verify,
-                              cfg["retries"], cfg["retry_delay"], self.log)
+        transport = Transport(
+            cfg["collector_url"],
+            cfg["shared_secret_key"],
+            cfg["timeout"],
+            verify,
+            cfg["retries"],
+            cfg["retry_delay"],
+            self.log,
+        )
         sessions = spool.session_rows()
         probed: dict[int, bool] = {}
         try:
@@ -542,19 +587,38 @@ class ClientTracker:
         finally:
             transport.close()
 
-    def _deliver(self, transport: Any, wire: Any, attrs: Session, row_id: int, batch: list[Any],
-                 report: FlushReport, probed: dict[int, bool], local_ip: str | None,
-                 progress: Callable[[int], None] | None) -> None:
+    def _deliver(
+        self,
+        transport: Any,
+        wire: Any,
+        attrs: Session,
+        row_id: int,
+        batch: list[Any],
+        report: FlushReport,
+        probed: dict[int, bool],
+        local_ip: str | None,
+        progress: Callable[[int], None] | None,
+    ) -> None:
         """Send one batch; on a 400 split it to set aside only the payloads the collector refuses."""
         body = wire.encode(attrs, batch, local_ip)
         answer = transport.send(body)
-        report.batches.append({"session": attrs.session, "events": len(batch), "bytes": len(body),
-                               "first_nr": batch[0].nr, "last_nr": batch[-1].nr,
-                               "status": answer.status, "attempts": answer.attempts})
+        report.batches.append(
+            {
+                "session": attrs.session,
+                "events": len(batch),
+                "bytes": len(body),
+                "first_nr": batch[0].nr,
+                "last_nr": batch[-1].nr,
+                "status": answer.status,
+                "attempts": answer.attempts,
+            }
+        )
         if answer.ok:
             self.spool.ack([e.id for e in batch], now())
             report.sent += len(batch)
-            self.log(1, f"sent {len(batch)} event(s) of session {attrs.session} (nr {batch[0].nr}..{batch[-1].nr})")
+            self.log(
+                1, f"sent {len(batch)} event(s) of session {attrs.session} (nr {batch[0].nr}..{batch[-1].nr})"
+            )
             if progress:
                 progress(len(batch))
             return
@@ -567,15 +631,21 @@ class ClientTracker:
             if empty.status not in (204, 400):
                 raise _Stop(empty)
         if not probed[row_id] or len(batch) == 1:
-            reason = answer.detail if probed[row_id] else (
-                "collector refused the collection attributes of this session (400 for an empty "
-                "collection): " + answer.detail)
+            reason = (
+                answer.detail
+                if probed[row_id]
+                else (
+                    "collector refused the collection attributes of this session (400 for an empty "
+                    "collection): " + answer.detail
+                )
+            )
             self.spool.reject([e.id for e in batch], reason)
             report.rejected += len(batch)
-            self.log(0, f"warning: {len(batch)} event(s) of session {attrs.session} set aside as "
-                        f"rejected: {reason}")
-            self.spool.record_error({"at": now(), "status": 400, "message": reason,
-                                     "session": attrs.session})
+            self.log(
+                0,
+                f"warning: {len(batch)} event(s) of session {attrs.session} set aside as rejected: {reason}",
+            )
+            self.spool.record_error({"at": now(), "status": 400, "message": reason, "session": attrs.session})
             if progress:
                 progress(len(batch))
             return
@@ -601,8 +671,9 @@ class ClientTracker:
                 wait = max(wait, min(answer.retry_after, 24 * 3600))
             extra["backoff_until"] = str(int(t + wait))
         report.error = answer.detail
-        spool.record_error({"at": t, "status": answer.status, "message": answer.detail,
-                            "attempts": answer.attempts}, **extra)
+        spool.record_error(
+            {"at": t, "status": answer.status, "message": answer.detail, "attempts": answer.attempts}, **extra
+        )
         self.log(0, f"error: {answer.detail}")
 
     # -- looking --------------------------------------------------------------------------
@@ -727,8 +798,11 @@ def spawn_background_flush(config: Config) -> None:
         if config.sources.get(key) == "default" or value is None:
             continue
         env["HAMUSTRO_" + key.upper()] = (
-            ("true" if value else "false") if isinstance(value, bool) else os.fspath(value)
-            if isinstance(value, Path) else str(value)
+            ("true" if value else "false")
+            if isinstance(value, bool)
+            else os.fspath(value)
+            if isinstance(value, Path)
+            else str(value)
         )
     env["HAMUSTRO_SPOOL_DIR"] = os.fspath(config.spool_dir)
     env.pop("HAMUSTRO_CONFIG", None)

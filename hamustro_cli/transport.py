@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import requests
 
@@ -92,7 +92,11 @@ class Transport:
         self.log(2, f"POST {self.url} ({len(body)} bytes)")
         try:
             resp = self.http.post(
-                self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False,
+                self.url,
+                data=body,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
                 verify=self.verify,
             )
         except requests.exceptions.SSLError as exc:
@@ -111,8 +115,12 @@ class Transport:
         resp.close()
         self.log(2, f"answer {status}" + (f": {text}" if text else ""))
         retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
-        return Answer(status, describe(status, self.url, resp.headers.get("Location"), text),
-                      transient=status in TRANSIENT_STATUS, retry_after=retry_after)
+        return Answer(
+            status,
+            describe(status, self.url, resp.headers.get("Location"), text),
+            transient=status in TRANSIENT_STATUS,
+            retry_after=retry_after,
+        )
 
     def send(self, body: bytes, sleep: Callable[[float], None] = time.sleep) -> Answer:
         """POST, retrying a transient failure up to `retries` times. Returns the last answer."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 from hamustro_cli import payload_pb2
 from hamustro_cli.session import Session

@@ -7,8 +7,9 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -113,12 +114,16 @@ def invoke(*args: str, input: str | None = None, expect: int | None = 0) -> Any:
     return result
 
 
-def run(*args: str, input: str | None = None, env: dict[str, str] | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m hamustro_cli ARGS` as a real process with the test's environment."""
     return subprocess.run(
         [sys.executable, "-m", "hamustro_cli", *args],
-        input=input, capture_output=True, text=True, timeout=timeout,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 

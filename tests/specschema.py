@@ -23,7 +23,7 @@ def spec_messages() -> str:
         assert match, f"no protobuf block in {SPEC}"
         return match.group(1)
     text = (ROOT / "proto" / "payload.proto").read_text()
-    return text[text.index("message Payload"):]
+    return text[text.index("message Payload") :]
 
 
 def normalized(proto_text: str) -> list[str]:
@@ -36,7 +36,7 @@ def normalized(proto_text: str) -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def spec_classes() -> tuple[Any, Any]:
     """(Collection, Payload) message classes built from the spec text in a private pool."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory

@@ -13,8 +13,15 @@ from hamustro_cli.errors import ConfigError, InputError
 
 def make(collector, spool_dir, **extra):
     return ClientTracker(
-        collector_url=collector.url, shared_secret_key=SECRET, device_id="dev", client_id="api",
-        system_version="1", product_version="2", spool_dir=spool_dir, flush="off", **extra,
+        collector_url=collector.url,
+        shared_secret_key=SECRET,
+        device_id="dev",
+        client_id="api",
+        system_version="1",
+        product_version="2",
+        spool_dir=spool_dir,
+        flush="off",
+        **extra,
     )
 
 
@@ -30,11 +37,22 @@ def test_track_flush_status_session(collector, spool_dir):
         assert t.status()["pending"] == 0
     got = collector.received()
     assert [(e["event"], e["nr"], e["user_id"], e["is_testing"]) for e in got] == [
-        ("api.start", 1, 3, True), ("api.stop", 2, None, None)]
+        ("api.start", 1, 3, True),
+        ("api.stop", 2, None, None),
+    ]
     assert json.loads(got[0]["parameters"]) == {"a": 1}
-    assert got[0]["session"] == ClientTracker(
-        collector_url=collector.url, shared_secret_key=SECRET, device_id="dev", client_id="api",
-        system_version="1", product_version="2", spool_dir=spool_dir).session.session
+    assert (
+        got[0]["session"]
+        == ClientTracker(
+            collector_url=collector.url,
+            shared_secret_key=SECRET,
+            device_id="dev",
+            client_id="api",
+            system_version="1",
+            product_version="2",
+            spool_dir=spool_dir,
+        ).session.session
+    )
 
 
 def test_api_and_cli_share_one_spool(collector, spool_dir, config):
@@ -48,8 +66,14 @@ def test_api_and_cli_share_one_spool(collector, spool_dir, config):
 
 def test_api_errors_are_library_exceptions(collector, spool_dir):
     with pytest.raises(ConfigError, match="missing required config key shared_secret_key"):
-        ClientTracker(collector_url=collector.url, device_id="d", client_id="c", system_version="1",
-                      product_version="1", spool_dir=spool_dir)
+        ClientTracker(
+            collector_url=collector.url,
+            device_id="d",
+            client_id="c",
+            system_version="1",
+            product_version="1",
+            spool_dir=spool_dir,
+        )
     with pytest.raises(TypeError, match="unknown setting"):
         make(collector, spool_dir, colour="blue")
     with make(collector, spool_dir) as t, pytest.raises(InputError, match="user_id|--user-id"):

@@ -17,9 +17,10 @@ import resource
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from conftest import SETTINGS, invoke, run, write_config
@@ -75,8 +76,9 @@ def assert_untouched(spool_dir: Path, snap: Snapshot) -> None:
 def assert_still_works(config_path: Path, collector_url: str, spool_dir: Path, snap: Snapshot) -> None:
     """With a good config again, the next event gets nr 3: no gap, the spool is usable."""
     write_config(config_path, collector_url=collector_url, **SETTINGS)
-    out = json.loads(invoke("--config", str(config_path), "--spool-dir", str(spool_dir),
-                            "track", "after", "--json").output)
+    out = json.loads(
+        invoke("--config", str(config_path), "--spool-dir", str(spool_dir), "track", "after", "--json").output
+    )
     assert out["nr"] == 3
     assert [e[3] for e in snapshot(spool_dir).events] == [e[3] for e in snap.events] + ["after"]
 
@@ -115,7 +117,10 @@ def run_unprivileged(*args: str, env: dict[str, str] | None = None) -> subproces
     preexec: Callable[[], None] | None = _as_plain_user if os.geteuid() == 0 else None
     return subprocess.run(
         [sys.executable, "-m", "hamustro_cli", *args],
-        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
         preexec_fn=preexec,
     )
 
@@ -126,7 +131,9 @@ def test_unprivileged_helper_really_cannot_read_a_0000_file(tmp_path: Path) -> N
     secret.write_text("x")
     secret.chmod(0)
     proc = subprocess.run(
-        [sys.executable, "-c", f"open({str(secret)!r}).read()"], capture_output=True, text=True,
+        [sys.executable, "-c", f"open({str(secret)!r}).read()"],
+        capture_output=True,
+        text=True,
         preexec_fn=_as_plain_user if os.geteuid() == 0 else None,
     )
     assert proc.returncode != 0 and "PermissionError" in proc.stderr
@@ -164,6 +171,7 @@ def file(**changes: Any) -> Callable[[Ctx], dict[str, Any]]:
     def setup(ctx: Ctx) -> dict[str, Any]:
         ctx.rewrite(**changes)
         return {}
+
     return setup
 
 
@@ -171,6 +179,7 @@ def env(**values: str) -> Callable[[Ctx], dict[str, Any]]:
     def setup(ctx: Ctx) -> dict[str, Any]:
         ctx.env(**values)
         return {}
+
     return setup
 
 
@@ -223,94 +232,295 @@ def stdin(*bad_lines: str) -> str:
 C = pytest.param
 CASES = [
     # -- the config file itself ---------------------------------------------------------------
-    C(nothing, ["--config", "{tmp}/missing.toml", "track", "e"], None, 2,
-      ["{tmp}/missing.toml", "does not exist"], id="config-missing-flag"),
-    C(config_env_missing, ["track", "e"], None, 2,
-      ["{tmp}/nowhere.toml", "does not exist", "HAMUSTRO_CONFIG"], id="config-missing-env"),
-    C(make_dir, ["--config", "{tmp}/confdir", "track", "e"], None, 2,
-      ["--config", "{tmp}/confdir", "is a directory"], id="config-is-directory-flag"),
-    C(config_env_directory, ["track", "e"], None, 2,
-      ["{tmp}/confdir", "is a directory"], id="config-is-directory-env"),
-    C(invalid_toml, ["track", "e"], None, 2,
-      ["{config}", "not valid TOML", "line {line}"], id="config-invalid-toml"),
+    C(
+        nothing,
+        ["--config", "{tmp}/missing.toml", "track", "e"],
+        None,
+        2,
+        ["{tmp}/missing.toml", "does not exist"],
+        id="config-missing-flag",
+    ),
+    C(
+        config_env_missing,
+        ["track", "e"],
+        None,
+        2,
+        ["{tmp}/nowhere.toml", "does not exist", "HAMUSTRO_CONFIG"],
+        id="config-missing-env",
+    ),
+    C(
+        make_dir,
+        ["--config", "{tmp}/confdir", "track", "e"],
+        None,
+        2,
+        ["--config", "{tmp}/confdir", "is a directory"],
+        id="config-is-directory-flag",
+    ),
+    C(
+        config_env_directory,
+        ["track", "e"],
+        None,
+        2,
+        ["{tmp}/confdir", "is a directory"],
+        id="config-is-directory-env",
+    ),
+    C(
+        invalid_toml,
+        ["track", "e"],
+        None,
+        2,
+        ["{config}", "not valid TOML", "line {line}"],
+        id="config-invalid-toml",
+    ),
     C(not_utf8, ["track", "e"], None, 2, ["{config}", "UTF-8"], id="config-not-utf8"),
     # -- keys -----------------------------------------------------------------------------------
-    C(file(device_id=None), ["track", "e"], None, 2,
-      ["device_id", "{config}", "HAMUSTRO_DEVICE_ID"], id="required-missing-file"),
-    C(env_only_missing_client_id, ["track", "e"], None, 2,
-      ["client_id", "HAMUSTRO_CLIENT_ID"], id="required-missing-env-only"),
-    C(file(product_version=""), ["track", "e"], None, 2,
-      ["product_version", "{config}", "empty"], id="required-empty-file"),
-    C(env(HAMUSTRO_CLIENT_ID=""), ["track", "e"], None, 2,
-      ["client_id", "HAMUSTRO_CLIENT_ID", "empty"], id="required-empty-env"),
-    C(file(queue_size="20"), ["track", "e"], None, 2,
-      ["queue_size", "{config}", "integer", "'20'"], id="type-queue-size-file"),
-    C(env(HAMUSTRO_QUEUE_SIZE="abc"), ["track", "e"], None, 2,
-      ["queue_size", "HAMUSTRO_QUEUE_SIZE", "integer", "'abc'"], id="type-queue-size-env"),
-    C(file(tls_verify="yes"), ["track", "e"], None, 2,
-      ["tls_verify", "{config}", "true or false"], id="type-bool-file"),
-    C(env(HAMUSTRO_TLS_VERIFY="maybe"), ["track", "e"], None, 2,
-      ["tls_verify", "HAMUSTRO_TLS_VERIFY", "true or false"], id="type-bool-env"),
-    C(env(HAMUSTRO_TIMEOUT="soon"), ["track", "e"], None, 2,
-      ["timeout", "HAMUSTRO_TIMEOUT", "number"], id="type-float-env"),
-    C(file(client_id=7), ["track", "e"], None, 2,
-      ["client_id", "{config}", "string"], id="type-string-file"),
-    C(unknown_key, ["track", "e"], None, 2,
-      ["unknown config key", "colector_url", "{config}"], id="unknown-key"),
-    C(file(queue_size=0), ["track", "e"], None, 2,
-      ["queue_size", "{config}", "at least 1", "0"], id="queue-size-zero-file"),
-    C(file(queue_size=-5), ["track", "e"], None, 2,
-      ["queue_size", "{config}", "at least 1", "-5"], id="queue-size-negative-file"),
-    C(env(HAMUSTRO_QUEUE_SIZE="0"), ["track", "e"], None, 2,
-      ["queue_size", "HAMUSTRO_QUEUE_SIZE", "at least 1"], id="queue-size-zero-env"),
-    C(env(HAMUSTRO_QUEUE_SIZE="-3"), ["track", "e"], None, 2,
-      ["queue_size", "HAMUSTRO_QUEUE_SIZE", "at least 1", "-3"], id="queue-size-negative-env"),
-    C(file(collector_url="127.0.0.1:8080"), ["track", "e"], None, 2,
-      ["collector_url", "{config}", "http", "127.0.0.1:8080"], id="url-no-scheme-file"),
-    C(env(HAMUSTRO_COLLECTOR_URL="ftp://example.org/"), ["track", "e"], None, 2,
-      ["collector_url", "HAMUSTRO_COLLECTOR_URL", "ftp://example.org/"], id="url-ftp-env"),
-    C(file(collector_url="https://"), ["track", "e"], None, 2,
-      ["collector_url", "{config}", "host"], id="url-no-host-file"),
-    C(file(flush="sometimes"), ["track", "e"], None, 2,
-      ["flush", "{config}", "background", "'sometimes'"], id="flush-mode-file"),
-    C(env(HAMUSTRO_FLUSH="later"), ["track", "e"], None, 2,
-      ["flush", "HAMUSTRO_FLUSH", "'later'"], id="flush-mode-env"),
-    C(file(ip="300.1.2.3"), ["track", "e"], None, 2,
-      ["ip", "{config}", "300.1.2.3"], id="ip-config-file"),
-    C(env(HAMUSTRO_IP="localhost"), ["track", "e"], None, 2,
-      ["ip", "HAMUSTRO_IP", "localhost"], id="ip-config-env"),
+    C(
+        file(device_id=None),
+        ["track", "e"],
+        None,
+        2,
+        ["device_id", "{config}", "HAMUSTRO_DEVICE_ID"],
+        id="required-missing-file",
+    ),
+    C(
+        env_only_missing_client_id,
+        ["track", "e"],
+        None,
+        2,
+        ["client_id", "HAMUSTRO_CLIENT_ID"],
+        id="required-missing-env-only",
+    ),
+    C(
+        file(product_version=""),
+        ["track", "e"],
+        None,
+        2,
+        ["product_version", "{config}", "empty"],
+        id="required-empty-file",
+    ),
+    C(
+        env(HAMUSTRO_CLIENT_ID=""),
+        ["track", "e"],
+        None,
+        2,
+        ["client_id", "HAMUSTRO_CLIENT_ID", "empty"],
+        id="required-empty-env",
+    ),
+    C(
+        file(queue_size="20"),
+        ["track", "e"],
+        None,
+        2,
+        ["queue_size", "{config}", "integer", "'20'"],
+        id="type-queue-size-file",
+    ),
+    C(
+        env(HAMUSTRO_QUEUE_SIZE="abc"),
+        ["track", "e"],
+        None,
+        2,
+        ["queue_size", "HAMUSTRO_QUEUE_SIZE", "integer", "'abc'"],
+        id="type-queue-size-env",
+    ),
+    C(
+        file(tls_verify="yes"),
+        ["track", "e"],
+        None,
+        2,
+        ["tls_verify", "{config}", "true or false"],
+        id="type-bool-file",
+    ),
+    C(
+        env(HAMUSTRO_TLS_VERIFY="maybe"),
+        ["track", "e"],
+        None,
+        2,
+        ["tls_verify", "HAMUSTRO_TLS_VERIFY", "true or false"],
+        id="type-bool-env",
+    ),
+    C(
+        env(HAMUSTRO_TIMEOUT="soon"),
+        ["track", "e"],
+        None,
+        2,
+        ["timeout", "HAMUSTRO_TIMEOUT", "number"],
+        id="type-float-env",
+    ),
+    C(file(client_id=7), ["track", "e"], None, 2, ["client_id", "{config}", "string"], id="type-string-file"),
+    C(
+        unknown_key,
+        ["track", "e"],
+        None,
+        2,
+        ["unknown config key", "colector_url", "{config}"],
+        id="unknown-key",
+    ),
+    C(
+        file(queue_size=0),
+        ["track", "e"],
+        None,
+        2,
+        ["queue_size", "{config}", "at least 1", "0"],
+        id="queue-size-zero-file",
+    ),
+    C(
+        file(queue_size=-5),
+        ["track", "e"],
+        None,
+        2,
+        ["queue_size", "{config}", "at least 1", "-5"],
+        id="queue-size-negative-file",
+    ),
+    C(
+        env(HAMUSTRO_QUEUE_SIZE="0"),
+        ["track", "e"],
+        None,
+        2,
+        ["queue_size", "HAMUSTRO_QUEUE_SIZE", "at least 1"],
+        id="queue-size-zero-env",
+    ),
+    C(
+        env(HAMUSTRO_QUEUE_SIZE="-3"),
+        ["track", "e"],
+        None,
+        2,
+        ["queue_size", "HAMUSTRO_QUEUE_SIZE", "at least 1", "-3"],
+        id="queue-size-negative-env",
+    ),
+    C(
+        file(collector_url="127.0.0.1:8080"),
+        ["track", "e"],
+        None,
+        2,
+        ["collector_url", "{config}", "http", "127.0.0.1:8080"],
+        id="url-no-scheme-file",
+    ),
+    C(
+        env(HAMUSTRO_COLLECTOR_URL="ftp://example.org/"),
+        ["track", "e"],
+        None,
+        2,
+        ["collector_url", "HAMUSTRO_COLLECTOR_URL", "ftp://example.org/"],
+        id="url-ftp-env",
+    ),
+    C(
+        file(collector_url="https://"),
+        ["track", "e"],
+        None,
+        2,
+        ["collector_url", "{config}", "host"],
+        id="url-no-host-file",
+    ),
+    C(
+        file(flush="sometimes"),
+        ["track", "e"],
+        None,
+        2,
+        ["flush", "{config}", "background", "'sometimes'"],
+        id="flush-mode-file",
+    ),
+    C(
+        env(HAMUSTRO_FLUSH="later"),
+        ["track", "e"],
+        None,
+        2,
+        ["flush", "HAMUSTRO_FLUSH", "'later'"],
+        id="flush-mode-env",
+    ),
+    C(file(ip="300.1.2.3"), ["track", "e"], None, 2, ["ip", "{config}", "300.1.2.3"], id="ip-config-file"),
+    C(
+        env(HAMUSTRO_IP="localhost"),
+        ["track", "e"],
+        None,
+        2,
+        ["ip", "HAMUSTRO_IP", "localhost"],
+        id="ip-config-env",
+    ),
     # -- track's arguments ------------------------------------------------------------------------
     C(nothing, ["track"], None, 2, ["EVENT"], id="event-missing"),
     C(nothing, ["track", ""], None, 2, ["event name", "empty"], id="event-empty"),
     C(nothing, ["track", "   "], None, 2, ["event name", "empty"], id="event-blank"),
     C(nothing, ["track", "e" * 1025], None, 2, ["event name", "1024"], id="event-too-long"),
     C(nothing, ["track", "e", "--user-id", "-1"], None, 2, ["--user-id", "-1"], id="user-id-negative"),
-    C(nothing, ["track", "e", "--user-id", str(U32 + 1)], None, 2,
-      ["--user-id", str(U32 + 1), str(U32)], id="user-id-over-uint32"),
+    C(
+        nothing,
+        ["track", "e", "--user-id", str(U32 + 1)],
+        None,
+        2,
+        ["--user-id", str(U32 + 1), str(U32)],
+        id="user-id-over-uint32",
+    ),
     C(nothing, ["track", "e", "--user-id", "abc"], None, 2, ["--user-id", "'abc'"], id="user-id-text"),
     C(nothing, ["track", "e", "--user-id", "1.5"], None, 2, ["--user-id", "'1.5'"], id="user-id-fraction"),
-    C(nothing, ["track", "e", "--user-id", "\u00b2"], None, 2, ["--user-id", "\u00b2"],
-      id="user-id-superscript-digit"),
+    C(
+        nothing,
+        ["track", "e", "--user-id", "\u00b2"],
+        None,
+        2,
+        ["--user-id", "\u00b2"],
+        id="user-id-superscript-digit",
+    ),
     C(nothing, ["track", "e", "--user-id"], None, 2, ["--user-id"], id="user-id-no-value"),
-    C(nothing, ["track", "e", "--params", "a", "--param", "k=v"], None, 2,
-      ["--params", "--param"], id="params-and-param"),
-    C(nothing, ["track", "e", "--param", "novalue"], None, 2, ["--param", "'novalue'", "KEY=VALUE"],
-      id="param-no-equals"),
-    C(nothing, ["track", "e", "--param", "ok=1", "--param", "=v"], None, 2, ["--param", "'=v'"],
-      id="param-empty-key"),
-    C(nothing, ["track", "e", "--params", BIG], None, 2, ["--params", str(MAX + 1), str(MAX)],
-      id="params-over-limit"),
-    C(nothing, ["track", "e", "--params", "\u00e9" * (MAX // 2 + 1)], None, 2,
-      ["--params", str(MAX + 2), str(MAX)], id="params-over-limit-in-bytes-not-chars"),
-    C(nothing, ["track", "e", "--param", "k=" + "v" * MAX], None, 2, ["--param", str(MAX)],
-      id="param-pairs-over-limit"),
+    C(
+        nothing,
+        ["track", "e", "--params", "a", "--param", "k=v"],
+        None,
+        2,
+        ["--params", "--param"],
+        id="params-and-param",
+    ),
+    C(
+        nothing,
+        ["track", "e", "--param", "novalue"],
+        None,
+        2,
+        ["--param", "'novalue'", "KEY=VALUE"],
+        id="param-no-equals",
+    ),
+    C(
+        nothing,
+        ["track", "e", "--param", "ok=1", "--param", "=v"],
+        None,
+        2,
+        ["--param", "'=v'"],
+        id="param-empty-key",
+    ),
+    C(
+        nothing,
+        ["track", "e", "--params", BIG],
+        None,
+        2,
+        ["--params", str(MAX + 1), str(MAX)],
+        id="params-over-limit",
+    ),
+    C(
+        nothing,
+        ["track", "e", "--params", "\u00e9" * (MAX // 2 + 1)],
+        None,
+        2,
+        ["--params", str(MAX + 2), str(MAX)],
+        id="params-over-limit-in-bytes-not-chars",
+    ),
+    C(
+        nothing,
+        ["track", "e", "--param", "k=" + "v" * MAX],
+        None,
+        2,
+        ["--param", str(MAX)],
+        id="param-pairs-over-limit",
+    ),
     C(nothing, ["track", "e", "--at", "yesterday"], None, 2, ["--at", "'yesterday'"], id="at-text"),
     C(nothing, ["track", "e", "--at", "-5"], None, 2, ["--at", "'-5'"], id="at-negative"),
-    C(nothing, ["track", "e", "--at", "2026-13-45T99:00:00Z"], None, 2, ["--at", "2026-13-45"],
-      id="at-bad-date"),
+    C(
+        nothing,
+        ["track", "e", "--at", "2026-13-45T99:00:00Z"],
+        None,
+        2,
+        ["--at", "2026-13-45"],
+        id="at-bad-date",
+    ),
     C(nothing, ["track", "e", "--at", str(2**64)], None, 2, ["--at", str(2**64)], id="at-over-uint64"),
-    C(nothing, ["track", "e", "--at", str(2**63)], None, 2, ["--at", str(2**63)],
-      id="at-over-int64-storage"),
+    C(nothing, ["track", "e", "--at", str(2**63)], None, 2, ["--at", str(2**63)], id="at-over-int64-storage"),
     C(nothing, ["track", "e", "--at", "\u00b2"], None, 2, ["--at", "\u00b2"], id="at-superscript-digit"),
     C(nothing, ["track", "e", "--ip", "1.2.3"], None, 2, ["--ip", "'1.2.3'"], id="ip-flag-short"),
     C(nothing, ["track", "e", "--ip", "localhost"], None, 2, ["--ip", "'localhost'"], id="ip-flag-name"),
@@ -318,52 +528,176 @@ CASES = [
     C(nothing, ["track", "e", "--stdin"], GOOD, 2, ["--stdin", "EVENT"], id="stdin-with-event"),
     C(nothing, ["status", "--limit", "0"], None, 2, ["--limit"], id="status-limit-zero"),
     # -- track --stdin: all or nothing, the line number named -------------------------------------
-    C(nothing, ["track", "--stdin"], stdin('{"event": "in-2"}', '{"event": "in-3",'), 2,
-      ["stdin line 3", "JSON"], id="stdin-bad-json"),
-    C(nothing, ["track", "--stdin"], stdin('["event", "x"]'), 2,
-      ["stdin line 2", "object"], id="stdin-not-object"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": "x", "colour": "red"}'), 2,
-      ["stdin line 2", "unknown key", "colour"], id="stdin-unknown-key"),
-    C(nothing, ["track", "--stdin"], stdin('{"user_id": 3}'), 2,
-      ["stdin line 2", "event"], id="stdin-missing-event"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": ""}'), 2,
-      ["stdin line 2", "event", "empty"], id="stdin-empty-event"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": 12}'), 2,
-      ["stdin line 2", "event", "string"], id="stdin-event-not-string"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": "bad\\ud800"}'), 2,
-      ["stdin line 2", "event", "UTF-8"], id="stdin-event-lone-surrogate"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": "x", "user_id": "7"}'), 2,
-      ["stdin line 2", "user_id", "'7'"], id="stdin-user-id-string"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": "x", "user_id": "\u0663"}'), 2,
-      ["stdin line 2", "user_id"], id="stdin-user-id-non-ascii-digit-string"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": "x", "user_id": -1}'), 2,
-      ["stdin line 2", "user_id", "-1"], id="stdin-user-id-negative"),
-    C(nothing, ["track", "--stdin"], stdin(f'{{"event": "x", "user_id": {U32 + 1}}}'), 2,
-      ["stdin line 2", "user_id", str(U32 + 1)], id="stdin-user-id-over-uint32"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": "x", "user_id": true}'), 2,
-      ["stdin line 2", "user_id"], id="stdin-user-id-bool"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": "x", "is_testing": "yes"}'), 2,
-      ["stdin line 2", "is_testing"], id="stdin-is-testing-string"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": "x", "at": "2026-01-01"}'), 2,
-      ["stdin line 2", "at", "2026-01-01"], id="stdin-at-string"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": "x", "at": 1.5}'), 2,
-      ["stdin line 2", "at", "1.5"], id="stdin-at-float"),
-    C(nothing, ["track", "--stdin"], stdin(f'{{"event": "x", "at": {2**63}}}'), 2,
-      ["stdin line 2", "at", str(2**63)], id="stdin-at-over-int64-storage"),
-    C(nothing, ["track", "--stdin"], stdin('{"event": "x", "params": [1, 2]}'), 2,
-      ["stdin line 2", "params", "list"], id="stdin-params-list"),
-    C(nothing, ["track", "--stdin"], stdin(json.dumps({"event": "x", "params": BIG})), 2,
-      ["stdin line 2", "params", str(MAX)], id="stdin-params-over-limit"),
-    C(nothing, ["track", "--stdin"], GOOD + "\n   \n" + '{"event": "x", "user_id": "z"}\n', 2,
-      ["stdin line 4", "user_id"], id="stdin-blank-lines-counted"),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "in-2"}', '{"event": "in-3",'),
+        2,
+        ["stdin line 3", "JSON"],
+        id="stdin-bad-json",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('["event", "x"]'),
+        2,
+        ["stdin line 2", "object"],
+        id="stdin-not-object",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "x", "colour": "red"}'),
+        2,
+        ["stdin line 2", "unknown key", "colour"],
+        id="stdin-unknown-key",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"user_id": 3}'),
+        2,
+        ["stdin line 2", "event"],
+        id="stdin-missing-event",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": ""}'),
+        2,
+        ["stdin line 2", "event", "empty"],
+        id="stdin-empty-event",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": 12}'),
+        2,
+        ["stdin line 2", "event", "string"],
+        id="stdin-event-not-string",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "bad\\ud800"}'),
+        2,
+        ["stdin line 2", "event", "UTF-8"],
+        id="stdin-event-lone-surrogate",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "x", "user_id": "7"}'),
+        2,
+        ["stdin line 2", "user_id", "'7'"],
+        id="stdin-user-id-string",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "x", "user_id": "\u0663"}'),
+        2,
+        ["stdin line 2", "user_id"],
+        id="stdin-user-id-non-ascii-digit-string",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "x", "user_id": -1}'),
+        2,
+        ["stdin line 2", "user_id", "-1"],
+        id="stdin-user-id-negative",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin(f'{{"event": "x", "user_id": {U32 + 1}}}'),
+        2,
+        ["stdin line 2", "user_id", str(U32 + 1)],
+        id="stdin-user-id-over-uint32",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "x", "user_id": true}'),
+        2,
+        ["stdin line 2", "user_id"],
+        id="stdin-user-id-bool",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "x", "is_testing": "yes"}'),
+        2,
+        ["stdin line 2", "is_testing"],
+        id="stdin-is-testing-string",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "x", "at": "2026-01-01"}'),
+        2,
+        ["stdin line 2", "at", "2026-01-01"],
+        id="stdin-at-string",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "x", "at": 1.5}'),
+        2,
+        ["stdin line 2", "at", "1.5"],
+        id="stdin-at-float",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin(f'{{"event": "x", "at": {2**63}}}'),
+        2,
+        ["stdin line 2", "at", str(2**63)],
+        id="stdin-at-over-int64-storage",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin('{"event": "x", "params": [1, 2]}'),
+        2,
+        ["stdin line 2", "params", "list"],
+        id="stdin-params-list",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        stdin(json.dumps({"event": "x", "params": BIG})),
+        2,
+        ["stdin line 2", "params", str(MAX)],
+        id="stdin-params-over-limit",
+    ),
+    C(
+        nothing,
+        ["track", "--stdin"],
+        GOOD + "\n   \n" + '{"event": "x", "user_id": "z"}\n',
+        2,
+        ["stdin line 4", "user_id"],
+        id="stdin-blank-lines-counted",
+    ),
     C(nothing, ["track", "--stdin"], "", 2, ["no events", "standard input"], id="stdin-empty"),
 ]
 
 
 @pytest.mark.parametrize(("setup", "args", "stdin_text", "code", "needles"), CASES)
-def test_bad_input(setup: Callable[[Ctx], dict[str, Any]], args: list[str], stdin_text: str | None,
-                   code: int, needles: list[str], before: Snapshot, config: Path, collector: Any,
-                   spool_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input(
+    setup: Callable[[Ctx], dict[str, Any]],
+    args: list[str],
+    stdin_text: str | None,
+    code: int,
+    needles: list[str],
+    before: Snapshot,
+    config: Path,
+    collector: Any,
+    spool_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     ctx = Ctx(tmp_path, config, collector.url, monkeypatch)
     extra = setup(ctx)
     fmt = {"tmp": str(tmp_path), "config": str(config), **extra}
@@ -400,8 +734,9 @@ def test_limits_themselves_are_accepted(before: Snapshot, spool_dir: Path) -> No
     assert events[:2] == before.events
 
 
-def test_unknown_environment_variables_are_ignored(before: Snapshot, spool_dir: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_environment_variables_are_ignored(
+    before: Snapshot, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """cli.md: variables that name no config key are ignored (the collector's own HOST/PORT)."""
     monkeypatch.setenv("HAMUSTRO_HOST", "0.0.0.0")
     monkeypatch.setenv("HAMUSTRO_PORT", "not-a-port")
@@ -412,14 +747,31 @@ def test_unknown_environment_variables_are_ignored(before: Snapshot, spool_dir: 
 # -- the same contract through a real process: stderr, not stdout; the real exit status ---------
 
 
-@pytest.mark.parametrize(("args", "stdin_text", "env", "needles"), [
-    (["track", "e", "--user-id", "-1"], None, {}, ["--user-id"]),
-    (["track", "--stdin"], stdin('{"event": "x"', ), {}, ["stdin line 2"]),
-    (["track", "e"], None, {"HAMUSTRO_QUEUE_SIZE": "abc"}, ["HAMUSTRO_QUEUE_SIZE"]),
-    (["track", "e", "--params", "x" * (MAX + 1)], None, {}, ["--params", str(MAX)]),
-], ids=["user-id", "stdin", "env-type", "params-limit"])
-def test_bad_input_real_process(args: list[str], stdin_text: str | None, env: dict[str, str],
-                                needles: list[str], before: Snapshot, spool_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("args", "stdin_text", "env", "needles"),
+    [
+        (["track", "e", "--user-id", "-1"], None, {}, ["--user-id"]),
+        (
+            ["track", "--stdin"],
+            stdin(
+                '{"event": "x"',
+            ),
+            {},
+            ["stdin line 2"],
+        ),
+        (["track", "e"], None, {"HAMUSTRO_QUEUE_SIZE": "abc"}, ["HAMUSTRO_QUEUE_SIZE"]),
+        (["track", "e", "--params", "x" * (MAX + 1)], None, {}, ["--params", str(MAX)]),
+    ],
+    ids=["user-id", "stdin", "env-type", "params-limit"],
+)
+def test_bad_input_real_process(
+    args: list[str],
+    stdin_text: str | None,
+    env: dict[str, str],
+    needles: list[str],
+    before: Snapshot,
+    spool_dir: Path,
+) -> None:
     proc = run(*args, input=stdin_text, env=env)
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == ""
@@ -442,8 +794,9 @@ def test_unreadable_config_file(before: Snapshot, config: Path, spool_dir: Path)
     assert_untouched(spool_dir, before)
 
 
-def test_config_directory_not_searchable(before: Snapshot, tmp_path: Path, config: Path,
-                                         spool_dir: Path) -> None:
+def test_config_directory_not_searchable(
+    before: Snapshot, tmp_path: Path, config: Path, spool_dir: Path
+) -> None:
     hidden = tmp_path / "locked"
     hidden.mkdir()
     inner = hidden / "config.toml"
@@ -513,8 +866,9 @@ def test_spool_path_is_a_file_flag(before: Snapshot, tmp_path: Path, spool_dir: 
     assert_untouched(spool_dir, before)
 
 
-def test_spool_path_is_a_file_env(before: Snapshot, tmp_path: Path, spool_dir: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spool_path_is_a_file_env(
+    before: Snapshot, tmp_path: Path, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("keep me\n")
     monkeypatch.setenv("HAMUSTRO_SPOOL_DIR", str(blocker))
@@ -606,7 +960,9 @@ def _track_under_size_limit(limit: int, *args: str) -> subprocess.CompletedProce
 
     return subprocess.run(
         [sys.executable, "-m", "hamustro_cli", "track", *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         # no .pyc writes: the limit is meant for the spool, not for Python's cache
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         preexec_fn=limit_files,
@@ -617,23 +973,26 @@ FILLERS = 3  # events of 20000 bytes queued before the limit, so the spool is ~9
 BIG_EVENT = 60000
 
 
-@pytest.mark.parametrize(("case", "fillers", "limit"), [
-    # The event is bigger than the spool file: it cannot fit in the WAL either.
-    ("limit-at-spool-size", 0, lambda size: size),
-    # Below the spool's size: -shm (32 KiB) can be created, the WAL runs out mid-transaction.
-    ("limit-below-spool-size", FILLERS, lambda size: 40000),
-    # Not even the -shm index fits: fails while opening.
-    ("tiny-limit", FILLERS, lambda size: 1024),
-])
-def test_full_disk_while_queuing(case: str, fillers: int, limit: Callable[[int], int],
-                                 before: Snapshot, spool_dir: Path, collector: Any) -> None:
+@pytest.mark.parametrize(
+    ("case", "fillers", "limit"),
+    [
+        # The event is bigger than the spool file: it cannot fit in the WAL either.
+        ("limit-at-spool-size", 0, lambda size: size),
+        # Below the spool's size: -shm (32 KiB) can be created, the WAL runs out mid-transaction.
+        ("limit-below-spool-size", FILLERS, lambda size: 40000),
+        # Not even the -shm index fits: fails while opening.
+        ("tiny-limit", FILLERS, lambda size: 1024),
+    ],
+)
+def test_full_disk_while_queuing(
+    case: str, fillers: int, limit: Callable[[int], int], before: Snapshot, spool_dir: Path, collector: Any
+) -> None:
     db = spool_dir / DB_NAME
     for i in range(fillers):
         invoke("track", f"filler-{i}", "--params", "f" * 20000)
     filled = snapshot(spool_dir)
     n = len(filled.events)
-    proc = _track_under_size_limit(limit(db.stat().st_size), "big", "--params", "b" * BIG_EVENT,
-                                   "--json")
+    proc = _track_under_size_limit(limit(db.stat().st_size), "big", "--params", "b" * BIG_EVENT, "--json")
     assert proc.returncode == 3, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stdout == ""
     message = one_error_line(proc.stderr)
@@ -652,8 +1011,7 @@ def test_full_disk_while_queuing(case: str, fillers: int, limit: Callable[[int],
     assert "big" not in [e["event"] for e in got]
 
 
-def test_size_limit_that_still_fits_means_queued(before: Snapshot, spool_dir: Path,
-                                                 collector: Any) -> None:
+def test_size_limit_that_still_fits_means_queued(before: Snapshot, spool_dir: Path, collector: Any) -> None:
     """The other side of the contract: exit 0 under a limit means the event is durable, even
     though the checkpoint into the main file could not grow it (the WAL holds the event)."""
     db = spool_dir / DB_NAME
@@ -674,8 +1032,11 @@ def test_full_disk_during_stdin_batch_queues_nothing(before: Snapshot, spool_dir
     lines = "".join(json.dumps({"event": f"s{i}", "params": "p" * 30000}) + "\n" for i in range(5))
     size = (spool_dir / DB_NAME).stat().st_size
     proc = subprocess.run(
-        [sys.executable, "-m", "hamustro_cli", "track", "--stdin"], input=lines,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "hamustro_cli", "track", "--stdin"],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size + 8192, size + 8192)),
     )

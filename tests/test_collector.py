@@ -30,8 +30,11 @@ def body(session: str | None = None, payloads: int = 1, drop: str | None = None)
 def sign(data: bytes, secret: str = SECRET, stamp: str | None = None) -> dict[str, str]:
     stamp = stamp or str(int(time.time()))
     digest = hashlib.sha256(f"{stamp}|{hashlib.md5(data).hexdigest()}|{secret}".encode()).digest()
-    return {"X-Hamustro-Time": stamp, "X-Hamustro-Signature": base64.b64encode(digest).decode(),
-            "Content-Type": "application/protobuf"}
+    return {
+        "X-Hamustro-Time": stamp,
+        "X-Hamustro-Signature": base64.b64encode(digest).decode(),
+        "Content-Type": "application/protobuf",
+    }
 
 
 def post(collector, data: bytes, headers: dict[str, str], method: str = "POST") -> requests.Response:
@@ -52,10 +55,16 @@ def test_valid_collection_is_200_and_written(collector):
 
 
 def test_json_body_is_accepted(collector):
-    data = json.dumps({"device_id": DEVICE, "client_id": "c", "system_version": "s",
-                       "product_version": "p",
-                       "session": hashlib.md5(f"{DEVICE}:c:s:p".encode()).hexdigest(),
-                       "payloads": [{"at": 1, "event": "j", "nr": 1}]}).encode()
+    data = json.dumps(
+        {
+            "device_id": DEVICE,
+            "client_id": "c",
+            "system_version": "s",
+            "product_version": "p",
+            "session": hashlib.md5(f"{DEVICE}:c:s:p".encode()).hexdigest(),
+            "payloads": [{"at": 1, "event": "j", "nr": 1}],
+        }
+    ).encode()
     headers = {**sign(data), "Content-Type": "application/json"}
     assert post(collector, data, headers).status_code == 200
     assert collector.received()[0]["event"] == "j"
@@ -65,8 +74,16 @@ CASES = [
     ("empty collection", lambda: (body(payloads=0), sign(body(payloads=0)), "POST"), 204),
     ("GET", lambda: (b"", {}, "GET"), 405),
     ("PUT", lambda: (body(), sign(body()), "PUT"), 405),
-    ("no time header", lambda: (body(), {k: v for k, v in sign(body()).items() if k != "X-Hamustro-Time"}, "POST"), 405),
-    ("no signature header", lambda: (body(), {k: v for k, v in sign(body()).items() if k != "X-Hamustro-Signature"}, "POST"), 405),
+    (
+        "no time header",
+        lambda: (body(), {k: v for k, v in sign(body()).items() if k != "X-Hamustro-Time"}, "POST"),
+        405,
+    ),
+    (
+        "no signature header",
+        lambda: (body(), {k: v for k, v in sign(body()).items() if k != "X-Hamustro-Signature"}, "POST"),
+        405,
+    ),
     ("wrong secret", lambda: (body(), sign(body(), "other"), "POST"), 405),
     ("signature over other time", lambda: (body(), {**sign(body()), "X-Hamustro-Time": "1"}, "POST"), 405),
     ("wrong content type", lambda: (body(), {**sign(body()), "Content-Type": "text/plain"}, "POST"), 400),
@@ -74,8 +91,16 @@ CASES = [
     ("missing required field", lambda: (body(drop="client_id"), sign(body(drop="client_id")), "POST"), 400),
     ("session mismatch", lambda: (body(session="0" * 32), sign(body(session="0" * 32)), "POST"), 400),
     # order of checks: the signature is checked before the content type and the session ...
-    ("bad signature and bad content type", lambda: (body(), {**sign(body(), "x"), "Content-Type": "a/b"}, "POST"), 405),
-    ("bad signature and bad session", lambda: (body(session="1" * 32), sign(body(session="1" * 32), "x"), "POST"), 405),
+    (
+        "bad signature and bad content type",
+        lambda: (body(), {**sign(body(), "x"), "Content-Type": "a/b"}, "POST"),
+        405,
+    ),
+    (
+        "bad signature and bad session",
+        lambda: (body(session="1" * 32), sign(body(session="1" * 32), "x"), "POST"),
+        405,
+    ),
     # ... and the session before "payloads present"
     ("bad session, no payloads", lambda: (body("2" * 32, 0), sign(body("2" * 32, 0)), "POST"), 400),
 ]
@@ -118,7 +143,9 @@ def test_cli_collector_process_serves_and_reports_port(tmp_path):
     out = tmp_path / "events.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "hamustro_cli", "collector", "--port", "0", "--out", str(out)],
-        stderr=subprocess.PIPE, text=True, env={"HAMUSTRO_SHARED_SECRET_KEY": SECRET, "PATH": "/usr/bin:/bin"},
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"HAMUSTRO_SHARED_SECRET_KEY": SECRET, "PATH": "/usr/bin:/bin"},
     )
     try:
         line = proc.stderr.readline()

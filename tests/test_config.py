@@ -36,7 +36,10 @@ def test_precedence_flag_env_file_default(isolated):
     path = full(isolated / "c.toml", queue_size=5, spool_dir=str(isolated / "from-file"))
     env = {"HAMUSTRO_QUEUE_SIZE": "7", "HAMUSTRO_SPOOL_DIR": str(isolated / "from-env")}
     cfg = load_config(path, env=env)
-    assert cfg.values["queue_size"] == 7 and cfg.sources["queue_size"] == "environment variable HAMUSTRO_QUEUE_SIZE"
+    assert (
+        cfg.values["queue_size"] == 7
+        and cfg.sources["queue_size"] == "environment variable HAMUSTRO_QUEUE_SIZE"
+    )
     assert cfg.spool_dir == isolated / "from-env"
     cfg = load_config(path, spool_dir=isolated / "from-flag", env=env)
     assert cfg.spool_dir == isolated / "from-flag" and cfg.sources["spool_dir"] == "--spool-dir"

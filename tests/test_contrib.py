@@ -26,8 +26,13 @@ CRONTAB = CONTRIB / "crontab.example"
 
 def parse_unit(path: Path) -> configparser.ConfigParser:
     """systemd unit syntax is close enough to INI: sections, Key=Value, # and ; comments."""
-    parser = configparser.ConfigParser(interpolation=None, strict=True, delimiters=("=",),
-                                       comment_prefixes=("#", ";"), empty_lines_in_values=False)
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        strict=True,
+        delimiters=("=",),
+        comment_prefixes=("#", ";"),
+        empty_lines_in_values=False,
+    )
     parser.optionxform = str  # keys are case-sensitive in systemd
     parser.read_string(path.read_text(), source=str(path))
     return parser
@@ -67,9 +72,22 @@ def test_unit_keys_are_known_to_systemd():
     """A typo in a key is only a warning for systemd: catch it here even without systemd."""
     known = {
         "Unit": {"Description", "Documentation", "After", "Wants"},
-        "Service": {"Type", "ExecStart", "Environment", "TimeoutStartSec", "Nice", "IOSchedulingClass",
-                    "UMask", "NoNewPrivileges", "LockPersonality", "RestrictRealtime", "RestrictSUIDSGID",
-                    "RestrictNamespaces", "SystemCallArchitectures", "RestrictAddressFamilies"},
+        "Service": {
+            "Type",
+            "ExecStart",
+            "Environment",
+            "TimeoutStartSec",
+            "Nice",
+            "IOSchedulingClass",
+            "UMask",
+            "NoNewPrivileges",
+            "LockPersonality",
+            "RestrictRealtime",
+            "RestrictSUIDSGID",
+            "RestrictNamespaces",
+            "SystemCallArchitectures",
+            "RestrictAddressFamilies",
+        },
         "Timer": {"OnCalendar", "RandomizedDelaySec", "AccuracySec", "Persistent", "Unit"},
         "Install": {"WantedBy"},
     }
@@ -97,7 +115,10 @@ def test_systemd_analyze_verify(tmp_path):
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "SYSTEMD_LOG_LEVEL": "notice"}
     proc = subprocess.run(
         ["systemd-analyze", "verify", "--user", str(units / TIMER.name), str(units / SERVICE.name)],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     # Unknown keys and bad values are only warnings ("file:line: ..."): fail on those too.
     complaints = [line for line in proc.stderr.splitlines() if "hamustro-flush" in line]
@@ -145,8 +166,19 @@ def cron_entries() -> list[tuple[list[str], str]]:
     return entries
 
 
-@pytest.mark.parametrize("text, ok", [("*/5", True), ("17", True), ("1-5", True), ("0,30", True),
-                                      ("60", False), ("5-1", False), ("*/0", False), ("x", False)])
+@pytest.mark.parametrize(
+    "text, ok",
+    [
+        ("*/5", True),
+        ("17", True),
+        ("1-5", True),
+        ("0,30", True),
+        ("60", False),
+        ("5-1", False),
+        ("*/0", False),
+        ("x", False),
+    ],
+)
 def test_cron_field_checker(text, ok):
     assert valid_field(text, 0, 59) is ok
 
@@ -155,7 +187,7 @@ def test_crontab_example():
     entries = cron_entries()
     assert len(entries) == 2
     for fields, _ in entries:
-        for text, (low, high) in zip(fields, RANGES):
+        for text, (low, high) in zip(fields, RANGES, strict=False):
             assert valid_field(text, low, high), fields
     (every5, cmd5), (daily, cmd_daily) = entries
     assert every5 == ["*/5", "*", "*", "*", "*"]

@@ -33,8 +33,12 @@ def verify_signature(request: dict) -> None:
 def test_separate_processes_arrive_with_every_attribute(config, collector):
     before = int(time.time())
     assert run("track", "app.start").returncode == 0
-    assert run("track", "login", "--user-id", "4294967295", "--param", "plan=pro",
-               "--param", "seats=3").returncode == 0
+    assert (
+        run(
+            "track", "login", "--user-id", "4294967295", "--param", "plan=pro", "--param", "seats=3"
+        ).returncode
+        == 0
+    )
     assert run("track", "raw", "--params", "free text", "--testing").returncode == 0
     assert run("track", "old", "--at", "1700000000", "--ip", "10.1.2.3").returncode == 0
     after = int(time.time())
@@ -45,8 +49,9 @@ def test_separate_processes_arrive_with_every_attribute(config, collector):
     assert len(track_requests) == 1
     verify_signature(track_requests[0])
     coll = decode(track_requests[0]["body"])
-    device, session = expected_session(SETTINGS["device_id"], SETTINGS["client_id"],
-                                       SETTINGS["system_version"], SETTINGS["product_version"])
+    device, session = expected_session(
+        SETTINGS["device_id"], SETTINGS["client_id"], SETTINGS["system_version"], SETTINGS["product_version"]
+    )
     assert (coll.device_id, coll.session, coll.client_id) == (device, session, SETTINGS["client_id"])
     assert (coll.system_version, coll.product_version) == ("Linux 6.1", "1.0.0")
     assert (coll.system, coll.product_git_hash) == ("linux", "abc123")
@@ -116,8 +121,9 @@ def test_dry_run_sends_nothing(config, collector):
 def test_every_status_but_200_keeps_the_events(isolated, status):
     server = ScriptedServer([status], {"Location": "http://127.0.0.1:9/elsewhere"} if status == 301 else None)
     try:
-        write_config(isolated / "config.toml", collector_url=server.url, retries=1, retry_delay=0.01,
-                     **SETTINGS)
+        write_config(
+            isolated / "config.toml", collector_url=server.url, retries=1, retry_delay=0.01, **SETTINGS
+        )
         invoke("track", "kept-1")
         invoke("track", "kept-2")
         result = invoke("flush", "--json", expect=1)
@@ -187,16 +193,21 @@ def test_rejected_events_resend_on_request(isolated, tmp_path):
 
 
 def test_inline_trigger_on_queue_size(isolated, collector):
-    write_config(isolated / "config.toml", collector_url=collector.url, queue_size=3,
-                 **{**SETTINGS, "flush": "inline"})
+    write_config(
+        isolated / "config.toml", collector_url=collector.url, queue_size=3, **{**SETTINGS, "flush": "inline"}
+    )
     outs = [json.loads(invoke("track", f"e{i}", "--json").stdout)["flush"] for i in range(3)]
     assert outs == ["not-due", "not-due", "sent"]
     assert [e["nr"] for e in collector.received()] == [1, 2, 3]
 
 
 def test_retention_trigger_counts_spool_creation_as_last_sync(isolated, collector, spool_dir):
-    write_config(isolated / "config.toml", collector_url=collector.url, queue_retention=1,
-                 **{**SETTINGS, "flush": "inline"})
+    write_config(
+        isolated / "config.toml",
+        collector_url=collector.url,
+        queue_retention=1,
+        **{**SETTINGS, "flush": "inline"},
+    )
     assert json.loads(invoke("track", "first", "--json").stdout)["flush"] == "not-due"
     from hamustro_cli.spool import Spool
 
@@ -207,8 +218,9 @@ def test_retention_trigger_counts_spool_creation_as_last_sync(isolated, collecto
 
 
 def test_no_flush_flag_and_off_mode(isolated, collector):
-    write_config(isolated / "config.toml", collector_url=collector.url, queue_size=1,
-                 **{**SETTINGS, "flush": "inline"})
+    write_config(
+        isolated / "config.toml", collector_url=collector.url, queue_size=1, **{**SETTINGS, "flush": "inline"}
+    )
     assert json.loads(invoke("track", "a", "--no-flush", "--json").stdout)["flush"] == "off"
     assert collector.requests == []
 
@@ -216,8 +228,12 @@ def test_no_flush_flag_and_off_mode(isolated, collector):
 def test_background_flush_detaches_from_caller(isolated, tmp_path, spool_dir):
     slow = start_collector(tmp_path, "slow", delay=1.5)
     try:
-        write_config(isolated / "config.toml", collector_url=slow.url, queue_size=2,
-                     **{**SETTINGS, "flush": "background"})
+        write_config(
+            isolated / "config.toml",
+            collector_url=slow.url,
+            queue_size=2,
+            **{**SETTINGS, "flush": "background"},
+        )
         assert run("track", "one").returncode == 0
         # capture_output: the call returns only when nobody holds our pipes any more
         result = run("track", "two", "--json")
@@ -302,8 +318,17 @@ def test_session_command(config):
     assert out == session
     data = json.loads(invoke("session", "--json").stdout)
     assert data["device_id"] == hashlib.sha256(b"device-42").hexdigest()
-    assert set(data) == {"session", "device_id", "client_id", "system_version", "product_version",
-                         "system", "product_git_hash", "last_nr", "pending"}
+    assert set(data) == {
+        "session",
+        "device_id",
+        "client_id",
+        "system_version",
+        "product_version",
+        "system",
+        "product_git_hash",
+        "last_nr",
+        "pending",
+    }
 
 
 def test_status_json_keys(config):

@@ -18,8 +18,7 @@ README = (ROOT / "README.md").read_text()
 
 def commands():
     yield "hamustro", cli
-    for name, command in cli.commands.items():
-        yield name, command
+    yield from cli.commands.items()
 
 
 @pytest.mark.parametrize("name,command", list(commands()), ids=[n for n, _ in commands()])
@@ -52,8 +51,9 @@ def test_readme_test_command_is_what_ci_runs():
 
 def test_readme_demo_runs_end_to_end():
     assert "bash tools/demo.sh" in README
-    result = subprocess.run(["bash", str(ROOT / "tools" / "demo.sh")], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        ["bash", str(ROOT / "tools" / "demo.sh")], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "sent 4 event(s)" in out

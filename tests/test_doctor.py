@@ -117,8 +117,9 @@ def test_wrong_secret(isolated, tmp_path):
 def test_wrong_session_is_400(config, collector):
     """The configured session is always right, so provoke the 400 with a session of our own."""
     cfg = load_config(config, None)
-    right = Session.from_settings(SETTINGS["device_id"], SETTINGS["client_id"],
-                                  SETTINGS["system_version"], SETTINGS["product_version"])
+    right = Session.from_settings(
+        SETTINGS["device_id"], SETTINGS["client_id"], SETTINGS["system_version"], SETTINGS["product_version"]
+    )
     wrong = Session(**{**right.to_dict(), "session": "0" * 32})
     check = doctor.check_credentials(cfg, session=wrong)
     assert not check.ok
@@ -156,7 +157,7 @@ def test_health_404_still_tries_credentials(isolated, collector):
     [
         ("collector_url = [", "not valid TOML"),
         ('colector_url = "http://x"\n', "unknown config key 'colector_url'"),
-        ("queue_size = \"many\"\n", "queue_size"),
+        ('queue_size = "many"\n', "queue_size"),
     ],
 )
 def test_config_error_fails_and_skips_the_rest(isolated, content, expected):
@@ -211,10 +212,19 @@ def test_spool_dir_too_open_is_tightened(config, collector, spool_dir):
 
 def test_spool_file_readable_by_others_fails(config, collector, spool_dir):
     doctor.check_spool(spool_dir)
-    (spool_dir / "spool.sqlite3").chmod(0o644)
+    (spool_dir / "flush.log").write_text("")
+    (spool_dir / "flush.log").chmod(0o644)
     check = doctor.check_spool(spool_dir)
     assert check.state == "fail"
-    assert check.hint == f"chmod 600 {spool_dir / 'spool.sqlite3'}"
+    assert check.hint == f"chmod 600 {spool_dir / 'flush.log'}"
+
+
+def test_loose_database_is_tightened_when_opened(config, collector, spool_dir):
+    doctor.check_spool(spool_dir)
+    (spool_dir / "spool.sqlite3").chmod(0o644)
+    check = doctor.check_spool(spool_dir)  # opening the spool makes it owner-only again
+    assert check.state == "ok"
+    assert (spool_dir / "spool.sqlite3").stat().st_mode & 0o777 == 0o600
 
 
 def test_spool_path_is_a_file(isolated):
@@ -314,8 +324,11 @@ def test_cli_subprocess_never_prints_secret(config, collector):
     assert SECRET not in proc.stdout and SECRET not in proc.stderr
     keys = json.loads(run("doctor", "--json", env={"HAMUSTRO_SHARED_SECRET_KEY": SECRET}).stdout)
     secret = keys["checks"][0]["details"]["keys"]["shared_secret_key"]
-    assert secret == {"value": "set", "source": "environment",
-                      "from": "environment variable HAMUSTRO_SHARED_SECRET_KEY"}
+    assert secret == {
+        "value": "set",
+        "source": "environment",
+        "from": "environment variable HAMUSTRO_SHARED_SECRET_KEY",
+    }
     assert_no_event_sent(collector)
 
 

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import SETTINGS, ScriptedServer, invoke, run, start_collector, write_config
+from conftest import SETTINGS, ScriptedServer, invoke, start_collector, write_config
 from specschema import decode
 
 from hamustro_cli.spool import DB_NAME
@@ -41,16 +41,24 @@ def no_flush_running(spool_dir: Path) -> bool:
 
 
 def test_parallel_tracks_with_flushes_deliver_everything_once(isolated, collector, spool_dir):
-    write_config(isolated / "config.toml", collector_url=collector.url, queue_size=4,
-                 **{**SETTINGS, "flush": "background"})
+    write_config(
+        isolated / "config.toml",
+        collector_url=collector.url,
+        queue_size=4,
+        **{**SETTINGS, "flush": "background"},
+    )
     workers, per_worker = 6, 12
     errors: list[str] = []
     stop = threading.Event()
 
     def tracker(w: int) -> None:
         for i in range(per_worker):
-            r = subprocess.run([*HAMUSTRO, "track", "race", "--param", f"id={w}-{i}"],
-                               capture_output=True, text=True, env=os.environ.copy())
+            r = subprocess.run(
+                [*HAMUSTRO, "track", "race", "--param", f"id={w}-{i}"],
+                capture_output=True,
+                text=True,
+                env=os.environ.copy(),
+            )
             if r.returncode != 0 or r.stderr:
                 errors.append(f"track {w}-{i}: rc={r.returncode} {r.stderr}")
 
@@ -84,8 +92,9 @@ def test_sigkilled_track_leaves_whole_event_or_nothing(config, spool_dir):
     invoke("track", "first")
     completed = 1
     for delay in [0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.3] * 2:
-        proc = subprocess.Popen([*HAMUSTRO, "track", "victim"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*HAMUSTRO, "track", "victim"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         if proc.wait() == 0:
@@ -154,8 +163,9 @@ def test_flush_if_due_recovers_events_left_sending_by_a_killed_flush(config, tmp
 def test_transient_failures_are_retried_within_a_flush(isolated):
     server = ScriptedServer([503, 429, 200], {"Retry-After": "0"})
     try:
-        write_config(isolated / "config.toml", collector_url=server.url, retries=3, retry_delay=0.01,
-                     **SETTINGS)
+        write_config(
+            isolated / "config.toml", collector_url=server.url, retries=3, retry_delay=0.01, **SETTINGS
+        )
         invoke("track", "a")
         result = invoke("-v", "flush", "--json")
         out = json.loads(result.stdout)
@@ -171,8 +181,9 @@ def test_transient_failures_are_retried_within_a_flush(isolated):
 def test_retry_after_is_honoured(isolated):
     server = ScriptedServer([503, 200], {"Retry-After": "1"})
     try:
-        write_config(isolated / "config.toml", collector_url=server.url, retries=2, retry_delay=0.01,
-                     **SETTINGS)
+        write_config(
+            isolated / "config.toml", collector_url=server.url, retries=2, retry_delay=0.01, **SETTINGS
+        )
         invoke("track", "a")
         result = invoke("-v", "flush")
         # the computed delay (~0.01 s) is raised to what the collector asked for
@@ -184,8 +195,9 @@ def test_retry_after_is_honoured(isolated):
 def test_long_retry_after_becomes_the_persisted_backoff(isolated):
     server = ScriptedServer([503], {"Retry-After": "7200"})
     try:
-        write_config(isolated / "config.toml", collector_url=server.url, retries=5, retry_delay=0.01,
-                     **SETTINGS)
+        write_config(
+            isolated / "config.toml", collector_url=server.url, retries=5, retry_delay=0.01, **SETTINGS
+        )
         invoke("track", "a")
         before = int(time.time())
         invoke("flush", expect=1)
@@ -198,8 +210,14 @@ def test_long_retry_after_becomes_the_persisted_backoff(isolated):
 def test_backoff_keeps_track_and_cron_quiet_but_not_a_person(isolated):
     server = ScriptedServer([503])
     try:
-        write_config(isolated / "config.toml", collector_url=server.url, retries=1, retry_delay=0.01,
-                     queue_size=1, **{**SETTINGS, "flush": "inline"})
+        write_config(
+            isolated / "config.toml",
+            collector_url=server.url,
+            retries=1,
+            retry_delay=0.01,
+            queue_size=1,
+            **{**SETTINGS, "flush": "inline"},
+        )
         out = json.loads(invoke("track", "a", "--json").stdout)
         assert out["flush"] == "failed" and server.hits == 2
         st = status()
@@ -231,8 +249,12 @@ def test_backoff_clears_after_success(isolated, collector):
 
 
 def test_wrong_secret_stops_sending_and_says_so(isolated, collector):
-    write_config(isolated / "config.toml", collector_url=collector.url, queue_size=1,
-                 **{**SETTINGS, "shared_secret_key": "not-the-collectors", "flush": "inline"})
+    write_config(
+        isolated / "config.toml",
+        collector_url=collector.url,
+        queue_size=1,
+        **{**SETTINGS, "shared_secret_key": "not-the-collectors", "flush": "inline"},
+    )
     result = invoke("track", "a", "--json")
     assert json.loads(result.stdout)["flush"] == "failed"
     assert "shared_secret_key is probably wrong" in result.stderr
@@ -259,9 +281,28 @@ def test_tls_is_verified_unless_configured(isolated, tmp_path):
     openssl = shutil.which("openssl")
     assert openssl, "openssl is needed to make a test certificate"
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     secure = start_collector(tmp_path, "tls")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)

@@ -91,8 +91,9 @@ COMMANDS: list[tuple[list[str], str | None]] = [
 
 
 @pytest.mark.parametrize("verbosity", VERBOSITY, ids=["quiet-default", "v", "vv"])
-def test_every_command_keeps_the_secret(verbosity: list[str], config: Path, collector: Any,
-                                        spool_dir: Path) -> None:
+def test_every_command_keeps_the_secret(
+    verbosity: list[str], config: Path, collector: Any, spool_dir: Path
+) -> None:
     for args, stdin_text in COMMANDS:
         proc = run(*verbosity, *args, input=stdin_text)
         assert proc.returncode == 0, (args, proc.stderr)
@@ -101,8 +102,9 @@ def test_every_command_keeps_the_secret(verbosity: list[str], config: Path, coll
     assert_spool_has_no_secret(spool_dir)
 
 
-def test_quiet_and_environment_secret(collector: Any, spool_dir: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quiet_and_environment_secret(
+    collector: Any, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The secret from HAMUSTRO_SHARED_SECRET_KEY (no config file at all), with -q and -vv."""
     monkeypatch.delenv("HAMUSTRO_CONFIG")
     env = {"HAMUSTRO_" + k.upper(): str(v) for k, v in {"collector_url": collector.url, **SETTINGS}.items()}
@@ -117,8 +119,15 @@ def test_quiet_and_environment_secret(collector: Any, spool_dir: Path,
 
 def test_help_and_version_keep_the_secret(config: Path) -> None:
     env = {"HAMUSTRO_SHARED_SECRET_KEY": SECRET}  # also the collector's --secret envvar
-    for args in (["--help"], ["--version"], ["track", "--help"], ["flush", "--help"],
-                 ["status", "--help"], ["session", "--help"], ["collector", "--help"]):
+    for args in (
+        ["--help"],
+        ["--version"],
+        ["track", "--help"],
+        ["flush", "--help"],
+        ["status", "--help"],
+        ["session", "--help"],
+        ["collector", "--help"],
+    ):
         proc = run(*args, env=env)
         assert proc.returncode == 0, (args, proc.stderr)
         assert proc.stdout
@@ -129,8 +138,9 @@ def test_help_and_version_keep_the_secret(config: Path) -> None:
 
 
 @pytest.mark.parametrize("who_is_wrong", ["client", "collector"])
-def test_wrong_secret_405_keeps_both_secrets(who_is_wrong: str, isolated: Path, tmp_path: Path,
-                                             spool_dir: Path) -> None:
+def test_wrong_secret_405_keeps_both_secrets(
+    who_is_wrong: str, isolated: Path, tmp_path: Path, spool_dir: Path
+) -> None:
     """The collector answers 405; neither the client's nor the collector's secret is printed,
     and the message says plainly that shared_secret_key is probably wrong."""
     client_secret = "client-side-wrong-91c2e" if who_is_wrong == "client" else SECRET
@@ -146,8 +156,13 @@ def test_wrong_secret_405_keeps_both_secrets(who_is_wrong: str, isolated: Path, 
             assert "shared_secret_key" in proc.stderr
             outputs.append(proc)
             outputs.append(run(*flags, "flush", "--json"))
-        for args in (["status"], ["status", "--json", "--events"], ["session", "--json"],
-                     ["track", "after-halt", "--json"], ["flush", "--if-due", "-vv"]):
+        for args in (
+            ["status"],
+            ["status", "--json", "--events"],
+            ["session", "--json"],
+            ["track", "after-halt", "--json"],
+            ["flush", "--if-due", "-vv"],
+        ):
             outputs.append(run(*args))
         status = json.loads(run("status", "--json").stdout)
         assert status["halted"] and status["pending"] == 4  # 3 tracks + after-halt
@@ -164,19 +179,23 @@ def test_wrong_secret_405_keeps_both_secrets(who_is_wrong: str, isolated: Path, 
 NUMERIC_SECRET = 918273645546
 
 
-@pytest.mark.parametrize("case", [
-    "secret-is-an-integer",
-    "secret-is-an-array",
-    "secret-is-a-table",
-    "secret-line-unterminated",
-    "secret-fine-unknown-key",
-    "secret-fine-other-key-wrong-type",
-    "secret-in-env-fine-other-env-wrong",
-    "secret-in-env-fine-file-key-wrong",
-    "secret-empty-in-env",
-])
-def test_config_errors_keep_the_secret(case: str, isolated: Path, collector: Any, spool_dir: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "case",
+    [
+        "secret-is-an-integer",
+        "secret-is-an-array",
+        "secret-is-a-table",
+        "secret-line-unterminated",
+        "secret-fine-unknown-key",
+        "secret-fine-other-key-wrong-type",
+        "secret-in-env-fine-other-env-wrong",
+        "secret-in-env-fine-file-key-wrong",
+        "secret-empty-in-env",
+    ],
+)
+def test_config_errors_keep_the_secret(
+    case: str, isolated: Path, collector: Any, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = isolated / "config.toml"
     configure(isolated, collector.url)
     secrets = [SECRET, str(NUMERIC_SECRET)]
@@ -213,8 +232,14 @@ def test_config_errors_keep_the_secret(case: str, isolated: Path, collector: Any
         expect_key = "HAMUSTRO_SHARED_SECRET_KEY"
     path.write_text(text)
     for flags in VERBOSITY:
-        for args in (["track", "e"], ["track", "--stdin"], ["flush"], ["flush", "--dry-run"],
-                     ["status", "--json"], ["session", "--json"]):
+        for args in (
+            ["track", "e"],
+            ["track", "--stdin"],
+            ["flush"],
+            ["flush", "--dry-run"],
+            ["status", "--json"],
+            ["session", "--json"],
+        ):
             proc = run(*flags, *args, input='{"event": "x"}\n', env=env)
             assert proc.returncode == 2, (case, args, proc.stderr)
             assert expect_key in proc.stderr, (case, proc.stderr)
@@ -230,16 +255,18 @@ def test_unreachable_collector_keeps_the_secret(isolated: Path, spool_dir: Path)
         proc = run(*flags, "flush")
         assert proc.returncode == 1
         outputs += [proc, run(*flags, "flush", "--json"), run(*flags, "status", "--json")]
-    proc = run("-vv", "track", "inline", "--flush", env={"HAMUSTRO_FLUSH": "inline",
-                                                         "HAMUSTRO_QUEUE_SIZE": "1"})
+    proc = run(
+        "-vv", "track", "inline", "--flush", env={"HAMUSTRO_FLUSH": "inline", "HAMUSTRO_QUEUE_SIZE": "1"}
+    )
     outputs.append(proc)
     for proc in outputs:
         assert_no_secret(" ".join(proc.args[3:]), seen(proc))
     assert_spool_has_no_secret(spool_dir)
 
 
-def test_inline_flush_failure_warning_keeps_the_secret(isolated: Path, tmp_path: Path,
-                                                       spool_dir: Path) -> None:
+def test_inline_flush_failure_warning_keeps_the_secret(
+    isolated: Path, tmp_path: Path, spool_dir: Path
+) -> None:
     other = start_collector(tmp_path, name="strict", secret="collector-side-other-4b7d")
     try:
         configure(isolated, other.url, flush="inline", queue_size=1)
@@ -253,10 +280,12 @@ def test_inline_flush_failure_warning_keeps_the_secret(isolated: Path, tmp_path:
         other.server.out.close()
 
 
-@pytest.mark.parametrize("server_secret", [SECRET, "collector-side-other-4b7d"],
-                         ids=["accepted", "rejected-405"])
-def test_background_flush_log_keeps_the_secret(server_secret: str, isolated: Path, tmp_path: Path,
-                                               spool_dir: Path) -> None:
+@pytest.mark.parametrize(
+    "server_secret", [SECRET, "collector-side-other-4b7d"], ids=["accepted", "rejected-405"]
+)
+def test_background_flush_log_keeps_the_secret(
+    server_secret: str, isolated: Path, tmp_path: Path, spool_dir: Path
+) -> None:
     other = start_collector(tmp_path, name="bg", secret=server_secret)
     try:
         configure(isolated, other.url, flush="background", queue_size=1)
@@ -280,7 +309,9 @@ def test_collector_command_keeps_the_secret(isolated: Path, spool_dir: Path) -> 
     out = isolated / "events.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "hamustro_cli", "-v", "collector", "--port", "0", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "HAMUSTRO_SHARED_SECRET_KEY": SECRET},
     )
     try:
@@ -311,9 +342,14 @@ def mode(path: Path) -> int:
 
 
 def run_umask0(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hamustro_cli", *args], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, **(env or {})},
-                          preexec_fn=lambda: os.umask(0))
+    return subprocess.run(
+        [sys.executable, "-m", "hamustro_cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        preexec_fn=lambda: os.umask(0),
+    )
 
 
 def test_spool_modes_under_umask_zero(isolated: Path, collector: Any, spool_dir: Path) -> None:

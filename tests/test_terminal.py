@@ -18,8 +18,14 @@ def backlog(n: int) -> None:
 def run_on_terminal(args: list[str]) -> tuple[int, str]:
     """Run with stdin/stdout/stderr on a pseudo-terminal; return exit code and what it showed."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "hamustro_cli", *args], stdin=slave, stdout=slave,
-                            stderr=slave, env=os.environ.copy(), close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hamustro_cli", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=os.environ.copy(),
+        close_fds=True,
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -44,8 +50,9 @@ def test_long_flush_shows_progress_on_a_terminal(config, collector):
 
 def test_no_progress_bar_when_not_a_terminal(config, collector):
     backlog(6000)
-    result = subprocess.run([sys.executable, "-m", "hamustro_cli", "flush"], capture_output=True,
-                            text=True, env=os.environ.copy())
+    result = subprocess.run(
+        [sys.executable, "-m", "hamustro_cli", "flush"], capture_output=True, text=True, env=os.environ.copy()
+    )
     assert result.returncode == 0
     assert "%" not in result.stderr and "sending" not in result.stderr
     assert result.stdout.startswith("sent 6000 event(s)")
@@ -53,12 +60,25 @@ def test_no_progress_bar_when_not_a_terminal(config, collector):
 
 def test_shell_completion_scripts_are_generated(tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "hamustro")
-    for shell, marker in (("bash", "complete -o nosort -F"), ("zsh", "compdef"), ("fish", "complete --no-files --command hamustro")):
-        out = subprocess.run([exe], env={**os.environ, "_HAMUSTRO_COMPLETE": f"{shell}_source"},
-                             capture_output=True, text=True)
+    for shell, marker in (
+        ("bash", "complete -o nosort -F"),
+        ("zsh", "compdef"),
+        ("fish", "complete --no-files --command hamustro"),
+    ):
+        out = subprocess.run(
+            [exe], env={**os.environ, "_HAMUSTRO_COMPLETE": f"{shell}_source"}, capture_output=True, text=True
+        )
         assert out.returncode == 0 and marker in out.stdout, shell
     # and bash really completes the subcommands
-    out = subprocess.run([exe], env={**os.environ, "_HAMUSTRO_COMPLETE": "bash_complete",
-                                     "COMP_WORDS": "hamustro st", "COMP_CWORD": "1"},
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [exe],
+        env={
+            **os.environ,
+            "_HAMUSTRO_COMPLETE": "bash_complete",
+            "COMP_WORDS": "hamustro st",
+            "COMP_CWORD": "1",
+        },
+        capture_output=True,
+        text=True,
+    )
     assert "plain,status" in out.stdout

@@ -38,8 +38,10 @@ from typing import Any
 
 HOST = "127.0.0.1"
 SECRET = "soak-secret-not-for-production"
-BAD_PATTERNS = {"traceback": re.compile(r"Traceback \(most recent call last\)"),
-                "locked": re.compile(r"database is locked", re.I)}
+BAD_PATTERNS = {
+    "traceback": re.compile(r"Traceback \(most recent call last\)"),
+    "locked": re.compile(r"database is locked", re.I),
+}
 
 
 def free_port() -> int:
@@ -99,9 +101,16 @@ class Soak:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HAMUSTRO_")}
         home = self.work / "home"
         home.mkdir()
-        env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), XDG_STATE_HOME=str(home / ".state"),
-                   HAMUSTRO_CONFIG=str(self.work / "config.toml"), HAMUSTRO_SPOOL_DIR=str(self.spool),
-                   PYTHONDONTWRITEBYTECODE="1", NO_PROXY="*", no_proxy="*")
+        env.update(
+            HOME=str(home),
+            XDG_CONFIG_HOME=str(home / ".config"),
+            XDG_STATE_HOME=str(home / ".state"),
+            HAMUSTRO_CONFIG=str(self.work / "config.toml"),
+            HAMUSTRO_SPOOL_DIR=str(self.spool),
+            PYTHONDONTWRITEBYTECODE="1",
+            NO_PROXY="*",
+            no_proxy="*",
+        )
         for proxy in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
             env.pop(proxy, None)
         return env
@@ -146,13 +155,23 @@ class Soak:
         err = open(self.logs / f"collector-{n:03d}.err", "w")
         env = {k: v for k, v in self.base_env.items()}
         env["HAMUSTRO_SHARED_SECRET_KEY"] = SECRET
-        cmd = self.hamustro() + ["collector", "--host", HOST, "--port", str(self.port), "--out", str(out),
-                                 "--fail-rate", str(fail_rate)]
+        cmd = self.hamustro() + [
+            "collector",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--out",
+            str(out),
+            "--fail-rate",
+            str(fail_rate),
+        ]
         if delay:
             cmd += ["--delay", str(delay)]
-        for attempt in range(50):
-            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=err, cwd=self.work)
+        for _attempt in range(50):
+            proc = subprocess.Popen(
+                cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, cwd=self.work
+            )
             for _ in range(100):
                 if proc.poll() is not None:
                     break
@@ -185,20 +204,33 @@ class Soak:
 
     # -- children ---------------------------------------------------------------------------
 
-    def run_child(self, kind: str, args: list[str], ids: list[str] = (), stdin: str | None = None,
-                  env: dict[str, str] | None = None, timeout: float = 120,
-                  doom_after: float | None = None) -> tuple[int, str, str, bool]:
+    def run_child(
+        self,
+        kind: str,
+        args: list[str],
+        ids: list[str] = (),
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        doom_after: float | None = None,
+    ) -> tuple[int, str, str, bool]:
         proc = subprocess.Popen(
-            self.hamustro() + args, env=env or self.base_env, cwd=self.work,
+            self.hamustro() + args,
+            env=env or self.base_env,
+            cwd=self.work,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         child = Child(kind, proc, list(ids), started=time.monotonic())
         with self.lock:
             self.children[proc.pid] = child
         timer = None
         if doom_after is not None:
-            timer = threading.Timer(doom_after, self.kill_child, args=(child, f"doomed after {doom_after:.3f}s"))
+            timer = threading.Timer(
+                doom_after, self.kill_child, args=(child, f"doomed after {doom_after:.3f}s")
+            )
             timer.daemon = True
             timer.start()
         try:
@@ -217,8 +249,10 @@ class Soak:
             self.exit_codes[f"{kind} {proc.returncode}"] += 1
         if err:
             with self.lock:
-                self.child_log.write(f"--- {time.monotonic() - self.t0:8.3f} {kind} pid {proc.pid} "
-                                     f"rc {proc.returncode} ids {ids}\n{err}")
+                self.child_log.write(
+                    f"--- {time.monotonic() - self.t0:8.3f} {kind} pid {proc.pid} "
+                    f"rc {proc.returncode} ids {ids}\n{err}"
+                )
         self.scan_text(err, f"{kind} pid {proc.pid} (rc {proc.returncode})")
         return proc.returncode, out, err, child.killed
 
@@ -231,8 +265,10 @@ class Soak:
                 child.killed = True
                 child.proc.kill()
                 self.counts[f"killed {child.kind}"] += 1
-                self.note(f"SIGKILL {child.kind} pid {child.proc.pid} ({why}, "
-                          f"{time.monotonic() - child.started:.3f}s after start) ids {child.ids}")
+                self.note(
+                    f"SIGKILL {child.kind} pid {child.proc.pid} ({why}, "
+                    f"{time.monotonic() - child.started:.3f}s after start) ids {child.ids}"
+                )
 
     def scan_text(self, text: str, where: str) -> None:
         if not text:
@@ -249,8 +285,9 @@ class Soak:
         """Detached `python -m hamustro_cli.background` flushes of this run only (matched by the
         spool path in their environment)."""
         try:
-            out = subprocess.run(["pgrep", "-f", "hamustro_cli.background"], capture_output=True,
-                                 text=True, timeout=5).stdout
+            out = subprocess.run(
+                ["pgrep", "-f", "hamustro_cli.background"], capture_output=True, text=True, timeout=5
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             return []
         mine = f"HAMUSTRO_SPOOL_DIR={self.spool}".encode()
@@ -320,8 +357,9 @@ class Soak:
 
         def one(args: list[str]) -> None:
             doom = rng.uniform(0.1, 1.0) if rng.random() < self.args.doom_share else None
-            rc, _, err, killed = self.run_child("flush-if-due" if "--if-due" in args else "flush", args,
-                                                doom_after=doom)
+            rc, _, err, killed = self.run_child(
+                "flush-if-due" if "--if-due" in args else "flush", args, doom_after=doom
+            )
             if rc not in (0, 1) and not killed:
                 self.note(f"flush {args} exited {rc}: {err.strip()[-300:]!r}")
 
@@ -378,12 +416,17 @@ class Soak:
     # -- the run ----------------------------------------------------------------------------
 
     def run(self) -> int:
-        print(f"soak: work dir {self.work}, collector {HOST}:{self.port}, {self.args.seconds}s, "
-              f"{self.args.trackers} trackers", file=sys.stderr)
+        print(
+            f"soak: work dir {self.work}, collector {HOST}:{self.port}, {self.args.seconds}s, "
+            f"{self.args.trackers} trackers",
+            file=sys.stderr,
+        )
         try:
             self.start_collector(self.args.fail_rate, self.args.collector_delay)
-            threads = [threading.Thread(target=self.tracker_loop, args=(k,), name=f"tracker{k}")
-                       for k in range(self.args.trackers)]
+            threads = [
+                threading.Thread(target=self.tracker_loop, args=(k,), name=f"tracker{k}")
+                for k in range(self.args.trackers)
+            ]
             threads.append(threading.Thread(target=self.flush_loop, name="flush"))
             chaos = threading.Thread(target=self.chaos_loop, name="chaos")
             for t in threads + [chaos]:
@@ -433,8 +476,10 @@ class Soak:
                 status = json.loads(out)
             except ValueError:
                 status = {}
-            self.note(f"final flush {attempt}: rc {rc}, status pending {status.get('pending')} "
-                      f"sending {status.get('sending')} rejected {status.get('rejected')}")
+            self.note(
+                f"final flush {attempt}: rc {rc}, status pending {status.get('pending')} "
+                f"sending {status.get('sending')} rejected {status.get('rejected')}"
+            )
             if status.get("pending") == 0 and status.get("sending") == 0:
                 drained = True
                 break
@@ -451,8 +496,14 @@ class Soak:
     def last_nrs(self) -> dict[str, int]:
         out = {}
         for s in range(self.args.sessions):
-            proc = subprocess.run(self.hamustro() + ["session", "--json"], env=self.env_for(s), cwd=self.work,
-                                  capture_output=True, text=True, timeout=60)
+            proc = subprocess.run(
+                self.hamustro() + ["session", "--json"],
+                env=self.env_for(s),
+                cwd=self.work,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             self.scan_text(proc.stderr, "session --json")
             data = json.loads(proc.stdout)
             out[data["session"]] = data["last_nr"]
@@ -519,15 +570,20 @@ class Soak:
             "duplicate copies": sum(copies[i] - 1 for i in dup_ids),
             # Same collector run twice: the client died (or gave up) after the collector wrote the
             # batch, before it deleted it. Across runs: the collector was killed before its 200 got out.
-            "duplicated within one collector run (client killed)": sum(1 for i in dup_ids if len(set(runs_of_id[i])) < copies[i]),
-            "duplicated across collector runs (collector or client killed)": sum(1 for i in dup_ids if len(set(runs_of_id[i])) > 1),
+            "duplicated within one collector run (client killed)": sum(
+                1 for i in dup_ids if len(set(runs_of_id[i])) < copies[i]
+            ),
+            "duplicated across collector runs (collector or client killed)": sum(
+                1 for i in dup_ids if len(set(runs_of_id[i])) > 1
+            ),
             "lost": len(lost),
             "unknown ids received": len(unknown),
             "(session, nr) conflicts": len(nr_conflicts),
             "ids under several nr": len(id_conflicts),
-            "sessions": {s[:8]: {"last_nr": last_nr.get(s), "received_max": max(v) if v else 0,
-                                 "unique_nr": len(v)}
-                         for s, v in ((s, by_session.get(s, set())) for s in sorted(set(by_session) | set(last_nr)))},
+            "sessions": {
+                s[:8]: {"last_nr": last_nr.get(s), "received_max": max(v) if v else 0, "unique_nr": len(v)}
+                for s, v in ((s, by_session.get(s, set())) for s in sorted(set(by_session) | set(last_nr)))
+            },
             "nr gaps": sum(len(v) for v in gaps.values()),
             "truncated collector lines": truncated,
             "collector runs": self.collector_runs,
@@ -563,8 +619,16 @@ class Soak:
         for text in self.excerpts:
             print(text)
         print(f"work dir: {self.work} (chaos.log, stderr/, received-*.jsonl, spool/)")
-        failed = (lost or gaps or nr_conflicts or id_conflicts or self.bad["traceback"] or self.bad["locked"]
-                  or self.failed_ids or not drained)
+        failed = (
+            lost
+            or gaps
+            or nr_conflicts
+            or id_conflicts
+            or self.bad["traceback"]
+            or self.bad["locked"]
+            or self.failed_ids
+            or not drained
+        )
         if not failed and not self.args.keep:
             shutil.rmtree(self.work, ignore_errors=True)
             print("(work dir removed; --keep keeps it)")
@@ -576,26 +640,48 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60, help="how long the chaos lasts (default 60)")
     p.add_argument("--trackers", type=int, default=4, help="tracking loops (default 4)")
-    p.add_argument("--sessions", type=int, default=2,
-                   help="distinct sessions (product_version per tracker, default 2)")
+    p.add_argument(
+        "--sessions", type=int, default=2, help="distinct sessions (product_version per tracker, default 2)"
+    )
     p.add_argument("--fail-rate", type=float, default=0.2, help="collector failure share (default 0.2)")
-    p.add_argument("--collector-delay", type=float, default=0.02,
-                   help="collector holds each request this long, so kills land mid-request (default 0.02)")
-    p.add_argument("--collector-kill-every", type=float, nargs=2, default=(2.0, 5.0), metavar=("MIN", "MAX"),
-                   help="seconds between collector kills (default 2 5)")
-    p.add_argument("--kill-share", type=float, default=0.5,
-                   help="chance that a chaos tick (every 0.1-0.4 s) kills a random in-flight process "
-                        "(default 0.5)")
-    p.add_argument("--doom-share", type=float, default=0.1,
-                   help="share of tracks and cron flushes given a SIGKILL timer at a random moment of "
-                        "their life (track 0-0.4 s, flush 0.1-1 s; default 0.1)")
-    p.add_argument("--stdin-share", type=float, default=0.25, help="share of tracks via --stdin (default 0.25)")
+    p.add_argument(
+        "--collector-delay",
+        type=float,
+        default=0.02,
+        help="collector holds each request this long, so kills land mid-request (default 0.02)",
+    )
+    p.add_argument(
+        "--collector-kill-every",
+        type=float,
+        nargs=2,
+        default=(2.0, 5.0),
+        metavar=("MIN", "MAX"),
+        help="seconds between collector kills (default 2 5)",
+    )
+    p.add_argument(
+        "--kill-share",
+        type=float,
+        default=0.5,
+        help="chance that a chaos tick (every 0.1-0.4 s) kills a random in-flight process (default 0.5)",
+    )
+    p.add_argument(
+        "--doom-share",
+        type=float,
+        default=0.1,
+        help="share of tracks and cron flushes given a SIGKILL timer at a random moment of "
+        "their life (track 0-0.4 s, flush 0.1-1 s; default 0.1)",
+    )
+    p.add_argument(
+        "--stdin-share", type=float, default=0.25, help="share of tracks via --stdin (default 0.25)"
+    )
     p.add_argument("--queue-size", type=int, default=10)
     p.add_argument("--timeout", type=float, default=5.0, help="client request timeout (default 5)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to wait for children at the end")
     p.add_argument("--drain-tries", type=int, default=20)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--python", default=sys.executable, help="python that runs hamustro_cli (default: this one)")
+    p.add_argument(
+        "--python", default=sys.executable, help="python that runs hamustro_cli (default: this one)"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work dir even when everything passed")
     args = p.parse_args()
     if args.seed is None:
