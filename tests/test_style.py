@@ -11,7 +11,9 @@ PATHS = ["hamustro_cli", "tests", "tools", "bench"]
 
 
 def ruff(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ruff", *args, *PATHS], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", *args, *PATHS], cwd=ROOT, capture_output=True, text=True
+    )
 
 
 def test_ruff_check():
