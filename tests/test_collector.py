@@ -159,3 +159,48 @@ def test_cli_collector_process_serves_and_reports_port(tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     assert "stopped after 2 event(s)" in proc.stderr.read()
+
+
+def test_written_lines_are_json_with_every_field(collector):
+    collection, _ = spec_classes()
+    session = hashlib.md5(f"{DEVICE}:c:s:p".encode()).hexdigest()
+    msg = collection(
+        device_id=DEVICE, client_id="c", session=session, system_version="s", product_version="p"
+    )
+    msg.system = 'quote " and \\ backslash'
+    msg.payloads.add(
+        at=2**40,
+        event='odd "name"\n€ \u2028',
+        nr=4294967295,
+        user_id=0,
+        ip="::1",
+        parameters='{"k": "v\\u0000"}',
+        is_testing=False,
+    )
+    msg.payloads.add(at=1, event="plain", nr=1)
+    data = msg.SerializeToString()
+    assert post(collector, data, sign(data)).status_code == 200
+    first, second = collector.received()
+    assert first == {
+        "device_id": DEVICE,
+        "client_id": "c",
+        "session": session,
+        "system_version": "s",
+        "product_version": "p",
+        "system": 'quote " and \\ backslash',
+        "product_git_hash": None,
+        "at": 2**40,
+        "event": 'odd "name"\n€ \u2028',
+        "nr": 4294967295,
+        "user_id": 0,
+        "ip": "::1",
+        "parameters": '{"k": "v\\u0000"}',
+        "is_testing": False,
+    }
+    assert (second["event"], second["user_id"], second["ip"], second["parameters"], second["is_testing"]) == (
+        "plain",
+        None,
+        None,
+        None,
+        None,
+    )

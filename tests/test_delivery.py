@@ -280,7 +280,7 @@ def test_crashed_flush_claims_return_to_pending(config, collector, spool_dir):
     invoke("track", "a")
     invoke("track", "b")
     with Spool(spool_dir) as spool:  # a flush that died after claiming
-        row = spool.next_pending_session()
+        row = spool.pending_sessions()[0]
         assert len(spool.claim(row, 10)) == 2
     st = json.loads(invoke("status", "--json").stdout)
     assert (st["pending"], st["sending"]) == (0, 2)
