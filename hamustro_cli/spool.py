@@ -75,6 +75,9 @@ class NewEvent(NamedTuple):
     is_testing: bool = False
 
 
+ID, NR, AT, EVENT, USER_ID, IP, PARAMETERS, IS_TESTING = range(8)  # columns of a claimed row
+
+
 class QueuedEvent(NamedTuple):
     id: int
     nr: int
@@ -394,22 +397,24 @@ class Spool:
         )
         return {r[0]: SessionRow(id=r[0], attributes=Session(*r[1:8]), last_nr=r[8]) for r in rows}
 
-    def claim(self, session_row: int, limit: int) -> list[QueuedEvent]:
-        """The session's oldest `limit` pending events, marked as being sent before the request.
+    def claim(self, session_row: int, limit: int, after: int = 0) -> list[tuple[Any, ...]]:
+        """The session's oldest `limit` pending events with ids above `after`, as row tuples laid
+        out like QueuedEvent (index them with ID, NR, ...: building a QueuedEvent per row costs
+        a flush 6% of its time)."""
+        return self._read(
+            "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
+            "WHERE state = 0 AND session_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (session_row, after, limit),
+        )
+
+    def mark(self, session_row: int, first_id: int, last_id: int) -> None:
+        """Mark a claimed batch as being sent, before its request goes out.
 
         The mark is one meta record, the batch's id range, not a write to every row: rewriting
         1,000 rows (and their index entries) per batch cost a third of a flush's time. Only the
         flush holding the lock claims, and new events always get higher ids, so the session's
         pending events in that range are exactly the batch, or what is left of it."""
-        rows = self._read(
-            "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
-            "WHERE state = 0 AND session_id = ? ORDER BY id LIMIT ?",
-            (session_row, limit),
-        )
-        if rows:
-            self.set_meta(sending=f"{session_row} {rows[0][0]} {rows[-1][0]}")
-        make = QueuedEvent._make
-        return [make(r) for r in rows]  # is_testing stays 0/1: cheaper, and encode only tests it
+        self.set_meta(sending=f"{session_row} {first_id} {last_id}")
 
     def ack(self, session_row: int, first_id: int, last_id: int, sync_time: int, done: bool) -> None:
         """The collector answered 200 for this slice of the claimed batch: delete it, record the

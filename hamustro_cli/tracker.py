@@ -18,7 +18,7 @@ from hamustro_cli import netaddr
 from hamustro_cli.config import KEYS, SESSION_KEYS, Config, load_config
 from hamustro_cli.errors import InputError, SpoolError
 from hamustro_cli.session import Session
-from hamustro_cli.spool import LOCK_NAME, LOG_NAME, PENDING, REJECTED, SENDING, NewEvent, Spool, now
+from hamustro_cli.spool import ID, LOCK_NAME, LOG_NAME, NR, PENDING, REJECTED, SENDING, NewEvent, Spool, now
 
 MAX_EVENT_BYTES = 1024
 MAX_PARAMS_BYTES = 64 * 1024
@@ -497,35 +497,27 @@ class ClientTracker:
         )
 
     def _dry_run(self, report: FlushReport) -> None:
+        """Encode the batches a flush would send, in its order; change and send nothing."""
         from hamustro_cli import wire
 
         spool = self.spool
         sessions = spool.session_rows()
-        for row_id, row in sessions.items():
-            offset_id = 0
-            while True:
-                rows = spool._read(
-                    "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
-                    "WHERE state = 0 AND session_id = ? AND id > ? ORDER BY id LIMIT ?",
-                    (row_id, offset_id, self.config.values["max_batch_events"]),
-                )
-                if not rows:
-                    break
-                from hamustro_cli.spool import QueuedEvent
-
-                batch = [QueuedEvent(*r[:7], bool(r[7])) for r in rows]
-                body = wire.encode(row.attributes, batch)
+        for row_id in spool.pending_sessions():
+            attrs = sessions[row_id].attributes
+            batch = spool.claim(row_id, self.config.values["max_batch_events"])
+            while batch:
+                body = wire.encode(attrs, batch)
                 report.batches.append(
                     {
-                        "session": row.attributes.session,
+                        "session": attrs.session,
                         "events": len(batch),
                         "bytes": len(body),
-                        "first_nr": batch[0].nr,
-                        "last_nr": batch[-1].nr,
+                        "first_nr": batch[0][NR],
+                        "last_nr": batch[-1][NR],
                         "status": None,
                     }
                 )
-                offset_id = rows[-1][0]
+                batch = spool.claim(row_id, self.config.values["max_batch_events"], after=batch[-1][ID])
 
     def _route(self) -> str | None:
         """Resolve the collector (flush may wait on DNS), cache it for track, return our address."""
@@ -538,6 +530,8 @@ class ClientTracker:
         return netaddr.route_source(remote, port)
 
     def _send_all(self, report: FlushReport, progress: Callable[[int], None] | None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         from hamustro_cli import wire
         from hamustro_cli.transport import Transport
 
@@ -556,10 +550,14 @@ class ClientTracker:
             cfg["retry_delay"],
             self.log,
         )
-        # A lost claim or ack costs at most a resend, never an event: the flush's own commits
+        # A lost mark or ack costs at most a resend, never an event: the flush's own commits
         # need not wait for the disk (track's, which make an event durable, still do).
         spool.db.execute("PRAGMA synchronous = NORMAL")
+        limit = cfg["max_batch_events"]
         probed: dict[int, bool] = {}
+        # One request in flight on a second thread while this one reads and encodes the next
+        # batch: the collector's time and ours overlap. The spool stays on this thread.
+        sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hamustro-send")
         try:
             while True:
                 order = spool.pending_sessions()
@@ -568,13 +566,27 @@ class ClientTracker:
                 sessions = spool.session_rows()
                 for row_id in order:  # one session at a time, each drained before the next
                     attrs = sessions[row_id].attributes
-                    while True:
-                        batch = spool.claim(row_id, cfg["max_batch_events"])
-                        if not batch:
-                            break
+                    batch = spool.claim(row_id, limit)
+                    body = wire.encode(attrs, batch, local_ip) if batch else b""
+                    while batch:
+                        spool.mark(row_id, batch[0][ID], batch[-1][ID])
+                        in_flight = sender.submit(transport.send, body)
                         try:
-                            whole = self._deliver(
-                                transport, wire, attrs, row_id, batch, report, probed, local_ip, progress
+                            following = spool.claim(row_id, limit, after=batch[-1][ID])
+                            next_body = wire.encode(attrs, following, local_ip) if following else b""
+                            answer = in_flight.result()
+                            whole = self._handle(
+                                transport,
+                                wire,
+                                attrs,
+                                row_id,
+                                batch,
+                                body,
+                                answer,
+                                report,
+                                probed,
+                                local_ip,
+                                progress,
                             )
                         except _Stop as stop:
                             report.failed += spool.release()
@@ -586,49 +598,51 @@ class ClientTracker:
                             raise
                         if not whole:
                             spool.release()  # split or set aside: drop the batch's mark
+                        batch, body = following, next_body
             if report.sent or report.rejected:
                 clear: dict[str, str | None] = {"backoff_until": None, "failures": None, "halted": None}
                 if report.rejected == 0:
                     clear["last_error"] = None
                 spool.set_meta(**clear)
         finally:
+            sender.shutdown(wait=True)
             transport.close()
 
-    def _deliver(
+    def _handle(
         self,
         transport: Any,
         wire: Any,
         attrs: Session,
         row_id: int,
         batch: list[Any],
+        body: bytes,
+        answer: Any,
         report: FlushReport,
         probed: dict[int, bool],
         local_ip: str | None,
         progress: Callable[[int], None] | None,
         whole: bool = True,
     ) -> bool:
-        """Send one batch; on a 400 split it to set aside only the payloads the collector refuses.
+        """Act on the collector's answer for one batch; on a 400 split the batch (sending the
+        halves here) to set aside only the payloads the collector refuses.
 
         True when the batch was delivered whole, its mark dropped with the ack."""
-        body = wire.encode(attrs, batch, local_ip)
-        answer = transport.send(body)
+        first, last = batch[0], batch[-1]
         report.batches.append(
             {
                 "session": attrs.session,
                 "events": len(batch),
                 "bytes": len(body),
-                "first_nr": batch[0].nr,
-                "last_nr": batch[-1].nr,
+                "first_nr": first[NR],
+                "last_nr": last[NR],
                 "status": answer.status,
                 "attempts": answer.attempts,
             }
         )
         if answer.ok:
-            self.spool.ack(row_id, batch[0].id, batch[-1].id, now(), done=whole)
+            self.spool.ack(row_id, first[ID], last[ID], now(), done=whole)
             report.sent += len(batch)
-            self.log(
-                1, f"sent {len(batch)} event(s) of session {attrs.session} (nr {batch[0].nr}..{batch[-1].nr})"
-            )
+            self.log(1, f"sent {len(batch)} event(s) of session {attrs.session} (nr {first[NR]}..{last[NR]})")
             if progress:
                 progress(len(batch))
             return whole
@@ -649,7 +663,7 @@ class ClientTracker:
                     "collection): " + answer.detail
                 )
             )
-            self.spool.reject([e.id for e in batch], reason)
+            self.spool.reject([e[ID] for e in batch], reason)
             report.rejected += len(batch)
             self.log(
                 0,
@@ -661,8 +675,20 @@ class ClientTracker:
             return False
         half = len(batch) // 2
         for part in (batch[:half], batch[half:]):
-            self._deliver(
-                transport, wire, attrs, row_id, part, report, probed, local_ip, progress, whole=False
+            part_body = wire.encode(attrs, part, local_ip)
+            self._handle(
+                transport,
+                wire,
+                attrs,
+                row_id,
+                part,
+                part_body,
+                transport.send(part_body),
+                report,
+                probed,
+                local_ip,
+                progress,
+                whole=False,
             )
         return False
 
