@@ -51,7 +51,7 @@ KEYS: dict[str, Key] = {
         Key("flush", "str", "background", doc="what track does when a trigger fires"),
         Key("timeout", "float", 10.0, minimum=0.001, doc="seconds for one request"),
         Key("ip", "str", "auto", doc='"auto", "off" or a literal address'),
-        Key("max_batch_events", "int", 1000, minimum=1, doc="payloads in one request"),
+        Key("max_batch_events", "int", 2000, minimum=1, doc="payloads in one request"),
         Key("retries", "int", 3, minimum=0, doc="retries of a transient failure within one flush"),
         Key("retry_delay", "float", 0.5, minimum=0.0, doc="first retry delay (seconds), doubled each time"),
         Key("tls_verify", "bool", True, doc="verify the collector's TLS certificate"),
