@@ -178,10 +178,7 @@ def track(
         tr.check_ip(ip)
     with obj.tracker() as tracker:
         if from_stdin:
-            new = tr.parse_lines(sys.stdin, tr.now(), None)
-            if not new:
-                raise InputError("no events on standard input")
-            result = tracker.track_many(new, ip=ip, flush=flush)
+            result = tracker.track_lines(sys.stdin, ip=ip, flush=flush, source="stdin")
         else:
             result = tracker.track_event(
                 event,  # type: ignore[arg-type]

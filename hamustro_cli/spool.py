@@ -345,9 +345,10 @@ class Spool:
             db.executemany(
                 "INSERT INTO events (session_id, nr, at, event, user_id, ip, parameters, is_testing) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                # by position: NewEvents, or the plain tuples parse_lines makes in the same layout
                 [
-                    (session_row, first + i, e.at, e.event, e.user_id, e.ip, e.parameters, int(e.is_testing))
-                    for i, e in enumerate(events)
+                    (session_row, nr, at, event, user_id, ip, parameters, is_testing)
+                    for nr, (event, at, user_id, ip, parameters, is_testing) in enumerate(events, first)
                 ],
             )
         return first, last

@@ -74,7 +74,7 @@ def check_params(value: Any, where: str = "--params") -> str | None:
     """A string goes as is; a mapping becomes a compact JSON object string."""
     if value is None:
         return None
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         import json
 
         value = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
@@ -129,62 +129,89 @@ def check_ip(value: str, where: str = "--ip") -> str:
     return value
 
 
-STDIN_KEYS = {"event", "user_id", "params", "is_testing", "at"}
+STDIN_KEYS = frozenset({"event", "user_id", "params", "is_testing", "at"})
 
 
 def parse_lines(
     lines: Iterable[str], default_at: int, ip: str | None, source: str = "stdin"
 ) -> list[NewEvent]:
-    """JSON lines into events; all or nothing: the first bad line raises with its number."""
+    """JSON lines into events; all or nothing: the first bad line raises with its number.
+
+    A line of the common shape (ASCII text, values in range) takes a fast path that checks the
+    same rules with cheap tests; anything else goes through `_parse_line`, which checks
+    thoroughly and says exactly what is wrong. The rows are plain tuples laid out as NewEvent."""
     import json
 
-    events: list[NewEvent] = []
+    scan = json.JSONDecoder().scan_once  # the C scanner, without json.loads' two Python frames
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    events: list[Any] = []
     append = events.append
-    loads = json.loads
+    keys = STDIN_KEYS
     for number, line in enumerate(lines, 1):
+        try:
+            obj, end = scan(line, 0)
+        except (StopIteration, ValueError):
+            obj = None
+        if type(obj) is dict and obj.keys() <= keys and (end == len(line) or not line[end:].strip()):
+            event = obj.get("event")
+            user_id = obj.get("user_id")
+            testing = obj.get("is_testing", False)
+            at = obj.get("at", default_at)
+            params = obj.get("params")
+            if type(params) is dict:
+                params = encode(params)
+            if (
+                type(event) is str
+                and event.isascii()
+                and 0 < len(event) <= MAX_EVENT_BYTES
+                and not event.isspace()
+                and (user_id is None or (type(user_id) is int and 0 <= user_id <= UINT32_MAX))
+                and (testing is False or testing is True)
+                and type(at) is int
+                and 0 <= at <= AT_MAX
+                and (
+                    params is None
+                    or (type(params) is str and params.isascii() and len(params) <= MAX_PARAMS_BYTES)
+                )
+            ):
+                append((event, at, user_id, ip, params, testing))
+                continue
         if not line.strip():
             continue
-        where = f"{source} line {number}"
-        try:
-            obj = loads(line)
-        except ValueError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        if obj.keys() - STDIN_KEYS:
-            unknown = ", ".join(sorted(obj.keys() - STDIN_KEYS))
-            raise InputError(f"{where}: unknown key {unknown} (allowed: {', '.join(sorted(STDIN_KEYS))})")
-        if "event" not in obj:
-            raise InputError(f"{where}: missing key 'event'")
-        event = obj["event"]
-        if (
-            type(event) is not str
-            or not event.isascii()
-            or not event.strip()
-            or len(event) > MAX_EVENT_BYTES // 4
-        ):
-            check_event_name(event, f"{where}: event")
-        testing = obj.get("is_testing", False)
-        if not isinstance(testing, bool):
-            raise InputError(f"{where}: is_testing: expected true or false, got {testing!r}")
-        user_id = obj.get("user_id")
-        if user_id is not None and (type(user_id) is not int or not 0 <= user_id <= UINT32_MAX):
-            if isinstance(user_id, str):
-                raise InputError(
-                    f"{where}: user_id: expected a JSON integer from 0 to {UINT32_MAX}, "
-                    f"got the string {user_id!r}"
-                )
-            user_id = check_user_id(user_id, f"{where}: user_id")
-        params = obj.get("params")
-        if params is not None:
-            params = check_params(params, f"{where}: params")
-        at = obj.get("at", default_at)
-        if type(at) is not int or not 0 <= at <= AT_MAX:
-            if isinstance(at, str):
-                raise InputError(f"{where}: at: expected epoch seconds (a whole number), got {at!r}")
-            check_at(at, f"{where}: at")
-        append(NewEvent(event, at, user_id, ip, params, testing))
+        append(_parse_line(line, f"{source} line {number}", default_at, ip))
     return events
+
+
+def _parse_line(line: str, where: str, default_at: int, ip: str | None) -> NewEvent:
+    import json
+
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if obj.keys() - STDIN_KEYS:
+        unknown = ", ".join(sorted(obj.keys() - STDIN_KEYS))
+        raise InputError(f"{where}: unknown key {unknown} (allowed: {', '.join(sorted(STDIN_KEYS))})")
+    if "event" not in obj:
+        raise InputError(f"{where}: missing key 'event'")
+    event = check_event_name(obj["event"], f"{where}: event")
+    testing = obj.get("is_testing", False)
+    if not isinstance(testing, bool):
+        raise InputError(f"{where}: is_testing: expected true or false, got {testing!r}")
+    user_id = obj.get("user_id")
+    if isinstance(user_id, str):
+        raise InputError(
+            f"{where}: user_id: expected a JSON integer from 0 to {UINT32_MAX}, got the string {user_id!r}"
+        )
+    user_id = check_user_id(user_id, f"{where}: user_id")
+    params = check_params(obj.get("params"), f"{where}: params")
+    at = obj.get("at", default_at)
+    if isinstance(at, str):
+        raise InputError(f"{where}: at: expected epoch seconds (a whole number), got {at!r}")
+    at = check_at(at, f"{where}: at")
+    return NewEvent(event, at, user_id, ip, params, testing)
 
 
 # -- results --------------------------------------------------------------------------------
@@ -376,22 +403,30 @@ class ClientTracker:
         return self.track_many([new], ip=ip, flush=flush)
 
     def track_many(
-        self,
-        events: list[NewEvent],
-        *,
-        ip: str | None = None,
-        flush: bool | None = None,
-        ip_resolved: bool = False,
+        self, events: list[NewEvent], *, ip: str | None = None, flush: bool | None = None
     ) -> TrackResult:
-        """Queue many events in one transaction (all or nothing)."""
-        session = self.session
-        if not ip_resolved:
+        """Queue many events in one transaction (all or nothing). Events without an ip get
+        `ip` (checked) or the configured one."""
+        if any(e.ip is None for e in events):
             address = self._event_ip(ip)
-            events = [e if e.ip is not None else _with_ip(e, address) for e in events]
+            events = [e if e.ip is not None else e._replace(ip=address) for e in events]
+        return self._queue(events, flush)
+
+    def track_lines(
+        self, lines: Iterable[str], *, ip: str | None = None, flush: bool | None = None, source: str = "stdin"
+    ) -> TrackResult:
+        """Queue JSON lines (see parse_lines) in one transaction: all or nothing."""
+        events = parse_lines(lines, now(), self._event_ip(ip), source)
+        if not events:
+            raise InputError(f"no events on {'standard input' if source == 'stdin' else source}")
+        return self._queue(events, flush)
+
+    def _queue(self, events: list[Any], flush: bool | None) -> TrackResult:
+        session = self.session
         first, last = self.spool.enqueue(session, events)
         self.log(1, f"queued {len(events)} event(s) in session {session.session}, nr {first}..{last}")
         outcome, detail = self._after_track(flush)
-        return TrackResult(session.session, last, events[-1].at, outcome, first, len(events), detail)
+        return TrackResult(session.session, last, events[-1][1], outcome, first, len(events), detail)
 
     def _after_track(self, flush: bool | None) -> tuple[str, str | None]:
         mode = self.config.values["flush"]
@@ -770,10 +805,6 @@ class ClientTracker:
         if events:
             result["events"] = list(spool.iter_events(limit))
         return result
-
-
-def _with_ip(event: NewEvent, ip: str | None) -> NewEvent:
-    return NewEvent(event.event, event.at, event.user_id, ip, event.parameters, event.is_testing)
 
 
 def _clock(epoch: int) -> str:
