@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -352,7 +353,7 @@ def session(obj: Context, as_json: bool) -> None:
             return
         data = attrs.to_dict()
         last_nr, pending = 0, 0
-        if (tracker.config.spool_dir / "spool.sqlite3").exists():
+        if os.path.exists(os.path.join(tracker.config.spool_dir, "spool.sqlite3")):
             for row in tracker.spool.session_rows().values():
                 if row.attributes.session == attrs.session:
                     last_nr = row.last_nr

@@ -10,7 +10,6 @@ import os
 import stat
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from hamustro_cli.errors import ConfigError
@@ -62,16 +61,18 @@ REQUIRED = tuple(k.name for k in KEYS.values() if k.required)
 SESSION_KEYS = ("device_id", "client_id", "system_version", "product_version")
 
 
-def default_config_path() -> Path:
+# Paths are plain strings (os.path): importing pathlib costs `track` about 3 ms.
+
+
+def default_config_path() -> str:
     import click
 
-    return Path(click.get_app_dir("hamustro")) / "config.toml"
+    return os.path.join(click.get_app_dir("hamustro"), "config.toml")
 
 
-def default_spool_dir(env: Mapping[str, str]) -> Path:
-    state = env.get("XDG_STATE_HOME")
-    base = Path(state) if state else Path.home() / ".local" / "state"
-    return base / "hamustro"
+def default_spool_dir(env: Mapping[str, str]) -> str:
+    state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "hamustro")
 
 
 class Config:
@@ -86,9 +87,9 @@ class Config:
         self,
         values: Mapping[str, Any],
         sources: Mapping[str, str],
-        config_path: Path,
+        config_path: str,
         config_found: bool,
-        spool_dir: Path,
+        spool_dir: str,
         warnings: tuple[str, ...] = (),
     ):
         self.values = values
@@ -150,7 +151,7 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
         if kind == "path":
             if not raw:
                 raise ConfigError(f"config key {key.name} {_where(source)}: must not be empty")
-            value = Path(raw).expanduser()
+            value = os.path.expanduser(raw)
     elif kind == "int":
         if from_env:
             try:
@@ -214,7 +215,7 @@ def _check_value(name: str, value: Any, source: str) -> None:
         raise ConfigError(f"config key {name} {_where(source)}: must not be empty")
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -247,15 +248,15 @@ def load_config(
 
     explicit = config_path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
     if config_path is not None:
-        path = Path(config_path).expanduser()
+        path = os.path.expanduser(os.fspath(config_path))
     elif env.get(ENV_PREFIX + "CONFIG"):
-        path = Path(env[ENV_PREFIX + "CONFIG"]).expanduser()
+        path = os.path.expanduser(env[ENV_PREFIX + "CONFIG"])
     else:
         path = default_config_path()
 
     file_values: dict[str, Any] = {}
     found = False
-    if use_file and (explicit or path.exists()):
+    if use_file and (explicit or os.path.exists(path)):
         try:
             file_values = read_config_file(path)
         except ConfigError as exc:
@@ -299,7 +300,7 @@ def load_config(
         sources[key.name] = source
 
     spool = values["spool_dir"] or default_spool_dir(os.environ)
-    if values["ca_bundle"] is not None and not values["ca_bundle"].is_file():
+    if values["ca_bundle"] is not None and not os.path.isfile(values["ca_bundle"]):
         raise ConfigError(
             f"config key ca_bundle ({_where(sources['ca_bundle'])[1:-1]}): "
             f"{values['ca_bundle']} is not a readable file"
@@ -314,6 +315,6 @@ def load_config(
         sources=sources,
         config_path=path,
         config_found=found,
-        spool_dir=Path(spool),
+        spool_dir=os.fspath(spool),
         warnings=tuple(warnings),
     )

@@ -14,7 +14,6 @@ import sqlite3
 import stat
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from hamustro_cli.errors import SpoolError
@@ -95,7 +94,7 @@ class SessionRow(NamedTuple):
     last_nr: int
 
 
-def _spool_error(exc: BaseException, path: Path, doing: str) -> SpoolError:
+def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
     """Turn a sqlite3/OS error into a message that says what is wrong and what to do."""
     text = str(exc)
     low = text.lower()
@@ -119,7 +118,7 @@ def _spool_error(exc: BaseException, path: Path, doing: str) -> SpoolError:
     return SpoolError(f"spool error while {doing}: {why}")
 
 
-def prepare_dir(directory: Path) -> None:
+def prepare_dir(directory: str) -> None:
     """Create the spool directory 0700, or tighten it if we own it."""
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -140,7 +139,7 @@ def prepare_dir(directory: Path) -> None:
         raise SpoolError(f"spool directory {directory} is not writable by this user")
 
 
-def private_file(path: Path) -> None:
+def private_file(path: str) -> None:
     """Create path 0600 if missing (SQLite gives its -wal and -shm files the same mode)."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
@@ -156,7 +155,7 @@ def private_file(path: Path) -> None:
         os.close(fd)
 
 
-def tighten(path: Path) -> None:
+def tighten(path: str) -> None:
     """An existing spool file others can read (an older version, a copy) becomes owner-only.
 
     Never adds a permission: a read-only file stays read-only."""
@@ -175,8 +174,9 @@ class Spool:
     """One connection to the spool database. Not shared between threads."""
 
     def __init__(self, directory: str | os.PathLike[str]):
-        self.directory = Path(directory)
-        self.path = self.directory / DB_NAME
+        # plain strings, not pathlib: see config.py
+        self.directory = os.fspath(directory)
+        self.path = os.path.join(self.directory, DB_NAME)
         try:
             # _signal, not signal: signal.py's enum set-up costs track ~0.7 ms for one call.
             import _signal
@@ -186,12 +186,12 @@ class Spool:
         except (AttributeError, ValueError):  # pragma: no cover - no SIGXFSZ, or not main thread
             pass
         prepare_dir(self.directory)
-        if not self.path.exists():
+        if not os.path.exists(self.path):
             private_file(self.path)
         else:
             # SQLite gives new -wal/-shm files the database's mode: tighten them all.
             for suffix in ("", "-wal", "-shm"):
-                tighten(self.path.with_name(self.path.name + suffix))
+                tighten(self.path + suffix)
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         except sqlite3.Error as exc:

@@ -11,7 +11,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from hamustro_cli import netaddr
@@ -818,8 +817,8 @@ class FlushLock:
     """An flock on flush.lock: released by the kernel when the holder dies, so a crashed flush
     never blocks the next one (which then puts the dead one's claimed events back)."""
 
-    def __init__(self, spool_dir: Path):
-        self.path = Path(spool_dir) / LOCK_NAME
+    def __init__(self, spool_dir: str | os.PathLike[str]):
+        self.path = os.path.join(spool_dir, LOCK_NAME)
         self.fd: int | None = None
 
     def acquire(self, wait: bool) -> bool:
@@ -843,9 +842,9 @@ class FlushLock:
             self.fd = None
 
 
-def flush_running(spool_dir: Path) -> bool:
+def flush_running(spool_dir: str | os.PathLike[str]) -> bool:
     lock = FlushLock(spool_dir)
-    if not lock.path.exists():
+    if not os.path.exists(lock.path):
         return False
     try:
         if lock.acquire(wait=False):
@@ -871,16 +870,16 @@ def spawn_background_flush(config: Config) -> None:
             ("true" if value else "false")
             if isinstance(value, bool)
             else os.fspath(value)
-            if isinstance(value, Path)
+            if isinstance(value, os.PathLike)
             else str(value)
         )
     env["HAMUSTRO_SPOOL_DIR"] = os.fspath(config.spool_dir)
     env.pop("HAMUSTRO_CONFIG", None)
     env["HAMUSTRO_CONFIG"] = os.devnull  # everything it needs is in the environment
-    log_path = Path(config.spool_dir) / LOG_NAME
+    log_path = os.path.join(config.spool_dir, LOG_NAME)
     try:
-        if log_path.stat().st_size > LOG_LIMIT:
-            os.replace(log_path, log_path.with_name(LOG_NAME + ".1"))
+        if os.stat(log_path).st_size > LOG_LIMIT:
+            os.replace(log_path, log_path + ".1")
     except OSError:
         pass
     fd = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)

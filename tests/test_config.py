@@ -27,8 +27,8 @@ def test_default_paths_follow_xdg(isolated, monkeypatch):
     monkeypatch.delenv("HAMUSTRO_SPOOL_DIR")
     cfg = load_config(env={})
     # the isolated fixture points XDG_STATE_HOME and XDG_CONFIG_HOME into the test's home
-    assert cfg.spool_dir == isolated / "home" / ".local" / "state" / "hamustro"
-    assert cfg.config_path == isolated / "home" / ".config" / "hamustro" / "config.toml"
+    assert Path(cfg.spool_dir) == isolated / "home" / ".local" / "state" / "hamustro"
+    assert Path(cfg.config_path) == isolated / "home" / ".config" / "hamustro" / "config.toml"
     assert not cfg.config_found
 
 
@@ -40,12 +40,12 @@ def test_precedence_flag_env_file_default(isolated):
         cfg.values["queue_size"] == 7
         and cfg.sources["queue_size"] == "environment variable HAMUSTRO_QUEUE_SIZE"
     )
-    assert cfg.spool_dir == isolated / "from-env"
+    assert Path(cfg.spool_dir) == isolated / "from-env"
     cfg = load_config(path, spool_dir=isolated / "from-flag", env=env)
-    assert cfg.spool_dir == isolated / "from-flag" and cfg.sources["spool_dir"] == "--spool-dir"
+    assert Path(cfg.spool_dir) == isolated / "from-flag" and cfg.sources["spool_dir"] == "--spool-dir"
     cfg = load_config(path, env={})
     assert cfg.values["queue_size"] == 5 and cfg.sources["queue_size"] == str(path)
-    assert cfg.spool_dir == isolated / "from-file"
+    assert Path(cfg.spool_dir) == isolated / "from-file"
 
 
 def test_environment_alone_is_enough(isolated, monkeypatch):
