@@ -90,24 +90,58 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=None, sort_keys=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Plain string options and hand-made --version and --help: click.Path, click.version_option
+# and click's own help option call gettext, which imports locale: about 1 ms of every `track`.
+# Paths are checked by the library, which says which flag or key they came from.
+
+
+def _print_version(ctx: click.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"hamustro {__version__}")
+        ctx.exit()
+
+
+def _print_help(ctx: click.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(ctx.get_help(), color=ctx.color)
+        ctx.exit()
+
+
+help_option = click.option(
+    "-h",
+    "--help",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, param, value: _print_help(ctx, value),
+    help="Show this message and exit.",
+)
+
+
+@click.group(add_help_option=False)
+@help_option
 @click.option(
     "--config",
     "config_path",
     metavar="PATH",
-    type=click.Path(dir_okay=False),
     help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.",
 )
 @click.option(
     "--spool-dir",
     metavar="DIR",
-    type=click.Path(),
     help="Spool directory holding the queue. Default: $HAMUSTRO_SPOOL_DIR, spool_dir, "
     "or $XDG_STATE_HOME/hamustro.",
 )
 @click.option("-v", "--verbose", count=True, help="Say what is being done; twice: requests and answers too.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
-@click.version_option(__version__, "--version", prog_name="hamustro", message="%(prog)s %(version)s")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, param, value: _print_version(ctx, value),
+    help="Show the version and exit.",
+)
 @click.pass_context
 def cli(
     ctx: click.Context, config_path: str | None, spool_dir: str | None, verbose: int, quiet: bool
@@ -123,7 +157,8 @@ def cli(
 # -- track ------------------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(add_help_option=False)
+@help_option
 @click.argument("event", required=False)
 @click.option("--user-id", metavar="N", help="User id (0 to 4294967295).")
 @click.option("--params", metavar="TEXT", help="Parameters string, sent as is.")
@@ -210,7 +245,8 @@ def track(
 # -- flush ------------------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(add_help_option=False)
+@help_option
 @click.option(
     "--if-due", is_flag=True, help="Send only when a trigger fires (and no backoff holds): for cron."
 )
@@ -283,7 +319,8 @@ def _ago(epoch: int | None, now: int) -> str:
     return f"in {text}" if epoch > now else f"{text} ago"
 
 
-@cli.command()
+@cli.command(add_help_option=False)
+@help_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.option("--events", "with_events", is_flag=True, help="Also list queued events, oldest first.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="List at most N events.")
@@ -338,7 +375,8 @@ def status(obj: Context, as_json: bool, with_events: bool, limit: int | None) ->
 # -- session ----------------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(add_help_option=False)
+@help_option
 @click.option("--json", "as_json", is_flag=True, help="Print the session's attributes as JSON.")
 @click.pass_obj
 @translate
@@ -366,7 +404,8 @@ def session(obj: Context, as_json: bool) -> None:
 # -- doctor -----------------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(add_help_option=False)
+@help_option
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.pass_obj
 def doctor(obj: Context, as_json: bool) -> None:
@@ -389,7 +428,8 @@ def doctor(obj: Context, as_json: bool) -> None:
 # -- collector --------------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(add_help_option=False)
+@help_option
 @click.option(
     "--host",
     default="127.0.0.1",

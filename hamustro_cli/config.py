@@ -260,7 +260,9 @@ def load_config(
         try:
             file_values = read_config_file(path)
         except ConfigError as exc:
-            if config_path is None and env.get(ENV_PREFIX + "CONFIG"):
+            if config_path is not None:
+                raise ConfigError(f"{exc} (given with --config)") from None
+            if env.get(ENV_PREFIX + "CONFIG"):
                 raise ConfigError(f"{exc} (set by environment variable {ENV_PREFIX}CONFIG)") from None
             raise
         found = True
