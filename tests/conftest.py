@@ -115,7 +115,11 @@ def invoke(*args: str, input: str | None = None, expect: int | None = 0) -> Any:
 
 
 def run(
-    *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    preexec_fn: Any = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m hamustro_cli ARGS` as a real process with the test's environment."""
     return subprocess.run(
@@ -125,6 +129,7 @@ def run(
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        preexec_fn=preexec_fn,
     )
 
 

@@ -115,14 +115,7 @@ def _as_plain_user() -> None:
 
 def run_unprivileged(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     preexec: Callable[[], None] | None = _as_plain_user if os.geteuid() == 0 else None
-    return subprocess.run(
-        [sys.executable, "-m", "hamustro_cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-        preexec_fn=preexec,
-    )
+    return run(*args, env=env, preexec_fn=preexec)
 
 
 def test_unprivileged_helper_really_cannot_read_a_0000_file(tmp_path: Path) -> None:

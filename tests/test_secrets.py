@@ -342,14 +342,7 @@ def mode(path: Path) -> int:
 
 
 def run_umask0(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hamustro_cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-        preexec_fn=lambda: os.umask(0),
-    )
+    return run(*args, env=env, preexec_fn=lambda: os.umask(0))
 
 
 def test_spool_modes_under_umask_zero(isolated: Path, collector: Any, spool_dir: Path) -> None:
