@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -171,3 +172,24 @@ class ScriptedServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+libc = ctypes.CDLL(None, use_errno=True)
+PR_CAPBSET_DROP = 24
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+
+
+def as_plain_user() -> None:
+    """preexec_fn: root without the capabilities that bypass file permissions.
+
+    Dropped from the bounding set, they are gone after execve too, so `python -m hamustro_cli`
+    meets permission bits as any other user does. Raises (and the test fails) if that is not
+    possible; it never silently runs with root's powers."""
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def run_unprivileged(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    preexec: Any = as_plain_user if os.geteuid() == 0 else None
+    return run(*args, env=env, preexec_fn=preexec)

@@ -10,7 +10,6 @@ same EACCES as any other user (no skipping).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SETTINGS, invoke, run, write_config
+from conftest import SETTINGS, as_plain_user, invoke, run, run_unprivileged, write_config
 
 from hamustro_cli import tracker
 from hamustro_cli.spool import DB_NAME, SCHEMA_VERSION, Spool
@@ -97,27 +96,6 @@ def settings(url: str, **changes: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-libc = ctypes.CDLL(None, use_errno=True)
-PR_CAPBSET_DROP = 24
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
-
-
-def _as_plain_user() -> None:
-    """preexec_fn: root without the capabilities that bypass file permissions.
-
-    Dropped from the bounding set, they are gone after execve too, so `python -m hamustro_cli`
-    meets permission bits as any other user does. Raises (and the test fails) if that is not
-    possible; it never silently runs with root's powers."""
-    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
-
-
-def run_unprivileged(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    preexec: Callable[[], None] | None = _as_plain_user if os.geteuid() == 0 else None
-    return run(*args, env=env, preexec_fn=preexec)
-
-
 def test_unprivileged_helper_really_cannot_read_a_0000_file(tmp_path: Path) -> None:
     """Guards the permission tests below: they must not pass merely because root reads anything."""
     secret = tmp_path / "closed"
@@ -127,7 +105,7 @@ def test_unprivileged_helper_really_cannot_read_a_0000_file(tmp_path: Path) -> N
         [sys.executable, "-c", f"open({str(secret)!r}).read()"],
         capture_output=True,
         text=True,
-        preexec_fn=_as_plain_user if os.geteuid() == 0 else None,
+        preexec_fn=as_plain_user if os.geteuid() == 0 else None,
     )
     assert proc.returncode != 0 and "PermissionError" in proc.stderr
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 
 import pytest
-from conftest import SECRET, SETTINGS, invoke, run, start_collector, write_config
+from conftest import SECRET, SETTINGS, invoke, run, run_unprivileged, start_collector, write_config
 
 from hamustro_cli import doctor, payload_pb2
 from hamustro_cli.config import KEYS, load_config
@@ -234,16 +233,18 @@ def test_spool_path_is_a_file(isolated):
     assert check.state == "fail" and "not a directory" in check.verdict
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
-def test_spool_not_writable(isolated):
+def test_spool_not_writable(isolated, config):
+    """As a real process that cannot bypass permission bits, root included (see as_plain_user)."""
     parent = isolated / "ro"
     parent.mkdir()
     parent.chmod(0o500)
     try:
-        check = doctor.check_spool(parent / "spool")
-        assert check.state == "fail" and "permission denied" in check.verdict
+        result = run_unprivileged("--spool-dir", str(parent / "spool"), "doctor", "--json")
     finally:
         parent.chmod(0o700)
+    assert result.returncode == 1
+    spool = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "spool")
+    assert not spool["ok"] and "permission denied" in spool["verdict"]
 
 
 def test_secret_never_in_library_output(isolated, tmp_path, collector):
