@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from hamustro_cli import netaddr
 from hamustro_cli.config import KEYS, SESSION_KEYS, Config, load_config
-from hamustro_cli.errors import InputError, SpoolError
+from hamustro_cli.errors import ConfigError, InputError, SpoolError
 from hamustro_cli.session import Session
 from hamustro_cli.spool import LOCK_NAME, LOG_NAME, PENDING, REJECTED, SENDING, NewEvent, Spool, now
 
@@ -529,10 +529,9 @@ class ClientTracker:
         spool = self.spool
         counts = spool.counts()
         sessions = spool.session_rows()
-        current = None
         try:
             current = self.session.session
-        except Exception:
+        except ConfigError:  # status works on a spool alone, without the session's settings
             current = None
         out_sessions = []
         totals = {PENDING: 0, SENDING: 0, REJECTED: 0}
