@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import click
 
 from hamustro_cli import __version__
-from hamustro_cli.errors import ConfigError, DeliveryError, HamustroError, InputError, SpoolError
+from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
 
 
 class ExitStatus(enum.IntEnum):
@@ -26,7 +26,6 @@ EXIT_FOR = {
     ConfigError: ExitStatus.USAGE,
     InputError: ExitStatus.USAGE,
     SpoolError: ExitStatus.SPOOL,
-    DeliveryError: ExitStatus.UNDELIVERED,
 }
 
 
@@ -296,8 +295,6 @@ def flush(obj: Context, if_due: bool, dry_run: bool, retry_rejected: bool, as_js
         )
     if not report.ok and not report.skipped and not dry_run:
         sys.exit(ExitStatus.UNDELIVERED)
-    if report.skipped and report.pending and not if_due:
-        sys.exit(ExitStatus.UNDELIVERED)
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -383,6 +380,7 @@ def status(obj: Context, as_json: bool, with_events: bool, limit: int | None) ->
 def session(obj: Context, as_json: bool) -> None:
     """Print the current session id (32 lowercase hex characters)."""
     from hamustro_cli.config import SESSION_KEYS
+    from hamustro_cli.spool import DB_NAME
 
     with obj.tracker(required=SESSION_KEYS) as tracker:
         attrs = tracker.session
@@ -391,7 +389,7 @@ def session(obj: Context, as_json: bool) -> None:
             return
         data = attrs.to_dict()
         last_nr, pending = 0, 0
-        if os.path.exists(os.path.join(tracker.config.spool_dir, "spool.sqlite3")):
+        if os.path.exists(os.path.join(tracker.config.spool_dir, DB_NAME)):
             for row in tracker.spool.session_rows().values():
                 if row.attributes.session == attrs.session:
                     last_nr = row.last_nr

@@ -99,12 +99,6 @@ class Config:
         self.spool_dir = spool_dir
         self.warnings = warnings
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
     def require(self, keys: tuple[str, ...] = REQUIRED) -> Config:
         missing = [k for k in keys if self.values.get(k) in (None, "")]
         if missing:
@@ -117,15 +111,6 @@ class Config:
             envs = ", ".join(ENV_PREFIX + k.upper() for k in missing)
             raise ConfigError(f"missing required config key {names}: set it {where} or in {envs}")
         return self
-
-    def describe(self, key: str) -> str:
-        """`key = value (source)` with the secret shown only as set/unset."""
-        value = self.values.get(key)
-        if key == SECRET_KEY:
-            shown = "set" if value else "unset"
-        else:
-            shown = "unset" if value is None else repr(value)
-        return f"{key} = {shown} ({self.sources.get(key, 'default')})"
 
 
 def _where(source: str) -> str:
@@ -151,7 +136,8 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
         if kind == "path":
             if not raw:
                 raise ConfigError(f"config key {key.name} {_where(source)}: must not be empty")
-            value = os.path.expanduser(raw)
+            # absolute: the background flush runs elsewhere (cwd "/") and must find the same files
+            value = os.path.abspath(os.path.expanduser(raw))
     elif kind == "int":
         if from_env:
             try:
@@ -199,6 +185,11 @@ def _check_value(name: str, value: Any, source: str) -> None:
                 f"config key collector_url {_where(source)}: expected an http:// or https:// URL "
                 f"with a host, got {value!r}"
             )
+        from hamustro_cli.netaddr import host_problem, split_url
+
+        problem = host_problem(*split_url(value))
+        if problem:
+            raise ConfigError(f"config key collector_url {_where(source)}: {problem}, got {value!r}")
     elif name == "flush" and value not in FLUSH_MODES:
         raise ConfigError(
             f"config key flush {_where(source)}: expected one of {', '.join(FLUSH_MODES)}, got {value!r}"
@@ -317,6 +308,6 @@ def load_config(
         sources=sources,
         config_path=path,
         config_found=found,
-        spool_dir=os.fspath(spool),
+        spool_dir=os.path.abspath(os.fspath(spool)),
         warnings=tuple(warnings),
     )

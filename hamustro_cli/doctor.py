@@ -149,9 +149,10 @@ def check_spool(directory: Path) -> Check:
     from hamustro_cli.spool import PENDING, REJECTED, SCHEMA_VERSION, SENDING, Spool
 
     directory = Path(os.path.abspath(directory))
-    details: dict[str, Any] = {"path": str(directory), "existed": directory.exists()}
+    # os.path, not Path.exists(): on Python 3.11 that raises when a parent cannot be searched
+    details: dict[str, Any] = {"path": str(directory), "existed": os.path.exists(directory)}
     mode_before = None
-    if directory.is_dir():
+    if os.path.isdir(directory):
         mode_before = stat.S_IMODE(os.stat(directory).st_mode)
     try:
         spool = Spool(directory)
@@ -182,7 +183,7 @@ def check_spool(directory: Path) -> Check:
     unwritable = [
         name
         for name in SPOOL_FILES[:3]
-        if (directory / name).exists() and not os.access(directory / name, os.W_OK)
+        if os.path.exists(directory / name) and not os.access(directory / name, os.W_OK)
     ]
     details.update(
         mode=f"{dir_mode:04o}",
@@ -266,16 +267,10 @@ def _spool_hint(message: str, directory: Path) -> str:
 # -- the collector ------------------------------------------------------------------------------
 
 
-def _verify(cfg: Config) -> bool | str:
-    """Same rule as the tracker: a CA bundle when one is set, else tls_verify."""
-    ca = cfg.values.get("ca_bundle")
-    return str(ca) if ca else bool(cfg.values.get("tls_verify", True))
-
-
 def check_health(cfg: Config, log: Log = _no_log) -> Check:
     import requests
 
-    from hamustro_cli.transport import _short
+    from hamustro_cli.transport import _short, verify_option
 
     url = cfg.values["collector_url"].rstrip("/") + HEALTH_PATH
     details: dict[str, Any] = {"url": url, "status": None}
@@ -286,7 +281,7 @@ def check_health(cfg: Config, log: Log = _no_log) -> Check:
             # tls_verify = false is already reported (and warned about) by the config check.
             warnings.simplefilter("ignore")
             resp = requests.get(
-                url, timeout=cfg.values["timeout"], verify=_verify(cfg), allow_redirects=False
+                url, timeout=cfg.values["timeout"], verify=verify_option(cfg.values), allow_redirects=False
             )
     except requests.exceptions.SSLError as exc:
         return Check(
@@ -364,21 +359,20 @@ def check_health(cfg: Config, log: Log = _no_log) -> Check:
 def check_credentials(cfg: Config, session: Session | None = None, log: Log = _no_log) -> Check:
     """POST a signed Collection with no payloads. `session` defaults to the configured one."""
     from hamustro_cli import wire
-    from hamustro_cli.transport import Transport
+    from hamustro_cli.tracker import ClientTracker
+    from hamustro_cli.transport import Transport, verify_option
 
     values = cfg.values
     if session is None:
-        session = Session.from_settings(
-            values["device_id"],
-            values["client_id"],
-            values["system_version"],
-            values["product_version"],
-            values["system"],
-            values["product_git_hash"],
-        )
+        session = ClientTracker(config=cfg).session
     body = wire.encode(session, [])
     transport = Transport(
-        values["collector_url"], values[SECRET_KEY], values["timeout"], _verify(cfg), retries=0, log=log
+        values["collector_url"],
+        values[SECRET_KEY],
+        values["timeout"],
+        verify_option(values),
+        retries=0,
+        log=log,
     )
     details: dict[str, Any] = {"url": transport.url, "session": session.session, "status": None}
     try:

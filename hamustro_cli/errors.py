@@ -17,7 +17,3 @@ class InputError(HamustroError):
 
 class SpoolError(HamustroError):
     """The spool directory or database cannot be used. Nothing in it was changed."""
-
-
-class DeliveryError(HamustroError):
-    """Events could not be delivered; they are still queued."""

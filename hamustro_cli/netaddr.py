@@ -25,6 +25,23 @@ def valid_ip(text: str) -> bool:
     return False
 
 
+def host_problem(host: str, port: int) -> str | None:
+    """What is wrong with a URL's host and port, or None (checked when the config loads, so a
+    malformed host is a config error rather than a failure deep inside a flush)."""
+    if not 0 < port < 65536:
+        return f"port {port} is outside 1..65535"
+    if not host:
+        return "the URL has no host"
+    if valid_ip(host):
+        return None
+    if len(host) > 253 or not all(
+        0 < len(label) <= 63 and label.replace("-", "").replace("_", "").isalnum() and label.isascii()
+        for label in host.rstrip(".").split(".")
+    ):
+        return f"{host!r} is not a valid host name"
+    return None
+
+
 def split_url(url: str) -> tuple[str, int]:
     """Host and port of an http(s) URL, without importing urllib."""
     scheme, _, rest = url.partition("://")
@@ -63,6 +80,6 @@ def resolve(host: str, port: int) -> str | None:
         return host
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
+    except (OSError, UnicodeError):
         return None
     return infos[0][4][0] if infos else None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from hamustro_cli import netaddr, wire
 from hamustro_cli.session import Session
 from hamustro_cli.spool import ID, NR, now
-from hamustro_cli.transport import Transport
+from hamustro_cli.transport import Transport, verify_option
 
 if TYPE_CHECKING:
     from hamustro_cli.tracker import ClientTracker, FlushReport
@@ -66,12 +66,11 @@ def send_all(tracker: ClientTracker, report: FlushReport, progress: Callable[[in
     local_ip = _route(tracker) if cfg["ip"] == "auto" else None
     if local_ip:
         spool.fill_unknown_ip(local_ip)
-    verify: bool | str = str(cfg["ca_bundle"]) if cfg["ca_bundle"] else cfg["tls_verify"]
     transport = Transport(
         cfg["collector_url"],
         cfg["shared_secret_key"],
         cfg["timeout"],
-        verify,
+        verify_option(cfg),
         cfg["retries"],
         cfg["retry_delay"],
         tracker.log,
@@ -166,7 +165,7 @@ def _handle(
         }
     )
     if answer.ok:
-        tracker.spool.ack(row_id, first[ID], last[ID], now(), done=whole)
+        tracker.spool.ack(row_id, first[ID], last[ID], now(), first_ack=report.sent == 0)
         report.sent += len(batch)
         tracker.log(1, f"sent {len(batch)} event(s) of session {attrs.session} (nr {first[NR]}..{last[NR]})")
         if progress:

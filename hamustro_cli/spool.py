@@ -74,7 +74,7 @@ class NewEvent(NamedTuple):
     is_testing: bool = False
 
 
-ID, NR, AT, EVENT, USER_ID, IP, PARAMETERS, IS_TESTING = range(8)  # columns of a claimed row
+ID, NR = 0, 1  # columns of a claimed row (laid out as QueuedEvent)
 
 
 class QueuedEvent(NamedTuple):
@@ -306,11 +306,6 @@ class Spool:
                     (key, value),
                 )
 
-    def last_sync_time(self) -> int:
-        """When the last batch was accepted; a new spool counts its creation."""
-        metas = self.get_metas("last_sync_time", "created_at")
-        return int(metas.get("last_sync_time") or metas.get("created_at") or 0)
-
     # -- queuing ----------------------------------------------------------------------------
 
     def enqueue(self, session: Session, events: Sequence[NewEvent]) -> tuple[int, int]:
@@ -381,10 +376,7 @@ class Spool:
         """Put back events a flush that died left marked as sending. Call with the flush lock held."""
         marked = self.sending_range()
         count = self._count_range(marked) if marked else 0
-        with self.transaction("recovering events of an interrupted flush") as db:
-            self._set_meta(db, {"sending": None})
-            # state 1 is not written by this version; put back any an older flush left
-            count += db.execute("UPDATE events SET state = 0 WHERE state = 1").rowcount
+        self.set_meta(sending=None)
         return count
 
     def retry_rejected(self) -> int:
@@ -417,15 +409,25 @@ class Spool:
         pending events in that range are exactly the batch, or what is left of it."""
         self.set_meta(sending=f"{session_row} {first_id} {last_id}")
 
-    def ack(self, session_row: int, first_id: int, last_id: int, sync_time: int, done: bool) -> None:
-        """The collector answered 200 for this slice of the claimed batch: delete it, record the
-        sync time, and with `done` drop the batch's mark in the same transaction."""
+    def ack(
+        self, session_row: int, first_id: int, last_id: int, sync_time: int, first_ack: bool = False
+    ) -> None:
+        """The collector answered 200 for this slice of the marked batch: delete it and record
+        the sync time. The slice that ends the batch drops its mark in the same transaction (after
+        it, new events may take ids inside the range). The first 200 of a flush also ends any
+        backoff or stop: the collector is up and the secret is right."""
         with self.transaction("deleting delivered events") as db:
             db.execute(
                 "DELETE FROM events WHERE session_id = ? AND state = 0 AND id BETWEEN ? AND ?",
                 (session_row, first_id, last_id),
             )
-            self._set_meta(db, {"last_sync_time": str(sync_time), **({"sending": None} if done else {})})
+            row = db.execute("SELECT value FROM meta WHERE key = 'sending'").fetchone()
+            if row and row[0].split()[::2] == [str(session_row), str(last_id)]:
+                db.execute("DELETE FROM meta WHERE key = 'sending'")
+            changes: dict[str, str | None] = {"last_sync_time": str(sync_time)}
+            if first_ack:
+                changes.update(backoff_until=None, failures=None, halted=None)
+            self._set_meta(db, changes)
 
     def release(self) -> int:
         """Drop the mark: the batch is pending again. Returns how many events it still held."""
@@ -450,7 +452,7 @@ class Spool:
     def fill_unknown_ip(self, ip: str) -> None:
         """Events tracked before the route was known get the address this flush found."""
         with self.transaction("filling in addresses") as db:
-            db.execute("UPDATE events SET ip = ? WHERE ip = '' AND state != 1", (ip,))
+            db.execute("UPDATE events SET ip = ? WHERE ip = ''", (ip,))
 
     # -- looking ----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from hamustro_cli import netaddr
 from hamustro_cli.config import KEYS, SESSION_KEYS, Config, load_config
-from hamustro_cli.errors import ConfigError, InputError, SpoolError
+from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
 from hamustro_cli.session import Session
 from hamustro_cli.spool import LOCK_NAME, LOG_NAME, PENDING, REJECTED, SENDING, NewEvent, Spool, now
 
@@ -58,7 +58,7 @@ def check_user_id(value: Any, where: str = "--user-id") -> int | None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        digits = text.lstrip("+-")
+        digits = text[1:] if text[:1] in "+-" else text
         if not (digits.isascii() and digits.isdigit()):
             raise InputError(f"{where}: expected a whole number from 0 to {UINT32_MAX}, got {value!r}")
         value = int(text)
@@ -246,7 +246,9 @@ class FlushReport:
 
     @property
     def ok(self) -> bool:
-        return self.pending == 0 and self.failed == 0 and self.rejected == 0 and self.error is None
+        """Everything this flush took up was delivered. (Events tracked while it finished may
+        be pending: they are not undelivered, just new.)"""
+        return self.failed == 0 and self.rejected == 0 and self.error is None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -430,14 +432,23 @@ class ClientTracker:
         if flush is False or (flush is None and mode == "off"):
             return "off", None
         self.log(1, f"flush due: {due.reason}")
-        if flush_running(self.config.spool_dir):
-            return "running", None
-        if mode == "inline":
-            report = self.flush(if_due=True)
-            if report.skipped:
-                return "running", report.skipped
-            return ("sent", None) if report.ok else ("failed", report.error or "not everything was delivered")
-        spawn_background_flush(self.config)
+        # The event is queued: whatever goes wrong from here is a failed flush, never an error
+        # of track (a script that retried would queue the event twice).
+        try:
+            if flush_running(self.config.spool_dir):
+                return "running", None
+            if mode == "inline":
+                report = self.flush(if_due=True)
+                if report.skipped:
+                    return ("not-due" if report.skipped.startswith("not due") else "running"), report.skipped
+                return (
+                    ("sent", None)
+                    if report.ok
+                    else ("failed", report.error or "not everything was delivered")
+                )
+            spawn_background_flush(self.config)
+        except (HamustroError, OSError) as exc:
+            return "failed", str(exc)
         return "started", None
 
     # -- triggers -------------------------------------------------------------------------
@@ -635,19 +646,16 @@ def spawn_background_flush(config: Config) -> None:
     users could read the secret), so it flushes with exactly this configuration."""
     import subprocess
 
-    env = dict(os.environ)
+    # Only the resolved settings: HAMUSTRO_* variables the caller's config ignored (the Python
+    # API reads none) must not change what the child does.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HAMUSTRO_")}
     for key, value in config.values.items():
         if config.sources.get(key) == "default" or value is None:
             continue
         env["HAMUSTRO_" + key.upper()] = (
-            ("true" if value else "false")
-            if isinstance(value, bool)
-            else os.fspath(value)
-            if isinstance(value, os.PathLike)
-            else str(value)
+            ("true" if value else "false") if isinstance(value, bool) else str(value)
         )
-    env["HAMUSTRO_SPOOL_DIR"] = os.fspath(config.spool_dir)
-    env.pop("HAMUSTRO_CONFIG", None)
+    env["HAMUSTRO_SPOOL_DIR"] = config.spool_dir  # absolute (load_config), as the child runs in /
     env["HAMUSTRO_CONFIG"] = os.devnull  # everything it needs is in the environment
     log_path = os.path.join(config.spool_dir, LOG_NAME)
     try:

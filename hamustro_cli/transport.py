@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -107,6 +108,8 @@ class Transport:
             return Answer(None, f"cannot reach {self.url}: {_short(exc)}", transient=True)
         except requests.exceptions.RequestException as exc:
             return Answer(None, f"request to {self.url} failed: {_short(exc)}", transient=True)
+        except ValueError as exc:  # urllib3's LocationParseError and kin: the URL itself is bad
+            return Answer(None, f"cannot send to {self.url}: {exc}", transient=False)
         status = resp.status_code
         try:
             text = resp.text[:200].strip()
@@ -138,6 +141,11 @@ class Transport:
                 delay = max(delay, answer.retry_after)
             self.log(1, f"{answer.detail}; retry {attempt} of {self.retries} in {delay:.2f} s")
             sleep(delay)
+
+
+def verify_option(values: dict[str, Any] | Any) -> bool | str:
+    """requests' verify= from the config: the CA bundle when one is set, else tls_verify."""
+    return str(values["ca_bundle"]) if values["ca_bundle"] else bool(values["tls_verify"])
 
 
 def _short(exc: BaseException) -> str:

@@ -1014,3 +1014,19 @@ def test_full_disk_during_stdin_batch_queues_nothing(before: Snapshot, spool_dir
     assert proc.returncode == 3, proc.stderr
     one_error_line(proc.stderr)
     assert_untouched(spool_dir, before)
+
+
+@pytest.mark.parametrize("value", ["+-5", "--5", "-+1"])
+def test_user_id_with_two_signs(before, spool_dir, value):
+    result = invoke("track", "e", "--user-id", value, expect=2)
+    assert "--user-id" in one_error_line(result.output)
+    assert_untouched(spool_dir, before)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://a..b/", "http://" + "x" * 64 + ".example/", "http://host:0/", "http://bad host/"]
+)
+def test_malformed_collector_host_is_a_config_error(isolated, url):
+    write_config(isolated / "config.toml", **{**SETTINGS, "collector_url": url})
+    line = one_error_line(invoke("track", "e", expect=2).output)
+    assert "collector_url" in line and str(isolated / "config.toml") in line

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import SETTINGS, ScriptedServer, invoke, start_collector, write_config
+from conftest import SETTINGS, ScriptedServer, invoke, run, start_collector, write_config
 from specschema import decode
 
 from hamustro_cli.spool import DB_NAME
@@ -353,3 +353,48 @@ def test_refused_collection_attributes_are_set_aside_whole(isolated):
         assert "collection attributes" in status()["last_error"]["message"]
     finally:
         server.close()
+
+
+def test_relative_spool_dir_reaches_the_background_flush(isolated, collector, monkeypatch):
+    """The detached flush runs in /: the spool path it gets must be absolute."""
+    write_config(
+        isolated / "config.toml",
+        collector_url=collector.url,
+        queue_size=1,
+        **{**SETTINGS, "flush": "background"},
+    )
+    monkeypatch.chdir(isolated)
+    monkeypatch.delenv("HAMUSTRO_SPOOL_DIR")
+    result = run("--spool-dir", "relative-spool", "track", "far-away", "--json")
+    assert json.loads(result.stdout)["flush"] == "started"
+    assert wait_until(lambda: len(collector.received()) == 1, 30)
+    assert (isolated / "relative-spool" / "spool.sqlite3").exists()
+
+
+def test_track_exits_0_when_the_flush_it_triggers_cannot_start(isolated, collector, spool_dir):
+    write_config(
+        isolated / "config.toml", collector_url=collector.url, queue_size=1, **{**SETTINGS, "flush": "inline"}
+    )
+    invoke("track", "first", "--no-flush")
+    (spool_dir / "flush.lock").mkdir()  # the lock cannot be opened
+    result = invoke("track", "second", "--json")
+    assert json.loads(result.stdout)["flush"] == "failed"
+    assert "flush it triggered failed" in result.stderr and "flush.lock" in result.stderr
+    assert status()["pending"] == 2
+
+
+def test_api_background_flush_ignores_the_callers_hamustro_variables(
+    isolated, collector, spool_dir, monkeypatch
+):
+    from hamustro_cli import ClientTracker
+
+    monkeypatch.setenv("HAMUSTRO_TIMEOUT", "not-a-number")  # the API reads no environment
+    with ClientTracker(
+        collector_url=collector.url,
+        spool_dir=spool_dir,
+        queue_size=1,
+        flush="background",
+        **{k: v for k, v in SETTINGS.items() if k != "flush"},
+    ) as tracker:
+        assert tracker.track_event("api").flush == "started"
+    assert wait_until(lambda: len(collector.received()) == 1, 30)
