@@ -372,13 +372,6 @@ class Spool:
         )
         return rows[0][0]
 
-    def recover_claims(self) -> int:
-        """Put back events a flush that died left marked as sending. Call with the flush lock held."""
-        marked = self.sending_range()
-        count = self._count_range(marked) if marked else 0
-        self.set_meta(sending=None)
-        return count
-
     def retry_rejected(self) -> int:
         with self.transaction("moving rejected events back to the queue") as db:
             return db.execute("UPDATE events SET state = 0, reason = NULL WHERE state = 2").rowcount
@@ -430,7 +423,9 @@ class Spool:
             self._set_meta(db, changes)
 
     def release(self) -> int:
-        """Drop the mark: the batch is pending again. Returns how many events it still held."""
+        """Drop the mark: the batch is pending again. Returns how many events it still held.
+
+        Also how the next flush, holding the lock, puts back what a dead flush left marked."""
         marked = self.sending_range()
         count = self._count_range(marked) if marked else 0
         self.set_meta(sending=None)

@@ -517,7 +517,7 @@ class ClientTracker:
                 # under the lock: a running flush must not see its batch's range gain events
                 moved = spool.retry_rejected()
                 self.log(1, f"moved {moved} rejected event(s) back to the queue")
-            recovered = spool.recover_claims()
+            recovered = spool.release()  # a mark left by a flush that died
             if recovered:
                 self.log(1, f"{recovered} event(s) left by an interrupted flush are pending again")
             if if_due and not self.due().due:
