@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import termios
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +197,48 @@ def as_plain_user() -> None:
 def run_unprivileged(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     preexec: Any = as_plain_user if os.geteuid() == 0 else None
     return run(*args, env=env, preexec_fn=preexec)
+
+
+def run_on_terminal(args: list[str], answers: Sequence[tuple[str, str]] = ()) -> tuple[int, str]:
+    """Run `python -m hamustro_cli ARGS` on a pseudo-terminal, its controlling terminal (so
+    getpass can turn echo off), typing each answer once its prompt has been shown (typed
+    earlier, getpass would discard it). Returns the exit code and what the terminal showed."""
+    master, slave = pty.openpty()
+
+    def controlling_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hamustro_cli", *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=os.environ.copy(),
+        preexec_fn=controlling_terminal,
+    )
+    os.close(slave)
+    shown = bytearray()
+
+    def read() -> bool:
+        """Append what the terminal shows next; False once the command closed it."""
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            return False
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            return False
+        shown.extend(data)
+        return bool(data)
+
+    for prompt, answer in answers:
+        start = len(shown)
+        while prompt.encode() not in shown[start:]:
+            if not read():
+                raise AssertionError(f"no prompt {prompt!r}; the terminal showed {bytes(shown)!r}")
+        os.write(master, answer.encode() + b"\n")
+    while read():
+        pass
+    os.close(master)
+    return proc.wait(timeout=60), shown.decode(errors="replace")

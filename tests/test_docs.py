@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
 
-def commands():
-    yield "hamustro", cli
-    yield from cli.commands.items()
+def commands(group=cli, prefix="hamustro"):
+    """Every command and subcommand, as "hamustro config set" and so on."""
+    yield prefix, group
+    for name, command in getattr(group, "commands", {}).items():
+        yield from commands(command, f"{prefix} {name}")
 
 
 @pytest.mark.parametrize("name,command", list(commands()), ids=[n for n, _ in commands()])
@@ -36,8 +38,8 @@ def test_readme_documents_every_config_key():
 
 
 def test_readme_documents_every_command_and_exit_code():
-    for name in cli.commands:
-        assert f"hamustro {name}" in README, name
+    for name, _ in commands():
+        assert name in README, name
     for code in range(4):
         assert re.search(rf"^\| {code} \|", README, re.M), code
 

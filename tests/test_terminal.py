@@ -4,40 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import subprocess
 import sys
 
-from conftest import invoke
+from conftest import invoke, run_on_terminal
 
 
 def backlog(n: int) -> None:
     invoke("track", "--stdin", input="".join(json.dumps({"event": f"e{i}"}) + "\n" for i in range(n)))
-
-
-def run_on_terminal(args: list[str]) -> tuple[int, str]:
-    """Run with stdin/stdout/stderr on a pseudo-terminal; return exit code and what it showed."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hamustro_cli", *args],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=os.environ.copy(),
-        close_fds=True,
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    return proc.wait(), b"".join(chunks).decode(errors="replace")
 
 
 def test_long_flush_shows_progress_on_a_terminal(config, collector):

@@ -1,0 +1,432 @@
+"""The config file as people keep it: the commented file `config init` writes, the edit of one
+key that `config set` makes (every other byte kept), and every value with its origin for
+`config show`.
+
+Key docs have one home: `config.KEYS` (one line each) plus the notes below; the template is
+rendered from them, so it ships with the code and `config.example.toml` is its rendering
+(tests/test_config_cmd.py checks). Never imported by `track`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hamustro_cli.config import (
+    ENV_PREFIX,
+    KEYS,
+    REQUIRED,
+    SECRET_KEY,
+    Config,
+    Key,
+    _coerce,
+    default_config_path,
+    read_config_file,
+)
+from hamustro_cli.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on old Pythons
+    import tomli as tomllib
+
+# What the template says about a key beyond its one-line doc in config.KEYS.
+NOTES: dict[str, str] = {
+    "collector_url": "Events go to {collector_url}/api/v1/track.",
+    SECRET_KEY: "Never printed by hamustro: keep this file private (mode 0600).",
+    "client_id": "With device_id, system_version and product_version it makes the session.",
+    "queue_retention": "A new spool counts its creation as the last sync.",
+    "spool_dir": "Default: $XDG_STATE_HOME/hamustro, else ~/.local/state/hamustro.",
+    "flush": '"background" starts a detached flush, "inline" flushes before returning, '
+    '"off" leaves it to `hamustro flush` (cron, a systemd timer).',
+    "ip": '"auto" is the local address of the route to the collector, found without sending.',
+    "retries": "Transient: 5xx, 408, 429, timeouts, refused or reset connections.",
+    "retry_delay": "With jitter, capped at 30 s, and at least what Retry-After asks.",
+    "tls_verify": "Turning it off prints a warning on every command.",
+    "ca_bundle": "A PEM file, used instead of the system's CA list (for a private CA).",
+}
+# Shown (commented out, or as the example's values) for keys without a default.
+EXAMPLES: dict[str, Any] = {
+    "collector_url": "http://127.0.0.1:8080",
+    SECRET_KEY: "change-me",
+    "device_id": "my-laptop",
+    "client_id": "my-scripts",
+    "system_version": "Debian 12",
+    "product_version": "1.0.0",
+    "system": "linux",
+    "product_git_hash": "0123abc",
+    "spool_dir": "~/.local/state/hamustro",
+    "ca_bundle": "/etc/ssl/certs/my-ca.pem",
+}
+
+HEADER = """\
+# hamustro configuration (TOML, top-level keys only).
+# Change a key with `hamustro config set KEY VALUE` (comments are kept) or in an editor; see
+# every value and where it came from with `hamustro config show`, check them with
+# `hamustro doctor`. Location: --config PATH, else $HAMUSTRO_CONFIG, else config.toml in
+# click.get_app_dir("hamustro") (~/.config/hamustro/config.toml on Linux).
+# Every key can also be set in the environment as HAMUSTRO_<KEY>, e.g.
+# HAMUSTRO_SHARED_SECRET_KEY. Precedence: flag, environment, this file, default.
+# This file holds the shared secret: keep it private (mode 0600).
+"""
+REQUIRED_RULE = "# --- required " + "-" * 80
+OPTIONAL_RULE = "# --- optional: a commented-out line shows the default " + "-" * 40
+WIDTH = 94
+
+
+def config_file_path(flag: str | None, env: Mapping[str, str]) -> str:
+    """The config file in use, chosen as load_config chooses it: --config, $HAMUSTRO_CONFIG
+    (when not empty), else the app dir's config.toml."""
+    if flag is not None:
+        return os.path.expanduser(flag)
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return os.path.expanduser(env[ENV_PREFIX + "CONFIG"])
+    return default_config_path()
+
+
+# -- TOML values ----------------------------------------------------------------------------------
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string. Raises ValueError for text TOML cannot hold (lone surrogates)."""
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch < " " or ch == "\x7f":
+            out.append(f"\\u{ord(ch):04X}")
+        elif "\ud800" <= ch <= "\udfff":
+            raise ValueError("not valid Unicode text")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("not a finite number")
+        return repr(value)  # 10.0, 1e-05, 1e+20: all TOML floats
+    if isinstance(value, str):
+        return toml_string(value)
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def parse_value(name: str, raw: str, source: str) -> Any:
+    """A value given as text (command line, standard input, a prompt), parsed and checked
+    exactly as a HAMUSTRO_<KEY> variable is when the config is loaded."""
+    if name not in KEYS:
+        raise ConfigError(f"unknown config key {name!r} (known keys: {', '.join(KEYS)})")
+    value = _coerce(KEYS[name], raw, source, from_env=True)
+    try:
+        toml_value(value)
+    except ValueError as exc:
+        raise ConfigError(f"config key {name} (from {source}): {exc}") from None
+    return value
+
+
+# -- the template ---------------------------------------------------------------------------------
+
+
+def _comment(key: Key) -> list[str]:
+    text = key.doc[:1].upper() + key.doc[1:] + "."
+    if key.name in NOTES:
+        text += " " + NOTES[key.name]
+    return textwrap.wrap(text, WIDTH - 2, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False)
+
+
+def render(values: Mapping[str, Any]) -> str:
+    """The commented config file: every key of config.KEYS with its doc; keys in `values` set,
+    the others commented out showing their default (or an example)."""
+    lines = HEADER.splitlines()
+    for rule, required in ((REQUIRED_RULE, True), (OPTIONAL_RULE, False)):
+        lines += ["", rule[:WIDTH]]
+        for key in KEYS.values():
+            if key.required != required:
+                continue
+            lines.append("")
+            lines += _comment(key)
+            if key.name in values:
+                lines.append(f"{key.name} = {toml_value(values[key.name])}")
+            else:
+                shown = key.default if key.default is not None else EXAMPLES.get(key.name, "")
+                lines.append(f"# {key.name} = {toml_value(shown)}")
+    return "\n".join(lines) + "\n"
+
+
+def example() -> str:
+    """config.example.toml: the template with example values for the required keys."""
+    return render({name: EXAMPLES[name] for name in REQUIRED})
+
+
+def required_values(
+    given: Mapping[str, str | None],
+    env: Mapping[str, str],
+    ask: Callable[[Key], Any] | None,
+    note: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Every required key for `config init`: from `given` (option -> text), else the
+    environment, else `ask` (a terminal). Without a terminal a missing key is an error that
+    says how to give it; nothing is guessed."""
+    values: dict[str, Any] = {}
+    missing = []
+    for name in REQUIRED:
+        env_name = ENV_PREFIX + name.upper()
+        if given.get(name) is not None:
+            option = "standard input" if name == SECRET_KEY else "--" + name.replace("_", "-")
+            values[name] = parse_value(name, given[name], option)  # type: ignore[arg-type]
+        elif env.get(env_name):
+            values[name] = parse_value(name, env[env_name], f"environment variable {env_name}")
+            note(f"{name}: from environment variable {env_name}")
+        elif ask is not None:
+            values[name] = ask(KEYS[name])
+        else:
+            missing.append(name)
+    if missing:
+        how = [
+            "--secret-stdin (or " + ENV_PREFIX + SECRET_KEY.upper() + ")"
+            if name == SECRET_KEY
+            else f"--{name.replace('_', '-')} (or {ENV_PREFIX}{name.upper()})"
+            for name in missing
+        ]
+        raise ConfigError(
+            f"no terminal to ask for {', '.join(missing)}: give {', '.join(how)}; nothing was written"
+        )
+    return values
+
+
+def exists_error(path: str) -> ConfigError:
+    return ConfigError(
+        f"config file {path} already exists: change a key with 'hamustro config set KEY VALUE', "
+        "or replace the file with 'hamustro config init --force'"
+    )
+
+
+def init_file(path: str, values: Mapping[str, Any], force: bool) -> None:
+    write_private(path, render(values), replace=force)
+
+
+# -- one key, every other byte kept ----------------------------------------------------------------
+
+
+def _lines(text: str) -> list[str]:
+    """Lines with their endings. Not str.splitlines: TOML allows U+2028 and friends in strings
+    and comments, and only LF (or CRLF) ends a line."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
+def _tail_comment(body: str, parsed: dict[str, Any]) -> str:
+    """The comment after an assignment's value (with the spaces before it), or ''."""
+    for match in re.finditer("#", body):
+        head = body[: match.start()]
+        try:
+            if tomllib.loads(head) == parsed:
+                return body[len(head.rstrip(" \t")) :]
+        except tomllib.TOMLDecodeError:
+            continue
+    return ""
+
+
+def _rewrite_assignment(lines: list[str], i: int, prefix: str, name: str, literal: str) -> list[str] | None:
+    """Replace the assignment starting at line i (its value may span lines) by one line."""
+    for j in range(i, len(lines)):
+        chunk = "".join(lines[i : j + 1])
+        body = chunk.rstrip("\r\n")
+        try:
+            parsed = tomllib.loads(body)
+        except tomllib.TOMLDecodeError:
+            continue
+        if list(parsed) != [name]:
+            return None
+        line = prefix + literal + _tail_comment(body, parsed) + chunk[len(body) :]
+        return lines[:i] + [line] + lines[j + 1 :]
+    return None
+
+
+def edit(text: str, name: str, value: Any, path: str) -> str:
+    """`text` with the top-level key `name` set to `value` and every other line unchanged.
+
+    The key's own assignment is rewritten in place (its trailing comment kept); without one,
+    the template's commented-out `# name = ...` line becomes the assignment; without that, a
+    line is appended. The result is parsed back, and anything but the old settings with this
+    one key changed is refused, so an unusual file is never damaged."""
+    expected = {**tomllib.loads(text), name: value}
+    literal = toml_value(value)
+    lines = _lines(text)
+    eol = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    quoted = re.escape(name)
+    active = re.compile(rf"[ \t]*(?:{quoted}|\"{quoted}\"|'{quoted}')[ \t]*=[ \t]*")
+    commented = re.compile(rf"#[ \t]*{quoted}[ \t]*=")
+    tries: list[list[str] | None] = []
+    for i, line in enumerate(lines):
+        match = active.match(line)
+        if match:
+            tries.append(_rewrite_assignment(lines, i, match.group(0), name, literal))
+    # Where the key is set, only its own assignment parses back right; the others would repeat it.
+    for i, line in enumerate(lines):
+        if commented.match(line):
+            ending = line[len(line.rstrip("\r\n")) :]
+            tries.append(lines[:i] + [f"{name} = {literal}{ending}"] + lines[i + 1 :])
+    end = [eol] if lines and not lines[-1].endswith("\n") else []
+    tries.append(lines + end + [f"{name} = {literal}{eol}"])
+    for attempt in tries:
+        if attempt is None:
+            continue
+        new = "".join(attempt)
+        try:
+            if tomllib.loads(new) == expected:
+                return new
+        except tomllib.TOMLDecodeError:
+            continue
+    raise ConfigError(
+        f"cannot change {name} in {path} without disturbing the rest of the file: "
+        "edit it by hand; nothing was written"
+    )
+
+
+def set_key(path: str, name: str, value: Any) -> None:
+    """Set one key in the config file at `path` (created 0600 when missing), atomically."""
+    if not os.path.exists(path):
+        write_private(path, f"{name} = {toml_value(value)}\n", replace=False)
+        return
+    settings = read_config_file(path)  # a clear error when unreadable or not TOML
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8")
+        same = tomllib.loads(text) == settings
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        same = False
+    if not same:
+        raise ConfigError(f"config file {path} changed while being edited; nothing was written")
+    write_private(path, edit(text, name, value, path), replace=True)
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+
+def _make_private_dirs(path: str) -> None:
+    """Create the missing directories of `path` 0700; existing ones are left as they are."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o700)  # whatever the umask
+
+
+def write_private(path: str, text: str, replace: bool) -> None:
+    """Write `text` as a 0600 file: a temp file beside it, synced, then renamed over it, so a
+    crash leaves the old file or the new one, never half of one. A symlinked config (dotfiles)
+    stays a symlink: its target is replaced. Without `replace` an existing file is an error
+    (checked by the link that puts the file in place, so a race cannot clobber one)."""
+    target = os.path.realpath(path)
+    parent = os.path.dirname(target)
+    tmp = None
+    try:
+        _make_private_dirs(parent)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(target) + ".", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(text.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        if replace:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise exists_error(path) from None
+            except OSError:  # a file system without hard links
+                if os.path.lexists(target):
+                    raise exists_error(path) from None
+                os.replace(tmp, target)
+        dir_fd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise ConfigError(f"cannot write config file {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+# -- config show -----------------------------------------------------------------------------------
+
+
+def describe(cfg: Config) -> dict[str, Any]:
+    """Every key with its value and origin; the secret only as "set"/"unset"."""
+    from hamustro_cli.doctor import source_kind
+
+    keys = {}
+    for name, key in KEYS.items():
+        value = cfg.values.get(name)
+        source = cfg.sources.get(name, "default")
+        if name == "spool_dir" and value is None:
+            value = cfg.spool_dir
+        if name == SECRET_KEY:
+            value = "set" if value else "unset"
+        keys[name] = {
+            "value": value,
+            "source": source_kind(source),
+            "from": source,
+            "required": key.required,
+        }
+    return {
+        "path": os.path.abspath(cfg.config_path),
+        "found": cfg.config_found,
+        "keys": keys,
+        "missing": [n for n in REQUIRED if cfg.values.get(n) in (None, "")],
+        "warnings": list(cfg.warnings),
+    }
+
+
+def show_lines(description: Mapping[str, Any]) -> list[str]:
+    """`config show` for people: one key a line, value as TOML, then where it came from."""
+    found = "" if description["found"] else " (not found)"
+    rows = []
+    for name, info in description["keys"].items():
+        value = info["value"]
+        if name == SECRET_KEY:
+            shown = value
+        elif value is None:
+            shown = "unset (required)" if info["required"] else "unset"
+        else:
+            shown = toml_value(value)
+        origin = {
+            "flag": f"flag {info['from']}",
+            "environment": info["from"],
+            "file": f"file {info['from']}",
+        }.get(info["source"], "default")
+        if info["required"] and name in description["missing"]:
+            origin = "-"
+        rows.append((name, shown, origin))
+    width_name = max(len(r[0]) for r in rows)
+    width_value = max(len(r[1]) for r in rows)
+    lines = [f"config file: {description['path']}{found}"]
+    lines += [f"{n:<{width_name}}  {v:<{width_value}}  {o}" for n, v, o in rows]
+    return lines
