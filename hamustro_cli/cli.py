@@ -66,7 +66,7 @@ class GlobalOptions:
 def fail(exc: HamustroError) -> NoReturn:
     code = next((c for t, c in EXIT_FOR.items() if isinstance(exc, t)), ExitStatus.USAGE)
     error = click.ClickException(str(exc))
-    error.exit_code = int(code)
+    error.exit_code = int(code)  # type: ignore[misc]  # click reads it per instance
     raise error
 
 

@@ -135,7 +135,7 @@ def parse_lines(
     thoroughly and says exactly what is wrong. The rows are plain tuples laid out as NewEvent."""
     import json
 
-    scan = json.JSONDecoder().scan_once  # the C scanner, without json.loads' two Python frames
+    scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, without json.loads' two Python frames
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     events: list[Any] = []
     append = events.append

@@ -28,7 +28,7 @@ class TrackResult(NamedTuple):
     at: int
     flush: str  # an Outcome
     first_nr: int = 0
-    count: int = 1
+    count: int = 1  # type: ignore[assignment]  # (shadows tuple.count; kept for the API)
     flush_detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:

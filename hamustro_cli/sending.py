@@ -9,14 +9,13 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from hamustro_cli import netaddr, triggers, wire
 from hamustro_cli.config import Config
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import Session
-from hamustro_cli.spool import ID, NR, Spool
+from hamustro_cli.spool import ID, NR, QueuedEvent, Spool
 from hamustro_cli.transport import Answer, Transport
 
 Progress = Callable[[int], None]
@@ -149,7 +148,9 @@ class Sender:
                         spool.release()  # split or set aside: drop the batch's mark
                     batch, body = following, next_body
 
-    def _settle(self, attrs: Session, row_id: int, batch: list[Any], body: bytes, answer: Answer) -> bool:
+    def _settle(
+        self, attrs: Session, row_id: int, batch: list[QueuedEvent], body: bytes, answer: Answer
+    ) -> bool:
         """Act on the collector's answer for one batch; on a 400, split the batch (sending the
         halves here) to set aside only the payloads the collector refuses.
 
