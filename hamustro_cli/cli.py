@@ -199,7 +199,7 @@ def track(
 ) -> None:
     """Queue one EVENT durably, then flush if the protocol's triggers fire."""
     from hamustro_cli import events
-    from hamustro_cli.reports import Outcome
+    from hamustro_cli.tracker import Outcome
 
     if from_stdin:
         if event is not None or user_id or params or param_pairs or testing or at:

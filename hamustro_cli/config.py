@@ -61,7 +61,7 @@ REQUIRED = tuple(k.name for k in KEYS.values() if k.required)
 SESSION_KEYS = ("device_id", "client_id", "system_version", "product_version")
 
 
-# Paths are plain strings (os.path): importing pathlib costs `track` about 3 ms.
+# Paths are plain strings (os.path), not pathlib: see ARCHITECTURE.md, Keeping `track` light.
 
 
 def default_config_path() -> str:
@@ -78,8 +78,7 @@ def default_spool_dir(env: Mapping[str, str]) -> str:
 class Config:
     """Resolved settings. `sources[key]` says where each value came from.
 
-    A plain class, not a frozen dataclass: creating dataclasses costs `track` milliseconds of
-    start-up for nothing it uses."""
+    A plain class, not a frozen dataclass (ARCHITECTURE.md, Keeping `track` light)."""
 
     __slots__ = ("values", "sources", "origins", "config_path", "config_found", "spool_dir", "warnings")
 

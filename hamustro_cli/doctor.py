@@ -19,8 +19,9 @@ from enum import Enum
 from typing import Any
 
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config
-from hamustro_cli.errors import ConfigError, SpoolError, SpoolProblem
+from hamustro_cli.errors import ConfigError, SpoolError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
+from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.session import Session
 from hamustro_cli.spooldir import DB_NAME, FILES
 

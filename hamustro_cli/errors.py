@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hamustro_cli.problems import SpoolProblem
 
 
 class HamustroError(Exception):
@@ -17,23 +20,13 @@ class InputError(HamustroError):
     """An event or option given on the command line or on stdin is invalid."""
 
 
-class SpoolProblem(IntEnum):
-    """What kind of trouble a SpoolError is: what to do about it depends on this, not on its text."""
-
-    OTHER = 0
-    NOT_A_DIRECTORY = 1
-    NOT_A_FILE = 2
-    NOT_WRITABLE = 3
-    CANNOT_OPEN = 4
-    NO_SPACE = 5
-    CORRUPT = 6
-    NEWER_SCHEMA = 7
-    LOCKED = 8
-
-
 class SpoolError(HamustroError):
     """The spool directory or database cannot be used. Nothing in it was changed."""
 
-    def __init__(self, message: str, kind: SpoolProblem = SpoolProblem.OTHER):
+    def __init__(self, message: str, kind: SpoolProblem | None = None):
         super().__init__(message)
-        self.kind = kind
+        if kind is None:
+            from hamustro_cli.problems import SpoolProblem
+
+            kind = SpoolProblem.OTHER
+        self.kind: SpoolProblem = kind

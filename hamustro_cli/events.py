@@ -18,8 +18,7 @@ AT_MAX = 2**63 - 1  # `at` is a uint64 on the wire, but the spool stores it as S
 
 
 class NewEvent(NamedTuple):
-    """An event to queue. A NamedTuple, not a dataclass: far cheaper to define, which `track`
-    pays on every call."""
+    """An event to queue."""
 
     event: str
     at: int

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from hamustro_cli.errors import SpoolError, SpoolProblem
+from hamustro_cli.errors import SpoolError
+from hamustro_cli.problems import SpoolProblem
 
 MIGRATIONS: list[tuple[str, ...]] = [
     (

@@ -1,38 +1,13 @@
-"""What one `track` and one flush did: the values the CLI prints and the Python API returns."""
+"""What one flush did, as the CLI prints it and the Python API returns it. Loaded only when a
+flush runs (track's own result, TrackResult, is in tracker.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 from hamustro_cli.session import Session
-
-
-class Outcome:
-    """What `track` did about sending (the `flush` field of its result and of `--json`)."""
-
-    NOT_DUE = "not-due"
-    STARTED = "started"  # a background flush was started
-    RUNNING = "running"  # a flush is already running
-    SENT = "sent"
-    FAILED = "failed"
-    OFF = "off"
-    BACKOFF = "backoff"
-    HALTED = "halted"
-
-
-class TrackResult(NamedTuple):
-    session: str
-    nr: int
-    at: int
-    flush: str  # an Outcome
-    first_nr: int = 0
-    count: int = 1  # type: ignore[assignment]  # (shadows tuple.count; kept for the API)
-    flush_detail: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"session": self.session, "nr": self.nr, "at": self.at, "flush": self.flush}
 
 
 class Skip(IntEnum):

@@ -17,9 +17,8 @@ from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from hamustro_cli.errors import SpoolError, SpoolProblem
+from hamustro_cli.errors import SpoolError
 from hamustro_cli.events import NewEvent
-from hamustro_cli.migrations import SCHEMA_VERSION, migrate, schema_version
 from hamustro_cli.session import Session
 from hamustro_cli.spooldir import DB_NAME, ignore_file_size_signal, prepare_dir, private_file, tighten
 
@@ -27,6 +26,10 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "NewEvent", "Spool", "State"]
+
+# migrations.SCHEMA_VERSION, known here so that opening an up-to-date spool (every `track`)
+# need not load the migrations (tests/test_layout.py checks that the two agree).
+SCHEMA_VERSION = 1
 
 
 class State(IntEnum):
@@ -111,6 +114,8 @@ def _int(raw: str | None) -> int | None:
 
 def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
     """Turn a sqlite3/OS error into a message that says what is wrong and what to do."""
+    from hamustro_cli.problems import SpoolProblem
+
     text = str(exc)
     low = text.lower()
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
@@ -183,7 +188,10 @@ class Spool:
         except sqlite3.Error as exc:
             raise _spool_error(exc, self.path, "opening the spool") from None
         try:
-            migrate(self.db, self.path)
+            if _user_version(self.db) != SCHEMA_VERSION:
+                from hamustro_cli.migrations import migrate
+
+                migrate(self.db, self.path)
         except SpoolError:
             self.db.close()
             raise
@@ -194,7 +202,7 @@ class Spool:
     @property
     def schema_version(self) -> int:
         try:
-            return schema_version(self.db)
+            return _user_version(self.db)
         except sqlite3.Error as exc:
             raise _spool_error(exc, self.path, "reading the spool") from None
 
@@ -509,6 +517,11 @@ class Spool:
                 "state": "rejected" if r[9] == _REJECTED else "pending",
                 "reason": r[10],
             }
+
+
+def _user_version(db: sqlite3.Connection) -> int:
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    return version
 
 
 def _write_metas(db: sqlite3.Connection, values: dict[str, str | None]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import stat
 
-from hamustro_cli.errors import SpoolError, SpoolProblem
+from hamustro_cli.errors import SpoolError
 
 DB_NAME = "spool.sqlite3"
 LOCK_NAME = "flush.lock"
@@ -17,40 +17,48 @@ FILES = (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", LOCK_NAME, LOG_NAME, LOG_N
 
 def prepare_dir(directory: str) -> None:
     """Create the spool directory 0700, or tighten it if we own it."""
-    problem = SpoolProblem.NOT_WRITABLE
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-    except FileExistsError:
-        raise SpoolError(
-            f"spool path {directory} exists and is not a directory", SpoolProblem.NOT_A_DIRECTORY
-        ) from None
-    except PermissionError:
-        raise SpoolError(f"cannot create spool directory {directory}: permission denied", problem) from None
-    except NotADirectoryError:
-        raise SpoolError(
-            f"cannot create spool directory {directory}: a parent is not a directory",
-            SpoolProblem.NOT_A_DIRECTORY,
-        ) from None
+        st = os.stat(directory)
+        if not stat.S_ISDIR(st.st_mode):
+            raise FileExistsError
     except OSError as exc:
-        raise SpoolError(f"cannot create spool directory {directory}: {exc.strerror}", problem) from None
-    st = os.stat(directory)
-    if not stat.S_ISDIR(st.st_mode):
-        raise SpoolError(
-            f"spool path {directory} exists and is not a directory", SpoolProblem.NOT_A_DIRECTORY
-        )
+        raise _dir_error(directory, exc) from None
     if st.st_mode & 0o077 and st.st_uid == os.geteuid():
         os.chmod(directory, 0o700)
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise SpoolError(f"spool directory {directory} is not writable by this user", problem)
+        from hamustro_cli.problems import SpoolProblem
+
+        raise SpoolError(
+            f"spool directory {directory} is not writable by this user", SpoolProblem.NOT_WRITABLE
+        )
+
+
+def _dir_error(directory: str, exc: OSError) -> SpoolError:
+    from hamustro_cli.problems import SpoolProblem
+
+    if isinstance(exc, FileExistsError):
+        return SpoolError(
+            f"spool path {directory} exists and is not a directory", SpoolProblem.NOT_A_DIRECTORY
+        )
+    if isinstance(exc, NotADirectoryError):
+        return SpoolError(
+            f"cannot create spool directory {directory}: a parent is not a directory",
+            SpoolProblem.NOT_A_DIRECTORY,
+        )
+    why = "permission denied" if isinstance(exc, PermissionError) else exc.strerror
+    return SpoolError(f"cannot create spool directory {directory}: {why}", SpoolProblem.NOT_WRITABLE)
 
 
 def private_file(path: str) -> None:
     """Create path 0600 if missing (SQLite gives its -wal and -shm files the same mode)."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-    except IsADirectoryError:
-        raise SpoolError(f"spool file {path} is a directory", SpoolProblem.NOT_A_FILE) from None
     except OSError as exc:
+        from hamustro_cli.problems import SpoolProblem
+
+        if isinstance(exc, IsADirectoryError):
+            raise SpoolError(f"spool file {path} is a directory", SpoolProblem.NOT_A_FILE) from None
         raise SpoolError(
             f"cannot create spool file {path}: {exc.strerror}", SpoolProblem.NOT_WRITABLE
         ) from None
@@ -102,6 +110,8 @@ class FlushLock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
         except OSError as exc:
+            from hamustro_cli.problems import SpoolProblem
+
             raise SpoolError(
                 f"cannot open the flush lock {self.path}: {exc.strerror}", SpoolProblem.NOT_WRITABLE
             ) from None

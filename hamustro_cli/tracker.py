@@ -1,8 +1,7 @@
 """ClientTracker: the protocol's pseudo client, the one object the CLI and Python programs use.
 
-Tracking only touches SQLite (plus a UDP socket for the route). Whatever sends (requests,
-protobuf) is imported only when a flush runs: importing those costs more than the rest of a
-`track` together, so no module on the track path imports them at the top.
+Tracking only touches SQLite (plus a UDP socket for the route); whatever sends is imported
+only when a flush runs (ARCHITECTURE.md, Keeping `track` light).
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hamustro_cli import netaddr, triggers
 from hamustro_cli.config import KEYS, Config, load_config
@@ -25,10 +24,38 @@ from hamustro_cli.events import (
     parse_lines,
 )
 from hamustro_cli.log import INFO, Log, no_log
-from hamustro_cli.reports import FlushReport, Outcome, Skip, TrackResult
 from hamustro_cli.session import Session
 from hamustro_cli.spool import DB_NAME, Spool
 from hamustro_cli.spooldir import FlushLock, flush_running
+
+if TYPE_CHECKING:
+    from hamustro_cli.reports import FlushReport
+
+
+class Outcome:
+    """What `track` did about sending (the `flush` field of its result and of `--json`)."""
+
+    NOT_DUE = "not-due"
+    STARTED = "started"  # a background flush was started
+    RUNNING = "running"  # a flush is already running
+    SENT = "sent"
+    FAILED = "failed"
+    OFF = "off"
+    BACKOFF = "backoff"
+    HALTED = "halted"
+
+
+class TrackResult(NamedTuple):
+    session: str
+    nr: int
+    at: int
+    flush: str  # an Outcome
+    first_nr: int = 0
+    count: int = 1  # type: ignore[assignment]  # (shadows tuple.count; kept for the API)
+    flush_detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"session": self.session, "nr": self.nr, "at": self.at, "flush": self.flush}
 
 
 def _now() -> int:
@@ -192,6 +219,8 @@ class ClientTracker:
             if flush_running(self.config.spool_dir):
                 return Outcome.RUNNING, None
             if mode == "inline":
+                from hamustro_cli.reports import Skip
+
                 report = self.flush(if_due=True)
                 if report.skip is not None:
                     return (
@@ -231,6 +260,8 @@ class ClientTracker:
         progress: Callable[[int], None] | None = None,
     ) -> FlushReport:
         """Send pending events, one session at a time, in batches; delete only after a 200."""
+        from hamustro_cli.reports import FlushReport, Skip
+
         self.config.require()
         spool = self.spool
         report = FlushReport(dry_run=dry_run)

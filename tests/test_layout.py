@@ -70,3 +70,9 @@ def test_the_sending_libraries_are_imported_only_by_modules_that_send():
             ):
                 heavy.setdefault(name, True)
     assert set(heavy) == {"transport", "wire", "doctor", "collector"}
+
+
+def test_the_spool_knows_the_latest_schema_version():
+    from hamustro_cli import migrations, spool
+
+    assert spool.SCHEMA_VERSION == migrations.SCHEMA_VERSION == len(migrations.MIGRATIONS)
