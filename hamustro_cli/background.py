@@ -1,4 +1,5 @@
-"""Entry point of the detached flush that `track` starts: `python -m hamustro_cli.background`.
+"""The child end of the background flush that `track` starts (spawn.py is the parent end):
+`python -m hamustro_cli.background`.
 
 Its settings come in HAMUSTRO_* variables; its output goes to flush.log in the spool
 directory, one timestamped line per message.
@@ -11,11 +12,12 @@ import sys
 import time
 
 from hamustro_cli.errors import HamustroError
+from hamustro_cli.log import ERROR, INFO
 from hamustro_cli.tracker import ClientTracker
 
 
 def log(level: int, message: str) -> None:
-    if level <= 1:
+    if level <= INFO:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         sys.stderr.write(f"{stamp} [{os.getpid()}] {message}\n")
         sys.stderr.flush()
@@ -26,13 +28,13 @@ def main() -> int:
         with ClientTracker.from_config(log=log) as tracker:
             report = tracker.flush(if_due=True)
     except HamustroError as exc:
-        log(0, f"error: {exc}")
+        log(ERROR, f"error: {exc}")
         return 2
     if report.skipped:
-        log(1, f"flush skipped: {report.skipped}")
+        log(INFO, f"flush skipped: {report.skipped}")
         return 0
     log(
-        1,
+        INFO,
         f"flush done: sent {report.sent}, failed {report.failed}, rejected {report.rejected}, "
         f"pending {report.pending}",
     )

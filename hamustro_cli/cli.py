@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import enum
-import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from hamustro_cli import __version__
 from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
+from hamustro_cli.log import ERROR, INFO, WARNING
+
+if TYPE_CHECKING:
+    from hamustro_cli.config import Config
+    from hamustro_cli.tracker import ClientTracker
 
 
 class ExitStatus(enum.IntEnum):
@@ -29,8 +33,8 @@ EXIT_FOR = {
 }
 
 
-class Context:
-    """What the global options say, for every command."""
+class GlobalOptions:
+    """What the global options say, for every command (click's `obj`)."""
 
     def __init__(self, config_path: str | None, spool_dir: str | None, verbose: int, quiet: bool):
         self.config_path = config_path
@@ -39,24 +43,21 @@ class Context:
         self.quiet = quiet
 
     def log(self, level: int, message: str) -> None:
-        """0: warnings and errors (hidden by -q unless they start with 'error'), 1: -v, 2: -vv."""
-        if level == 0:
-            if self.quiet and not message.startswith("error"):
-                return
-        elif self.quiet or level > self.verbose:
+        """Errors always; warnings unless -q; INFO with -v, DEBUG with -vv (see log.py)."""
+        if level > ERROR and (self.quiet or level > max(self.verbose, WARNING)):
             return
         click.echo(f"hamustro: {message}", err=True)
 
-    def config(self, required: tuple[str, ...] | None = None) -> Any:
+    def config(self, required: tuple[str, ...] | None = None) -> Config:
         from hamustro_cli.config import REQUIRED, load_config
 
         cfg = load_config(self.config_path, self.spool_dir)
         for warning in cfg.warnings:
-            self.log(0, warning)
+            self.log(WARNING, warning)
         cfg.require(REQUIRED if required is None else required)
         return cfg
 
-    def tracker(self, required: tuple[str, ...] | None = None) -> Any:
+    def tracker(self, required: tuple[str, ...] | None = None) -> ClientTracker:
         from hamustro_cli.tracker import ClientTracker
 
         return ClientTracker(config=self.config(required), log=self.log)
@@ -65,7 +66,7 @@ class Context:
 def fail(exc: HamustroError) -> NoReturn:
     code = next((c for t, c in EXIT_FOR.items() if isinstance(exc, t)), ExitStatus.USAGE)
     error = click.ClickException(str(exc))
-    error.exit_code = int(code)
+    error.exit_code = int(code)  # type: ignore[misc]  # click reads it per instance
     raise error
 
 
@@ -150,7 +151,7 @@ def cli(
     Exit codes: 0 done, 1 not everything delivered (still queued), 2 usage, configuration
     or input error, 3 the spool cannot be used.
     """
-    ctx.obj = Context(config_path, spool_dir, verbose, quiet)
+    ctx.obj = GlobalOptions(config_path, spool_dir, verbose, quiet)
 
 
 # -- track ------------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ def cli(
 @click.pass_obj
 @translate
 def track(
-    obj: Context,
+    obj: GlobalOptions,
     event: str | None,
     user_id: str | None,
     params: str | None,
@@ -197,7 +198,8 @@ def track(
     as_json: bool,
 ) -> None:
     """Queue one EVENT durably, then flush if the protocol's triggers fire."""
-    from hamustro_cli import tracker as tr
+    from hamustro_cli import events
+    from hamustro_cli.tracker import Outcome
 
     if from_stdin:
         if event is not None or user_id or params or param_pairs or testing or at:
@@ -210,24 +212,24 @@ def track(
     if params is not None and param_pairs:
         raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
     if ip is not None:
-        tr.check_ip(ip)
+        events.check_ip(ip)
     with obj.tracker() as tracker:
         if from_stdin:
             result = tracker.track_lines(sys.stdin, ip=ip, flush=flush, source="stdin")
         else:
             result = tracker.track_event(
                 event,  # type: ignore[arg-type]
-                user_id=tr.check_user_id(user_id),
-                params=tr.params_from_pairs(param_pairs) if param_pairs else params,
+                user_id=events.check_user_id(user_id),
+                params=events.params_from_pairs(param_pairs) if param_pairs else params,
                 is_testing=testing,
                 at=at,
                 ip=ip,
                 flush=flush,
             )
-    if result.flush == "halted":
-        obj.log(0, f"warning: event queued, but sending is {result.flush_detail}")
-    if result.flush == "failed":
-        obj.log(0, f"warning: event queued, but the flush it triggered failed: {result.flush_detail}")
+    if result.flush == Outcome.HALTED:
+        obj.log(WARNING, f"warning: event queued, but sending is {result.flush_detail}")
+    if result.flush == Outcome.FAILED:
+        obj.log(WARNING, f"warning: event queued, but the flush it triggered failed: {result.flush_detail}")
     if as_json:
         data = result.to_json()
         if from_stdin:
@@ -256,7 +258,7 @@ def track(
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 @translate
-def flush(obj: Context, if_due: bool, dry_run: bool, retry_rejected: bool, as_json: bool) -> None:
+def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool, as_json: bool) -> None:
     """Send every pending event, one session at a time, in signed batches."""
     with obj.tracker() as tracker:
         bar = None
@@ -274,7 +276,7 @@ def flush(obj: Context, if_due: bool, dry_run: bool, retry_rejected: bool, as_js
     if as_json:
         emit_json(report.to_json())
     elif report.skipped:
-        obj.log(1, f"nothing sent: {report.skipped}")
+        obj.log(INFO, f"nothing sent: {report.skipped}")
     elif not obj.quiet:
         if dry_run:
             events = sum(b["events"] for b in report.batches)
@@ -289,7 +291,7 @@ def flush(obj: Context, if_due: bool, dry_run: bool, retry_rejected: bool, as_js
             )
     if report.rejected:
         obj.log(
-            0,
+            WARNING,
             f"warning: {report.rejected} event(s) refused by the collector were set aside "
             "(see 'hamustro status'; resend with 'hamustro flush --retry-rejected')",
         )
@@ -323,7 +325,7 @@ def _ago(epoch: int | None, now: int) -> str:
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="List at most N events.")
 @click.pass_obj
 @translate
-def status(obj: Context, as_json: bool, with_events: bool, limit: int | None) -> None:
+def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | None) -> None:
     """What is queued, and why it is or is not being sent."""
     with obj.tracker(required=()) as tracker:
         data = tracker.status(events=with_events, limit=limit)
@@ -377,25 +379,15 @@ def status(obj: Context, as_json: bool, with_events: bool, limit: int | None) ->
 @click.option("--json", "as_json", is_flag=True, help="Print the session's attributes as JSON.")
 @click.pass_obj
 @translate
-def session(obj: Context, as_json: bool) -> None:
+def session(obj: GlobalOptions, as_json: bool) -> None:
     """Print the current session id (32 lowercase hex characters)."""
     from hamustro_cli.config import SESSION_KEYS
-    from hamustro_cli.spool import DB_NAME
 
     with obj.tracker(required=SESSION_KEYS) as tracker:
-        attrs = tracker.session
         if not as_json:
-            click.echo(attrs.session)
+            click.echo(tracker.session.id)
             return
-        data = attrs.to_dict()
-        last_nr, pending = 0, 0
-        if os.path.exists(os.path.join(tracker.config.spool_dir, DB_NAME)):
-            for row in tracker.spool.session_rows().values():
-                if row.attributes.session == attrs.session:
-                    last_nr = row.last_nr
-                    counts = tracker.spool.counts().get(row.id, {})
-                    pending = sum(counts.get(s, (0, 0))[0] for s in (0, 1))
-    data.update(last_nr=last_nr, pending=pending)
+        data = tracker.session_status()
     emit_json(data)
 
 
@@ -406,7 +398,7 @@ def session(obj: Context, as_json: bool) -> None:
 @help_option
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.pass_obj
-def doctor(obj: Context, as_json: bool) -> None:
+def doctor(obj: GlobalOptions, as_json: bool) -> None:
     """Check config, spool, collector and credentials, one line each; send no event."""
     from hamustro_cli.doctor import render, run_checks, to_json
 
@@ -479,7 +471,7 @@ def doctor(obj: Context, as_json: bool) -> None:
 @click.option("--verbose-errors", is_flag=True, help='Error bodies as {"error": "..."} (verbose mode).')
 @click.pass_obj
 def collector(
-    obj: Context,
+    obj: GlobalOptions,
     host: str,
     port: int,
     secret: str,

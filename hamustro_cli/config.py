@@ -61,7 +61,7 @@ REQUIRED = tuple(k.name for k in KEYS.values() if k.required)
 SESSION_KEYS = ("device_id", "client_id", "system_version", "product_version")
 
 
-# Paths are plain strings (os.path): importing pathlib costs `track` about 3 ms.
+# Paths are plain strings (os.path), not pathlib: see ARCHITECTURE.md, Keeping `track` light.
 
 
 def default_config_path() -> str:
@@ -78,10 +78,9 @@ def default_spool_dir(env: Mapping[str, str]) -> str:
 class Config:
     """Resolved settings. `sources[key]` says where each value came from.
 
-    A plain class, not a frozen dataclass: creating dataclasses costs `track` milliseconds of
-    start-up for nothing it uses."""
+    A plain class, not a frozen dataclass (ARCHITECTURE.md, Keeping `track` light)."""
 
-    __slots__ = ("values", "sources", "config_path", "config_found", "spool_dir", "warnings")
+    __slots__ = ("values", "sources", "origins", "config_path", "config_found", "spool_dir", "warnings")
 
     def __init__(
         self,
@@ -91,9 +90,12 @@ class Config:
         config_found: bool,
         spool_dir: str,
         warnings: tuple[str, ...] = (),
+        origins: Mapping[str, str] | None = None,
     ):
         self.values = values
         self.sources = sources
+        # per key, the kind of its source: "flag", "environment", "file" or "default"
+        self.origins = origins or {}
         self.config_path = config_path
         self.config_found = config_found
         self.spool_dir = spool_dir
@@ -209,7 +211,7 @@ def _check_value(name: str, value: Any, source: str) -> None:
 def read_config_file(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            data: dict[str, Any] = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except IsADirectoryError:
@@ -275,19 +277,23 @@ def load_config(
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    origins: dict[str, str] = {}
     for key in KEYS.values():
         env_name = ENV_PREFIX + key.name.upper()
         if key.name in overrides and overrides[key.name] is not None:
             raw, source, from_env = overrides[key.name], "--" + key.name.replace("_", "-"), False
+            origins[key.name] = "flag"
             if key.kind == "path":
                 raw = os.fspath(raw)
         elif env_name in env:
             raw, source, from_env = env[env_name], f"environment variable {env_name}", True
+            origins[key.name] = "environment"
         elif key.name in file_values:
             raw, source, from_env = file_values[key.name], f"{path}", False
+            origins[key.name] = "file"
         else:
             values[key.name] = key.default
-            sources[key.name] = "default"
+            sources[key.name] = origins[key.name] = "default"
             continue
         values[key.name] = _coerce(key, raw, source, from_env)
         sources[key.name] = source
@@ -310,4 +316,5 @@ def load_config(
         config_found=found,
         spool_dir=os.path.abspath(os.fspath(spool)),
         warnings=tuple(warnings),
+        origins=origins,
     )

@@ -13,26 +13,26 @@ import os
 import stat
 import time
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config
 from hamustro_cli.errors import ConfigError, SpoolError
+from hamustro_cli.log import DEBUG, INFO, Log, no_log
+from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.session import Session
-
-Log = Callable[[int, str], None]
+from hamustro_cli.spooldir import DB_NAME, FILES
 
 HEALTH_PATH = "/api/health"
-SPOOL_FILES = (
-    "spool.sqlite3",
-    "spool.sqlite3-wal",
-    "spool.sqlite3-shm",
-    "flush.lock",
-    "flush.log",
-    "flush.log.1",
-)
+
+
+class CheckState(str, Enum):
+    OK = "ok"
+    WARN = "warn"  # passed, with advice
+    FAIL = "fail"
+    SKIPPED = "skipped"  # needs an earlier check that failed
 
 
 @dataclass(frozen=True)
@@ -42,43 +42,26 @@ class Check:
     verdict: str
     hint: str | None = None  # what to do; on a passing check, a warning worth acting on
     details: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
 
     @property
-    def state(self) -> str:
-        """ "ok", "warn" (passed, with advice), "fail" or "skipped"."""
+    def state(self) -> CheckState:
         if self.ok:
-            return "warn" if self.hint else "ok"
-        return "skipped" if self.verdict.startswith("skipped") else "fail"
-
-
-def _no_log(level: int, message: str) -> None:
-    pass
+            return CheckState.WARN if self.hint else CheckState.OK
+        return CheckState.SKIPPED if self.skipped else CheckState.FAIL
 
 
 def _skipped(name: str, because: str) -> Check:
-    return Check(name, False, f"skipped: {because}")
+    return Check(name, False, because, skipped=True)
 
 
 # -- config -------------------------------------------------------------------------------------
-
-
-def source_kind(source: str) -> str:
-    """Config.sources holds '--flag', 'environment variable X', a file path or 'default'."""
-    if source == "default":
-        return "default"
-    if source.startswith("--"):
-        return "flag"
-    if source.startswith("environment variable"):
-        return "environment"
-    return "file"
 
 
 def _shown(key: str, value: Any) -> Any:
     """A JSON-safe value; the secret only as set/unset, never its value."""
     if key == SECRET_KEY:
         return "set" if value else "unset"
-    if isinstance(value, Path):
-        return str(value)
     return value
 
 
@@ -99,7 +82,7 @@ def check_config(
     keys = {
         name: {
             "value": _shown(name, cfg.values.get(name)),
-            "source": source_kind(cfg.sources.get(name, "default")),
+            "source": cfg.origins.get(name, "default"),
             "from": cfg.sources.get(name, "default"),
         }
         for name in KEYS
@@ -140,40 +123,38 @@ def check_config(
 # -- spool --------------------------------------------------------------------------------------
 
 
-def check_spool(directory: Path) -> Check:
+def check_spool(directory: str) -> Check:
     """Exists or can be created, writable, private (0700 / 0600), its schema and its counts.
 
     Opening the spool does what every command does when it opens it: it creates the directory
     0700 if missing, tightens a directory we own, and applies pending schema migrations.
     """
-    from hamustro_cli.spool import PENDING, REJECTED, SCHEMA_VERSION, SENDING, Spool
+    from hamustro_cli.spool import SCHEMA_VERSION, Spool
+    from hamustro_cli.spool import total as spool_totals
 
-    directory = Path(os.path.abspath(directory))
-    # os.path, not Path.exists(): on Python 3.11 that raises when a parent cannot be searched
-    details: dict[str, Any] = {"path": str(directory), "existed": os.path.exists(directory)}
+    directory = os.path.abspath(directory)
+    details: dict[str, Any] = {"path": directory, "existed": os.path.exists(directory)}
     mode_before = None
     if os.path.isdir(directory):
         mode_before = stat.S_IMODE(os.stat(directory).st_mode)
     try:
         spool = Spool(directory)
     except SpoolError as exc:
-        return Check("spool", False, str(exc), _spool_hint(str(exc), directory), details)
+        return Check("spool", False, str(exc), _spool_hint(exc, directory), details)
     try:
         version = spool.schema_version
         counts = spool.counts()
-        metas = spool.get_metas("halted", "backoff_until")
+        sync = spool.sync_state()
     except SpoolError as exc:
-        return Check("spool", False, str(exc), _spool_hint(str(exc), directory), details)
+        return Check("spool", False, str(exc), _spool_hint(exc, directory), details)
     finally:
         spool.close()
-    totals = {
-        name: sum(per.get(state, (0, 0))[0] for per in counts.values())
-        for name, state in (("pending", PENDING), ("sending", SENDING), ("rejected", REJECTED))
-    }
+    all_counts = spool_totals(counts)
+    totals = {"pending": all_counts.pending, "sending": all_counts.sending, "rejected": all_counts.rejected}
     dir_mode = stat.S_IMODE(os.stat(directory).st_mode)
     loose = {}
-    for name in SPOOL_FILES:
-        path = directory / name
+    for name in FILES:
+        path = os.path.join(directory, name)
         try:
             mode = stat.S_IMODE(os.lstat(path).st_mode)
         except FileNotFoundError:
@@ -182,8 +163,9 @@ def check_spool(directory: Path) -> Check:
             loose[name] = f"{mode:04o}"
     unwritable = [
         name
-        for name in SPOOL_FILES[:3]
-        if os.path.exists(directory / name) and not os.access(directory / name, os.W_OK)
+        for name in FILES[:3]
+        if os.path.exists(os.path.join(directory, name))
+        and not os.access(os.path.join(directory, name), os.W_OK)
     ]
     details.update(
         mode=f"{dir_mode:04o}",
@@ -197,7 +179,7 @@ def check_spool(directory: Path) -> Check:
         details["mode_was"] = f"{mode_before:04o}"
 
     if unwritable:
-        names = ", ".join(str(directory / n) for n in unwritable)
+        names = ", ".join(os.path.join(directory, n) for n in unwritable)
         return Check(
             "spool",
             False,
@@ -215,7 +197,7 @@ def check_spool(directory: Path) -> Check:
         )
     if loose:
         listed = ", ".join(f"{n} {m}" for n, m in loose.items())
-        paths = " ".join(str(directory / n) for n in loose)
+        paths = " ".join(os.path.join(directory, n) for n in loose)
         return Check(
             "spool",
             False,
@@ -231,13 +213,13 @@ def check_spool(directory: Path) -> Check:
         f"{totals['pending']} pending, {totals['sending']} sending, {totals['rejected']} rejected)"
     )
     notes = []
-    if metas.get("halted"):
-        details["halted"] = metas["halted"]
+    if sync.halted:
+        details["halted"] = sync.halted
         notes.append(
             "sending is stopped after the collector rejected the signature (405); once the "
             "credentials check passes, run 'hamustro flush' to resume"
         )
-    backoff = int(metas.get("backoff_until") or 0)
+    backoff = sync.backoff_until or 0
     if backoff > time.time():
         details["backoff_until"] = backoff
         notes.append(
@@ -253,13 +235,12 @@ def check_spool(directory: Path) -> Check:
     return Check("spool", True, verdict, hint, details)
 
 
-def _spool_hint(message: str, directory: Path) -> str:
-    low = message.lower()
-    if "newer than" in low:
+def _spool_hint(exc: SpoolError, directory: str) -> str:
+    if exc.kind is SpoolProblem.NEWER_SCHEMA:
         return "upgrade hamustro, or use another --spool-dir"
-    if "corrupt" in low:
-        return f"move {directory / 'spool.sqlite3'} aside; a new spool is created on the next track"
-    if "not a directory" in low:
+    if exc.kind is SpoolProblem.CORRUPT:
+        return f"move {os.path.join(directory, DB_NAME)} aside; a new spool is created on the next track"
+    if exc.kind is SpoolProblem.NOT_A_DIRECTORY:
         return "set spool_dir (or --spool-dir, HAMUSTRO_SPOOL_DIR) to a directory"
     return f"make {directory} a directory this user can write, or set spool_dir elsewhere"
 
@@ -267,14 +248,24 @@ def _spool_hint(message: str, directory: Path) -> str:
 # -- the collector ------------------------------------------------------------------------------
 
 
-def check_health(cfg: Config, log: Log = _no_log) -> Check:
+def check_health(cfg: Config, log: Log = no_log) -> Check:
     import requests
 
-    from hamustro_cli.transport import _short, verify_option
+    from hamustro_cli.transport import Failure, request_problem, verify_option
+
+    HEALTH_HINTS = {
+        Failure.TLS: "set ca_bundle to the CA that signed the collector's certificate",
+        Failure.TIMEOUT: (
+            "check that the collector is up and reachable from here; raise timeout if it is slow"
+        ),
+        Failure.UNREACHABLE: "is the collector running? check collector_url (and HTTPS_PROXY/NO_PROXY)",
+        Failure.REQUEST: "check collector_url",
+        Failure.BAD_URL: "check collector_url",
+    }
 
     url = cfg.values["collector_url"].rstrip("/") + HEALTH_PATH
     details: dict[str, Any] = {"url": url, "status": None}
-    log(1, f"GET {url}")
+    log(INFO, f"GET {url}")
     started = time.monotonic()
     try:
         with warnings.catch_warnings():
@@ -283,38 +274,13 @@ def check_health(cfg: Config, log: Log = _no_log) -> Check:
             resp = requests.get(
                 url, timeout=cfg.values["timeout"], verify=verify_option(cfg.values), allow_redirects=False
             )
-    except requests.exceptions.SSLError as exc:
-        return Check(
-            "collector",
-            False,
-            f"TLS error talking to {url}: {_short(exc)}",
-            "set ca_bundle to the CA that signed the collector's certificate",
-            details,
-        )
-    except requests.exceptions.Timeout:
-        return Check(
-            "collector",
-            False,
-            f"no answer from {url} within {cfg.values['timeout']:g} s",
-            "check that the collector is up and reachable from here; raise timeout if it is slow",
-            details,
-        )
-    except requests.exceptions.ConnectionError as exc:
-        return Check(
-            "collector",
-            False,
-            f"cannot reach {url}: {_short(exc)}",
-            "is the collector running? check collector_url (and HTTPS_PROXY/NO_PROXY)",
-            details,
-        )
-    except requests.exceptions.RequestException as exc:
-        return Check(
-            "collector", False, f"request to {url} failed: {_short(exc)}", "check collector_url", details
-        )
+    except (requests.exceptions.RequestException, ValueError) as exc:
+        problem = request_problem(exc, url, cfg.values["timeout"])
+        return Check("collector", False, problem.detail, HEALTH_HINTS[problem.kind], details)
     elapsed = time.monotonic() - started
     status = resp.status_code
     details.update(status=status, elapsed_ms=round(elapsed * 1000, 1))
-    log(2, f"answer {status}")
+    log(DEBUG, f"answer {status}")
     try:
         up = resp.json().get("up") is True if status == 200 else False
     except (ValueError, AttributeError):
@@ -356,25 +322,16 @@ def check_health(cfg: Config, log: Log = _no_log) -> Check:
     )
 
 
-def check_credentials(cfg: Config, session: Session | None = None, log: Log = _no_log) -> Check:
+def check_credentials(cfg: Config, session: Session | None = None, log: Log = no_log) -> Check:
     """POST a signed Collection with no payloads. `session` defaults to the configured one."""
     from hamustro_cli import wire
-    from hamustro_cli.tracker import ClientTracker
-    from hamustro_cli.transport import Transport, verify_option
+    from hamustro_cli.transport import Transport
 
-    values = cfg.values
     if session is None:
-        session = ClientTracker(config=cfg).session
+        session = Session.from_config(cfg)
     body = wire.encode(session, [])
-    transport = Transport(
-        values["collector_url"],
-        values[SECRET_KEY],
-        values["timeout"],
-        verify_option(values),
-        retries=0,
-        log=log,
-    )
-    details: dict[str, Any] = {"url": transport.url, "session": session.session, "status": None}
+    transport = Transport.from_config(cfg.values, log, retries=0)
+    details: dict[str, Any] = {"url": transport.url, "session": session.id, "status": None}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -386,7 +343,7 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = _n
         return Check(
             "credentials",
             True,
-            f"collector answered 204 to a signed Collection with no payloads (session {session.session})",
+            f"collector answered 204 to a signed Collection with no payloads (session {session.id})",
             None,
             details,
         )
@@ -403,7 +360,7 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = _n
         return Check(
             "credentials",
             False,
-            f"collector answered 400: session or body refused (session {session.session})",
+            f"collector answered 400: session or body refused (session {session.id})",
             "the session must be md5 of sha256(device_id):client_id:system_version:product_version; "
             "check that the collector speaks this protocol version (Content-Type application/protobuf)",
             details,
@@ -436,7 +393,7 @@ def run_checks(
     log: Log | None = None,
 ) -> list[Check]:
     """config, spool, collector, credentials, in that order; each one line, none sends an event."""
-    log = log or _no_log
+    log = log or no_log
     checks: list[Check] = []
     config_check, cfg = check_config(config_path, spool_dir, env)
     checks.append(config_check)
@@ -467,11 +424,15 @@ def run_checks(
 
 def render(checks: list[Check]) -> str:
     """One line a check: `ok    config: ...`, `FAIL  credentials: ... → fix: ...`."""
-    labels = {"ok": "ok", "warn": "warn", "fail": "FAIL", "skipped": "skip"}
+    labels = {
+        CheckState.OK: "ok",
+        CheckState.WARN: "warn",
+        CheckState.FAIL: "FAIL",
+        CheckState.SKIPPED: "skip",
+    }
     lines = []
     for c in checks:
-        verdict = c.verdict[len("skipped: ") :] if c.state == "skipped" else c.verdict
-        line = f"{labels[c.state]:<6}{c.name}: {verdict}"
+        line = f"{labels[c.state]:<6}{c.name}: {c.verdict}"
         if c.hint:
             line += f" → {'fix' if not c.ok else 'note'}: {c.hint}"
         lines.append(line)
@@ -482,5 +443,15 @@ def to_json(checks: list[Check]) -> dict[str, Any]:
     """{"ok": bool, "checks": [{"name", "ok", "state", "verdict", "hint", "details"}]}."""
     return {
         "ok": all(c.ok for c in checks),
-        "checks": [{**asdict(c), "state": c.state} for c in checks],
+        "checks": [
+            {
+                "name": c.name,
+                "ok": c.ok,
+                "verdict": f"skipped: {c.verdict}" if c.skipped else c.verdict,
+                "hint": c.hint,
+                "details": c.details,
+                "state": c.state.value,
+            }
+            for c in checks
+        ],
     }

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hamustro_cli.problems import SpoolProblem
+
 
 class HamustroError(Exception):
     """Base of everything the library raises on purpose."""
@@ -17,3 +22,11 @@ class InputError(HamustroError):
 
 class SpoolError(HamustroError):
     """The spool directory or database cannot be used. Nothing in it was changed."""
+
+    def __init__(self, message: str, kind: SpoolProblem | None = None):
+        super().__init__(message)
+        if kind is None:
+            from hamustro_cli.problems import SpoolProblem
+
+            kind = SpoolProblem.OTHER
+        self.kind: SpoolProblem = kind

@@ -1,9 +1,12 @@
-"""The session: the collection attributes every event of one session is sent with."""
+"""The session: the collection attributes every event of one session is sent with, and its id."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from hamustro_cli.config import Config
 
 
 def sha256hex(text: str) -> str:
@@ -17,13 +20,18 @@ def session_id(device_id_hash: str, client_id: str, system_version: str, product
 
 
 class Session(NamedTuple):
-    session: str
+    id: str  # the session id (the protocol's `session` field)
     device_id: str  # already sha256hex(raw device id): what is sent
     client_id: str
     system_version: str
     product_version: str
     system: str | None = None
     product_git_hash: str | None = None
+
+    @property
+    def session(self) -> str:
+        """The session id under its protocol name (kept for programs written against it)."""
+        return self.id
 
     @classmethod
     def from_settings(
@@ -38,7 +46,7 @@ class Session(NamedTuple):
         """Build from the raw device id, as configured."""
         hashed = sha256hex(device_id)
         return cls(
-            session=session_id(hashed, client_id, system_version, product_version),
+            id=session_id(hashed, client_id, system_version, product_version),
             device_id=hashed,
             client_id=client_id,
             system_version=system_version,
@@ -47,5 +55,22 @@ class Session(NamedTuple):
             product_git_hash=product_git_hash,
         )
 
+    @classmethod
+    def from_config(cls, config: Config) -> Session:
+        """The configured session; a ConfigError names any of its settings that is missing."""
+        from hamustro_cli.config import SESSION_KEYS
+
+        values = config.require(SESSION_KEYS).values
+        return cls.from_settings(
+            values["device_id"],
+            values["client_id"],
+            values["system_version"],
+            values["product_version"],
+            values["system"],
+            values["product_git_hash"],
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return self._asdict()
+        """The attributes under their protocol names (`session` for the id)."""
+        data = self._asdict()
+        return {"session": data.pop("id"), **data}

@@ -1,9 +1,11 @@
-"""The durable queue: one SQLite database (WAL) in the spool directory.
+"""The durable queue: one SQLite database (WAL) in the spool directory. Every SQL statement
+and every state of an event lives in this module.
 
-Each session's collection attributes live in `sessions` beside its `nr` counter, so events
-of an old session are sent later under their own attributes. Events move through states:
-pending -> sending (claimed by the one running flush) -> deleted after a 200, or back to
-pending, or to rejected (the collector refused them with a 400; kept, never deleted).
+Each session's collection attributes live in `sessions` beside its `nr` counter, so events of
+an old session are sent later under their own attributes. An event is PENDING until the
+collector takes it (it is then deleted) or refuses it with a 400 (REJECTED: kept, never
+deleted). The batch a flush is sending is not a state of its rows but one mark, the batch's id
+range (see `mark`); `counts` reports those events as sending.
 """
 
 from __future__ import annotations
@@ -11,70 +13,37 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-import stat
-import time
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from hamustro_cli.errors import SpoolError
+from hamustro_cli.events import NewEvent
 from hamustro_cli.session import Session
+from hamustro_cli.spooldir import DB_NAME, ignore_file_size_signal, prepare_dir, private_file, tighten
 
-DB_NAME = "spool.sqlite3"
-LOCK_NAME = "flush.lock"
-LOG_NAME = "flush.log"
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
 
-PENDING, SENDING, REJECTED = 0, 1, 2
-STATE_NAMES = {PENDING: "pending", SENDING: "sending", REJECTED: "rejected"}
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "NewEvent", "Spool", "State"]
 
-# Numbered migrations: MIGRATIONS[i] brings the schema from version i to i + 1. Each runs in
-# one transaction together with the new PRAGMA user_version, so it is applied whole or not at all.
-MIGRATIONS: list[tuple[str, ...]] = [
-    (
-        """CREATE TABLE sessions (
-            id INTEGER PRIMARY KEY,
-            session TEXT NOT NULL UNIQUE,
-            device_id TEXT NOT NULL,
-            client_id TEXT NOT NULL,
-            system_version TEXT NOT NULL,
-            product_version TEXT NOT NULL,
-            system TEXT,
-            product_git_hash TEXT,
-            last_nr INTEGER NOT NULL DEFAULT 0
-        )""",
-        """CREATE TABLE events (
-            id INTEGER PRIMARY KEY,
-            session_id INTEGER NOT NULL REFERENCES sessions(id),
-            nr INTEGER NOT NULL,
-            at INTEGER NOT NULL,
-            event TEXT NOT NULL,
-            user_id INTEGER,
-            ip TEXT,
-            parameters TEXT,
-            is_testing INTEGER NOT NULL DEFAULT 0,
-            state INTEGER NOT NULL DEFAULT 0,
-            reason TEXT,
-            UNIQUE (session_id, nr)
-        )""",
-        "CREATE INDEX events_by_state ON events (state, session_id, id)",
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        "INSERT INTO meta (key, value) VALUES ('created_at', CAST(strftime('%s','now') AS TEXT))",
-    ),
-]
-SCHEMA_VERSION = len(MIGRATIONS)
+# migrations.SCHEMA_VERSION, known here so that opening an up-to-date spool (every `track`)
+# need not load the migrations (tests/test_layout.py checks that the two agree).
+SCHEMA_VERSION = 1
 
 
-# NamedTuples rather than frozen dataclasses: far cheaper to create at import, which `track`
-# pays on every call.
-class NewEvent(NamedTuple):
-    event: str
-    at: int
-    user_id: int | None = None
-    ip: str | None = None
-    parameters: str | None = None
-    is_testing: bool = False
+class State(IntEnum):
+    """The `state` column of an event. (Being sent is the mark, not a state: see `mark`.)"""
+
+    PENDING = 0
+    REJECTED = 2
 
 
-ID, NR = 0, 1  # columns of a claimed row (laid out as QueuedEvent)
+_PENDING, _REJECTED = int(State.PENDING), int(State.REJECTED)
+
+# columns of a batch row (laid out as QueuedEvent)
+ID: Final = 0
+NR: Final = 1
 
 
 class QueuedEvent(NamedTuple):
@@ -94,97 +63,119 @@ class SessionRow(NamedTuple):
     last_nr: int
 
 
+class Counts(NamedTuple):
+    """Events of one session (or all of them) by what is happening to them."""
+
+    pending: int = 0
+    sending: int = 0  # in the batch a flush marked (still PENDING in the table)
+    rejected: int = 0
+    oldest_live: int | None = None  # id of the oldest pending or sending event
+    oldest: int | None = None  # id of the oldest event in any state
+
+    @property
+    def live(self) -> int:
+        """Not yet delivered and not set aside: what a flush will send."""
+        return self.pending + self.sending
+
+
+def total(counts: dict[int, Counts]) -> Counts:
+    lives = [c.oldest_live for c in counts.values() if c.oldest_live is not None]
+    alls = [c.oldest for c in counts.values() if c.oldest is not None]
+    return Counts(
+        sum(c.pending for c in counts.values()),
+        sum(c.sending for c in counts.values()),
+        sum(c.rejected for c in counts.values()),
+        min(lives) if lives else None,
+        min(alls) if alls else None,
+    )
+
+
+class SyncState(NamedTuple):
+    """Where sending stands, as the flushes left it. Values from the file are not trusted:
+    a malformed one reads as unset."""
+
+    created_at: int = 0
+    last_sync_time: int | None = None
+    backoff_until: int | None = None
+    failures: int = 0
+    halted: str | None = None  # why sending stopped (the collector rejected the signature)
+
+    @property
+    def last_sync_or_creation(self) -> int:
+        return self.last_sync_time or self.created_at
+
+
+def _int(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
     """Turn a sqlite3/OS error into a message that says what is wrong and what to do."""
+    from hamustro_cli.problems import SpoolProblem
+
     text = str(exc)
     low = text.lower()
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        why = f"no space left to write {path} ({os.strerror(exc.errno)})"
+        kind, why = SpoolProblem.NO_SPACE, f"no space left to write {path} ({os.strerror(exc.errno)})"
     elif "disk is full" in low or "disk i/o error" in low:
+        kind = SpoolProblem.NO_SPACE
         why = f"cannot write {path}: the disk is full or a file-size limit was hit ({text})"
     elif "not a database" in low or "malformed" in low:
+        kind = SpoolProblem.CORRUPT
         why = (
             f"{path} is corrupt ({text}); move it aside to start a new spool "
             "(its events can then be inspected with sqlite3)"
         )
     elif "readonly" in low or "permission" in low or (isinstance(exc, PermissionError)):
-        why = f"{path} is not writable ({text})"
+        kind, why = SpoolProblem.NOT_WRITABLE, f"{path} is not writable ({text})"
     elif "unable to open" in low:
+        kind = SpoolProblem.CANNOT_OPEN
         why = f"cannot open {path} ({text}): check that the spool directory exists and is writable"
     elif "locked" in low or "busy" in low:
-        why = f"{path} stayed locked by another process for too long ({text})"
+        kind, why = SpoolProblem.LOCKED, f"{path} stayed locked by another process for too long ({text})"
     else:
-        why = f"{path}: {text}"
-    return SpoolError(f"spool error while {doing}: {why}")
+        kind, why = SpoolProblem.OTHER, f"{path}: {text}"
+    return SpoolError(f"spool error while {doing}: {why}", kind)
 
 
-def prepare_dir(directory: str) -> None:
-    """Create the spool directory 0700, or tighten it if we own it."""
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    except FileExistsError:
-        raise SpoolError(f"spool path {directory} exists and is not a directory") from None
-    except PermissionError:
-        raise SpoolError(f"cannot create spool directory {directory}: permission denied") from None
-    except NotADirectoryError:
-        raise SpoolError(f"cannot create spool directory {directory}: a parent is not a directory") from None
-    except OSError as exc:
-        raise SpoolError(f"cannot create spool directory {directory}: {exc.strerror}") from None
-    st = os.stat(directory)
-    if not stat.S_ISDIR(st.st_mode):
-        raise SpoolError(f"spool path {directory} exists and is not a directory")
-    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
-        os.chmod(directory, 0o700)
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise SpoolError(f"spool directory {directory} is not writable by this user")
+class _Transaction:
+    def __init__(self, spool: Spool, doing: str):
+        self.spool, self.doing = spool, doing
 
-
-def private_file(path: str) -> None:
-    """Create path 0600 if missing (SQLite gives its -wal and -shm files the same mode)."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-    except IsADirectoryError:
-        raise SpoolError(f"spool file {path} is a directory") from None
-    except OSError as exc:
-        raise SpoolError(f"cannot create spool file {path}: {exc.strerror}") from None
-    try:
-        st = os.fstat(fd)
-        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
-def tighten(path: str) -> None:
-    """An existing spool file others can read (an older version, a copy) becomes owner-only.
-
-    Never adds a permission: a read-only file stays read-only."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return
-    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
+    def __enter__(self) -> sqlite3.Connection:
         try:
-            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
-        except OSError:
-            pass
+            self.spool.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _spool_error(exc, self.spool.path, self.doing) from None
+        return self.spool.db
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        db = self.spool.db
+        if exc_type is None:
+            try:
+                db.execute("COMMIT")
+                return
+            except sqlite3.Error as err:
+                exc = err
+        if db.in_transaction:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        if isinstance(exc, (sqlite3.Error, OSError)):
+            raise _spool_error(exc, self.spool.path, self.doing) from None
 
 
 class Spool:
     """One connection to the spool database. Not shared between threads."""
 
     def __init__(self, directory: str | os.PathLike[str]):
-        # plain strings, not pathlib: see config.py
         self.directory = os.fspath(directory)
         self.path = os.path.join(self.directory, DB_NAME)
-        try:
-            # _signal, not signal: signal.py's enum set-up costs track ~0.7 ms for one call.
-            import _signal
-
-            # Under a file-size limit, let writes fail with EFBIG instead of killing us.
-            _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
-        except (AttributeError, ValueError):  # pragma: no cover - no SIGXFSZ, or not main thread
-            pass
+        ignore_file_size_signal()
         prepare_dir(self.directory)
         if not os.path.exists(self.path):
             private_file(self.path)
@@ -197,7 +188,10 @@ class Spool:
         except sqlite3.Error as exc:
             raise _spool_error(exc, self.path, "opening the spool") from None
         try:
-            self._migrate()
+            if _user_version(self.db) != SCHEMA_VERSION:
+                from hamustro_cli.migrations import migrate
+
+                migrate(self.db, self.path)
         except SpoolError:
             self.db.close()
             raise
@@ -205,31 +199,12 @@ class Spool:
             self.db.close()
             raise _spool_error(exc, self.path, "opening the spool") from None
 
-    # -- schema -----------------------------------------------------------------------------
-
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
-            return
-        if version > SCHEMA_VERSION:
-            raise SpoolError(
-                f"spool {self.path} has schema version {version}, newer than this hamustro "
-                f"understands ({SCHEMA_VERSION}); upgrade hamustro, or use another --spool-dir. "
-                "Nothing was changed."
-            )
-        if version == 0:
-            # WAL is a property of the file: set it once, outside any transaction.
-            self.db.execute("PRAGMA journal_mode=WAL")
-        with self.transaction():
-            version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            for number in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[number]:
-                    self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {number + 1}")
-
     @property
     def schema_version(self) -> int:
-        return self.db.execute("PRAGMA user_version").fetchone()[0]
+        try:
+            return _user_version(self.db)
+        except sqlite3.Error as exc:
+            raise _spool_error(exc, self.path, "reading the spool") from None
 
     def close(self) -> None:
         self.db.close()
@@ -242,69 +217,44 @@ class Spool:
 
     # -- transactions -----------------------------------------------------------------------
 
-    class _Txn:
-        def __init__(self, spool: Spool, doing: str):
-            self.spool, self.doing = spool, doing
-
-        def __enter__(self) -> sqlite3.Connection:
-            try:
-                self.spool.db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _spool_error(exc, self.spool.path, self.doing) from None
-            return self.spool.db
-
-        def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-            db = self.spool.db
-            if exc_type is None:
-                try:
-                    db.execute("COMMIT")
-                    return
-                except sqlite3.Error as err:
-                    exc = err
-            if db.in_transaction:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            if isinstance(exc, (sqlite3.Error, OSError)):
-                raise _spool_error(exc, self.spool.path, self.doing) from None
-
-    def transaction(self, doing: str = "updating the spool") -> Spool._Txn:
+    def transaction(self, doing: str = "updating the spool") -> _Transaction:
         """BEGIN IMMEDIATE ... COMMIT, rolled back whole on any error."""
-        return Spool._Txn(self, doing)
+        return _Transaction(self, doing)
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self.db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise _spool_error(exc, self.path, "reading the spool") from None
 
-    # -- meta -------------------------------------------------------------------------------
+    def relaxed_sync(self) -> AbstractContextManager[None]:
+        """`synchronous = NORMAL` on this connection for the block, then back to what it was.
 
-    def get_meta(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else None
+        For a flush: a lost mark or ack costs at most a resend, never an event, so its own
+        commits need not wait for the disk. `track`'s commits, which make an event durable,
+        must: hence the restore, even when the block fails."""
+        from contextlib import contextmanager
 
-    def get_metas(self, *keys: str) -> dict[str, str]:
+        @contextmanager
+        def relaxed() -> Iterator[None]:
+            (before,) = self._read("PRAGMA synchronous")[0]
+            self.db.execute("PRAGMA synchronous = NORMAL")
+            try:
+                yield
+            finally:
+                self.db.execute(f"PRAGMA synchronous = {int(before)}")
+
+        return relaxed()
+
+    # -- meta (private: the typed records below are the interface) ---------------------------
+
+    def _get_metas(self, *keys: str) -> dict[str, str]:
         marks = ",".join("?" * len(keys))
         return dict(self._read(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys))
 
-    def set_meta(self, **values: str | None) -> None:
-        """Set (or with None, delete) meta keys in one transaction of their own."""
-        with self.transaction("recording state") as db:
-            self._set_meta(db, values)
-
-    @staticmethod
-    def _set_meta(db: sqlite3.Connection, values: dict[str, str | None]) -> None:
-        for key, value in values.items():
-            if value is None:
-                db.execute("DELETE FROM meta WHERE key = ?", (key,))
-            else:
-                db.execute(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (key, value),
-                )
+    def _set_metas(self, doing: str, values: dict[str, str | None]) -> None:
+        with self.transaction(doing) as db:
+            _write_metas(db, values)
 
     # -- queuing ----------------------------------------------------------------------------
 
@@ -317,23 +267,14 @@ class Spool:
             row = db.execute(
                 "UPDATE sessions SET last_nr = last_nr + ?, system = ?, product_git_hash = ? "
                 "WHERE session = ? RETURNING id, last_nr",
-                (count, session.system, session.product_git_hash, session.session),
+                (count, session.system, session.product_git_hash, session.id),
             ).fetchone()
             if row is None:
                 row = db.execute(
                     "INSERT INTO sessions (session, device_id, client_id, system_version, "
                     "product_version, system, product_git_hash, last_nr) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id, last_nr",
-                    (
-                        session.session,
-                        session.device_id,
-                        session.client_id,
-                        session.system_version,
-                        session.product_version,
-                        session.system,
-                        session.product_git_hash,
-                        count,
-                    ),
+                    (*session, count),
                 ).fetchone()
             session_row, last = row
             first = last - count + 1
@@ -348,59 +289,66 @@ class Spool:
             )
         return first, last
 
-    def pending_at_least(self, n: int) -> bool:
-        """True when n or more events wait to be sent; reads at most n index entries.
+    def pending_upto(self, n: int) -> int:
+        """How many events wait to be sent, counted up to n (reads at most n index entries).
 
-        Events marked as sending count too (see claim: they stay in state 0), so events a dead
-        flush left marked still make `flush --if-due` run and put them back."""
-        rows = self._read("SELECT count(*) FROM (SELECT 1 FROM events WHERE state = 0 LIMIT ?)", (n,))
-        return rows[0][0] >= n
+        The marked batch counts too (its rows stay PENDING), so a batch a dead flush left marked
+        still makes `flush --if-due` run and put it back."""
+        rows = self._read(
+            "SELECT count(*) FROM (SELECT 1 FROM events WHERE state = ? LIMIT ?)", (_PENDING, n)
+        )
+        found: int = rows[0][0]
+        return found
 
-    # -- flushing ---------------------------------------------------------------------------
+    # -- one flush's batches ----------------------------------------------------------------
 
-    def sending_range(self) -> tuple[int, int, int] | None:
-        """(session row, first id, last id) of the batch a flush marked as being sent."""
-        raw = self.get_meta("sending")
-        if not raw:
+    def pending_sessions(self) -> list[int]:
+        """Sessions with pending events, the one holding the oldest first (index seeks only)."""
+        oldest = []
+        for (row_id,) in self._read("SELECT id FROM sessions"):
+            rows = self._read(
+                "SELECT min(id) FROM events WHERE state = ? AND session_id = ?", (_PENDING, row_id)
+            )
+            if rows[0][0] is not None:
+                oldest.append((rows[0][0], row_id))
+        return [row_id for _, row_id in sorted(oldest)]
+
+    def next_batch(self, session_row: int, limit: int, after: int = 0) -> list[QueuedEvent]:
+        """The session's oldest `limit` pending events with ids above `after` (a plain read: `mark`
+        claims them), as row tuples laid out like QueuedEvent. Index them with ID, NR, ...:
+        building a QueuedEvent per row costs a flush 6% of its time."""
+        rows: list[QueuedEvent] = self._read(  # plain tuples, typed by their layout
+            "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
+            "WHERE state = ? AND session_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (_PENDING, session_row, after, limit),
+        )
+        return rows
+
+    def mark(self, session_row: int, first_id: int, last_id: int) -> None:
+        """Claim a batch as being sent, before its request goes out.
+
+        The mark is one meta record, the batch's id range, not a write to every row: rewriting
+        1,000 rows (and their index entries) per batch cost a third of a flush's time. Only the
+        flush holding the lock marks, and new events always get higher ids, so the session's
+        pending events in that range are exactly the batch, or what is left of it."""
+        self._set_metas("marking a batch as being sent", {"sending": f"{session_row} {first_id} {last_id}"})
+
+    def _marked(self) -> tuple[int, int, int] | None:
+        """(session row, first id, last id) of the marked batch."""
+        raw = self._get_metas("sending").get("sending")
+        try:
+            session_row, first, last = (int(x) for x in (raw or "").split())
+        except ValueError:
             return None
-        session_row, first, last = (int(x) for x in raw.split())
         return session_row, first, last
 
     def _count_range(self, marked: tuple[int, int, int]) -> int:
         rows = self._read(
-            "SELECT count(*) FROM events WHERE session_id = ? AND state = 0 AND id BETWEEN ? AND ?", marked
+            "SELECT count(*) FROM events WHERE session_id = ? AND state = ? AND id BETWEEN ? AND ?",
+            (marked[0], _PENDING, marked[1], marked[2]),
         )
-        return rows[0][0]
-
-    def retry_rejected(self) -> int:
-        with self.transaction("moving rejected events back to the queue") as db:
-            return db.execute("UPDATE events SET state = 0, reason = NULL WHERE state = 2").rowcount
-
-    def session_rows(self) -> dict[int, SessionRow]:
-        rows = self._read(
-            "SELECT id, session, device_id, client_id, system_version, product_version, system, "
-            "product_git_hash, last_nr FROM sessions"
-        )
-        return {r[0]: SessionRow(id=r[0], attributes=Session(*r[1:8]), last_nr=r[8]) for r in rows}
-
-    def claim(self, session_row: int, limit: int, after: int = 0) -> list[tuple[Any, ...]]:
-        """The session's oldest `limit` pending events with ids above `after`, as row tuples laid
-        out like QueuedEvent (index them with ID, NR, ...: building a QueuedEvent per row costs
-        a flush 6% of its time)."""
-        return self._read(
-            "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
-            "WHERE state = 0 AND session_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (session_row, after, limit),
-        )
-
-    def mark(self, session_row: int, first_id: int, last_id: int) -> None:
-        """Mark a claimed batch as being sent, before its request goes out.
-
-        The mark is one meta record, the batch's id range, not a write to every row: rewriting
-        1,000 rows (and their index entries) per batch cost a third of a flush's time. Only the
-        flush holding the lock claims, and new events always get higher ids, so the session's
-        pending events in that range are exactly the batch, or what is left of it."""
-        self.set_meta(sending=f"{session_row} {first_id} {last_id}")
+        found: int = rows[0][0]
+        return found
 
     def ack(
         self, session_row: int, first_id: int, last_id: int, sync_time: int, first_ack: bool = False
@@ -411,8 +359,8 @@ class Spool:
         backoff or stop: the collector is up and the secret is right."""
         with self.transaction("deleting delivered events") as db:
             db.execute(
-                "DELETE FROM events WHERE session_id = ? AND state = 0 AND id BETWEEN ? AND ?",
-                (session_row, first_id, last_id),
+                "DELETE FROM events WHERE session_id = ? AND state = ? AND id BETWEEN ? AND ?",
+                (session_row, _PENDING, first_id, last_id),
             )
             row = db.execute("SELECT value FROM meta WHERE key = 'sending'").fetchone()
             if row and row[0].split()[::2] == [str(session_row), str(last_id)]:
@@ -420,71 +368,138 @@ class Spool:
             changes: dict[str, str | None] = {"last_sync_time": str(sync_time)}
             if first_ack:
                 changes.update(backoff_until=None, failures=None, halted=None)
-            self._set_meta(db, changes)
+            _write_metas(db, changes)
 
     def release(self) -> int:
         """Drop the mark: the batch is pending again. Returns how many events it still held.
 
         Also how the next flush, holding the lock, puts back what a dead flush left marked."""
-        marked = self.sending_range()
+        marked = self._marked()
         count = self._count_range(marked) if marked else 0
-        self.set_meta(sending=None)
+        self._set_metas("releasing a batch", {"sending": None})
         return count
 
-    def pending_sessions(self) -> list[int]:
-        """Sessions with pending events, the one holding the oldest first (index seeks only)."""
-        oldest = []
-        for (row_id,) in self._read("SELECT id FROM sessions"):
-            rows = self._read("SELECT min(id) FROM events WHERE state = 0 AND session_id = ?", (row_id,))
-            if rows[0][0] is not None:
-                oldest.append((rows[0][0], row_id))
-        return [row_id for _, row_id in sorted(oldest)]
-
     def reject(self, ids: Sequence[int], reason: str) -> None:
+        """Set events aside: the collector refused them (400). They stay until retry_rejected."""
         with self.transaction("setting rejected events aside") as db:
-            db.executemany("UPDATE events SET state = 2, reason = ? WHERE id = ?", [(reason, i) for i in ids])
+            db.executemany(
+                "UPDATE events SET state = ?, reason = ? WHERE id = ?", [(_REJECTED, reason, i) for i in ids]
+            )
+
+    def retry_rejected(self) -> int:
+        with self.transaction("moving rejected events back to the queue") as db:
+            moved: int = db.execute(
+                "UPDATE events SET state = ?, reason = NULL WHERE state = ?", (_PENDING, _REJECTED)
+            ).rowcount
+        return moved
 
     def fill_unknown_ip(self, ip: str) -> None:
         """Events tracked before the route was known get the address this flush found."""
         with self.transaction("filling in addresses") as db:
             db.execute("UPDATE events SET ip = ? WHERE ip = ''", (ip,))
 
+    # -- sync state -------------------------------------------------------------------------
+
+    def sync_state(self) -> SyncState:
+        metas = self._get_metas("created_at", "last_sync_time", "backoff_until", "failures", "halted")
+        return SyncState(
+            created_at=_int(metas.get("created_at")) or 0,
+            last_sync_time=_int(metas.get("last_sync_time")),
+            backoff_until=_int(metas.get("backoff_until")),
+            failures=_int(metas.get("failures")) or 0,
+            halted=metas.get("halted") or None,
+        )
+
+    def record_failure(
+        self,
+        error: dict[str, Any],
+        failures: int,
+        *,
+        backoff_until: int | None = None,
+        halted: str | None = None,
+    ) -> None:
+        """A flush could not deliver: count it, keep its error, and back off or stop."""
+        changes: dict[str, str | None] = {"failures": str(failures), "last_error": _to_json(error)}
+        if halted is not None:
+            changes["halted"] = halted
+        if backoff_until is not None:
+            changes["backoff_until"] = str(backoff_until)
+        self._set_metas("recording a failed send", changes)
+
+    def record_rejection(self, error: dict[str, Any]) -> None:
+        self._set_metas("recording a rejected batch", {"last_error": _to_json(error)})
+
+    def record_success(self, keep_error: bool) -> None:
+        """A flush delivered (or set aside) what it took up: no backoff, no stop, and unless
+        something was rejected, no last error."""
+        clear: dict[str, str | None] = {"backoff_until": None, "failures": None, "halted": None}
+        if not keep_error:
+            clear["last_error"] = None
+        self._set_metas("recording state", clear)
+
+    def last_error(self) -> dict[str, Any] | None:
+        import json
+
+        raw = self._get_metas("last_error").get("last_error")
+        try:
+            error = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return error if isinstance(error, dict) else None
+
+    def resolved_address(self, host: str) -> str | None:
+        """The address the last flush resolved `host` to (`track` never waits on DNS)."""
+        return self._get_metas(f"resolved:{host}").get(f"resolved:{host}")
+
+    def remember_address(self, host: str, address: str) -> None:
+        if self.resolved_address(host) != address:
+            self._set_metas("recording the collector's address", {f"resolved:{host}": address})
+
     # -- looking ----------------------------------------------------------------------------
 
-    def counts(self) -> dict[int, dict[int, tuple[int, int]]]:
-        """{session_row: {state: (count, oldest id)}}, from the index alone."""
-        out: dict[int, dict[int, tuple[int, int]]] = {}
+    def session_rows(self) -> dict[int, SessionRow]:
+        rows = self._read(
+            "SELECT id, session, device_id, client_id, system_version, product_version, system, "
+            "product_git_hash, last_nr FROM sessions"
+        )
+        return {r[0]: SessionRow(id=r[0], attributes=Session(*r[1:8]), last_nr=r[8]) for r in rows}
+
+    def counts(self) -> dict[int, Counts]:
+        """{session row: Counts}, from the index alone."""
+        by_session: dict[int, list[Any]] = {}
         for state, session_row, count, oldest in self._read(
             "SELECT state, session_id, count(*), min(id) FROM events GROUP BY state, session_id"
         ):
-            out.setdefault(session_row, {})[state] = (count, oldest)
-        marked = self.sending_range()
-        if marked and PENDING in out.get(marked[0], {}):
-            # the batch in flight is still in state 0: report it apart from what waits
-            sending = self._count_range(marked)
-            count, oldest = out[marked[0]][PENDING]
-            if sending:
-                out[marked[0]][SENDING] = (sending, oldest)
-                if count > sending:
-                    out[marked[0]][PENDING] = (count - sending, oldest)
-                else:
-                    del out[marked[0]][PENDING]
-        return out
+            entry = by_session.setdefault(session_row, [0, 0, 0, None, oldest])
+            entry[4] = min(entry[4], oldest)
+            if state == _PENDING:
+                entry[0], entry[3] = count, oldest
+            elif state == _REJECTED:
+                entry[2] = count
+        marked = self._marked()
+        if marked and marked[0] in by_session and by_session[marked[0]][0]:
+            # the batch in flight is still PENDING in the table: report it apart from what waits
+            entry = by_session[marked[0]]
+            sending = min(self._count_range(marked), entry[0])
+            entry[0] -= sending
+            entry[1] = sending
+        return {row: Counts(*entry) for row, entry in by_session.items()}
+
+    def totals(self) -> Counts:
+        return total(self.counts())
 
     def at_of(self, event_id: int) -> int | None:
         rows = self._read("SELECT at FROM events WHERE id = ?", (event_id,))
         return rows[0][0] if rows else None
 
-    def iter_events(
-        self, limit: int | None = None, states: Sequence[int] = (0, 1, 2)
-    ) -> Iterator[dict[str, Any]]:
-        marks = ",".join("?" * len(states))
+    def iter_events(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every queued event, oldest first, for `status --events`."""
         sql = (
             "SELECT e.id, s.session, e.nr, e.at, e.event, e.user_id, e.ip, e.parameters, "
-            f"e.is_testing, e.state, e.reason FROM events e JOIN sessions s ON s.id = e.session_id "
-            f"WHERE e.state IN ({marks}) ORDER BY e.id"
+            "e.is_testing, e.state, e.reason FROM events e JOIN sessions s ON s.id = e.session_id "
+            "ORDER BY e.id"
         )
-        params: list[Any] = list(states)
+        params: list[Any] = []
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -499,23 +514,30 @@ class Spool:
                 "ip": r[6] or None,
                 "parameters": r[7],
                 "is_testing": bool(r[8]),
-                "state": STATE_NAMES[r[9]],
+                "state": "rejected" if r[9] == _REJECTED else "pending",
                 "reason": r[10],
             }
 
-    # -- errors and backoff -----------------------------------------------------------------
 
-    def record_error(self, error: dict[str, Any] | None, **extra: str | None) -> None:
-        import json
-
-        self.set_meta(last_error=None if error is None else json.dumps(error), **extra)
-
-    def last_error(self) -> dict[str, Any] | None:
-        import json
-
-        raw = self.get_meta("last_error")
-        return json.loads(raw) if raw else None
+def _user_version(db: sqlite3.Connection) -> int:
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
+    return version
 
 
-def now() -> int:
-    return int(time.time())
+def _write_metas(db: sqlite3.Connection, values: dict[str, str | None]) -> None:
+    """Set (or with None, delete) meta keys inside the caller's transaction."""
+    for key, value in values.items():
+        if value is None:
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+
+def _to_json(error: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(error)

@@ -8,18 +8,48 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import IntEnum
+from typing import Any, NamedTuple
 
 import requests
 
 from hamustro_cli import wire
+from hamustro_cli.log import DEBUG, INFO, Log, no_log
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504}) | frozenset(range(505, 600))
 MAX_WAIT = 30.0  # longest pause between two tries within one flush (seconds)
 
-Log = Callable[[int, str], None]
+
+class Failure(IntEnum):
+    """How a request failed without an HTTP answer."""
+
+    TLS = 1
+    TIMEOUT = 2
+    UNREACHABLE = 3
+    REQUEST = 4  # another requests error
+    BAD_URL = 5
+
+
+class RequestProblem(NamedTuple):
+    kind: Failure
+    detail: str
+    transient: bool
+
+
+def request_problem(exc: Exception, url: str, timeout: float) -> RequestProblem:
+    """What a requests exception (or urllib3's ValueError for a bad URL) means, for a POST
+    to the collector and for doctor's GET alike."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return RequestProblem(Failure.TLS, f"TLS error talking to {url}: {_short(exc)}", False)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return RequestProblem(Failure.TIMEOUT, f"no answer from {url} within {timeout:g} s", True)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return RequestProblem(Failure.UNREACHABLE, f"cannot reach {url}: {_short(exc)}", True)
+    if isinstance(exc, requests.exceptions.RequestException):
+        return RequestProblem(Failure.REQUEST, f"request to {url} failed: {_short(exc)}", True)
+    return RequestProblem(Failure.BAD_URL, f"cannot send to {url}: {exc}", False)
 
 
 @dataclass(frozen=True)
@@ -75,7 +105,7 @@ class Transport:
         self.timeout = timeout
         self.retries = retries
         self.retry_delay = retry_delay
-        self.log = log or (lambda level, msg: None)
+        self.log = log or no_log
         self.http = requests.Session()
         # Passed with each request: requests lets REQUESTS_CA_BUNDLE override a Session's verify.
         self.verify = verify
@@ -85,12 +115,27 @@ class Transport:
 
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
+    @classmethod
+    def from_config(
+        cls, values: Mapping[str, Any], log: Log | None = None, retries: int | None = None
+    ) -> Transport:
+        """A transport as the settings describe it (`retries` overrides the configured count)."""
+        return cls(
+            values["collector_url"],
+            values["shared_secret_key"],
+            values["timeout"],
+            verify_option(values),
+            values["retries"] if retries is None else retries,
+            values["retry_delay"],
+            log,
+        )
+
     def close(self) -> None:
         self.http.close()
 
     def post_once(self, body: bytes) -> Answer:
         headers = wire.headers(body, self._secret, int(time.time()))
-        self.log(2, f"POST {self.url} ({len(body)} bytes)")
+        self.log(DEBUG, f"POST {self.url} ({len(body)} bytes)")
         try:
             resp = self.http.post(
                 self.url,
@@ -100,23 +145,17 @@ class Transport:
                 allow_redirects=False,
                 verify=self.verify,
             )
-        except requests.exceptions.SSLError as exc:
-            return Answer(None, f"TLS error talking to {self.url}: {_short(exc)}", transient=False)
-        except requests.exceptions.Timeout:
-            return Answer(None, f"no answer from {self.url} within {self.timeout:g} s", transient=True)
-        except requests.exceptions.ConnectionError as exc:
-            return Answer(None, f"cannot reach {self.url}: {_short(exc)}", transient=True)
-        except requests.exceptions.RequestException as exc:
-            return Answer(None, f"request to {self.url} failed: {_short(exc)}", transient=True)
-        except ValueError as exc:  # urllib3's LocationParseError and kin: the URL itself is bad
-            return Answer(None, f"cannot send to {self.url}: {exc}", transient=False)
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            # ValueError: urllib3's LocationParseError and kin: the URL itself is bad
+            problem = request_problem(exc, self.url, self.timeout)
+            return Answer(None, problem.detail, transient=problem.transient)
         status = resp.status_code
         try:
             text = resp.text[:200].strip()
         except Exception:  # pragma: no cover - undecodable body
             text = ""
         resp.close()
-        self.log(2, f"answer {status}" + (f": {text}" if text else ""))
+        self.log(DEBUG, f"answer {status}" + (f": {text}" if text else ""))
         retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
         return Answer(
             status,
@@ -139,11 +178,11 @@ class Transport:
                     # Too long to wait inside one flush: give up now, the persisted backoff honours it.
                     return Answer(answer.status, answer.detail, True, answer.retry_after, attempt)
                 delay = max(delay, answer.retry_after)
-            self.log(1, f"{answer.detail}; retry {attempt} of {self.retries} in {delay:.2f} s")
+            self.log(INFO, f"{answer.detail}; retry {attempt} of {self.retries} in {delay:.2f} s")
             sleep(delay)
 
 
-def verify_option(values: dict[str, Any] | Any) -> bool | str:
+def verify_option(values: Mapping[str, Any]) -> bool | str:
     """requests' verify= from the config: the CA bundle when one is set, else tls_verify."""
     return str(values["ca_bundle"]) if values["ca_bundle"] else bool(values["tls_verify"])
 

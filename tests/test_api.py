@@ -70,3 +70,35 @@ def test_api_errors_are_library_exceptions(collector, spool_dir):
         make(collector, spool_dir, colour="blue")
     with make(collector, spool_dir) as t, pytest.raises(InputError, match="user_id|--user-id"):
         t.track_event("x", user_id=-1)
+
+
+def synchronous(tracker: ClientTracker) -> int:
+    return tracker.spool.db.execute("PRAGMA synchronous").fetchone()[0]
+
+
+FULL = 2  # PRAGMA synchronous: 1 is NORMAL, which does not sync a WAL commit
+
+
+@pytest.mark.parametrize("outcome", ["delivered", "collector down"])
+def test_track_after_flush_on_the_same_tracker_still_syncs(collector, spool_dir, outcome):
+    # A flush relaxes its own commits to synchronous = NORMAL; the tracker's next track_event
+    # must again commit with FULL, which fsyncs the WAL: otherwise a power cut loses the event.
+    url = collector.url if outcome == "delivered" else "http://127.0.0.1:9"
+    with ClientTracker(
+        collector_url=url,
+        shared_secret_key=SECRET,
+        device_id="dev",
+        client_id="api",
+        system_version="1",
+        product_version="2",
+        spool_dir=spool_dir,
+        flush="off",
+        retries=0,
+    ) as t:
+        t.track_event("before")
+        assert synchronous(t) == FULL
+        report = t.flush()
+        assert report.ok is (outcome == "delivered")
+        assert synchronous(t) == FULL
+        t.track_event("after")
+        assert synchronous(t) == FULL

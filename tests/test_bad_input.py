@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from conftest import SETTINGS, as_plain_user, invoke, run, run_unprivileged, write_config
 
-from hamustro_cli import tracker
+from hamustro_cli import events
 from hamustro_cli.spool import DB_NAME, SCHEMA_VERSION, Spool
 
-MAX = tracker.MAX_PARAMS_BYTES
+MAX = events.MAX_PARAMS_BYTES
 U32 = 2**32 - 1
 
 # -- helpers --------------------------------------------------------------------------------

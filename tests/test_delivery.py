@@ -209,10 +209,10 @@ def test_retention_trigger_counts_spool_creation_as_last_sync(isolated, collecto
         **{**SETTINGS, "flush": "inline"},
     )
     assert json.loads(invoke("track", "first", "--json").stdout)["flush"] == "not-due"
-    from hamustro_cli.spool import Spool
+    import sqlite3
 
-    with Spool(spool_dir) as spool:  # pretend the spool was made two minutes ago
-        spool.set_meta(created_at=str(int(time.time()) - 120))
+    with sqlite3.connect(spool_dir / "spool.sqlite3") as db:  # pretend the spool was made two minutes ago
+        db.execute("UPDATE meta SET value = ? WHERE key = 'created_at'", (str(int(time.time()) - 120),))
     assert json.loads(invoke("track", "second", "--json").stdout)["flush"] == "sent"
     assert len(collector.received()) == 2
 
@@ -285,7 +285,7 @@ def test_crashed_flush_claims_return_to_pending(config, collector, spool_dir):
     invoke("track", "b")
     with Spool(spool_dir) as spool:  # a flush that died after claiming
         row = spool.pending_sessions()[0]
-        batch = spool.claim(row, 10)
+        batch = spool.next_batch(row, 10)
         assert len(batch) == 2
         spool.mark(row, batch[0][0], batch[-1][0])
     st = json.loads(invoke("status", "--json").stdout)

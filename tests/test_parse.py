@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hamustro_cli.errors import InputError
-from hamustro_cli.tracker import MAX_EVENT_BYTES, MAX_PARAMS_BYTES, _parse_line, parse_lines
+from hamustro_cli.events import MAX_EVENT_BYTES, MAX_PARAMS_BYTES, _parse_line, parse_lines
 
 GOOD = [
     {"event": "a"},

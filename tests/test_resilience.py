@@ -35,7 +35,7 @@ def wait_until(predicate, seconds: float = 60, step: float = 0.05) -> bool:
 
 
 def no_flush_running(spool_dir: Path) -> bool:
-    from hamustro_cli.tracker import flush_running
+    from hamustro_cli.spooldir import flush_running
 
     return not flush_running(spool_dir)
 

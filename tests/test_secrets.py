@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 from conftest import SECRET, SETTINGS, run, start_collector, write_config
 
-from hamustro_cli.spool import DB_NAME, LOG_NAME, Spool
+from hamustro_cli.spool import Spool
+from hamustro_cli.spooldir import DB_NAME, LOG_NAME
 
 VERBOSITY = [[], ["-v"], ["-vv"]]
 

@@ -1,0 +1,75 @@
+"""What one flush did, as the CLI prints it and the Python API returns it. Loaded only when a
+flush runs (track's own result, TrackResult, is in tracker.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import IntEnum
+from typing import Any
+
+from hamustro_cli.session import Session
+
+
+class Skip(IntEnum):
+    """Why a flush attempted nothing (FlushReport.skip)."""
+
+    NOT_DUE = 1
+    LOCKED = 2  # another flush holds the lock
+
+
+class FlushReport:
+    """What one flush did; filled in as it goes."""
+
+    def __init__(self, dry_run: bool = False):
+        self.sent = 0
+        self.failed = 0
+        self.rejected = 0
+        self.pending = 0
+        self.batches: list[dict[str, Any]] = []
+        self.skip: Skip | None = None  # set when nothing was attempted
+        self.skipped: str | None = None  # why, for people
+        self.error: str | None = None
+        self.dry_run = dry_run
+
+    def skipped_because(self, skip: Skip, why: str) -> FlushReport:
+        self.skip, self.skipped = skip, why
+        return self
+
+    def add_batch(
+        self,
+        session: Session,
+        batch: Sequence[Sequence[Any]],
+        size: int,
+        status: int | None,
+        attempts: int | None,
+    ) -> None:
+        """One batch (rows laid out as spool.QueuedEvent) and the collector's answer to it."""
+        entry: dict[str, Any] = {
+            "session": session.id,
+            "events": len(batch),
+            "bytes": size,
+            "first_nr": batch[0][1],
+            "last_nr": batch[-1][1],
+            "status": status,
+        }
+        if attempts is not None:
+            entry["attempts"] = attempts
+        self.batches.append(entry)
+
+    @property
+    def ok(self) -> bool:
+        """Everything this flush took up was delivered. (Events tracked while it finished may
+        be pending: they are not undelivered, just new.)"""
+        return self.failed == 0 and self.rejected == 0 and self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "pending": self.pending,
+            "batches": self.batches,
+            "skipped": self.skipped,
+            "error": self.error,
+            "dry_run": self.dry_run,
+        }

@@ -1,0 +1,60 @@
+"""The parent end of the background flush: `track` starts a detached
+`python -m hamustro_cli.background` (the child end, background.py) and returns at once.
+
+Two modules, not one: the child runs a ClientTracker, and the tracker starts the child, so
+one module holding both ends would be an import cycle."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from hamustro_cli.config import Config
+from hamustro_cli.spooldir import LOG_NAME
+
+CHILD_MODULE = "hamustro_cli.background"
+LOG_LIMIT = 1024 * 1024  # flush.log is rotated to flush.log.1 past this size
+
+
+def child_environment(config: Config, environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The resolved settings in HAMUSTRO_* variables (never in argv, where other users could
+    read the secret), so that the child flushes with exactly this configuration; HAMUSTRO_*
+    variables the caller's config ignored (the Python API reads none) are dropped."""
+    env = {k: v for k, v in environ.items() if not k.startswith("HAMUSTRO_")}
+    for key, value in config.values.items():
+        if config.sources.get(key) == "default" or value is None:
+            continue
+        env["HAMUSTRO_" + key.upper()] = (
+            ("true" if value else "false") if isinstance(value, bool) else str(value)
+        )
+    env["HAMUSTRO_SPOOL_DIR"] = config.spool_dir  # absolute (load_config), as the child runs in /
+    env["HAMUSTRO_CONFIG"] = os.devnull  # everything it needs is in the environment
+    return env
+
+
+def spawn_background_flush(config: Config) -> None:
+    """Start a detached `flush --if-due` that holds none of the caller's terminal or pipes;
+    its output goes to flush.log in the spool directory."""
+    import subprocess
+
+    env = child_environment(config, os.environ)
+    log_path = os.path.join(config.spool_dir, LOG_NAME)
+    try:
+        if os.stat(log_path).st_size > LOG_LIMIT:
+            os.replace(log_path, log_path + ".1")
+    except OSError:
+        pass
+    fd = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    try:
+        subprocess.Popen(
+            [sys.executable, "-m", CHILD_MODULE],
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            env=env,
+            close_fds=True,
+            start_new_session=True,
+            cwd="/",
+        )
+    finally:
+        os.close(fd)

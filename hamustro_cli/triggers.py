@@ -1,0 +1,81 @@
+"""When to send: the protocol's triggers (queue size, retention), the backoff after failed
+sends and the stop after a rejected signature. Pure rules: the caller passes the spool's
+sync state, the pending count and the clock."""
+
+from __future__ import annotations
+
+import time
+from enum import IntEnum
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from hamustro_cli.spool import SyncState
+
+BACKOFF_CAP = 3600  # seconds: the longest persisted backoff after failures
+RETRY_AFTER_CAP = 24 * 3600  # seconds: the longest Retry-After honoured
+HALT_STATUS = 405  # the collector rejected the signature: retrying cannot help
+
+
+class Why(IntEnum):
+    """Why a send is or is not due."""
+
+    HALTED = 1
+    NOTHING_PENDING = 2
+    BACKING_OFF = 3
+    QUEUE_SIZE = 4
+    RETENTION = 5
+    WAITING = 6  # below queue_size, last sync within queue_retention
+
+
+class Due(NamedTuple):
+    fires: bool  # send now
+    why: Why
+    reason: str  # the same, for people
+    next_at: int | None  # when it fires next if nothing changes (None: not by itself)
+
+
+def due(sync: SyncState, pending: int, queue_size: int, queue_retention: int, now: int) -> Due:
+    """Do the triggers fire at `now`, and if not, when next? `pending` may be counted only up
+    to queue_size (Spool.pending_upto)."""
+    if sync.halted:
+        return Due(False, Why.HALTED, f"halted: {sync.halted} (run 'hamustro flush' after fixing it)", None)
+    if pending < 1:
+        return Due(False, Why.NOTHING_PENDING, "nothing pending", None)
+    retention_at = sync.last_sync_or_creation + queue_retention * 60
+    full = pending >= queue_size
+    backoff_until = sync.backoff_until or 0
+    if backoff_until > now:
+        return Due(
+            False,
+            Why.BACKING_OFF,
+            f"backing off after failures until {_clock(backoff_until)}",
+            backoff_until if full else max(backoff_until, retention_at),
+        )
+    if full:
+        return Due(True, Why.QUEUE_SIZE, f"queue_size reached ({queue_size} or more pending)", now)
+    if now >= retention_at:
+        return Due(True, Why.RETENTION, f"last sync older than queue_retention ({queue_retention} min)", now)
+    return Due(
+        False,
+        Why.WAITING,
+        f"below queue_size ({queue_size}) and last sync within queue_retention ({queue_retention} min)",
+        retention_at,
+    )
+
+
+def halts(status: int | None) -> bool:
+    """Does this answer stop sending until someone runs `hamustro flush`?"""
+    return status == HALT_STATUS
+
+
+def backoff_until(failures: int, now: int, retry_after: float | None, jitter: float) -> int:
+    """When to try again after `failures` failed flushes in a row: 1, 2, 4 ... minutes (times
+    `jitter`, from 0.75 to 1), capped at an hour, and at least the collector's Retry-After."""
+    wait = min(BACKOFF_CAP, 60 * 2 ** min(max(failures, 1) - 1, 6)) * jitter
+    if retry_after:
+        wait = max(wait, min(retry_after, RETRY_AFTER_CAP))
+    return int(now + wait)
+
+
+def _clock(epoch: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))

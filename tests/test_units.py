@@ -1,0 +1,272 @@
+"""Unit tests beside the end-to-end suites: the spool's state changes on a real SQLite file,
+the trigger rules with a fixed clock, and the transport's retries with a fake sleep against a
+real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import SECRET, ScriptedServer
+
+from hamustro_cli import triggers
+from hamustro_cli.events import NewEvent
+from hamustro_cli.session import Session
+from hamustro_cli.spool import ID, NR, Counts, Spool, State, SyncState
+from hamustro_cli.transport import MAX_WAIT, Transport
+
+SESSION = Session.from_settings("dev", "client", "1", "2")
+OTHER = Session.from_settings("dev", "client", "1", "3")
+
+
+def queue(spool: Spool, n: int, session: Session = SESSION) -> tuple[int, int]:
+    return spool.enqueue(session, [NewEvent(f"e{i}", 1_700_000_000 + i) for i in range(n)])
+
+
+def states(path: Path) -> list[tuple[int, int]]:
+    with sqlite3.connect(path / "spool.sqlite3") as db:
+        return db.execute("SELECT nr, state FROM events ORDER BY id").fetchall()
+
+
+# -- the spool ------------------------------------------------------------------------------
+
+
+def test_mark_then_ack_deletes_the_batch_and_drops_the_mark(tmp_path):
+    with Spool(tmp_path) as spool:
+        queue(spool, 5)
+        (row,) = spool.pending_sessions()
+        batch = spool.next_batch(row, 3)
+        assert [r[NR] for r in batch] == [1, 2, 3]
+        assert spool.totals() == Counts(5, 0, 0, batch[0][ID], batch[0][ID])  # a read claims nothing
+        spool.mark(row, batch[0][ID], batch[-1][ID])
+        assert spool.totals()[:3] == (2, 3, 0)
+        spool.ack(row, batch[0][ID], batch[-1][ID], sync_time=1234)
+        assert spool.totals()[:3] == (2, 0, 0)
+        assert spool.release() == 0  # the ack that ended the batch dropped its mark
+        assert spool.sync_state().last_sync_time == 1234
+        assert [nr for nr, _ in states(tmp_path)] == [4, 5]
+
+
+def test_release_puts_the_unacked_rest_back(tmp_path):
+    with Spool(tmp_path) as spool:
+        queue(spool, 4)
+        (row,) = spool.pending_sessions()
+        batch = spool.next_batch(row, 4)
+        spool.mark(row, batch[0][ID], batch[-1][ID])
+        spool.ack(row, batch[0][ID], batch[1][ID], sync_time=1)  # the first half of a split
+        assert spool.totals()[:2] == (0, 2)
+        assert spool.release() == 2
+        assert spool.totals()[:2] == (2, 0)
+
+
+def test_reject_and_retry_rejected(tmp_path):
+    with Spool(tmp_path) as spool:
+        queue(spool, 3)
+        (row,) = spool.pending_sessions()
+        batch = spool.next_batch(row, 3)
+        spool.reject([batch[1][ID]], "bad payload")
+        assert states(tmp_path) == [(1, State.PENDING), (2, State.REJECTED), (3, State.PENDING)]
+        assert [r[NR] for r in spool.next_batch(row, 10)] == [1, 3]
+        events = list(spool.iter_events())
+        assert [(e["state"], e["reason"]) for e in events] == [
+            ("pending", None),
+            ("rejected", "bad payload"),
+            ("pending", None),
+        ]
+        assert spool.retry_rejected() == 1
+        assert spool.totals()[:3] == (3, 0, 0)
+
+
+def test_sessions_are_sent_oldest_first_and_counted_apart(tmp_path):
+    with Spool(tmp_path) as spool:
+        queue(spool, 2, OTHER)
+        queue(spool, 3, SESSION)
+        rows = spool.session_rows()
+        order = spool.pending_sessions()
+        assert [rows[r].attributes for r in order] == [OTHER, SESSION]
+        assert sorted(c.pending for c in spool.counts().values()) == [2, 3]
+        assert spool.pending_upto(4) == 4 and spool.pending_upto(100) == 5
+
+
+def test_sync_state_records_and_ignores_malformed_values(tmp_path):
+    with Spool(tmp_path) as spool:
+        assert spool.sync_state().created_at > 0
+        spool.record_failure({"message": "down"}, 1, backoff_until=500)
+        spool.record_failure({"message": "bad secret"}, 2, halted="405")
+        state = spool.sync_state()
+        assert (state.failures, state.backoff_until, state.halted) == (2, 500, "405")
+        assert spool.last_error() == {"message": "bad secret"}
+        spool.record_success(keep_error=False)
+        state = spool.sync_state()
+        assert (state.failures, state.backoff_until, state.halted) == (0, None, None)
+        assert spool.last_error() is None
+    with sqlite3.connect(tmp_path / "spool.sqlite3") as db:
+        db.execute("INSERT INTO meta VALUES ('backoff_until', 'soon'), ('last_error', '[1')")
+    with Spool(tmp_path) as spool:
+        assert spool.sync_state().backoff_until is None
+        assert spool.last_error() is None
+
+
+def test_threads_each_with_a_connection_never_share_an_nr(tmp_path):
+    Spool(tmp_path).close()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with Spool(tmp_path) as spool:
+                for _ in range(20):
+                    queue(spool, 3)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(nr for nr, _ in states(tmp_path)) == list(range(1, 241))
+
+
+def _enqueue_in_process(path: str) -> None:
+    with Spool(path) as spool:
+        for _ in range(10):
+            queue(spool, 2)
+
+
+def test_processes_enqueue_while_a_batch_is_marked_and_acked(tmp_path):
+    with Spool(tmp_path) as spool:
+        queue(spool, 10)
+        (row,) = spool.pending_sessions()
+        batch = spool.next_batch(row, 10)
+        spool.mark(row, batch[0][ID], batch[-1][ID])
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_enqueue_in_process, args=(str(tmp_path),)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        assert all(p.exitcode == 0 for p in procs)
+        # new events got higher ids: the mark's range still holds exactly the batch
+        assert spool.totals()[:2] == (60, 10)
+        spool.ack(row, batch[0][ID], batch[-1][ID], sync_time=1)
+        assert spool.totals()[:2] == (60, 0)
+    assert sorted(nr for nr, _ in states(tmp_path)) == list(range(11, 71))
+
+
+# -- the triggers ---------------------------------------------------------------------------
+
+NOW = 1_800_000_000
+
+
+RECENT = SyncState(created_at=NOW - 60)
+
+
+def due(sync: SyncState = RECENT, pending: int = 1) -> triggers.Due:
+    return triggers.due(sync, pending, queue_size=20, queue_retention=10, now=NOW)
+
+
+def test_triggers_with_a_fixed_clock():
+    assert due(pending=0).why is triggers.Why.NOTHING_PENDING
+    assert due(pending=20)[:2] == (True, triggers.Why.QUEUE_SIZE)
+    waiting = due()
+    assert waiting[:2] == (False, triggers.Why.WAITING) and waiting.next_at == NOW - 60 + 600
+    old = due(SyncState(created_at=NOW - 3600, last_sync_time=NOW - 601))
+    assert old[:2] == (True, triggers.Why.RETENTION) and old.next_at == NOW
+    halted = due(SyncState(halted="405"), pending=100)
+    assert halted[:2] == (False, triggers.Why.HALTED) and halted.next_at is None
+
+
+def test_backoff_holds_even_a_full_queue_until_it_ends():
+    sync = SyncState(created_at=NOW - 3600, backoff_until=NOW + 30)
+    held = due(sync, pending=20)
+    assert held[:2] == (False, triggers.Why.BACKING_OFF) and held.next_at == NOW + 30
+    # below queue_size, the next send is when both backoff and retention allow it
+    assert due(SyncState(created_at=NOW, backoff_until=NOW + 30)).next_at == NOW + 600
+    over = due(sync._replace(backoff_until=NOW), pending=20)
+    assert over[:2] == (True, triggers.Why.QUEUE_SIZE)
+
+
+def test_backoff_doubles_to_an_hour_and_honours_retry_after():
+    assert [triggers.backoff_until(f, 0, None, 1.0) for f in (1, 2, 3, 7, 8, 10**9)] == [
+        60,
+        120,
+        240,
+        3600,
+        3600,
+        3600,
+    ]
+    assert triggers.backoff_until(1, 0, None, 0.75) == 45
+    assert triggers.backoff_until(1, 0, 900.0, 1.0) == 900
+    assert triggers.backoff_until(1, 0, 10.0**9, 1.0) == triggers.RETRY_AFTER_CAP
+    assert triggers.halts(405) and not triggers.halts(503) and not triggers.halts(None)
+
+
+# -- the transport's retries ----------------------------------------------------------------
+
+
+@pytest.fixture
+def scripted():
+    servers: list[ScriptedServer] = []
+
+    def make(statuses: list[int], headers: dict[str, str] | None = None) -> ScriptedServer:
+        servers.append(ScriptedServer(statuses, headers))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def transport(url: str, retries: int = 3) -> Transport:
+    return Transport(url, SECRET, timeout=10, retries=retries, retry_delay=0.5)
+
+
+def test_transient_failures_are_retried_with_growing_waits(scripted):
+    server = scripted([503, 502, 200])
+    waits: list[float] = []
+    answer = transport(server.url).send(b"body", sleep=waits.append)
+    assert answer.ok and answer.attempts == 3 and server.hits == 3
+    assert 0.25 <= waits[0] <= 0.5 and 0.5 <= waits[1] <= 1.0
+    assert all(r["body"] == b"body" for r in server.requests)
+
+
+def test_retries_stop_after_the_configured_count(scripted):
+    server = scripted([503])
+    waits: list[float] = []
+    answer = transport(server.url, retries=2).send(b"x", sleep=waits.append)
+    assert answer.status == 503 and answer.transient and answer.attempts == 3
+    assert server.hits == 3 and len(waits) == 2
+
+
+@pytest.mark.parametrize("status", [400, 405, 404])
+def test_a_final_answer_is_never_retried(scripted, status):
+    server = scripted([status, 200])
+    waits: list[float] = []
+    answer = transport(server.url).send(b"x", sleep=waits.append)
+    assert answer.status == status and answer.attempts == 1 and waits == [] and server.hits == 1
+
+
+def test_retry_after_is_waited_for_or_left_to_the_persisted_backoff(scripted):
+    short = scripted([429, 200], {"Retry-After": "7"})
+    waits: list[float] = []
+    assert transport(short.url).send(b"x", sleep=waits.append).ok
+    assert waits == [7.0]
+    long = scripted([503], {"Retry-After": str(int(MAX_WAIT) + 60)})
+    waits = []
+    answer = transport(long.url).send(b"x", sleep=waits.append)
+    assert answer.status == 503 and answer.retry_after == MAX_WAIT + 60 and waits == []
+    assert long.hits == 1
+
+
+def test_no_answer_at_all_is_transient_and_retried(scripted):
+    server = scripted([200])
+    url = server.url
+    server.close()  # nothing listens there any more
+    waits: list[float] = []
+    answer = transport(url, retries=1).send(b"x", sleep=waits.append)
+    assert answer.status is None and answer.transient and answer.attempts == 2 and len(waits) == 1
+    assert "cannot reach" in answer.detail
