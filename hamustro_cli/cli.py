@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -539,7 +540,8 @@ def _read_stdin_value() -> str:
 
 def _ask(key: Any, default: str | None = None) -> Any:
     """One value from the terminal, checked as loading checks it; the secret hidden and asked twice."""
-    from hamustro_cli.configfile import SECRET_KEY, parse_value
+    from hamustro_cli.config import SECRET_KEY
+    from hamustro_cli.configfile import parse_value
 
     def check(text: str) -> Any:
         try:

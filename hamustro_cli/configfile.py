@@ -380,8 +380,6 @@ def write_private(path: str, text: str, replace: bool) -> None:
 
 def describe(cfg: Config) -> dict[str, Any]:
     """Every key with its value and origin; the secret only as "set"/"unset"."""
-    from hamustro_cli.doctor import source_kind
-
     keys = {}
     for name, key in KEYS.items():
         value = cfg.values.get(name)
@@ -392,7 +390,7 @@ def describe(cfg: Config) -> dict[str, Any]:
             value = "set" if value else "unset"
         keys[name] = {
             "value": value,
-            "source": source_kind(source),
+            "source": cfg.origins.get(name, "default"),
             "from": source,
             "required": key.required,
         }
