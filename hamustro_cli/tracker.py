@@ -262,7 +262,8 @@ class ClientTracker:
             else:
                 sending.Sender.from_config(spool, self.config, report, self.log, progress).send_all()
                 if report.sent:
-                    spool.reclaim()  # give the delivered events' disk back, in short steps
+                    with spool.relaxed_sync():  # freeing pages puts no event at risk
+                        spool.reclaim()  # give the delivered events' disk back, in short steps
         finally:
             lock.release()
         report.pending = spool.totals().live
