@@ -129,7 +129,7 @@ def check_spool(directory: str) -> Check:
     Opening the spool does what every command does when it opens it: it creates the directory
     0700 if missing, tightens a directory we own, and applies pending schema migrations.
     """
-    from hamustro_cli.spool import SCHEMA_VERSION, Spool
+    from hamustro_cli.spool import SCHEMA_VERSION, Spool, State
     from hamustro_cli.spool import total as spool_totals
 
     directory = os.path.abspath(directory)
@@ -143,6 +143,11 @@ def check_spool(directory: str) -> Check:
         return Check("spool", False, str(exc), _spool_hint(exc, directory), details)
     try:
         version = spool.schema_version
+        # The counters `status` and the triggers read must agree with the rows; if they do not
+        # (a bug), recount them in one write transaction, which no change of state can interleave.
+        wrong = spool.check_counts()
+        if wrong:
+            spool.recount()
         counts = spool.counts()
         sync = spool.sync_state()
     except SpoolError as exc:
@@ -175,6 +180,11 @@ def check_spool(directory: str) -> Check:
         sessions=len(counts),
         **totals,
     )
+    if wrong:
+        details["recounted"] = [
+            {"attr_id": w.attr_id, "state": State(w.state).name.lower(), "counted": w.counted, "kept": w.kept}
+            for w in wrong
+        ]
     if mode_before is not None and mode_before != dir_mode:
         details["mode_was"] = f"{mode_before:04o}"
 
@@ -213,6 +223,11 @@ def check_spool(directory: str) -> Check:
         f"{totals['pending']} pending, {totals['sending']} sending, {totals['rejected']} rejected)"
     )
     notes = []
+    if wrong:
+        notes.append(
+            f"{len(wrong)} event counter(s) disagreed with the queued events and were recounted "
+            "(nothing to do; please report it, with 'hamustro doctor --json')"
+        )
     if sync.halted:
         details["halted"] = sync.halted
         notes.append(

@@ -1,7 +1,17 @@
 """The spool's schema: numbered migrations, each applied whole or not at all.
 
 MIGRATIONS[i] brings the schema from version i to i + 1. Each runs in one transaction together
-with the new PRAGMA user_version, so a crash never leaves one half-applied."""
+with the new PRAGMA user_version, so a crash never leaves one half-applied.
+
+Version 2: events reference the exact attribute set they were tracked under (`attributes`:
+session, system, product_git_hash), and `counts` keeps how many events each attribute set has
+in each state, so no command counts rows. Existing events get their session's attributes as
+the old schema stored them (the only ones known); the counters are computed from the rows.
+
+Besides the schema, the file should reclaim disk (`auto_vacuum = INCREMENTAL`). A new spool
+gets it before its first table; an existing one needs a VACUUM, which cannot run inside the
+migration's transaction: `migrate` runs it after, only on a small spool (see VACUUM_MAX_BYTES),
+and a flush that leaves the spool small runs it later otherwise (see `Spool.reclaim`)."""
 
 from __future__ import annotations
 
@@ -41,7 +51,37 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         "INSERT INTO meta (key, value) VALUES ('created_at', CAST(strftime('%s','now') AS TEXT))",
     ),
+    (
+        # One row per (session, system, product_git_hash) events were tracked under; the nr
+        # counter stays on the session. Migrated sets keep their session's row id.
+        """CREATE TABLE attributes (
+            id INTEGER PRIMARY KEY,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            system TEXT,
+            product_git_hash TEXT
+        )""",
+        "CREATE INDEX attributes_by_session ON attributes (session_id, system, product_git_hash)",
+        "INSERT INTO attributes (id, session_id, system, product_git_hash) "
+        "SELECT id, id, system, product_git_hash FROM sessions",
+        "ALTER TABLE sessions DROP COLUMN system",
+        "ALTER TABLE sessions DROP COLUMN product_git_hash",
+        "ALTER TABLE events ADD COLUMN attr_id INTEGER REFERENCES attributes(id)",
+        "UPDATE events SET attr_id = session_id",
+        "DROP INDEX events_by_state",
+        "CREATE INDEX events_by_state ON events (state, attr_id, id)",
+        # Events of one attribute set in one state: kept by Spool._count in the transaction of
+        # every change of state, recounted by `hamustro doctor` if they ever disagree.
+        """CREATE TABLE counts (
+            attr_id INTEGER NOT NULL REFERENCES attributes(id),
+            state INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            PRIMARY KEY (attr_id, state)
+        ) WITHOUT ROWID""",
+        "INSERT INTO counts (attr_id, state, n) SELECT attr_id, state, count(*) FROM events "
+        "GROUP BY attr_id, state",
+    ),
 ]
+VACUUM_MAX_BYTES = 16 * 1024 * 1024  # a spool this small is vacuumed at once when it is upgraded
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -65,7 +105,9 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
             SpoolProblem.NEWER_SCHEMA,
         )
     if version == 0:
-        # WAL is a property of the file: set it once, outside any transaction.
+        # Both are properties of the file: set once, outside any transaction, auto_vacuum
+        # before the first table.
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -79,3 +121,24 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+    switch_auto_vacuum(db, VACUUM_MAX_BYTES)
+
+
+def switch_auto_vacuum(db: sqlite3.Connection, max_bytes: int) -> bool:
+    """Give the file `auto_vacuum = INCREMENTAL` if it has not got it, by a VACUUM (outside any
+    transaction), but only if the file is at most `max_bytes`: a VACUUM rewrites the database
+    and holds the write lock while it does, so `track` would wait that long. True when the file
+    has it now. A busy or failed VACUUM changes nothing and is tried again later."""
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        return True
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    (free,) = db.execute("PRAGMA freelist_count").fetchone()
+    (size,) = db.execute("PRAGMA page_size").fetchone()
+    if (pages - free) * size > max_bytes:  # a VACUUM copies what is in use, not the free pages
+        return False
+    try:
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        db.execute("VACUUM")
+    except sqlite3.OperationalError:
+        return False
+    return bool(db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2)

@@ -1,4 +1,5 @@
-"""Sending: batches read from the spool, signed and posted, one session at a time.
+"""Sending: batches read from the spool, signed and posted, one attribute set at a time (a
+Collection never mixes events tracked under different attributes).
 
 Only a flush (and `flush --dry-run`) imports this module, and with it requests and protobuf.
 """
@@ -30,9 +31,9 @@ class _Stop(Exception):
 
 def dry_run(spool: Spool, max_batch_events: int, report: FlushReport) -> None:
     """Encode the batches a flush would send, in its order; change and send nothing."""
-    sessions = spool.session_rows()
-    for row_id in spool.pending_sessions():
-        attrs = sessions[row_id].attributes
+    sets = spool.attr_rows()
+    for row_id in spool.pending_sets():
+        attrs = sets[row_id].attributes
         batch = spool.next_batch(row_id, max_batch_events)
         while batch:
             report.add_batch(attrs, batch, len(wire.encode(attrs, batch)), None, None)
@@ -77,7 +78,7 @@ class Sender:
         self.local_ip = local_ip
         self.log = log
         self.progress = progress
-        # per session row: does the collector accept the session's attributes (an empty
+        # per attribute set row: does the collector accept its attributes (an empty
         # collection answered 204)? Asked once, on the first 400.
         self._collection_ok: dict[int, bool] = {}
 
@@ -122,12 +123,12 @@ class Sender:
     def _drain(self, pool: ThreadPoolExecutor) -> None:
         spool, encode, local_ip = self.spool, wire.encode, self.local_ip
         while True:
-            order = spool.pending_sessions()
+            order = spool.pending_sets()
             if not order:
                 return
-            sessions = spool.session_rows()
-            for row_id in order:  # one session at a time, each drained before the next
-                attrs = sessions[row_id].attributes
+            sets = spool.attr_rows()
+            for row_id in order:  # one attribute set at a time, each drained before the next
+                attrs = sets[row_id].attributes
                 batch = spool.next_batch(row_id, self.limit)
                 body = encode(attrs, batch, local_ip) if batch else b""
                 while batch:
@@ -175,7 +176,7 @@ class Sender:
                 else "collector refused the collection attributes of this session (400 for an empty "
                 "collection): " + answer.detail
             )
-            self.spool.reject([e[ID] for e in batch], reason)
+            self.spool.reject(row_id, [e[ID] for e in batch], reason)
             report.rejected += len(batch)
             self.log(
                 WARNING,

@@ -1,11 +1,17 @@
 """The durable queue: one SQLite database (WAL) in the spool directory. Every SQL statement
 and every state of an event lives in this module.
 
-Each session's collection attributes live in `sessions` beside its `nr` counter, so events of
-an old session are sent later under their own attributes. An event is PENDING until the
-collector takes it (it is then deleted) or refuses it with a 400 (REJECTED: kept, never
-deleted). The batch a flush is sending is not a state of its rows but one mark, the batch's id
-range (see `mark`); `counts` reports those events as sending.
+A session (its id attributes and its `nr` counter) lives in `sessions`; each event references
+the exact attribute set it was tracked under (`attributes`: the session plus `system` and
+`product_git_hash`, which are not part of the session id), so a later `track` under other
+values never changes what queued events are sent with, and a flush sends one attribute set per
+Collection. An event is PENDING until the collector takes it (it is then deleted) or refuses it
+with a 400 (REJECTED: kept, never deleted). The batch a flush is sending is not a state of its
+rows but one mark, the batch's id range (see `mark`); `counts` reports those events as sending.
+
+How many events each attribute set has in each state is kept in `counts`, changed only by
+`_count` in the same transaction as the rows, so no command counts rows (`track`'s trigger
+check, `status` and `flush --if-due` cost the same at any backlog). `check_counts` recounts.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ _PENDING, _REJECTED = int(State.PENDING), int(State.REJECTED)
 # columns of a batch row (laid out as QueuedEvent)
 ID: Final = 0
 NR: Final = 1
+VACUUM_STEP = 256  # pages freed per incremental_vacuum transaction at the end of a flush
+WAL_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept after a checkpoint (journal_size_limit)
 
 
 class QueuedEvent(NamedTuple):
@@ -59,8 +67,25 @@ class QueuedEvent(NamedTuple):
 
 class SessionRow(NamedTuple):
     id: int
-    attributes: Session
+    attributes: Session  # the session's id attributes; system and product_git_hash are None
     last_nr: int
+
+
+class AttrRow(NamedTuple):
+    """One attribute set events were tracked under: what their Collection is sent with."""
+
+    id: int
+    session_row: int
+    attributes: Session
+
+
+class Mismatch(NamedTuple):
+    """A counter that disagrees with the rows (see `Spool.check_counts`)."""
+
+    attr_id: int
+    state: int
+    counted: int  # in the rows
+    kept: int  # in `counts`
 
 
 class Counts(NamedTuple):
@@ -185,6 +210,8 @@ class Spool:
                 tighten(self.path + suffix)
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            # a connection setting: the WAL is cut back to this after each checkpoint
+            self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         except sqlite3.Error as exc:
             raise _spool_error(exc, self.path, "opening the spool") from None
         try:
@@ -265,76 +292,89 @@ class Spool:
             raise ValueError("no events to queue")
         with self.transaction("queuing events") as db:
             row = db.execute(
-                "UPDATE sessions SET last_nr = last_nr + ?, system = ?, product_git_hash = ? "
-                "WHERE session = ? RETURNING id, last_nr",
-                (count, session.system, session.product_git_hash, session.id),
+                "UPDATE sessions SET last_nr = last_nr + ? WHERE session = ? RETURNING id, last_nr",
+                (count, session.id),
             ).fetchone()
             if row is None:
                 row = db.execute(
                     "INSERT INTO sessions (session, device_id, client_id, system_version, "
-                    "product_version, system, product_git_hash, last_nr) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id, last_nr",
-                    (*session, count),
+                    "product_version, last_nr) VALUES (?, ?, ?, ?, ?, ?) RETURNING id, last_nr",
+                    (*session[:5], count),
                 ).fetchone()
             session_row, last = row
+            found = db.execute(
+                "SELECT id FROM attributes WHERE session_id = ? AND system IS ? AND product_git_hash IS ?",
+                (session_row, session.system, session.product_git_hash),
+            ).fetchone()
+            if found is None:
+                found = db.execute(
+                    "INSERT INTO attributes (session_id, system, product_git_hash) VALUES (?, ?, ?) "
+                    "RETURNING id",
+                    (session_row, session.system, session.product_git_hash),
+                ).fetchone()
+            attr_row: int = found[0]
             first = last - count + 1
             db.executemany(
-                "INSERT INTO events (session_id, nr, at, event, user_id, ip, parameters, is_testing) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (session_id, attr_id, nr, at, event, user_id, ip, parameters, "
+                "is_testing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 # by position: NewEvents, or the plain tuples parse_lines makes in the same layout
                 [
-                    (session_row, nr, at, event, user_id, ip, parameters, is_testing)
+                    (session_row, attr_row, nr, at, event, user_id, ip, parameters, is_testing)
                     for nr, (event, at, user_id, ip, parameters, is_testing) in enumerate(events, first)
                 ],
             )
+            _count(db, attr_row, _PENDING, count)
         return first, last
 
-    def pending_upto(self, n: int) -> int:
-        """How many events wait to be sent, counted up to n (reads at most n index entries).
+    def pending(self) -> int:
+        """How many events wait to be sent, from the counters (one row per attribute set).
 
         The marked batch counts too (its rows stay PENDING), so a batch a dead flush left marked
         still makes `flush --if-due` run and put it back."""
-        rows = self._read(
-            "SELECT count(*) FROM (SELECT 1 FROM events WHERE state = ? LIMIT ?)", (_PENDING, n)
-        )
-        found: int = rows[0][0]
-        return found
+        rows = self._read("SELECT total(n) FROM counts WHERE state = ?", (_PENDING,))
+        return int(rows[0][0])
 
     # -- one flush's batches ----------------------------------------------------------------
 
-    def pending_sessions(self) -> list[int]:
-        """Sessions with pending events, the one holding the oldest first (index seeks only)."""
+    def pending_sets(self) -> list[int]:
+        """Attribute sets with pending events, the one holding the oldest first (counters, then
+        one index seek per set that has some)."""
         oldest = []
-        for (row_id,) in self._read("SELECT id FROM sessions"):
-            rows = self._read(
-                "SELECT min(id) FROM events WHERE state = ? AND session_id = ?", (_PENDING, row_id)
-            )
-            if rows[0][0] is not None:
-                oldest.append((rows[0][0], row_id))
-        return [row_id for _, row_id in sorted(oldest)]
+        for (attr_row,) in self._read("SELECT attr_id FROM counts WHERE state = ? AND n > 0", (_PENDING,)):
+            first = self._oldest(_PENDING, attr_row)
+            if first is not None:
+                oldest.append((first, attr_row))
+        return [attr_row for _, attr_row in sorted(oldest)]
 
-    def next_batch(self, session_row: int, limit: int, after: int = 0) -> list[QueuedEvent]:
-        """The session's oldest `limit` pending events with ids above `after` (a plain read: `mark`
-        claims them), as row tuples laid out like QueuedEvent. Index them with ID, NR, ...:
+    def _oldest(self, state: int, attr_row: int) -> int | None:
+        """Id of the attribute set's oldest event in `state` (one index seek)."""
+        found: int | None = self._read(
+            "SELECT min(id) FROM events WHERE state = ? AND attr_id = ?", (state, attr_row)
+        )[0][0]
+        return found
+
+    def next_batch(self, attr_row: int, limit: int, after: int = 0) -> list[QueuedEvent]:
+        """The attribute set's oldest `limit` pending events with ids above `after` (a plain read:
+        `mark` claims them), as row tuples laid out like QueuedEvent. Index them with ID, NR, ...:
         building a QueuedEvent per row costs a flush 6% of its time."""
         rows: list[QueuedEvent] = self._read(  # plain tuples, typed by their layout
             "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
-            "WHERE state = ? AND session_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (_PENDING, session_row, after, limit),
+            "WHERE state = ? AND attr_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (_PENDING, attr_row, after, limit),
         )
         return rows
 
-    def mark(self, session_row: int, first_id: int, last_id: int) -> None:
+    def mark(self, attr_row: int, first_id: int, last_id: int) -> None:
         """Claim a batch as being sent, before its request goes out.
 
         The mark is one meta record, the batch's id range, not a write to every row: rewriting
         1,000 rows (and their index entries) per batch cost a third of a flush's time. Only the
-        flush holding the lock marks, and new events always get higher ids, so the session's
-        pending events in that range are exactly the batch, or what is left of it."""
-        self._set_metas("marking a batch as being sent", {"sending": f"{session_row} {first_id} {last_id}"})
+        flush holding the lock marks, and new events always get higher ids, so the attribute
+        set's pending events in that range are exactly the batch, or what is left of it."""
+        self._set_metas("marking a batch as being sent", {"sending": f"{attr_row} {first_id} {last_id}"})
 
     def _marked(self) -> tuple[int, int, int] | None:
-        """(session row, first id, last id) of the marked batch."""
+        """(attribute set row, first id, last id) of the marked batch."""
         raw = self._get_metas("sending").get("sending")
         try:
             session_row, first, last = (int(x) for x in (raw or "").split())
@@ -344,26 +384,27 @@ class Spool:
 
     def _count_range(self, marked: tuple[int, int, int]) -> int:
         rows = self._read(
-            "SELECT count(*) FROM events WHERE session_id = ? AND state = ? AND id BETWEEN ? AND ?",
-            (marked[0], _PENDING, marked[1], marked[2]),
+            "SELECT count(*) FROM events WHERE state = ? AND attr_id = ? AND id BETWEEN ? AND ?",
+            (_PENDING, marked[0], marked[1], marked[2]),
         )
         found: int = rows[0][0]
         return found
 
     def ack(
-        self, session_row: int, first_id: int, last_id: int, sync_time: int, first_ack: bool = False
+        self, attr_row: int, first_id: int, last_id: int, sync_time: int, first_ack: bool = False
     ) -> None:
         """The collector answered 200 for this slice of the marked batch: delete it and record
         the sync time. The slice that ends the batch drops its mark in the same transaction (after
         it, new events may take ids inside the range). The first 200 of a flush also ends any
         backoff or stop: the collector is up and the secret is right."""
         with self.transaction("deleting delivered events") as db:
-            db.execute(
-                "DELETE FROM events WHERE session_id = ? AND state = ? AND id BETWEEN ? AND ?",
-                (session_row, _PENDING, first_id, last_id),
-            )
+            deleted = db.execute(
+                "DELETE FROM events WHERE state = ? AND attr_id = ? AND id BETWEEN ? AND ?",
+                (_PENDING, attr_row, first_id, last_id),
+            ).rowcount
+            _count(db, attr_row, _PENDING, -deleted)
             row = db.execute("SELECT value FROM meta WHERE key = 'sending'").fetchone()
-            if row and row[0].split()[::2] == [str(session_row), str(last_id)]:
+            if row and row[0].split()[::2] == [str(attr_row), str(last_id)]:
                 db.execute("DELETE FROM meta WHERE key = 'sending'")
             changes: dict[str, str | None] = {"last_sync_time": str(sync_time)}
             if first_ack:
@@ -379,18 +420,29 @@ class Spool:
         self._set_metas("releasing a batch", {"sending": None})
         return count
 
-    def reject(self, ids: Sequence[int], reason: str) -> None:
-        """Set events aside: the collector refused them (400). They stay until retry_rejected."""
+    def reject(self, attr_row: int, ids: Sequence[int], reason: str) -> None:
+        """Set events of one attribute set aside: the collector refused them (400). They stay
+        until retry_rejected."""
         with self.transaction("setting rejected events aside") as db:
-            db.executemany(
-                "UPDATE events SET state = ?, reason = ? WHERE id = ?", [(_REJECTED, reason, i) for i in ids]
+            cursor = db.executemany(
+                "UPDATE events SET state = ?, reason = ? WHERE id = ? AND attr_id = ? AND state = ?",
+                [(_REJECTED, reason, i, attr_row, _PENDING) for i in ids],
             )
+            _count(db, attr_row, _PENDING, -cursor.rowcount)
+            _count(db, attr_row, _REJECTED, cursor.rowcount)
 
     def retry_rejected(self) -> int:
+        moved = 0
         with self.transaction("moving rejected events back to the queue") as db:
-            moved: int = db.execute(
-                "UPDATE events SET state = ?, reason = NULL WHERE state = ?", (_PENDING, _REJECTED)
-            ).rowcount
+            sets = db.execute("SELECT id FROM attributes").fetchall()  # not the counters: rows decide
+            for (attr_row,) in sets:
+                changed: int = db.execute(
+                    "UPDATE events SET state = ?, reason = NULL WHERE state = ? AND attr_id = ?",
+                    (_PENDING, _REJECTED, attr_row),
+                ).rowcount
+                _count(db, attr_row, _REJECTED, -changed)
+                _count(db, attr_row, _PENDING, changed)
+                moved += changed
         return moved
 
     def fill_unknown_ip(self, ip: str) -> None:
@@ -459,31 +511,103 @@ class Spool:
 
     def session_rows(self) -> dict[int, SessionRow]:
         rows = self._read(
-            "SELECT id, session, device_id, client_id, system_version, product_version, system, "
-            "product_git_hash, last_nr FROM sessions"
+            "SELECT id, session, device_id, client_id, system_version, product_version, last_nr FROM sessions"
         )
-        return {r[0]: SessionRow(id=r[0], attributes=Session(*r[1:8]), last_nr=r[8]) for r in rows}
+        return {r[0]: SessionRow(id=r[0], attributes=Session(*r[1:6]), last_nr=r[6]) for r in rows}
+
+    def attr_rows(self) -> dict[int, AttrRow]:
+        """{attribute set row: AttrRow}: the full attributes each set's events are sent with."""
+        rows = self._read(
+            "SELECT a.id, s.id, s.session, s.device_id, s.client_id, s.system_version, "
+            "s.product_version, a.system, a.product_git_hash FROM attributes a "
+            "JOIN sessions s ON s.id = a.session_id"
+        )
+        return {r[0]: AttrRow(id=r[0], session_row=r[1], attributes=Session(*r[2:9])) for r in rows}
 
     def counts(self) -> dict[int, Counts]:
-        """{session row: Counts}, from the index alone."""
+        """{session row: Counts}, from the counters plus two index seeks per attribute set
+        holding events (its oldest pending and oldest rejected event)."""
         by_session: dict[int, list[Any]] = {}
-        for state, session_row, count, oldest in self._read(
-            "SELECT state, session_id, count(*), min(id) FROM events GROUP BY state, session_id"
+        for attr_row, session_row, state, n in self._read(
+            "SELECT c.attr_id, a.session_id, c.state, c.n FROM counts c "
+            "JOIN attributes a ON a.id = c.attr_id WHERE c.n != 0"
         ):
-            entry = by_session.setdefault(session_row, [0, 0, 0, None, oldest])
-            entry[4] = min(entry[4], oldest)
-            if state == _PENDING:
-                entry[0], entry[3] = count, oldest
-            elif state == _REJECTED:
-                entry[2] = count
+            entry = by_session.setdefault(session_row, [0, 0, 0, None, None])
+            entry[0 if state == _PENDING else 2] += n
+            found = self._oldest(state, attr_row)
+            if found is not None:
+                if state == _PENDING:
+                    entry[3] = found if entry[3] is None else min(entry[3], found)
+                entry[4] = found if entry[4] is None else min(entry[4], found)
         marked = self._marked()
-        if marked and marked[0] in by_session and by_session[marked[0]][0]:
+        if marked:
             # the batch in flight is still PENDING in the table: report it apart from what waits
-            entry = by_session[marked[0]]
-            sending = min(self._count_range(marked), entry[0])
-            entry[0] -= sending
-            entry[1] = sending
+            owner = self._read("SELECT session_id FROM attributes WHERE id = ?", (marked[0],))
+            owned = by_session.get(owner[0][0]) if owner else None
+            if owned and owned[0]:
+                sending = min(self._count_range(marked), owned[0])
+                owned[0] -= sending
+                owned[1] = sending
         return {row: Counts(*entry) for row, entry in by_session.items()}
+
+    def check_counts(self) -> list[Mismatch]:
+        """Recount the rows (in one read transaction: a consistent snapshot) and compare with the
+        counters. Empty when they agree. Costs a scan of the state index: `doctor` only."""
+        try:
+            self.db.execute("BEGIN")
+            try:
+                return self._mismatches(self.db)
+            finally:
+                self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _spool_error(exc, self.path, "recounting the spool") from None
+
+    def recount(self) -> list[Mismatch]:
+        """Set every counter from the rows, in one write transaction (no change of state can
+        interleave, so no lock is needed). Returns what was wrong."""
+        with self.transaction("recounting the spool") as db:
+            wrong = self._mismatches(db)
+            db.execute("DELETE FROM counts")
+            db.execute(
+                "INSERT INTO counts (attr_id, state, n) SELECT attr_id, state, count(*) FROM events "
+                "GROUP BY attr_id, state"
+            )
+        return wrong
+
+    @staticmethod
+    def _mismatches(db: sqlite3.Connection) -> list[Mismatch]:
+        counted = {
+            (a, st): n
+            for a, st, n in db.execute("SELECT attr_id, state, count(*) FROM events GROUP BY attr_id, state")
+        }
+        kept = {(a, st): n for a, st, n in db.execute("SELECT attr_id, state, n FROM counts")}
+        return [
+            Mismatch(a, st, counted.get((a, st), 0), kept.get((a, st), 0))
+            for a, st in sorted(set(counted) | set(kept))
+            if counted.get((a, st), 0) != kept.get((a, st), 0)
+        ]
+
+    def reclaim(self, step: int = VACUUM_STEP) -> int:
+        """Give free pages back to the file system after a flush, `step` pages per transaction so
+        that `track` never waits long; then checkpoint the WAL (and journal_size_limit cuts it
+        back). A file without incremental auto_vacuum is switched (a VACUUM) once it is small.
+        Returns the pages freed. Failures are ignored: this is housekeeping."""
+        from hamustro_cli.migrations import VACUUM_MAX_BYTES, switch_auto_vacuum
+
+        freed = 0
+        try:
+            if not switch_auto_vacuum(self.db, VACUUM_MAX_BYTES):
+                return 0
+            while True:
+                (free,) = self.db.execute("PRAGMA freelist_count").fetchone()
+                if not free:
+                    break
+                self.db.execute(f"PRAGMA incremental_vacuum({min(step, free)})").fetchall()
+                freed += min(step, free)
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            pass
+        return freed
 
     def totals(self) -> Counts:
         return total(self.counts())
@@ -522,6 +646,18 @@ class Spool:
 def _user_version(db: sqlite3.Connection) -> int:
     version: int = db.execute("PRAGMA user_version").fetchone()[0]
     return version
+
+
+def _count(db: sqlite3.Connection, attr_row: int, state: int, delta: int) -> None:
+    """Add `delta` to the number of the attribute set's events in `state`, inside the caller's
+    transaction. Every change of an event's state goes through here, in the transaction that
+    changes the rows."""
+    if delta:
+        db.execute(
+            "INSERT INTO counts (attr_id, state, n) VALUES (?, ?, ?) "
+            "ON CONFLICT (attr_id, state) DO UPDATE SET n = n + excluded.n",
+            (attr_row, state, delta),
+        )
 
 
 def _write_metas(db: sqlite3.Connection, values: dict[str, str | None]) -> None:

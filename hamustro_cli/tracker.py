@@ -243,7 +243,7 @@ class ClientTracker:
         queue_size = self.config.values["queue_size"]
         return triggers.due(
             self.spool.sync_state(),
-            self.spool.pending_upto(queue_size),
+            self.spool.pending(),
             queue_size,
             self.config.values["queue_retention"],
             _now() if at is None else at,
@@ -292,6 +292,9 @@ class ClientTracker:
                 sending.dry_run(spool, self.config.values["max_batch_events"], report)
             else:
                 sending.Sender.from_config(spool, self.config, report, self.log, progress).send_all()
+                if report.sent:
+                    with spool.relaxed_sync():  # freeing pages puts no event at risk
+                        spool.reclaim()  # give the delivered events' disk back, in short steps
         finally:
             lock.release()
         report.pending = spool.totals().live

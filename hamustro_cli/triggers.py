@@ -35,8 +35,8 @@ class Due(NamedTuple):
 
 
 def due(sync: SyncState, pending: int, queue_size: int, queue_retention: int, now: int) -> Due:
-    """Do the triggers fire at `now`, and if not, when next? `pending` may be counted only up
-    to queue_size (Spool.pending_upto)."""
+    """Do the triggers fire at `now`, and if not, when next? `pending` comes from the spool's
+    counters (Spool.pending)."""
     if sync.halted:
         return Due(False, Why.HALTED, f"halted: {sync.halted} (run 'hamustro flush' after fixing it)", None)
     if pending < 1:

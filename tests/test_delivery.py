@@ -284,7 +284,7 @@ def test_crashed_flush_claims_return_to_pending(config, collector, spool_dir):
     invoke("track", "a")
     invoke("track", "b")
     with Spool(spool_dir) as spool:  # a flush that died after claiming
-        row = spool.pending_sessions()[0]
+        row = spool.pending_sets()[0]
         batch = spool.next_batch(row, 10)
         assert len(batch) == 2
         spool.mark(row, batch[0][0], batch[-1][0])

@@ -37,7 +37,7 @@ def states(path: Path) -> list[tuple[int, int]]:
 def test_mark_then_ack_deletes_the_batch_and_drops_the_mark(tmp_path):
     with Spool(tmp_path) as spool:
         queue(spool, 5)
-        (row,) = spool.pending_sessions()
+        (row,) = spool.pending_sets()
         batch = spool.next_batch(row, 3)
         assert [r[NR] for r in batch] == [1, 2, 3]
         assert spool.totals() == Counts(5, 0, 0, batch[0][ID], batch[0][ID])  # a read claims nothing
@@ -53,7 +53,7 @@ def test_mark_then_ack_deletes_the_batch_and_drops_the_mark(tmp_path):
 def test_release_puts_the_unacked_rest_back(tmp_path):
     with Spool(tmp_path) as spool:
         queue(spool, 4)
-        (row,) = spool.pending_sessions()
+        (row,) = spool.pending_sets()
         batch = spool.next_batch(row, 4)
         spool.mark(row, batch[0][ID], batch[-1][ID])
         spool.ack(row, batch[0][ID], batch[1][ID], sync_time=1)  # the first half of a split
@@ -65,9 +65,9 @@ def test_release_puts_the_unacked_rest_back(tmp_path):
 def test_reject_and_retry_rejected(tmp_path):
     with Spool(tmp_path) as spool:
         queue(spool, 3)
-        (row,) = spool.pending_sessions()
+        (row,) = spool.pending_sets()
         batch = spool.next_batch(row, 3)
-        spool.reject([batch[1][ID]], "bad payload")
+        spool.reject(row, [batch[1][ID]], "bad payload")
         assert states(tmp_path) == [(1, State.PENDING), (2, State.REJECTED), (3, State.PENDING)]
         assert [r[NR] for r in spool.next_batch(row, 10)] == [1, 3]
         events = list(spool.iter_events())
@@ -85,10 +85,10 @@ def test_sessions_are_sent_oldest_first_and_counted_apart(tmp_path):
         queue(spool, 2, OTHER)
         queue(spool, 3, SESSION)
         rows = spool.session_rows()
-        order = spool.pending_sessions()
+        order = spool.pending_sets()
         assert [rows[r].attributes for r in order] == [OTHER, SESSION]
         assert sorted(c.pending for c in spool.counts().values()) == [2, 3]
-        assert spool.pending_upto(4) == 4 and spool.pending_upto(100) == 5
+        assert spool.pending() == 5
 
 
 def test_sync_state_records_and_ignores_malformed_values(tmp_path):
@@ -140,7 +140,7 @@ def _enqueue_in_process(path: str) -> None:
 def test_processes_enqueue_while_a_batch_is_marked_and_acked(tmp_path):
     with Spool(tmp_path) as spool:
         queue(spool, 10)
-        (row,) = spool.pending_sessions()
+        (row,) = spool.pending_sets()
         batch = spool.next_batch(row, 10)
         spool.mark(row, batch[0][ID], batch[-1][ID])
         ctx = multiprocessing.get_context("spawn")
