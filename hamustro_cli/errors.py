@@ -29,11 +29,14 @@ class SpoolProblem(IntEnum):
     CORRUPT = 6
     NEWER_SCHEMA = 7
     LOCKED = 8
+    UNSAFE = 9  # another user owns or can write the spool, or a link sits at a spool file name
+    NOT_OURS = 10  # a database, but not a hamustro spool (or a schema version no hamustro wrote)
 
 
 class SpoolError(HamustroError):
     """The spool directory or database cannot be used. Nothing in it was changed."""
 
-    def __init__(self, message: str, kind: SpoolProblem = SpoolProblem.OTHER):
+    def __init__(self, message: str, kind: SpoolProblem = SpoolProblem.OTHER, fix: str | None = None):
         super().__init__(message)
         self.kind = kind
+        self.fix = fix  # the command that fixes it, when there is one

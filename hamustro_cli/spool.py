@@ -21,7 +21,13 @@ from hamustro_cli.errors import SpoolError, SpoolProblem
 from hamustro_cli.events import NewEvent
 from hamustro_cli.migrations import SCHEMA_VERSION, migrate, schema_version
 from hamustro_cli.session import Session
-from hamustro_cli.spooldir import DB_NAME, ignore_file_size_signal, prepare_dir, private_file, tighten
+from hamustro_cli.spooldir import (
+    DB_NAME,
+    check_database_files,
+    ignore_file_size_signal,
+    prepare_dir,
+    private_file,
+)
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -134,6 +140,29 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
     return SpoolError(f"spool error while {doing}: {why}", kind)
 
 
+_TABLES = {"sessions", "events", "meta"}
+_ABSURD_VERSION = 10_000  # no hamustro will ever have written this many migrations
+
+
+def _check_ours(db: sqlite3.Connection, path: str) -> None:
+    """Refuse a database hamustro did not write: tables of its own at schema version 0, our
+    tables missing at a later one, or a schema version no hamustro ever wrote (negative or
+    absurd). Nothing is changed in it."""
+    version = schema_version(db)
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    fix = f"move {path} away (or set spool_dir elsewhere); hamustro starts a new spool there"
+    if version < 0 or version >= _ABSURD_VERSION:
+        why = f"has schema version {version}, which no hamustro ever wrote: it is damaged or not a spool"
+    elif version == 0 and tables:
+        names = ", ".join(sorted(tables)[:5])
+        why = f"is an SQLite database with tables of its own ({names}), not a hamustro spool"
+    elif version > 0 and not _TABLES <= tables:
+        why = f"has schema version {version} but lacks the spool's tables: it is not a hamustro spool"
+    else:
+        return
+    raise SpoolError(f"{path} {why}; fix: {fix}", SpoolProblem.NOT_OURS, fix)
+
+
 class _Transaction:
     def __init__(self, spool: Spool, doing: str):
         self.spool, self.doing = spool, doing
@@ -170,17 +199,18 @@ class Spool:
         self.path = os.path.join(self.directory, DB_NAME)
         ignore_file_size_signal()
         prepare_dir(self.directory)
-        if not os.path.exists(self.path):
+        # Nothing at the database's names may be a link, a FIFO, a device or another's file:
+        # SQLite would follow or open it. (The directory is ours alone, so nobody can plant
+        # one between this check and the open.)
+        check_database_files(self.path)
+        if not os.path.lexists(self.path):
             private_file(self.path)
-        else:
-            # SQLite gives new -wal/-shm files the database's mode: tighten them all.
-            for suffix in ("", "-wal", "-shm"):
-                tighten(self.path + suffix)
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         except sqlite3.Error as exc:
             raise _spool_error(exc, self.path, "opening the spool") from None
         try:
+            _check_ours(self.db, self.path)
             migrate(self.db, self.path)
         except SpoolError:
             self.db.close()
@@ -198,6 +228,15 @@ class Spool:
 
     def close(self) -> None:
         self.db.close()
+
+    def integrity_problems(self, limit: int = 5) -> list[str]:
+        """SQLite's own check of every page (PRAGMA quick_check): [] when the file is sound."""
+        try:
+            rows = self.db.execute(f"PRAGMA quick_check({int(limit)})").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        found = [str(r[0]) for r in rows]
+        return [] if found == ["ok"] else found
 
     def __enter__(self) -> Spool:
         return self
