@@ -230,8 +230,10 @@ def check_spool(directory: str) -> Check:
             "sending is stopped after the collector rejected the signature (405); once the "
             "credentials check passes, run 'hamustro flush' to resume"
         )
-    backoff = sync.backoff_until or 0
-    if backoff > time.time():
+    from hamustro_cli.triggers import trusted_times
+
+    _, backoff = trusted_times(sync, int(time.time()))
+    if backoff is not None:
         details["backoff_until"] = backoff
         notes.append(
             f"backing off after failed sends for {int(backoff - time.time())} s more "

@@ -100,6 +100,7 @@ class SyncState(NamedTuple):
     backoff_until: int | None = None
     failures: int = 0
     halted: str | None = None  # why sending stopped (the collector rejected the signature)
+    failed_at: int | None = None  # when the last failure was recorded (the clock then)
 
     @property
     def last_sync_or_creation(self) -> int:
@@ -430,7 +431,10 @@ class Spool:
 
     def sync_state(self) -> SyncState:
         metas = self._get_metas("created_at", "last_sync_time", "backoff_until", "failures", "halted")
+        error = self.last_error() or {}
+        failed_at = error.get("at")
         return SyncState(
+            failed_at=failed_at if type(failed_at) is int else None,
             created_at=_int(metas.get("created_at")) or 0,
             last_sync_time=_int(metas.get("last_sync_time")),
             backoff_until=_int(metas.get("backoff_until")),
