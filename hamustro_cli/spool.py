@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from hamustro_cli.errors import SpoolError, SpoolProblem
+from hamustro_cli.errors import InputError, SpoolError, SpoolProblem
 from hamustro_cli.events import NewEvent
 from hamustro_cli.migrations import SCHEMA_VERSION, migrate, schema_version
 from hamustro_cli.session import Session
@@ -45,6 +45,7 @@ class State(IntEnum):
 _PENDING, _REJECTED = int(State.PENDING), int(State.REJECTED)
 
 ID, NR = 0, 1  # columns of a batch row (laid out as QueuedEvent)
+MAX_NR = 2**32 - 1  # nr is a uint32 on the wire
 
 
 class QueuedEvent(NamedTuple):
@@ -308,6 +309,12 @@ class Spool:
                 ).fetchone()
             session_row, last = row
             first = last - count + 1
+            if last > MAX_NR:  # raised inside the transaction: rolled back, nothing queued
+                raise InputError(
+                    f"session {session.id} has numbered {first - 1} events; {count} more would pass "
+                    f"{MAX_NR}, the largest nr the wire carries. Nothing was queued: start a new "
+                    "session (a new client_id or product_version)"
+                )
             db.executemany(
                 "INSERT INTO events (session_id, nr, at, event, user_id, ip, parameters, is_testing) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -347,11 +354,23 @@ class Spool:
         """The session's oldest `limit` pending events with ids above `after` (a plain read: `mark`
         claims them), as row tuples laid out like QueuedEvent. Index them with ID, NR, ...:
         building a QueuedEvent per row costs a flush 6% of its time."""
-        return self._read(
+        sql = (
             "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
-            "WHERE state = ? AND session_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (_PENDING, session_row, after, limit),
+            "WHERE state = ? AND session_id = ? AND id > ? ORDER BY id LIMIT ?"
         )
+        params = (_PENDING, session_row, after, limit)
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc).lower():
+                raise _spool_error(exc, self.path, "reading the spool") from None
+        # Text that is not UTF-8 (a tampered or damaged file): read it with its bad bytes as
+        # lone surrogates, which the sender sets aside as rejected.
+        self.db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+        try:
+            return self._read(sql, params)
+        finally:
+            self.db.text_factory = str
 
     def mark(self, session_row: int, first_id: int, last_id: int) -> None:
         """Claim a batch as being sent, before its request goes out.
