@@ -135,13 +135,25 @@ def check_spool(directory: str) -> Check:
     directory = os.path.abspath(directory)
     details: dict[str, Any] = {"path": directory, "existed": os.path.exists(directory)}
     mode_before = None
-    if os.path.isdir(directory):
+    if os.path.isdir(directory) and not os.path.islink(directory):
         mode_before = stat.S_IMODE(os.stat(directory).st_mode)
     try:
         spool = Spool(directory)
     except SpoolError as exc:
         return Check("spool", False, str(exc), _spool_hint(exc, directory), details)
     try:
+        problems = spool.integrity_problems()
+        if problems:
+            details["integrity"] = problems
+            db_path = os.path.join(directory, DB_NAME)
+            return Check(
+                "spool",
+                False,
+                f"{db_path} is corrupt: SQLite's integrity check found {'; '.join(problems)}",
+                f"stop hamustro, move {db_path} (and its -wal, -shm) aside, and recover what it holds "
+                f"with 'sqlite3 {db_path} .recover'; a new spool is created on the next track",
+                details,
+            )
         version = spool.schema_version
         # The counters `status` and the triggers read must agree with the rows; if they do not
         # (a bug), recount them in one write transaction, which no change of state can interleave.
@@ -234,8 +246,10 @@ def check_spool(directory: str) -> Check:
             "sending is stopped after the collector rejected the signature (405); once the "
             "credentials check passes, run 'hamustro flush' to resume"
         )
-    backoff = sync.backoff_until or 0
-    if backoff > time.time():
+    from hamustro_cli.triggers import trusted_times
+
+    _, backoff = trusted_times(sync, int(time.time()))
+    if backoff is not None:
         details["backoff_until"] = backoff
         notes.append(
             f"backing off after failed sends for {int(backoff - time.time())} s more "
@@ -251,6 +265,8 @@ def check_spool(directory: str) -> Check:
 
 
 def _spool_hint(exc: SpoolError, directory: str) -> str:
+    if exc.fix:
+        return exc.fix
     if exc.kind is SpoolProblem.NEWER_SCHEMA:
         return "upgrade hamustro, or use another --spool-dir"
     if exc.kind is SpoolProblem.CORRUPT:

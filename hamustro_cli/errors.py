@@ -23,10 +23,11 @@ class InputError(HamustroError):
 class SpoolError(HamustroError):
     """The spool directory or database cannot be used. Nothing in it was changed."""
 
-    def __init__(self, message: str, kind: SpoolProblem | None = None):
+    def __init__(self, message: str, kind: SpoolProblem | None = None, fix: str | None = None):
         super().__init__(message)
         if kind is None:
             from hamustro_cli.problems import SpoolProblem
 
             kind = SpoolProblem.OTHER
         self.kind: SpoolProblem = kind
+        self.fix = fix  # the command that fixes it, when there is one

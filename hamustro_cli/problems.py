@@ -19,3 +19,5 @@ class SpoolProblem(IntEnum):
     CORRUPT = 6
     NEWER_SCHEMA = 7
     LOCKED = 8
+    UNSAFE = 9  # another user owns or can write the spool, or a link sits at a spool file name
+    NOT_OURS = 10  # a database, but not a hamustro spool (or a schema version no hamustro wrote)

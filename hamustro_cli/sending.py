@@ -16,10 +16,60 @@ from hamustro_cli.config import Config
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import Session
-from hamustro_cli.spool import ID, NR, QueuedEvent, Spool
+from hamustro_cli.spool import ID, MAX_NR, NR, QueuedEvent, Spool
 from hamustro_cli.transport import Answer, Transport
 
 Progress = Callable[[int], None]
+
+# A collector that refuses events costs requests to find which: a 400 batch is split in halves
+# until the refused payloads stand alone (2n requests for n events all refused). Past these
+# budgets of split requests the parts still unresolved are set aside whole.
+BATCH_SPLIT_BUDGET = 64
+FLUSH_SPLIT_BUDGET = 256
+NOT_TRIED = (
+    "the collector refused a batch holding this event ({detail}); its {n} event(s) were set aside "
+    "together, not tried one by one (the flush's budget of split requests was spent): "
+    "'hamustro flush --retry-rejected' tries them again"
+)
+MAX_AT = 2**64 - 1
+
+
+def _text_problem(name: str, value: object, required: bool) -> str | None:
+    if value is None:
+        return f"{name} is missing (NULL)" if required else None
+    if not isinstance(value, str):
+        return f"{name} is not text ({type(value).__name__})"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{name} is not valid UTF-8 (lone surrogates or undecodable bytes)"
+    return None
+
+
+def _int_problem(name: str, value: object, low: int, high: int, required: bool) -> str | None:
+    if value is None:
+        return f"{name} is missing (NULL)" if required else None
+    if type(value) is not int:
+        return f"{name} is not an integer ({value!r:.40})"
+    if not low <= value <= high:
+        return f"{name} {value} is out of the wire's range ({low}..{high})"
+    return None
+
+
+def wire_problem(row: QueuedEvent) -> str | None:
+    """Why a stored row cannot go on the wire (a tampered or old spool), or None."""
+    _id, nr, at, event, user_id, ip, parameters, _is_testing = row
+    for problem in (
+        _int_problem("nr", nr, 1, MAX_NR, True),
+        _int_problem("at", at, 0, MAX_AT, True),
+        _text_problem("event", event, True),
+        _int_problem("user_id", user_id, 0, MAX_NR, False),
+        _text_problem("ip", ip, False),
+        _text_problem("parameters", parameters, False),
+    ):
+        if problem:
+            return "stored event cannot be sent: " + problem
+    return None
 
 
 class _Stop(Exception):
@@ -81,6 +131,8 @@ class Sender:
         # per attribute set row: does the collector accept its attributes (an empty
         # collection answered 204)? Asked once, on the first 400.
         self._collection_ok: dict[int, bool] = {}
+        self._flush_splits = FLUSH_SPLIT_BUDGET  # split requests left to this flush
+        self._batch_splits = BATCH_SPLIT_BUDGET  # ... and to the batch being settled
 
     @classmethod
     def from_config(
@@ -121,7 +173,7 @@ class Sender:
             self.transport.close()
 
     def _drain(self, pool: ThreadPoolExecutor) -> None:
-        spool, encode, local_ip = self.spool, wire.encode, self.local_ip
+        spool = self.spool
         while True:
             order = spool.pending_sets()
             if not order:
@@ -129,14 +181,15 @@ class Sender:
             sets = spool.attr_rows()
             for row_id in order:  # one attribute set at a time, each drained before the next
                 attrs = sets[row_id].attributes
-                batch = spool.next_batch(row_id, self.limit)
-                body = encode(attrs, batch, local_ip) if batch else b""
+                batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, self.limit))
                 while batch:
+                    self._batch_splits = min(BATCH_SPLIT_BUDGET, self._flush_splits)
                     spool.mark(row_id, batch[0][ID], batch[-1][ID])
                     in_flight = pool.submit(self.transport.send, body)
                     try:
-                        following = spool.next_batch(row_id, self.limit, after=batch[-1][ID])
-                        next_body = encode(attrs, following, local_ip) if following else b""
+                        following, next_body = self._encoded(
+                            attrs, row_id, spool.next_batch(row_id, self.limit, after=batch[-1][ID])
+                        )
                         delivered = self._settle(attrs, row_id, batch, body, in_flight.result())
                     except _Stop:
                         self.report.failed += spool.release()
@@ -148,6 +201,37 @@ class Sender:
                     if not delivered:
                         spool.release()  # split or set aside: drop the batch's mark
                     batch, body = following, next_body
+
+    def _encoded(
+        self, attrs: Session, row_id: int, rows: list[QueuedEvent]
+    ) -> tuple[list[QueuedEvent], bytes]:
+        """The rows and their Collection; rows the wire cannot carry (a tampered or old spool)
+        are set aside as rejected with the reason, and the rest are encoded without them. The
+        row by row check runs only when encoding fails or an nr is below 1."""
+        while rows:
+            error: Exception | None = None
+            try:
+                if min(row[NR] for row in rows) >= 1:  # nr 0 encodes, but is no event's number
+                    return rows, wire.encode(attrs, rows, self.local_ip)
+            except Exception as exc:  # noqa: BLE001 - a row the encoder refuses: screened below
+                error = exc
+            bad = [(row, problem) for row in rows if (problem := wire_problem(row))]
+            if not bad:
+                raise error or ValueError("a batch failed its check but no row has a problem")
+            for row, problem in bad:
+                self._set_aside(attrs, row_id, [row], problem)
+            rows = [row for row in rows if not wire_problem(row)]
+        return [], b""
+
+    def _set_aside(self, attrs: Session, row_id: int, rows: list[QueuedEvent], reason: str) -> None:
+        self.spool.reject(row_id, [e[ID] for e in rows], reason)
+        self.report.rejected += len(rows)
+        self.log(
+            WARNING, f"warning: {len(rows)} event(s) of session {attrs.id} set aside as rejected: {reason}"
+        )
+        self.spool.record_rejection({"at": _now(), "status": 400, "message": reason, "session": attrs.id})
+        if self.progress:
+            self.progress(len(rows))
 
     def _settle(
         self, attrs: Session, row_id: int, batch: list[QueuedEvent], body: bytes, answer: Answer
@@ -176,16 +260,13 @@ class Sender:
                 else "collector refused the collection attributes of this session (400 for an empty "
                 "collection): " + answer.detail
             )
-            self.spool.reject(row_id, [e[ID] for e in batch], reason)
-            report.rejected += len(batch)
-            self.log(
-                WARNING,
-                f"warning: {len(batch)} event(s) of session {attrs.id} set aside as rejected: {reason}",
-            )
-            self.spool.record_rejection({"at": _now(), "status": 400, "message": reason, "session": attrs.id})
-            if self.progress:
-                self.progress(len(batch))
+            self._set_aside(attrs, row_id, batch, reason)
             return False
+        if self._batch_splits < 2:
+            self._set_aside(attrs, row_id, batch, NOT_TRIED.format(detail=answer.detail, n=len(batch)))
+            return False
+        self._batch_splits -= 2
+        self._flush_splits -= 2
         half = len(batch) // 2
         for part in (batch[:half], batch[half:]):
             part_body = wire.encode(attrs, part, self.local_ip)

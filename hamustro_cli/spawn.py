@@ -10,7 +10,7 @@ import os
 import sys
 
 from hamustro_cli.config import Config
-from hamustro_cli.spooldir import LOG_NAME
+from hamustro_cli.spooldir import LOG_NAME, open_private
 
 CHILD_MODULE = "hamustro_cli.background"
 LOG_LIMIT = 1024 * 1024  # flush.log is rotated to flush.log.1 past this size
@@ -40,11 +40,11 @@ def spawn_background_flush(config: Config) -> None:
     env = child_environment(config, os.environ)
     log_path = os.path.join(config.spool_dir, LOG_NAME)
     try:
-        if os.stat(log_path).st_size > LOG_LIMIT:
+        if os.lstat(log_path).st_size > LOG_LIMIT:  # a link is renamed, never followed
             os.replace(log_path, log_path + ".1")
     except OSError:
         pass
-    fd = os.open(log_path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    fd = open_private(log_path, os.O_WRONLY | os.O_APPEND)  # never through a planted link
     try:
         subprocess.Popen(
             [sys.executable, "-m", CHILD_MODULE],

@@ -23,10 +23,16 @@ from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from hamustro_cli.errors import SpoolError
+from hamustro_cli.errors import InputError, SpoolError
 from hamustro_cli.events import NewEvent
 from hamustro_cli.session import Session
-from hamustro_cli.spooldir import DB_NAME, ignore_file_size_signal, prepare_dir, private_file, tighten
+from hamustro_cli.spooldir import (
+    DB_NAME,
+    check_database_files,
+    ignore_file_size_signal,
+    prepare_dir,
+    private_file,
+)
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -35,7 +41,7 @@ __all__ = ["DB_NAME", "SCHEMA_VERSION", "NewEvent", "Spool", "State"]
 
 # migrations.SCHEMA_VERSION, known here so that opening an up-to-date spool (every `track`)
 # need not load the migrations (tests/test_layout.py checks that the two agree).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class State(IntEnum):
@@ -50,6 +56,7 @@ _PENDING, _REJECTED = int(State.PENDING), int(State.REJECTED)
 # columns of a batch row (laid out as QueuedEvent)
 ID: Final = 0
 NR: Final = 1
+MAX_NR = 2**32 - 1  # nr is a uint32 on the wire
 VACUUM_STEP = 256  # pages freed per incremental_vacuum transaction at the end of a flush
 WAL_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept after a checkpoint (journal_size_limit)
 
@@ -124,6 +131,7 @@ class SyncState(NamedTuple):
     backoff_until: int | None = None
     failures: int = 0
     halted: str | None = None  # why sending stopped (the collector rejected the signature)
+    failed_at: int | None = None  # when the last failure was recorded (the clock then)
 
     @property
     def last_sync_or_creation(self) -> int:
@@ -166,6 +174,31 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
     return SpoolError(f"spool error while {doing}: {why}", kind)
 
 
+_TABLES = {"sessions", "events", "meta"}
+_ABSURD_VERSION = 10_000  # no hamustro will ever have written this many migrations
+
+
+def _check_ours(db: sqlite3.Connection, path: str) -> None:
+    """Refuse a database hamustro did not write: tables of its own at schema version 0, our
+    tables missing at a later one, or a schema version no hamustro ever wrote (negative or
+    absurd). Nothing is changed in it."""
+    from hamustro_cli.problems import SpoolProblem
+
+    version = _user_version(db)
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    fix = f"move {path} away (or set spool_dir elsewhere); hamustro starts a new spool there"
+    if version < 0 or version >= _ABSURD_VERSION:
+        why = f"has schema version {version}, which no hamustro ever wrote: it is damaged or not a spool"
+    elif version == 0 and tables:
+        names = ", ".join(sorted(tables)[:5])
+        why = f"is an SQLite database with tables of its own ({names}), not a hamustro spool"
+    elif version > 0 and not _TABLES <= tables:
+        why = f"has schema version {version} but lacks the spool's tables: it is not a hamustro spool"
+    else:
+        return
+    raise SpoolError(f"{path} {why}; fix: {fix}", SpoolProblem.NOT_OURS, fix)
+
+
 class _Transaction:
     def __init__(self, spool: Spool, doing: str):
         self.spool, self.doing = spool, doing
@@ -202,12 +235,12 @@ class Spool:
         self.path = os.path.join(self.directory, DB_NAME)
         ignore_file_size_signal()
         prepare_dir(self.directory)
-        if not os.path.exists(self.path):
+        # Nothing at the database's names may be a link, a FIFO, a device or another's file:
+        # SQLite would follow or open it. (The directory is ours alone, so nobody can plant
+        # one between this check and the open.)
+        check_database_files(self.path)
+        if not os.path.lexists(self.path):
             private_file(self.path)
-        else:
-            # SQLite gives new -wal/-shm files the database's mode: tighten them all.
-            for suffix in ("", "-wal", "-shm"):
-                tighten(self.path + suffix)
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             # a connection setting: the WAL is cut back to this after each checkpoint
@@ -215,9 +248,10 @@ class Spool:
         except sqlite3.Error as exc:
             raise _spool_error(exc, self.path, "opening the spool") from None
         try:
-            if _user_version(self.db) != SCHEMA_VERSION:
+            if _user_version(self.db) != SCHEMA_VERSION:  # new, older, or not ours at all
                 from hamustro_cli.migrations import migrate
 
+                _check_ours(self.db, self.path)
                 migrate(self.db, self.path)
         except SpoolError:
             self.db.close()
@@ -235,6 +269,15 @@ class Spool:
 
     def close(self) -> None:
         self.db.close()
+
+    def integrity_problems(self, limit: int = 5) -> list[str]:
+        """SQLite's own check of every page (PRAGMA quick_check): [] when the file is sound."""
+        try:
+            rows = self.db.execute(f"PRAGMA quick_check({int(limit)})").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        found = [str(r[0]) for r in rows]
+        return [] if found == ["ok"] else found
 
     def __enter__(self) -> Spool:
         return self
@@ -314,6 +357,12 @@ class Spool:
                 ).fetchone()
             attr_row: int = found[0]
             first = last - count + 1
+            if last > MAX_NR:  # raised inside the transaction: rolled back, nothing queued
+                raise InputError(
+                    f"session {session.id} has numbered {first - 1} events; {count} more would pass "
+                    f"{MAX_NR}, the largest nr the wire carries. Nothing was queued: start a new "
+                    "session (a new client_id or product_version)"
+                )
             db.executemany(
                 "INSERT INTO events (session_id, attr_id, nr, at, event, user_id, ip, parameters, "
                 "is_testing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -357,12 +406,25 @@ class Spool:
         """The attribute set's oldest `limit` pending events with ids above `after` (a plain read:
         `mark` claims them), as row tuples laid out like QueuedEvent. Index them with ID, NR, ...:
         building a QueuedEvent per row costs a flush 6% of its time."""
-        rows: list[QueuedEvent] = self._read(  # plain tuples, typed by their layout
+        sql = (
             "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
-            "WHERE state = ? AND attr_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (_PENDING, attr_row, after, limit),
+            "WHERE state = ? AND attr_id = ? AND id > ? ORDER BY id LIMIT ?"
         )
-        return rows
+        params = (_PENDING, attr_row, after, limit)
+        try:
+            rows: list[QueuedEvent] = self.db.execute(sql, params).fetchall()  # tuples, typed by layout
+            return rows
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc).lower():
+                raise _spool_error(exc, self.path, "reading the spool") from None
+        # Text that is not UTF-8 (a tampered or damaged file): read it with its bad bytes as
+        # lone surrogates, which the sender sets aside as rejected.
+        self.db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+        try:
+            rows = self._read(sql, params)
+            return rows
+        finally:
+            self.db.text_factory = str
 
     def mark(self, attr_row: int, first_id: int, last_id: int) -> None:
         """Claim a batch as being sent, before its request goes out.
@@ -454,7 +516,10 @@ class Spool:
 
     def sync_state(self) -> SyncState:
         metas = self._get_metas("created_at", "last_sync_time", "backoff_until", "failures", "halted")
+        error = self.last_error() or {}
+        failed_at = error.get("at")
         return SyncState(
+            failed_at=failed_at if type(failed_at) is int else None,
             created_at=_int(metas.get("created_at")) or 0,
             last_sync_time=_int(metas.get("last_sync_time")),
             backoff_until=_int(metas.get("backoff_until")),

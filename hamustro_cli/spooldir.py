@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 import stat
+from typing import TYPE_CHECKING
 
 from hamustro_cli.errors import SpoolError
+
+if TYPE_CHECKING:
+    from hamustro_cli.problems import SpoolProblem
 
 DB_NAME = "spool.sqlite3"
 LOCK_NAME = "flush.lock"
@@ -15,74 +19,180 @@ LOG_NAME = "flush.log"
 FILES = (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", LOCK_NAME, LOG_NAME, LOG_NAME + ".1")
 
 
-def prepare_dir(directory: str) -> None:
-    """Create the spool directory 0700, or tighten it if we own it."""
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.stat(directory)
-        if not stat.S_ISDIR(st.st_mode):
-            raise FileExistsError
-    except OSError as exc:
-        raise _dir_error(directory, exc) from None
-    if st.st_mode & 0o077 and st.st_uid == os.geteuid():
-        os.chmod(directory, 0o700)
-    if not os.access(directory, os.W_OK | os.X_OK):
-        from hamustro_cli.problems import SpoolProblem
-
-        raise SpoolError(
-            f"spool directory {directory} is not writable by this user", SpoolProblem.NOT_WRITABLE
-        )
-
-
-def _dir_error(directory: str, exc: OSError) -> SpoolError:
+def _kinds() -> type[SpoolProblem]:
+    """The error kinds, loaded only when something is wrong (not on track's path)."""
     from hamustro_cli.problems import SpoolProblem
 
-    if isinstance(exc, FileExistsError):
-        return SpoolError(
-            f"spool path {directory} exists and is not a directory", SpoolProblem.NOT_A_DIRECTORY
+    return SpoolProblem
+
+
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, ImportError):
+        return str(uid)
+
+
+def _unsafe(message: str, fix: str) -> SpoolError:
+    return SpoolError(f"{message}; fix: {fix}", _kinds().UNSAFE, fix)
+
+
+def _make_dirs(directory: str) -> None:
+    """Create `directory` and every missing parent 0700, whatever the umask."""
+    parent = os.path.dirname(directory)
+    if parent and parent != directory and not os.path.lexists(parent):
+        _make_dirs(parent)
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        return
+    os.chmod(directory, 0o700)  # the umask may have taken bits from 0700
+
+
+def check_dir(directory: str, st: os.stat_result) -> None:
+    """Refuse a spool directory another user owns or can write to (as ssh refuses its files):
+    whoever can write there can plant links at the spool's file names or swap its database."""
+    me = os.geteuid()
+    if st.st_uid != me:
+        raise _unsafe(
+            f"spool directory {directory} is owned by {_user(st.st_uid)}, not by {_user(me)}, "
+            "the user running hamustro",
+            f"chown {_user(me)} {directory} (or set spool_dir to a directory of your own)",
         )
-    if isinstance(exc, NotADirectoryError):
-        return SpoolError(
+    if st.st_mode & 0o022:
+        raise _unsafe(
+            f"spool directory {directory} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o})",
+            f"chmod 700 {directory}",
+        )
+
+
+def prepare_dir(directory: str) -> None:
+    """Create the spool directory (and its missing parents) 0700, refuse one that is not safely
+    ours (check_dir), and tighten one we own that others can read."""
+    try:
+        _make_dirs(directory)
+    except PermissionError:
+        raise SpoolError(
+            f"cannot create spool directory {directory}: permission denied", _kinds().NOT_WRITABLE
+        ) from None
+    except NotADirectoryError:
+        raise SpoolError(
             f"cannot create spool directory {directory}: a parent is not a directory",
-            SpoolProblem.NOT_A_DIRECTORY,
+            _kinds().NOT_A_DIRECTORY,
+        ) from None
+    except OSError as exc:
+        raise SpoolError(
+            f"cannot create spool directory {directory}: {exc.strerror}", _kinds().NOT_WRITABLE
+        ) from None
+    try:
+        link = os.lstat(directory)
+        st = os.stat(directory)
+    except OSError as exc:
+        raise SpoolError(
+            f"cannot use spool directory {directory}: {exc.strerror}", _kinds().NOT_WRITABLE
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SpoolError(f"spool path {directory} exists and is not a directory", _kinds().NOT_A_DIRECTORY)
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, os.geteuid()):
+        # a link to the spool is followed only if we (or root) made it
+        raise _unsafe(
+            f"spool directory {directory} is a symbolic link owned by {_user(link.st_uid)}",
+            f"remove the link {directory} (or set spool_dir to a directory of your own)",
         )
-    why = "permission denied" if isinstance(exc, PermissionError) else exc.strerror
-    return SpoolError(f"cannot create spool directory {directory}: {why}", SpoolProblem.NOT_WRITABLE)
+    check_dir(directory, st)
+    if st.st_mode & 0o077:
+        os.chmod(directory, 0o700)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise SpoolError(f"spool directory {directory} is not writable by this user", _kinds().NOT_WRITABLE)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def not_a_file(path: str, mode: int) -> SpoolError:
+    """A spool file name taken by something that is not a regular file: never followed or opened."""
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return SpoolError(
+        f"spool file {path} is {kind}, not a regular file; hamustro never follows or opens it. "
+        f"Move it away (if it is not yours, find out who put it there)",
+        _kinds().UNSAFE if stat.S_ISLNK(mode) else _kinds().NOT_A_FILE,
+        f"move {path} away",
+    )
+
+
+def check_file(path: str) -> os.stat_result | None:
+    """lstat a spool file name: None when absent; refuses anything but a regular file we own
+    (a link planted there is never followed)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SpoolError(f"cannot use spool file {path}: {exc.strerror}", _kinds().CANNOT_OPEN) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise not_a_file(path, st.st_mode)
+    if st.st_uid != os.geteuid():
+        me = _user(os.geteuid())
+        raise _unsafe(f"spool file {path} is owned by {_user(st.st_uid)}, not by {me}", f"chown {me} {path}")
+    return st
+
+
+def open_private(path: str, flags: int) -> int:
+    """Open (creating 0600) a spool file, never following a link and never blocking on a FIFO;
+    refuses anything but a regular file this user owns, and makes it owner-only."""
+    try:
+        fd = os.open(
+            path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o600
+        )
+    except OSError as exc:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise not_a_file(path, st.st_mode) from None
+        raise SpoolError(f"cannot open spool file {path}: {exc.strerror}", _kinds().NOT_WRITABLE) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise not_a_file(path, st.st_mode)
+        if st.st_uid != os.geteuid():
+            me = _user(os.geteuid())
+            raise _unsafe(
+                f"spool file {path} is owned by {_user(st.st_uid)}, not by {me}", f"chown {me} {path}"
+            )
+        if st.st_mode & 0o077:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o700)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def private_file(path: str) -> None:
     """Create path 0600 if missing (SQLite gives its -wal and -shm files the same mode)."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-    except OSError as exc:
-        from hamustro_cli.problems import SpoolProblem
-
-        if isinstance(exc, IsADirectoryError):
-            raise SpoolError(f"spool file {path} is a directory", SpoolProblem.NOT_A_FILE) from None
-        raise SpoolError(
-            f"cannot create spool file {path}: {exc.strerror}", SpoolProblem.NOT_WRITABLE
-        ) from None
-    try:
-        st = os.fstat(fd)
-        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    os.close(open_private(path, os.O_WRONLY | os.O_APPEND))
 
 
-def tighten(path: str) -> None:
-    """An existing spool file others can read (an older version, a copy) becomes owner-only.
-
-    Never adds a permission: a read-only file stays read-only."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return
-    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
-        try:
-            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
-        except OSError:
-            pass
+def check_database_files(db_path: str) -> None:
+    """Before SQLite opens the database: the database, its -wal and its -shm must each be absent
+    or a regular file we own (SQLite itself would follow a link planted there). An existing one
+    others can read (an older version, a copy) becomes owner-only, without gaining permissions."""
+    for suffix in ("", "-wal", "-shm"):
+        path = db_path + suffix
+        st = check_file(path)
+        if st is not None and st.st_mode & 0o077:
+            os.close(open_private(path, os.O_RDONLY))
 
 
 def ignore_file_size_signal() -> None:
@@ -108,13 +218,9 @@ class FlushLock:
         import fcntl
 
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-        except OSError as exc:
-            from hamustro_cli.problems import SpoolProblem
-
-            raise SpoolError(
-                f"cannot open the flush lock {self.path}: {exc.strerror}", SpoolProblem.NOT_WRITABLE
-            ) from None
+            fd = open_private(self.path, os.O_RDWR)
+        except SpoolError as exc:
+            raise SpoolError(f"cannot use the flush lock: {exc}", exc.kind, exc.fix) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -131,7 +237,7 @@ class FlushLock:
 
 def flush_running(spool_dir: str | os.PathLike[str]) -> bool:
     lock = FlushLock(spool_dir)
-    if not os.path.exists(lock.path):
+    if not os.path.lexists(lock.path):
         return False
     try:
         if lock.acquire(wait=False):

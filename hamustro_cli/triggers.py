@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 BACKOFF_CAP = 3600  # seconds: the longest persisted backoff after failures
 RETRY_AFTER_CAP = 24 * 3600  # seconds: the longest Retry-After honoured
+HOLD_CAP = max(BACKOFF_CAP, RETRY_AFTER_CAP)  # the longest any stored time may hold sending
 HALT_STATUS = 405  # the collector rejected the signature: retrying cannot help
 
 
@@ -41,10 +42,10 @@ def due(sync: SyncState, pending: int, queue_size: int, queue_retention: int, no
         return Due(False, Why.HALTED, f"halted: {sync.halted} (run 'hamustro flush' after fixing it)", None)
     if pending < 1:
         return Due(False, Why.NOTHING_PENDING, "nothing pending", None)
-    retention_at = sync.last_sync_or_creation + queue_retention * 60
+    last_sync, backoff_until = trusted_times(sync, now)
+    retention_at = now if last_sync is None else last_sync + queue_retention * 60
     full = pending >= queue_size
-    backoff_until = sync.backoff_until or 0
-    if backoff_until > now:
+    if backoff_until is not None:  # later than now
         return Due(
             False,
             Why.BACKING_OFF,
@@ -63,6 +64,29 @@ def due(sync: SyncState, pending: int, queue_size: int, queue_retention: int, no
     )
 
 
+def trusted_times(sync: SyncState, now: int) -> tuple[int | None, int | None]:
+    """(last sync, backoff until) as far as they can hold sending at `now`. The clock lies:
+    times written while it ran ahead must not stop sending once it is set right.
+
+    - A last sync (or, before any, the spool's creation) later than now was written under a
+      clock ahead of this one: how long ago it really was is unknown, so the retention
+      trigger counts it as due (it reads as None).
+    - A backoff is void when the failure that set it is recorded later than now (the clock was
+      ahead then), or when it ends more than HOLD_CAP from now (no backoff is ever that long):
+      a backoff holds at most its cap from the current clock. (None: none holds.)"""
+    last_sync: int | None = sync.last_sync_or_creation
+    if last_sync is not None and last_sync > now:
+        last_sync = None
+    backoff_until = sync.backoff_until
+    if backoff_until is not None and (
+        backoff_until <= now
+        or backoff_until - now > HOLD_CAP
+        or (sync.failed_at is not None and sync.failed_at > now)
+    ):
+        backoff_until = None
+    return last_sync, backoff_until
+
+
 def halts(status: int | None) -> bool:
     """Does this answer stop sending until someone runs `hamustro flush`?"""
     return status == HALT_STATUS
@@ -78,4 +102,7 @@ def backoff_until(failures: int, now: int, retry_after: float | None, jitter: fl
 
 
 def _clock(epoch: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+    except (OverflowError, OSError, ValueError):  # a time no calendar holds
+        return f"{epoch} (seconds since 1970)"

@@ -1,0 +1,102 @@
+"""Clocks lie: times stored while the clock ran ahead (or far behind) never hold sending beyond
+the documented caps from the current clock. Rules with a fixed clock; end to end with real
+processes and the real collector."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import invoke, run
+
+from hamustro_cli import triggers
+from hamustro_cli.spool import Spool, SyncState
+
+NOW = 1_700_000_000
+YEAR = 365 * 24 * 3600
+RETENTION_MIN = 60
+
+
+def due_at(sync: SyncState, now: int = NOW, pending: int = 1) -> triggers.Due:
+    return triggers.due(sync, pending, queue_size=20, queue_retention=RETENTION_MIN, now=now)
+
+
+def test_a_last_sync_in_the_future_counts_as_due():
+    d = due_at(SyncState(created_at=NOW - 10, last_sync_time=NOW + YEAR))
+    assert d.fires and d.why is triggers.Why.RETENTION
+
+
+def test_a_creation_time_in_the_future_counts_as_due():
+    assert due_at(SyncState(created_at=NOW + YEAR)).fires
+
+
+def test_a_recent_last_sync_still_waits():
+    d = due_at(SyncState(created_at=NOW - 10, last_sync_time=NOW - 60))
+    assert not d.fires and d.next_at == NOW - 60 + RETENTION_MIN * 60
+
+
+def test_a_backoff_beyond_every_cap_is_void():
+    sync = SyncState(created_at=NOW - YEAR, backoff_until=NOW + YEAR, failures=3)
+    assert due_at(sync).fires
+
+
+def test_a_backoff_recorded_under_a_clock_ahead_is_void():
+    # two hours ahead: within the caps, but the failure is dated after now
+    sync = SyncState(created_at=NOW - YEAR, backoff_until=NOW + 7200, failures=1, failed_at=NOW + 7000)
+    assert due_at(sync).fires
+
+
+def test_an_honest_backoff_still_holds():
+    sync = SyncState(created_at=NOW - YEAR, backoff_until=NOW + 600, failures=4, failed_at=NOW - 300)
+    d = due_at(sync)
+    assert not d.fires and d.why is triggers.Why.BACKING_OFF
+    # a Retry-After of a day is honoured in full
+    sync = sync._replace(backoff_until=NOW + triggers.RETRY_AFTER_CAP - 60)
+    assert not due_at(sync).fires
+
+
+@pytest.mark.parametrize("now", [-1, -YEAR, -(2**40)])
+def test_a_clock_before_1970(now):
+    sync = SyncState(created_at=NOW, last_sync_time=NOW, backoff_until=NOW + 60, failed_at=NOW)
+    d = due_at(sync, now=now)
+    assert d.fires  # every stored time is "in the future": none holds sending
+    # and a stored time far outside any calendar still formats
+    assert "seconds since 1970" in triggers._clock(2**62)
+
+
+def _future_state(spool_dir, ahead: int) -> None:
+    """What a flush under a clock `ahead` seconds fast leaves after failing: a backoff and a
+    last sync (from an earlier batch) in the future."""
+    t = int(time.time()) + ahead
+    with Spool(spool_dir) as spool:
+        spool.db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sync_time', ?), "
+            "('backoff_until', ?), ('failures', '2'), ('last_error', ?)",
+            (str(t), str(t + 120), json.dumps({"at": t, "status": 503, "message": "down"})),
+        )
+
+
+@pytest.mark.parametrize("ahead", [YEAR, 7200])
+def test_flush_if_due_sends_after_the_clock_is_set_right(config, collector, spool_dir, ahead):
+    invoke("track", "first")
+    _future_state(spool_dir, ahead)
+    result = run("flush", "--if-due")
+    assert result.returncode == 0, result
+    assert [e["event"] for e in collector.received()] == ["first"]
+
+
+def test_track_flushes_inline_after_the_clock_is_set_right(config, collector, spool_dir):
+    invoke("track", "first")
+    _future_state(spool_dir, YEAR)
+    result = run("track", "second", env={"HAMUSTRO_FLUSH": "inline"})
+    assert result.returncode == 0, result
+    assert sorted(e["event"] for e in collector.received()) == ["first", "second"]
+
+
+def test_doctor_does_not_report_a_void_backoff(config, collector, spool_dir):
+    invoke("track", "first")
+    _future_state(spool_dir, YEAR)
+    result = invoke("doctor", "--json", expect=None)
+    spool_check = next(c for c in json.loads(result.output)["checks"] if c["name"] == "spool")
+    assert "backoff_until" not in spool_check["details"], spool_check

@@ -1,0 +1,123 @@
+"""Limits of the wire: nr is a uint32, stored rows the wire cannot carry are set aside while the
+rest is delivered, and a collector that refuses everything costs a bounded number of requests."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from conftest import SETTINGS, invoke, run, start_collector, write_config
+
+from hamustro_cli.sending import BATCH_SPLIT_BUDGET, FLUSH_SPLIT_BUDGET
+from hamustro_cli.spool import MAX_NR, Spool
+
+DB = "spool.sqlite3"
+
+
+def _set_last_nr(spool_dir, value: int) -> None:
+    with sqlite3.connect(spool_dir / DB) as db:
+        db.execute("UPDATE sessions SET last_nr = ?", (value,))
+
+
+def _rows(spool_dir) -> list[tuple[int, str, int]]:
+    with sqlite3.connect(spool_dir / DB) as db:
+        return db.execute("SELECT nr, event, state FROM events ORDER BY id").fetchall()
+
+
+def _rejected(spool_dir) -> list[str]:
+    with sqlite3.connect(spool_dir / DB) as db:
+        return [r for (r,) in db.execute("SELECT reason FROM events WHERE state = 2")]
+
+
+def _states(spool_dir) -> dict[int, int]:
+    with sqlite3.connect(spool_dir / DB) as db:
+        return dict(db.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
+
+
+def test_track_refuses_an_nr_past_the_wire_limit(config, spool_dir):
+    invoke("track", "first")
+    _set_last_nr(spool_dir, MAX_NR - 1)
+    invoke("track", "last")  # nr 2^32-1: still fits
+    before = _rows(spool_dir)
+    result = run("track", "one-too-many")
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("Error:") and str(MAX_NR) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _rows(spool_dir) == before
+    assert before[-1][0] == MAX_NR
+
+
+def test_track_stdin_refuses_a_batch_that_would_pass_the_limit(config, spool_dir):
+    invoke("track", "first")
+    _set_last_nr(spool_dir, MAX_NR - 2)
+    before = _rows(spool_dir)
+    result = run("track", "--stdin", input='{"event": "a"}\n{"event": "b"}\n{"event": "c"}\n')
+    assert result.returncode == 2, result
+    assert str(MAX_NR) in result.stderr and "Nothing was queued" in result.stderr
+    assert _rows(spool_dir) == before
+
+
+BAD_ROWS = {
+    "nr0": "UPDATE events SET nr = 0 WHERE event = 'bad'",
+    "nr_big": f"UPDATE events SET nr = {2**32} WHERE event = 'bad'",
+    "at_negative": "UPDATE events SET at = -5 WHERE event = 'bad'",
+    "user_id_big": f"UPDATE events SET user_id = {2**40} WHERE event = 'bad'",
+    "user_id_negative": "UPDATE events SET user_id = -1 WHERE event = 'bad'",
+    "nr_text": "UPDATE events SET nr = 'seven' WHERE event = 'bad'",
+    "invalid_utf8": "UPDATE events SET parameters = CAST(X'7b2278223a22ff227d' AS TEXT) WHERE event = 'bad'",
+    "lone_surrogate": "UPDATE events SET event = CAST(X'eda080' AS TEXT) WHERE event = 'bad'",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ROWS))
+def test_flush_sets_aside_rows_the_wire_cannot_carry_and_delivers_the_rest(
+    config, collector, spool_dir, name
+):
+    invoke("track", "--stdin", input='{"event": "good1"}\n{"event": "bad"}\n{"event": "good2"}\n')
+    with sqlite3.connect(spool_dir / DB) as db:
+        db.execute(BAD_ROWS[name])
+    result = run("flush")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert sorted(e["event"] for e in collector.received()) == ["good1", "good2"]
+    (reason,) = _rejected(spool_dir)
+    assert _states(spool_dir) == {2: 1}  # nothing pending, the bad row set aside
+    assert reason.startswith("stored event cannot be sent:")
+
+
+def test_flush_sets_aside_a_null_event(config, collector, spool_dir):
+    invoke("track", "--stdin", input='{"event": "good"}\n{"event": "bad"}\n')
+    with sqlite3.connect(spool_dir / DB) as db:  # a spool from a schema without NOT NULL
+        db.execute("PRAGMA writable_schema = ON")
+        db.execute(
+            "UPDATE sqlite_master SET sql = replace(sql, 'event TEXT NOT NULL', 'event TEXT') "
+            "WHERE name = 'events'"
+        )
+    with sqlite3.connect(spool_dir / DB) as db:
+        db.execute("UPDATE events SET event = NULL WHERE event = 'bad'")
+    result = run("flush")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert [e["event"] for e in collector.received()] == ["good"]
+    (reason,) = _rejected(spool_dir)
+    assert "event is missing" in reason
+
+
+def test_a_collector_refusing_everything_costs_bounded_requests(isolated, spool_dir):
+    """4,000 events all refused: 7,999 requests before; now at most the split budget."""
+    refusing = start_collector(isolated, "refusing", reject_events=["e"])
+    try:
+        write_config(isolated / "config.toml", collector_url=refusing.url, **SETTINGS)
+        invoke("track", "--stdin", input='{"event": "e"}\n' * 4000)
+        invoke("flush", expect=None)
+        posts = len(refusing.requests)
+        with Spool(spool_dir) as spool:
+            totals = spool.totals()
+            reasons = {e["reason"] for e in spool.iter_events()}
+    finally:
+        refusing.server.stop()
+        refusing.server.out.close()
+    print(f"requests for 4000 all-refused events: {posts}")
+    assert (totals.pending, totals.rejected) == (0, 4000)  # every event kept, set aside
+    # one empty Collection, one request per batch, and the split budget
+    assert posts <= 1 + 2 + FLUSH_SPLIT_BUDGET, posts
+    assert posts <= 1 + 2 * (1 + BATCH_SPLIT_BUDGET), posts
+    assert any("not tried one by one" in r and "--retry-rejected" in r for r in reasons), reasons
