@@ -6,7 +6,7 @@ import enum
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -17,7 +17,7 @@ from hamustro_cli.log import ERROR, INFO, WARNING
 
 if TYPE_CHECKING:
     from hamustro_cli.config import Config
-    from hamustro_cli.tracker import ClientTracker
+    from hamustro_cli.tracker import ClientTracker, TrackResult
 
 
 class ExitStatus(enum.IntEnum):
@@ -200,7 +200,6 @@ def track(
 ) -> None:
     """Queue one EVENT durably, then flush if the protocol's triggers fire."""
     from hamustro_cli import events
-    from hamustro_cli.tracker import Outcome
 
     if from_stdin:
         if event is not None or user_id or params or param_pairs or testing or at:
@@ -214,9 +213,10 @@ def track(
         raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
     if ip is not None:
         events.check_ip(ip)
-    with obj.tracker() as tracker:
+    tracker = obj.tracker()
+    try:
         if from_stdin:
-            result = tracker.track_lines(sys.stdin, ip=ip, flush=flush, source="stdin")
+            result = tracker.track_lines(_stdin_lines(), ip=ip, flush=flush, source="stdin")
         else:
             result = tracker.track_event(
                 event,  # type: ignore[arg-type]
@@ -227,10 +227,67 @@ def track(
                 ip=ip,
                 flush=flush,
             )
+    except BaseException:
+        tracker.close()
+        raise
+    _after_queued(obj, tracker, result, as_json, from_stdin)
+
+
+def _stdin_lines() -> Iterator[str]:
+    """Standard input's lines, decoded as UTF-8 whatever the locale or PYTHONIOENCODING say (bytes
+    that are not UTF-8 stay as surrogates, which the checks refuse with the line's number), a
+    byte order mark at the very start skipped, CRLF read as LF. A closed or unreadable standard
+    input is an input error."""
+    import io
+
+    stream = sys.stdin
+    binary = getattr(stream, "buffer", None) if stream is not None else None
+    if stream is None or (binary is None and not hasattr(stream, "read")):
+        raise InputError("--stdin: standard input is closed")
+    text = (
+        io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape")
+        if binary is not None
+        else stream
+    )
+    try:
+        yield from text
+    except OSError as exc:
+        raise InputError(f"--stdin: cannot read standard input ({exc.strerror or exc})") from None
+    except ValueError:  # read from a closed file
+        raise InputError("--stdin: standard input is closed") from None
+    finally:
+        if text is not stream and isinstance(text, io.TextIOWrapper):
+            try:
+                text.detach()  # leave sys.stdin's buffer open
+            except ValueError:
+                pass
+
+
+def _after_queued(
+    obj: GlobalOptions, tracker: ClientTracker, result: TrackResult, as_json: bool, from_stdin: bool
+) -> None:
+    """Everything `track` does once the events are committed: close the spool, warn, print.
+    Nothing here can change the exit status, which is 0: a script that saw a failure would track
+    again. Each step is guarded on its own, so a closed or broken stderr does not lose the JSON
+    on stdout and the other way round. A reader that went away (EPIPE: `track --json | head -c0`)
+    is not an error of track; Python ignores SIGPIPE, so the process is never killed by it."""
+    from hamustro_cli.tracker import Outcome
+
+    def guarded(step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - the events are queued: nothing may escape
+            pass
+
+    guarded(tracker.close)
     if result.flush == Outcome.HALTED:
-        obj.log(WARNING, f"warning: event queued, but sending is {result.flush_detail}")
+        guarded(lambda: obj.log(WARNING, f"warning: event queued, but sending is {result.flush_detail}"))
     if result.flush == Outcome.FAILED:
-        obj.log(WARNING, f"warning: event queued, but the flush it triggered failed: {result.flush_detail}")
+        guarded(
+            lambda: obj.log(
+                WARNING, f"warning: event queued, but the flush it triggered failed: {result.flush_detail}"
+            )
+        )
     if as_json:
         data = result.to_json()
         if from_stdin:
@@ -241,7 +298,33 @@ def track(
                 "last_nr": result.nr,
                 "flush": result.flush,
             }
-        emit_json(data)
+        try:
+            emit_json(data)
+            if sys.stdout is not None:
+                sys.stdout.flush()  # here, not at exit, where a broken pipe would still cost status 120
+        except Exception:  # noqa: BLE001 - the reader is gone (EPIPE) or stdout is unusable
+            _silence(sys.stdout)
+            guarded(lambda: obj.log(WARNING, "warning: event queued, but its result could not be printed"))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # noqa: BLE001
+            _silence(stream)
+
+
+def _silence(stream: Any) -> None:
+    """Point a broken standard stream at /dev/null, so that the flush at interpreter exit does not
+    fail on it again (Python would then exit 120)."""
+    import os
+
+    try:
+        if stream is not None and stream.fileno() in (1, 2):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, stream.fileno())
+            os.close(null)
+    except Exception:  # noqa: BLE001 - under CliRunner or already closed: nothing to protect
+        pass
 
 
 # -- flush ------------------------------------------------------------------------------------

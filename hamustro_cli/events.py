@@ -15,6 +15,21 @@ MAX_EVENT_BYTES = 1024
 MAX_PARAMS_BYTES = 64 * 1024
 UINT32_MAX = 2**32 - 1
 AT_MAX = 2**63 - 1  # `at` is a uint64 on the wire, but the spool stores it as SQLite's signed INTEGER
+SHOWN_MAX = 60  # characters of a user's value quoted in an error message
+
+
+def shown(value: Any) -> str:
+    """A user's value for an error message: one line (newlines and control characters escaped,
+    as repr does), at most about SHOWN_MAX characters however large the value."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"a {value.bit_length()}-bit number"  # str() of a huge int is slow, or refused
+    try:
+        text = repr(value)
+    except Exception:  # a caller's object whose repr fails
+        return f"a {type(value).__name__}"
+    if len(text) > SHOWN_MAX:
+        return f"{text[:SHOWN_MAX]}... ({len(text)} characters)"
+    return text
 
 
 class NewEvent(NamedTuple):
@@ -53,12 +68,14 @@ def check_user_id(value: Any, where: str = "--user-id") -> int | None:
         text = value.strip()
         digits = text[1:] if text[:1] in "+-" else text
         if not (digits.isascii() and digits.isdigit()):
-            raise InputError(f"{where}: expected a whole number from 0 to {UINT32_MAX}, got {value!r}")
+            raise InputError(f"{where}: expected a whole number from 0 to {UINT32_MAX}, got {shown(value)}")
+        if len(digits) > 20:  # int() refuses thousands of digits; this is out of range anyway
+            raise InputError(f"{where}: {len(digits)} digits, outside 0..{UINT32_MAX} (user_id is a uint32)")
         value = int(text)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{where}: expected a whole number from 0 to {UINT32_MAX}, got {value!r}")
+        raise InputError(f"{where}: expected a whole number from 0 to {UINT32_MAX}, got {shown(value)}")
     if not 0 <= value <= UINT32_MAX:
-        raise InputError(f"{where}: {value} is outside 0..{UINT32_MAX} (user_id is a uint32)")
+        raise InputError(f"{where}: {shown(value)} is outside 0..{UINT32_MAX} (user_id is a uint32)")
     return value
 
 
@@ -69,7 +86,14 @@ def check_params(value: Any, where: str = "--params") -> str | None:
     if type(value) is dict or isinstance(value, Mapping):
         import json
 
-        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+        try:
+            value = json.dumps(
+                value, ensure_ascii=False, separators=(",", ":"), sort_keys=False, allow_nan=False
+            )
+        except RecursionError:
+            raise InputError(f"{where}: nested too deeply") from None
+        except (TypeError, ValueError) as exc:  # a value JSON cannot hold: NaN, an object, a cycle
+            raise InputError(f"{where}: cannot be written as JSON ({shown(str(exc))})") from None
     if not isinstance(value, str):
         raise InputError(f"{where}: expected a string or a JSON object, got {type(value).__name__}")
     _check_utf8(value, where)
@@ -84,7 +108,7 @@ def params_from_pairs(pairs: Iterable[str], where: str = "--param") -> str:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InputError(f"{where} {pair!r}: expected KEY=VALUE with a non-empty KEY")
+            raise InputError(f"{where} {shown(pair)}: expected KEY=VALUE with a non-empty KEY")
         obj[key] = value
     return check_params(obj, where)  # type: ignore[return-value]
 
@@ -94,34 +118,55 @@ def check_at(value: Any, where: str = "--at") -> int:
     if isinstance(value, str):
         text = value.strip()
         if text.isascii() and text.isdigit():
+            if len(text) > 20:  # int() refuses thousands of digits; this is out of range anyway
+                raise InputError(f"{where}: {len(text)} digits is not a valid epoch time (0..2^63-1)")
             value = int(text)
         else:
             from datetime import datetime, timezone
 
             try:
                 parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-            except ValueError:
+                if parsed.tzinfo is None:
+                    parsed = parsed.replace(tzinfo=timezone.utc)
+                value = int(parsed.timestamp())
+            except (ValueError, OverflowError):
                 raise InputError(
                     f"{where}: expected epoch seconds or an ISO 8601 time "
-                    f"(2026-11-28T12:00:00Z), got {value!r}"
+                    f"(2026-11-28T12:00:00Z), got {shown(value)}"
                 ) from None
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
-            value = int(parsed.timestamp())
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{where}: expected epoch seconds (a whole number), got {value!r}")
+        raise InputError(f"{where}: expected epoch seconds (a whole number), got {shown(value)}")
     if not 0 <= value <= AT_MAX:
-        raise InputError(f"{where}: {value} is not a valid epoch time (0..2^63-1)")
+        raise InputError(f"{where}: {shown(value)} is not a valid epoch time (0..2^63-1)")
     return value
 
 
 def check_ip(value: str, where: str = "--ip") -> str:
     if not netaddr.valid_ip(value):
-        raise InputError(f"{where}: {value!r} is not an IPv4 or IPv6 address")
+        raise InputError(f"{where}: {shown(value)} is not an IPv4 or IPv6 address")
     return value
 
 
 STDIN_KEYS = frozenset({"event", "user_id", "params", "is_testing", "at"})
+
+
+class _Refused(Exception):
+    """Raised from inside the JSON scanner: a line that parses but that we refuse."""
+
+
+def _refuse_constant(token: str) -> Any:
+    raise _Refused(f"{token} is not allowed (JSON has no NaN or Infinity)")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused(f"duplicate key {shown(key)}")
+            seen.add(key)
+    return obj
 
 
 def parse_lines(
@@ -131,10 +176,17 @@ def parse_lines(
 
     A line of the common shape (ASCII text, values in range) takes a fast path that checks the
     same rules with cheap tests; anything else goes through `_parse_line`, which checks
-    thoroughly and says exactly what is wrong. The rows are plain tuples laid out as NewEvent."""
+    thoroughly and says exactly what is wrong. The rows are plain tuples laid out as NewEvent.
+
+    Refused on both paths: NaN/Infinity tokens, a key given twice (at any depth), nesting
+    deeper than Python's JSON can follow. The fast path proves "no key twice" without a Python
+    call per object: the line's quote characters must be exactly those of the keys and strings
+    it parsed to (a repeated key adds quotes that the dict lost); lines with \\u escapes, whose
+    quotes cannot be counted that way, take the thorough path."""
     import json
 
-    scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner, without json.loads' two Python frames
+    # the C scanner, without json.loads' two Python frames
+    scan = json.JSONDecoder(parse_constant=_refuse_constant).scan_once  # type: ignore[attr-defined]
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     events: list[Any] = []
     append = events.append
@@ -142,7 +194,7 @@ def parse_lines(
     for number, line in enumerate(lines, 1):
         try:
             obj, end = scan(line, 0)
-        except (StopIteration, ValueError):
+        except Exception:  # StopIteration, ValueError, _Refused, RecursionError: the thorough path says
             obj = None
         if type(obj) is dict and obj.keys() <= keys and (end == len(line) or not line[end:].strip()):
             event = obj.get("event")
@@ -150,8 +202,16 @@ def parse_lines(
             testing = obj.get("is_testing", False)
             at = obj.get("at", default_at)
             params = obj.get("params")
+            quotes = 2 * len(obj)
             if type(params) is dict:
-                params = encode(params)
+                try:
+                    params = encode(params)
+                except Exception:  # RecursionError: the thorough path says
+                    params = 0  # fails the test below
+                else:
+                    quotes += params.count('"')
+            elif type(params) is str:
+                quotes += 2 + params.count('"')
             if (
                 type(event) is str
                 and event.isascii()
@@ -165,6 +225,8 @@ def parse_lines(
                     params is None
                     or (type(params) is str and params.isascii() and len(params) <= MAX_PARAMS_BYTES)
                 )
+                and line.count('"') == quotes + 2 + event.count('"')
+                and "\\u" not in line
             ):
                 append((event, at, user_id, ip, params, testing))
                 continue
@@ -178,29 +240,34 @@ def _parse_line(line: str, where: str, default_at: int, ip: str | None) -> NewEv
     import json
 
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+    except _Refused as exc:
+        raise InputError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{where}: nested too deeply") from None
     except ValueError as exc:
-        raise InputError(f"{where}: not valid JSON ({exc})") from None
+        raise InputError(f"{where}: not valid JSON ({exc})") from None  # its text quotes no input
     if not isinstance(obj, dict):
         raise InputError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     if obj.keys() - STDIN_KEYS:
-        unknown = ", ".join(sorted(obj.keys() - STDIN_KEYS))
+        unknown = ", ".join(shown(k) for k in sorted(obj.keys() - STDIN_KEYS)[:3])
         raise InputError(f"{where}: unknown key {unknown} (allowed: {', '.join(sorted(STDIN_KEYS))})")
     if "event" not in obj:
         raise InputError(f"{where}: missing key 'event'")
     event = check_event_name(obj["event"], f"{where}: event")
     testing = obj.get("is_testing", False)
     if not isinstance(testing, bool):
-        raise InputError(f"{where}: is_testing: expected true or false, got {testing!r}")
+        raise InputError(f"{where}: is_testing: expected true or false, got {shown(testing)}")
     user_id = obj.get("user_id")
     if isinstance(user_id, str):
         raise InputError(
-            f"{where}: user_id: expected a JSON integer from 0 to {UINT32_MAX}, got the string {user_id!r}"
+            f"{where}: user_id: expected a JSON integer from 0 to {UINT32_MAX}, "
+            f"got the string {shown(user_id)}"
         )
     user_id = check_user_id(user_id, f"{where}: user_id")
     params = check_params(obj.get("params"), f"{where}: params")
     at = obj.get("at", default_at)
     if isinstance(at, str):
-        raise InputError(f"{where}: at: expected epoch seconds (a whole number), got {at!r}")
+        raise InputError(f"{where}: at: expected epoch seconds (a whole number), got {shown(at)}")
     at = check_at(at, f"{where}: at")
     return NewEvent(event, at, user_id, ip, params, testing)

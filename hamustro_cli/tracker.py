@@ -199,9 +199,33 @@ class ClientTracker:
     def _queue(self, events: list[NewEvent], flush: bool | None) -> TrackResult:
         session = self.session
         first, last = self.spool.enqueue(session, events)
-        self.log(INFO, f"queued {len(events)} event(s) in session {session.id}, nr {first}..{last}")
-        outcome, detail = self._after_track(flush)
+        # Committed. From here on nothing may raise: a caller (or a script around `track`) that
+        # sees an error retries, and the event is queued twice.
+        outcome, detail = self._after_queue(session.id, first, last, len(events), flush)
         return TrackResult(session.id, last, events[-1][1], outcome, first, len(events), detail)
+
+    def _after_queue(
+        self, session_id: str, first: int, last: int, count: int, flush: bool | None
+    ) -> tuple[str, str | None]:
+        """Everything that follows the commit (log line, triggers, inline flush or spawning the
+        background one), guarded: whatever goes wrong becomes a failed flush with a detail."""
+        try:
+            self.log(INFO, f"queued {count} event(s) in session {session_id}, nr {first}..{last}")
+            return self._after_track(flush)
+        except Exception as exc:  # noqa: BLE001 - the guard itself; the event stays queued
+            return Outcome.FAILED, self._describe(exc)
+
+    def _describe(self, exc: BaseException) -> str:
+        """An exception as one line of a warning: its type and text, the secret masked, capped."""
+        try:
+            text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, HamustroError) else str(exc)
+            secret = self.config.values.get("shared_secret_key")
+            if secret:
+                text = text.replace(str(secret), "***")
+            text = " ".join(text.split())
+            return text if len(text) <= 300 else text[:300] + "..."
+        except Exception:  # noqa: BLE001 - an exception whose text cannot be had
+            return type(exc).__name__
 
     def _after_track(self, flush: bool | None) -> tuple[str, str | None]:
         mode = self.config.values["flush"]

@@ -10,6 +10,15 @@ Everything lives in a temporary directory under /tmp (config, spool, collector o
 the stderr of every child, chaos.log); children get HAMUSTRO_CONFIG, HAMUSTRO_SPOOL_DIR
 and HOME pointing there, so the real home is never touched. Only 127.0.0.1 is used.
 
+Hostile collectors (issue 9): the clients talk to a proxy on the collector's port that passes
+most exchanges to the real collector but, for --hostile-share of them, answers badly: odd
+headers (garbage Retry-After, Location, Content-Type), an answer dripped a few bytes at a time,
+an answer cut off mid-way (the collector accepted the batch), or a status of its own without
+forwarding (400 refusals, 413, 429, 5xx). Clock jumps: every few seconds the spool's stored
+sync state (last sync, backoff) is rewritten a year into the future or the past, as a clock
+that ran ahead or behind during a flush would leave it. The final drain also resends what the
+refusals set aside (`flush --retry-rejected`).
+
 Each event carries a unique id in its parameters. An id is *confirmed* when its `track`
 exited 0, *unconfirmed* when the `track` was SIGKILLed (it may or may not have been
 queued). Exit 1 when a confirmed event was lost, a session's `nr` values have gaps or
@@ -27,6 +36,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -75,7 +85,8 @@ class Soak:
         self.spool = self.work / "spool"
         self.logs = self.work / "stderr"
         self.logs.mkdir()
-        self.port = free_port()
+        self.port = free_port()  # the hostile proxy; the clients' collector_url
+        self.inner_port = free_port()  # the real collector behind it
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.seconds
         self.stop_chaos = threading.Event()
@@ -160,7 +171,7 @@ class Soak:
             "--host",
             HOST,
             "--port",
-            str(self.port),
+            str(self.inner_port),
             "--out",
             str(out),
             "--fail-rate",
@@ -175,7 +186,7 @@ class Soak:
             for _ in range(100):
                 if proc.poll() is not None:
                     break
-                if port_open(self.port):
+                if port_open(self.inner_port):
                     self.collector = proc
                     self.note(f"collector #{n} up, pid {proc.pid}, fail-rate {fail_rate}")
                     err.close()
@@ -186,7 +197,7 @@ class Soak:
                 proc.wait()
             time.sleep(0.1)  # port still held (TIME_WAIT or a lingering socket): try again
         err.close()
-        raise SystemExit(f"soak: cannot start a collector on {HOST}:{self.port}")
+        raise SystemExit(f"soak: cannot start a collector on {HOST}:{self.inner_port}")
 
     def kill_collector(self, sig: int = signal.SIGKILL) -> None:
         proc = self.collector
@@ -201,6 +212,140 @@ class Soak:
             proc.wait()
         self.note(f"collector pid {proc.pid} stopped with signal {sig}")
         self.collector = None
+
+    # -- the hostile proxy in front of the collector ------------------------------------------
+
+    ODD_HEADERS = (
+        ("Retry-After", "soon"),
+        ("Retry-After", "-5"),
+        ("Retry-After", "1e9"),
+        ("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ("Retry-After", "99999999999999999999"),
+        ("Location", "http://198.51.100.1/elsewhere"),
+        ("Content-Type", "application/x-garbage"),
+        ("X-Odd", "\x7f\x01"),
+    )
+
+    def start_proxy(self) -> None:
+        self.proxy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.proxy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.proxy.bind((HOST, self.port))
+        self.proxy.listen(64)
+        threading.Thread(target=self._proxy_accept, name="proxy", daemon=True).start()
+
+    def _proxy_accept(self) -> None:
+        rng = random.Random(self.rng.random())
+        while True:
+            try:
+                conn, _ = self.proxy.accept()
+            except OSError:
+                return
+            seed = rng.random()
+            threading.Thread(target=self._proxy_one, args=(conn, seed), daemon=True).start()
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        need = int(m.group(1)) if m else 0
+        while len(body) < need:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head + b"\r\n\r\n" + body
+
+    def _forward(self, request: bytes) -> bytes:
+        """The request to the real collector (one connection per exchange), its whole answer."""
+        request = re.sub(rb"(?im)^connection:[^\r]*\r\n", b"", request).replace(
+            b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1
+        )
+        with socket.create_connection((HOST, self.inner_port), timeout=30) as up:
+            up.sendall(request)
+            answer = b""
+            while True:
+                chunk = up.recv(65536)
+                if not chunk:
+                    return answer
+                answer += chunk
+
+    def _proxy_one(self, conn: socket.socket, seed: float) -> None:
+        rng = random.Random(seed)
+        mode = "pass"
+        if rng.random() < self.args.hostile_share:
+            mode = rng.choice(["odd-headers", "drip", "cut", "status", "status", "odd-headers"])
+        try:
+            with conn:
+                conn.settimeout(60)
+                request = self._read_request(conn)
+                if not request:
+                    return
+                if mode == "status":
+                    status = rng.choice([400, 400, 413, 429, 500, 502, 503, 504])
+                    body = rng.choice([b"", b'{"error": "no"}', b"\x00\xff garbage"])
+                    extra = "".join(f"{k}: {v}\r\n" for k, v in rng.sample(self.ODD_HEADERS, 2))
+                    conn.sendall(
+                        f"HTTP/1.1 {status} Hostile\r\n{extra}Content-Length: {len(body)}\r\n"
+                        "Connection: close\r\n\r\n".encode("latin-1")
+                        + body
+                    )
+                else:
+                    try:
+                        answer = self._forward(request)
+                    except OSError:
+                        mode = "down"
+                        return  # the collector is down (chaos): the client sees a closed connection
+                    if mode == "odd-headers":
+                        extra = "".join(f"{k}: {v}\r\n" for k, v in rng.sample(self.ODD_HEADERS, 3))
+                        answer = answer.replace(b"\r\n", b"\r\n" + extra.encode("latin-1"), 1)
+                    if mode == "drip":
+                        step = max(1, len(answer) // 12)
+                        for i in range(0, len(answer), step):
+                            conn.sendall(answer[i : i + step])
+                            time.sleep(rng.uniform(0.01, 0.15))
+                    elif mode == "cut":
+                        conn.sendall(answer[: rng.randint(0, max(0, len(answer) - 1))])
+                    else:
+                        conn.sendall(answer)
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.counts[f"proxy {mode}"] += 1
+
+    # -- clock jumps ----------------------------------------------------------------------------
+
+    def clock_loop(self) -> None:
+        """Rewrite the stored sync state as a clock a year ahead or behind would have left it."""
+        rng = random.Random(self.rng.random())
+        year = 365 * 86400
+        while not self.stop_chaos.wait(rng.uniform(*self.args.clock_jump_every)):
+            db = self.spool / "spool.sqlite3"  # spooldir.DB_NAME
+            if not db.exists():
+                continue
+            shift = rng.choice([year, -year, 30 * 86400, -30 * 86400])
+            at = str(int(time.time()) + shift)
+            keys = rng.choice([("last_sync_time",), ("backoff_until",), ("last_sync_time", "backoff_until")])
+            try:
+                con = sqlite3.connect(db, timeout=10)
+                try:
+                    with con:
+                        for key in keys:
+                            con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, at))
+                finally:
+                    con.close()
+            except sqlite3.Error as exc:
+                self.note(f"clock jump failed: {exc}")
+                continue
+            with self.lock:
+                self.counts["clock jumps"] += 1
+            self.note(f"clock jump: {', '.join(keys)} set {shift // 86400:+d} days from now")
 
     # -- children ---------------------------------------------------------------------------
 
@@ -422,12 +567,14 @@ class Soak:
             file=sys.stderr,
         )
         try:
+            self.start_proxy()
             self.start_collector(self.args.fail_rate, self.args.collector_delay)
             threads = [
                 threading.Thread(target=self.tracker_loop, args=(k,), name=f"tracker{k}")
                 for k in range(self.args.trackers)
             ]
             threads.append(threading.Thread(target=self.flush_loop, name="flush"))
+            threads.append(threading.Thread(target=self.clock_loop, name="clock"))
             chaos = threading.Thread(target=self.chaos_loop, name="chaos")
             for t in threads + [chaos]:
                 t.start()
@@ -444,6 +591,8 @@ class Soak:
         finally:
             self.kill_stragglers("at exit")
             self.kill_collector(signal.SIGTERM)
+            if getattr(self, "proxy", None) is not None:
+                self.proxy.close()
             self.chaos_log.close()
             self.child_log.close()
 
@@ -466,11 +615,12 @@ class Soak:
                 self.counts["killed at the end"] += 1
                 self.note(f"end: SIGKILL background flush pid {pid}")
         self.kill_collector(signal.SIGKILL)
+        self.args.hostile_share = 0.0  # the drain meets an honest collector
         self.start_collector(0.0, 0.0)
         status: dict[str, Any] = {}
         drained = False
         for attempt in range(1, self.args.drain_tries + 1):
-            rc, _, err, _ = self.run_child("final-flush", ["flush"], timeout=120)
+            rc, _, err, _ = self.run_child("final-flush", ["flush", "--retry-rejected"], timeout=120)
             rc_s, out, err_s, _ = self.run_child("final-status", ["status", "--json"], timeout=60)
             try:
                 status = json.loads(out)
@@ -480,7 +630,7 @@ class Soak:
                 f"final flush {attempt}: rc {rc}, status pending {status.get('pending')} "
                 f"sending {status.get('sending')} rejected {status.get('rejected')}"
             )
-            if status.get("pending") == 0 and status.get("sending") == 0:
+            if status.get("pending") == 0 and status.get("sending") == 0 and status.get("rejected") == 0:
                 drained = True
                 break
             time.sleep(0.2)
@@ -595,6 +745,8 @@ class Soak:
             "killed flush (cron)": self.exit_codes["flush -9"] + self.exit_codes["flush-if-due -9"],
             "killed background flush": self.counts["killed background flush"],
             "killed at the end": self.counts["killed at the end"],
+            "hostile answers": {k[6:]: v for k, v in sorted(self.counts.items()) if k.startswith("proxy ")},
+            "clock jumps": self.counts["clock jumps"],
             "hung children": sum(v for k, v in self.counts.items() if k.endswith("hung")),
             "client tracebacks": self.bad["traceback"],
             "client 'database is locked'": self.bad["locked"],
@@ -673,6 +825,20 @@ def main() -> int:
     )
     p.add_argument(
         "--stdin-share", type=float, default=0.25, help="share of tracks via --stdin (default 0.25)"
+    )
+    p.add_argument(
+        "--hostile-share",
+        type=float,
+        default=0.3,
+        help="share of exchanges the proxy answers badly: odd headers, drips, cuts, statuses (default 0.3)",
+    )
+    p.add_argument(
+        "--clock-jump-every",
+        type=float,
+        nargs=2,
+        default=(2.0, 6.0),
+        metavar=("MIN", "MAX"),
+        help="seconds between rewrites of the stored sync state a year or a month off (default 2 6)",
     )
     p.add_argument("--queue-size", type=int, default=10)
     p.add_argument("--timeout", type=float, default=5.0, help="client request timeout (default 5)")
