@@ -37,3 +37,7 @@ class SpoolError(HamustroError):
     def __init__(self, message: str, kind: SpoolProblem = SpoolProblem.OTHER):
         super().__init__(message)
         self.kind = kind
+
+
+class FlushBusy(HamustroError):
+    """A flush holds the lock, so changing the queue by hand now could touch what it sends."""

@@ -32,7 +32,17 @@ class TrackResult(NamedTuple):
     flush_detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"session": self.session, "nr": self.nr, "at": self.at, "flush": self.flush}
+        """One shape for one event and for many (`track --stdin`): `nr` and `at` are the last
+        event's, `first_nr`..`last_nr` the range given to all of them."""
+        return {
+            "session": self.session,
+            "queued": self.count,
+            "first_nr": self.first_nr,
+            "last_nr": self.nr,
+            "nr": self.nr,
+            "at": self.at,
+            "flush": self.flush,
+        }
 
 
 class Skip(IntEnum):
@@ -54,6 +64,7 @@ class FlushReport:
         self.skip: Skip | None = None  # set when nothing was attempted
         self.skipped: str | None = None  # why, for people
         self.error: str | None = None
+        self.halted = False  # sending is stopped (signature refused): a person must act
         self.dry_run = dry_run
 
     def skipped_because(self, skip: Skip, why: str) -> FlushReport:
@@ -96,5 +107,6 @@ class FlushReport:
             "batches": self.batches,
             "skipped": self.skipped,
             "error": self.error,
+            "halted": self.halted,
             "dry_run": self.dry_run,
         }

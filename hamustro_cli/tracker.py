@@ -238,6 +238,7 @@ class ClientTracker:
             due = self.due()
             if not due.fires:
                 report.skipped_because(Skip.NOT_DUE, f"not due: {due.reason}")
+                report.halted = due.why is triggers.Why.HALTED
                 report.pending = spool.totals().live
                 return report
         lock = FlushLock(self.config.spool_dir)
