@@ -519,18 +519,15 @@ class Spool:
             in_batch = "(e.session_id = ? AND e.id BETWEEN ? AND ?)"
             clauses.append(f"e.state = ? AND {'' if chosen.state is Shown.SENDING else 'NOT '}{in_batch}")
             params.extend((_PENDING, *marked))
-        if chosen.session is not None:
-            clauses.append("s.session = ?")
-            params.append(chosen.session)
-        if chosen.event is not None:
-            clauses.append("e.event GLOB ?")
-            params.append(chosen.event)
-        if chosen.since is not None:
-            clauses.append("e.at >= ?")
-            params.append(chosen.since)
-        if chosen.until is not None:
-            clauses.append("e.at <= ?")
-            params.append(chosen.until)
+        for clause, value in (
+            ("s.session = ?", chosen.session),
+            ("e.event GLOB ?", chosen.event),
+            ("e.at >= ?", chosen.since),
+            ("e.at <= ?", chosen.until),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
     def select(self, chosen: EventFilter) -> Iterator[dict[str, Any]]:
@@ -554,13 +551,21 @@ class Spool:
             raise _spool_error(exc, self.path, "reading the spool") from None
 
     def count(self, chosen: EventFilter) -> int:
+        sql, params = self._chosen_ids(chosen)
+        found: int = self._read(f"SELECT count(*) FROM ({sql})", params)[0][0]
+        return found
+
+    def _chosen_ids(self, chosen: EventFilter, only_rejected: bool = False) -> tuple[str, list[Any]]:
+        """A SELECT of the chosen events' ids, oldest first (and at most `limit` of them)."""
         where, params = self._where(chosen)
-        sql = "SELECT e.id FROM events e JOIN sessions s ON s.id = e.session_id" + where
+        if only_rejected:
+            where += (" AND " if where else " WHERE ") + "e.state = ?"
+            params.append(_REJECTED)
+        sql = "SELECT e.id FROM events e JOIN sessions s ON s.id = e.session_id" + where + " ORDER BY e.id"
         if chosen.limit is not None:
             sql += " LIMIT ?"
             params.append(chosen.limit)
-        found: int = self._read(f"SELECT count(*) FROM ({sql})", params)[0][0]
-        return found
+        return sql, params
 
     def event(self, event_id: int) -> tuple[dict[str, Any], Session] | None:
         """One event and its session's attributes, or None."""
@@ -593,16 +598,7 @@ class Spool:
     def _change(self, action: Change, chosen: EventFilter) -> int:
         from hamustro_cli.queue import Change
 
-        where, params = self._where(chosen)
-        if action is Change.REQUEUE:
-            where += (" AND " if where else " WHERE ") + "e.state = ?"
-            params.append(_REJECTED)
-        ids_sql = (
-            "SELECT e.id FROM events e JOIN sessions s ON s.id = e.session_id" + where + " ORDER BY e.id"
-        )
-        if chosen.limit is not None:
-            ids_sql += " LIMIT ?"
-            params.append(chosen.limit)
+        ids_sql, params = self._chosen_ids(chosen, only_rejected=action is Change.REQUEUE)
         with self.transaction(f"{action.value} events") as db:
             _write_metas(db, {"sending": None})
             if action is Change.REQUEUE:
