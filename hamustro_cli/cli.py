@@ -111,6 +111,19 @@ def _print_help(ctx: click.Context, value: bool) -> None:
         ctx.exit()
 
 
+def _complete_file(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Let the shell complete a file name (plain string options: see above)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="file")]
+
+
+def _complete_dir(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="dir")]
+
+
 help_option = click.option(
     "-h",
     "--help",
@@ -128,11 +141,13 @@ help_option = click.option(
     "--config",
     "config_path",
     metavar="PATH",
+    shell_complete=_complete_file,
     help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.",
 )
 @click.option(
     "--spool-dir",
     metavar="DIR",
+    shell_complete=_complete_dir,
     help="Spool directory holding the queue. Default: $HAMUSTRO_SPOOL_DIR, spool_dir, "
     "or $XDG_STATE_HOME/hamustro.",
 )
@@ -696,6 +711,7 @@ def doctor(obj: GlobalOptions, as_json: bool) -> None:
     "--out",
     type=click.File("a", lazy=False),
     default="-",
+    shell_complete=_complete_file,
     help="Where accepted events go, one JSON line each (default: standard output).",
 )
 @click.option(

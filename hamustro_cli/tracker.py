@@ -24,7 +24,7 @@ from hamustro_cli.events import (
     check_user_id,
     parse_lines,
 )
-from hamustro_cli.log import INFO, Log, no_log
+from hamustro_cli.log import INFO, Log, to_logging
 from hamustro_cli.reports import FlushReport, Outcome, Skip, TrackResult
 from hamustro_cli.session import Session
 from hamustro_cli.spool import DB_NAME, Spool
@@ -75,7 +75,7 @@ class ClientTracker:
                 raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
             config = load_config(env={}, overrides=given, use_file=False).require()
         self.config = config
-        self.log: Log = log or no_log
+        self.log: Log = log or to_logging
         self._spool: Spool | None = None
 
     @classmethod

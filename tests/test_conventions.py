@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import SETTINGS, ScriptedServer, invoke, start_collector, write_config
 
 TRACK_KEYS = ["session", "queued", "first_nr", "last_nr", "nr", "at", "flush"]
@@ -100,3 +105,60 @@ def test_track_json_has_one_shape(config: Path) -> None:
         1700000002,
     )
     assert many["session"] == one["session"] and many["flush"] == "not-due"
+
+
+# -- completion, help, logging ------------------------------------------------------------------
+
+
+def complete(words: str) -> list[str]:
+    """Ask click's bash completion, as the shell does, in a real process."""
+    cword = len(words.split()) - (0 if words.endswith(" ") else 1)
+    env = {**os.environ, "COMP_WORDS": words, "COMP_CWORD": str(cword), "_HAMUSTRO_COMPLETE": "bash_complete"}
+    code = "from hamustro_cli.cli import main; main()"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        ("hamustro --config ", ["file,"]),
+        ("hamustro --config ./conf", ["file,./conf"]),
+        ("hamustro --spool-dir /var/", ["dir,/var/"]),
+        ("hamustro collector --out ev", ["file,ev"]),
+    ],
+)
+def test_path_options_complete_paths(words: str, expected: list[str]) -> None:
+    assert complete(words) == expected
+
+
+def test_commands_still_complete() -> None:
+    assert "plain,events" in complete("hamustro ev")
+
+
+@pytest.mark.parametrize("command", [[], ["track"], ["flush"], ["events"], ["events", "drop"]])
+def test_help_shows_examples(command: list[str]) -> None:
+    out = invoke(*command, "--help").stdout
+    examples = out.split("Examples:", 1)[1].splitlines()[1:3]
+    assert all(line.startswith("    hamustro ") for line in examples), out
+
+
+def test_api_logs_through_the_hamustro_logger(config: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from hamustro_cli import ClientTracker
+
+    caplog.set_level(logging.DEBUG, logger="hamustro")
+    with ClientTracker.from_config() as tracker:
+        tracker.track_event("a")
+        tracker.flush()
+    messages = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert ("hamustro", logging.INFO, messages[0][2]) == messages[0] and "queued 1 event(s)" in messages[0][2]
+    assert any(level == logging.DEBUG for _, level, _ in messages)  # requests and answers
+    assert any("sent 1 event(s)" in m for _, _, m in messages)
+
+
+def test_track_does_not_import_logging(config: Path) -> None:
+    code = "import sys; from hamustro_cli.cli import main; sys.argv = ['hamustro', 'track', 'a']\n"
+    code += "try:\n    main()\nexcept SystemExit:\n    pass\nprint('logging' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr
