@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from hamustro_cli import __version__
-from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
+from hamustro_cli.errors import ConfigError, FlushBusy, HamustroError, InputError, SpoolError
 from hamustro_cli.log import ERROR, INFO, WARNING
 
 if TYPE_CHECKING:
@@ -21,13 +21,17 @@ if TYPE_CHECKING:
 
 
 class ExitStatus(enum.IntEnum):
+    """The contract's exit codes (README: Exit codes). 1 means "try later", 4 "a person must act"."""
+
     OK = 0
-    UNDELIVERED = 1  # not everything could be delivered (still queued)
+    UNDELIVERED = 1  # try later: not delivered (still queued): unreachable, 5xx, timeout; a flush runs
     USAGE = 2  # usage, configuration or input error: nothing was queued or sent
     SPOOL = 3  # the spool cannot be used: nothing was lost
+    ATTENTION = 4  # a person must act: signature refused (sending halted), events set aside as rejected
 
 
 EXIT_FOR = {
+    FlushBusy: ExitStatus.UNDELIVERED,
     ConfigError: ExitStatus.USAGE,
     InputError: ExitStatus.USAGE,
     SpoolError: ExitStatus.SPOOL,
@@ -108,6 +112,19 @@ def _print_help(ctx: click.Context, value: bool) -> None:
         ctx.exit()
 
 
+def _complete_file(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Let the shell complete a file name (plain string options: see above)."""
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="file")]
+
+
+def _complete_dir(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    from click.shell_completion import CompletionItem
+
+    return [CompletionItem(incomplete, type="dir")]
+
+
 help_option = click.option(
     "-h",
     "--help",
@@ -125,11 +142,13 @@ help_option = click.option(
     "--config",
     "config_path",
     metavar="PATH",
+    shell_complete=_complete_file,
     help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.",
 )
 @click.option(
     "--spool-dir",
     metavar="DIR",
+    shell_complete=_complete_dir,
     help="Spool directory holding the queue. Default: $HAMUSTRO_SPOOL_DIR, spool_dir, "
     "or $XDG_STATE_HOME/hamustro.",
 )
@@ -149,8 +168,16 @@ def cli(
 ) -> None:
     """Queue events durably and send them to a Hamustro collector in signed batches.
 
-    Exit codes: 0 done, 1 not everything delivered (still queued), 2 usage, configuration
-    or input error, 3 the spool cannot be used.
+    \b
+    Examples:
+      hamustro track signup --user-id 42 --param plan=pro
+      hamustro flush --if-due          # from cron, every few minutes
+      hamustro status --check          # non-zero when sending needs attention
+      hamustro events list --state rejected
+
+    Exit codes: 0 done, 1 try later (not delivered, still queued), 2 usage, configuration or
+    input error, 3 the spool cannot be used, 4 a person must act (signature refused, events
+    rejected).
     """
     ctx.obj = GlobalOptions(config_path, spool_dir, verbose, quiet)
 
@@ -198,7 +225,14 @@ def track(
     from_stdin: bool,
     as_json: bool,
 ) -> None:
-    """Queue one EVENT durably, then flush if the protocol's triggers fire."""
+    """Queue one EVENT durably, then flush if the protocol's triggers fire.
+
+    \b
+    Examples:
+      hamustro track signup --user-id 42 --param plan=pro
+      hamustro track page_view --at 2026-11-28T12:00:00Z --no-flush
+      printf '{"event": "a"}\\n{"event": "b", "user_id": 7}\\n' | hamustro track --stdin --json
+    """
     from hamustro_cli import events
 
     if from_stdin:
@@ -230,7 +264,7 @@ def track(
     except BaseException:
         tracker.close()
         raise
-    _after_queued(obj, tracker, result, as_json, from_stdin)
+    _after_queued(obj, tracker, result, as_json)
 
 
 def _stdin_lines() -> Iterator[str]:
@@ -263,9 +297,7 @@ def _stdin_lines() -> Iterator[str]:
                 pass
 
 
-def _after_queued(
-    obj: GlobalOptions, tracker: ClientTracker, result: TrackResult, as_json: bool, from_stdin: bool
-) -> None:
+def _after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult, as_json: bool) -> None:
     """Everything `track` does once the events are committed: close the spool, warn, print.
     Nothing here can change the exit status, which is 0: a script that saw a failure would track
     again. Each step is guarded on its own, so a closed or broken stderr does not lose the JSON
@@ -289,17 +321,8 @@ def _after_queued(
             )
         )
     if as_json:
-        data = result.to_json()
-        if from_stdin:
-            data = {
-                "session": result.session,
-                "queued": result.count,
-                "first_nr": result.first_nr,
-                "last_nr": result.nr,
-                "flush": result.flush,
-            }
         try:
-            emit_json(data)
+            emit_json(result.to_json())
             if sys.stdout is not None:
                 sys.stdout.flush()  # here, not at exit, where a broken pipe would still cost status 120
         except Exception:  # noqa: BLE001 - the reader is gone (EPIPE) or stdout is unusable
@@ -343,7 +366,18 @@ def _silence(stream: Any) -> None:
 @click.pass_obj
 @translate
 def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool, as_json: bool) -> None:
-    """Send every pending event, one session at a time, in signed batches."""
+    """Send every pending event, one session at a time, in signed batches.
+
+    Exit 1: try later (collector unreachable, 5xx, timeout; events stay queued). Exit 4: a
+    person must act (the collector refused the signature and sending is halted, or events were
+    set aside as rejected: see 'hamustro events list --state rejected').
+
+    \b
+    Examples:
+      hamustro flush --if-due               # cron: */5 * * * *
+      hamustro flush --retry-rejected --json
+      hamustro flush --dry-run
+    """
     with obj.tracker() as tracker:
         bar = None
         if not as_json and not obj.quiet and not dry_run and sys.stderr.isatty():
@@ -379,7 +413,11 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
             f"warning: {report.rejected} event(s) refused by the collector were set aside "
             "(see 'hamustro status'; resend with 'hamustro flush --retry-rejected')",
         )
-    if not report.ok and not report.skipped and not dry_run:
+    if dry_run:
+        return
+    if report.halted or report.rejected:
+        sys.exit(ExitStatus.ATTENTION)
+    if not report.ok and not report.skipped:
         sys.exit(ExitStatus.UNDELIVERED)
 
 
@@ -407,15 +445,47 @@ def _ago(epoch: int | None, now: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.option("--events", "with_events", is_flag=True, help="Also list queued events, oldest first.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="List at most N events.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 4 when a person must act (sending halted, rejected events), 1 when the last "
+    "flush failed and is backing off.",
+)
 @click.pass_obj
 @translate
-def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | None) -> None:
+def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | None, check: bool) -> None:
     """What is queued, and why it is or is not being sent."""
     with obj.tracker(required=()) as tracker:
-        data = tracker.status(events=with_events, limit=limit)
-    if as_json:
+        data = tracker.status()
+        # the events are streamed from the spool's cursor, never held: a million stay cheap
+        rows = tracker.spool.iter_events(limit) if with_events else None
+        if as_json:
+            _status_json(data, rows)
+        else:
+            _status_text(data, rows)
+    if check:
+        if data["halted"] or data["rejected"]:
+            sys.exit(ExitStatus.ATTENTION)
+        if data["backoff_until"]:  # set by a failed flush, cleared by the next delivery
+            sys.exit(ExitStatus.UNDELIVERED)
+
+
+def _status_json(data: dict[str, Any], rows: Any) -> None:
+    """The status object, with `events` (when asked) written one by one as its last key."""
+    import json
+
+    if rows is None:
         emit_json(data)
         return
+    write = sys.stdout.write
+    write(json.dumps(data)[:-1] + ', "events": [')
+    dumps = json.dumps
+    for n, e in enumerate(rows):
+        write((", " if n else "") + dumps(e))
+    write("]}\n")
+
+
+def _status_text(data: dict[str, Any], rows: Any) -> None:
     now = int(time.time())
     echo = click.echo
     echo(f"spool:      {data['spool_dir']}")
@@ -423,7 +493,7 @@ def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | No
     if data["rejected"]:
         echo(
             f"rejected:   {data['rejected']} (refused by the collector; "
-            "'hamustro flush --retry-rejected' resends)"
+            "'hamustro flush --retry-rejected' resends, 'hamustro events' shows them)"
         )
     echo(f"last sync:  {_ago(data['last_sync_time'], now)}")
     error = data["last_error"]
@@ -447,12 +517,205 @@ def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | No
             f"session {s['session']}{mark}: {s['pending']} pending{rejected}, last nr {s['last_nr']}, "
             f"product {s['product_version']}{oldest}"
         )
-    for e in data.get("events", []):
-        user = f" user {e['user_id']}" if e["user_id"] is not None else ""
-        params = f" {e['parameters']}" if e["parameters"] else ""
-        reason = f" ({e['reason']})" if e["reason"] else ""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e["at"]))
-        echo(f"{stamp} {e['session'][:8]} nr {e['nr']} {e['state']} {e['event']}{user}{params}{reason}")
+    if rows is not None:
+        _stream(rows, as_json=False, header=False)
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def _time_option(name: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(name, metavar="TIME", help=help_text)
+
+
+def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The filters every `events` subcommand shares."""
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option(
+            "--state",
+            type=click.Choice(["pending", "sending", "rejected"]),
+            help="Only events in this state (sending: the batch a flush is sending).",
+        ),
+        click.option("--session", "session_id", metavar="SID", help="Only events of this session."),
+        click.option(
+            "--event", "event_glob", metavar="GLOB", help="Only events whose name matches (* ? [..])."
+        ),
+        _time_option("--since", "Only events at or after TIME (epoch seconds or ISO 8601, as --at)."),
+        _time_option("--until", "Only events at or before TIME."),
+        click.option(
+            "--limit", type=click.IntRange(min=1), metavar="N", help="At most N events, oldest first."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _filter(
+    ids: tuple[int, ...] | None,
+    state: str | None,
+    session_id: str | None,
+    event_glob: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int | None,
+) -> Any:
+    from hamustro_cli.events import parse_time
+    from hamustro_cli.queue import EventFilter, Shown
+
+    return EventFilter(
+        ids=ids,
+        state=None if state is None else Shown(state),
+        session=session_id,
+        event=event_glob,
+        since=None if since is None else parse_time(since, "--since"),
+        until=None if until is None else parse_time(until, "--until"),
+        limit=limit,
+    )
+
+
+def _stamp(epoch: int) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    except (OverflowError, OSError, ValueError):
+        return str(epoch)
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    user = f" user {e['user_id']}" if e["user_id"] is not None else ""
+    params = f" {e['parameters']}" if e["parameters"] else ""
+    reason = f" ({e['reason']})" if e["reason"] else ""
+    return (
+        f"{e['id']:>8} {_stamp(e['at'])} {e['session'][:8]} {e['nr']:>6} {e['state']:<8} "
+        f"{e['event']}{user}{params}{reason}"
+    )
+
+
+def _stream(rows: Any, as_json: bool, header: bool = True) -> None:
+    """One line an event, written as it is read: memory stays flat on any spool."""
+    import json
+
+    write = sys.stdout.write
+    if header and not as_json:
+        write(f"{'ID':>8} {'AT':<20} {'SESSION':<8} {'NR':>6} {'STATE':<8} EVENT\n")
+    dumps = json.dumps
+    try:
+        for e in rows:
+            write((dumps(e) if as_json else _event_line(e)) + "\n")
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@cli.group(add_help_option=False)
+@help_option
+def events() -> None:
+    """The queue by hand: list, show, requeue or drop queued events.
+
+    \b
+    Examples:
+      hamustro events list --state rejected
+      hamustro events list --json --since 2026-11-28 | jq .event
+      hamustro events show 42
+      hamustro events requeue --event 'signup*'
+      hamustro events drop --state rejected --until 2026-11-01 --yes
+    """
+
+
+@events.command("list", add_help_option=False)
+@help_option
+@event_filters
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.pass_obj
+@translate
+def events_list(obj: GlobalOptions, as_json: bool, **filters: Any) -> None:
+    """List queued events, oldest first, as a table or JSON lines."""
+    chosen = _filter(None, **filters)
+    with obj.tracker(required=()) as tracker:
+        _stream(tracker.spool.select(chosen), as_json)
+
+
+@events.command("show", add_help_option=False)
+@help_option
+@click.argument("event_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the event and its session as JSON.")
+@click.pass_obj
+@translate
+def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
+    """Show one event, its session's attributes and why it was rejected."""
+    with obj.tracker(required=()) as tracker:
+        found = tracker.spool.event(event_id)
+        if found is None:
+            raise InputError(f"no event with id {event_id} in the spool {tracker.config.spool_dir}")
+    event, attrs = found
+    if as_json:
+        emit_json({"event": event, "session": attrs.to_dict()})
+        return
+    echo = click.echo
+    echo(f"event {event['id']}: {event['event']}")
+    echo(f"  state:       {event['state']}" + (f": {event['reason']}" if event["reason"] else ""))
+    echo(f"  at:          {_stamp(event['at'])} ({event['at']})")
+    echo(f"  session:     {event['session']}, nr {event['nr']}")
+    for key in ("user_id", "ip", "parameters", "is_testing"):
+        echo(f"  {key + ':':<12} {event[key]}")
+    echo("session attributes:")
+    for key, value in attrs.to_dict().items():
+        echo(f"  {key + ':':<17} {value}")
+
+
+@events.command("requeue", add_help_option=False)
+@help_option
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@event_filters
+@click.pass_obj
+@translate
+def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> None:
+    """Move rejected events (the IDs, or those the filters choose) back to pending, without
+    sending. Pending events are left as they are."""
+    from hamustro_cli.queue import Change
+
+    if filters["state"] not in (None, "rejected"):
+        raise InputError(f"--state {filters['state']}: requeue moves rejected events only")
+    chosen = _filter(ids or None, **filters)
+    with obj.tracker(required=()) as tracker:
+        moved = tracker.spool.change(Change.REQUEUE, chosen)
+    if not obj.quiet:
+        click.echo(f"requeued {moved} rejected event(s)")
+
+
+@events.command("drop", add_help_option=False)
+@help_option
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@event_filters
+@click.option("--yes", "-y", is_flag=True, help="Do not ask; needed when not on a terminal.")
+@click.pass_obj
+@translate
+def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: Any) -> None:
+    """Delete events (the IDs, or those the filters choose) for good. Asks first on a
+    terminal; elsewhere needs --yes.
+
+    \b
+    Examples:
+      hamustro events drop 17 18
+      hamustro events drop --state rejected --yes
+    """
+    from hamustro_cli.queue import Change
+
+    if not ids and not any(v is not None for v in filters.values()):
+        raise InputError("name the events to drop: IDs or a filter (e.g. --state rejected)")
+    chosen = _filter(ids or None, **filters)
+    with obj.tracker(required=()) as tracker:
+        if not yes:
+            if not sys.stdin.isatty():
+                raise InputError("drop deletes events for good: give --yes (no terminal to ask on)")
+            count = tracker.spool.count(chosen)
+            if not click.confirm(f"Delete {count} event(s) for good?", default=False):
+                click.echo("nothing was deleted", err=True)
+                return
+        dropped = tracker.spool.change(Change.DROP, chosen)
+    if not obj.quiet:
+        click.echo(f"dropped {dropped} event(s)")
 
 
 # -- session ----------------------------------------------------------------------------------
@@ -530,6 +793,7 @@ def doctor(obj: GlobalOptions, as_json: bool) -> None:
     "--out",
     type=click.File("a", lazy=False),
     default="-",
+    shell_complete=_complete_file,
     help="Where accepted events go, one JSON line each (default: standard output).",
 )
 @click.option(

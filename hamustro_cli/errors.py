@@ -31,3 +31,7 @@ class SpoolError(HamustroError):
             kind = SpoolProblem.OTHER
         self.kind: SpoolProblem = kind
         self.fix = fix  # the command that fixes it, when there is one
+
+
+class FlushBusy(HamustroError):
+    """A flush holds the lock, so changing the queue by hand now could touch what it sends."""

@@ -6,10 +6,13 @@ Every error is an InputError naming the value and where it came from (flag, key,
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hamustro_cli import netaddr
 from hamustro_cli.errors import InputError
+
+if TYPE_CHECKING:
+    import re
 
 MAX_EVENT_BYTES = 1024
 MAX_PARAMS_BYTES = 64 * 1024
@@ -114,31 +117,98 @@ def params_from_pairs(pairs: Iterable[str], where: str = "--param") -> str:
 
 
 def check_at(value: Any, where: str = "--at") -> int:
-    """Epoch seconds (UTC), from an integer or an ISO 8601 time (naive means UTC)."""
+    """Epoch seconds (UTC), from an integer or a time text (see `parse_time`)."""
     if isinstance(value, str):
-        text = value.strip()
-        if text.isascii() and text.isdigit():
-            if len(text) > 20:  # int() refuses thousands of digits; this is out of range anyway
-                raise InputError(f"{where}: {len(text)} digits is not a valid epoch time (0..2^63-1)")
-            value = int(text)
-        else:
-            from datetime import datetime, timezone
-
-            try:
-                parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-                if parsed.tzinfo is None:
-                    parsed = parsed.replace(tzinfo=timezone.utc)
-                value = int(parsed.timestamp())
-            except (ValueError, OverflowError):
-                raise InputError(
-                    f"{where}: expected epoch seconds or an ISO 8601 time "
-                    f"(2026-11-28T12:00:00Z), got {shown(value)}"
-                ) from None
+        value = parse_time(value, where)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(f"{where}: expected epoch seconds (a whole number), got {shown(value)}")
     if not 0 <= value <= AT_MAX:
         raise InputError(f"{where}: {shown(value)} is not a valid epoch time (0..2^63-1)")
     return value
+
+
+_TIME_RE: re.Pattern[str] | None = None  # compiled on first use: `track` without --at never pays for re
+
+
+def parse_time(text: str, where: str = "--at") -> int:
+    """Epoch seconds from epoch seconds (`1764331200`, or fractional as `date +%s.%N` prints)
+    or ISO 8601 (extended or basic, `T` or a space, fractions of any length, `Z`, `+01:00`,
+    `+0100` or `+01`; calendar, ordinal or week dates; naive means UTC). Fractions of a second
+    are truncated toward the past, like `date +%s`.
+
+    One parser of our own, not datetime.fromisoformat: that accepts different forms on
+    Python 3.10 and 3.11+, and `--at` must mean the same on each."""
+    global _TIME_RE
+    raw = text
+    text = text.strip()
+    if text.isascii() and text.isdigit():
+        if len(text) > 20:  # int() refuses thousands of digits; this is out of range anyway
+            raise InputError(f"{where}: {len(text)} digits is not a valid epoch time (0..2^63-1)")
+        return int(text)
+    if _TIME_RE is None:
+        import re
+
+        _TIME_RE = re.compile(
+            r"(?P<year>\d{4})(?P<dsep>-?)"
+            r"(?:W(?P<week>\d{2})(?P=dsep)(?P<wday>[1-7])|(?P<month>\d{2})(?P=dsep)(?P<day>\d{2})"
+            r"|(?P<yday>\d{3}))"
+            r"(?:[T ](?P<hour>\d{2})(?:(?P<tsep>:?)(?P<minute>\d{2})(?:(?P=tsep)(?P<second>\d{2})"
+            r"(?:[.,](?P<frac>\d+))?)?)?"
+            r"(?P<tz>[Zz]|[+-]\d{2}(?::?\d{2})?)?)?",
+            re.ASCII,
+        )
+    epoch = _epoch_fraction(text)
+    if epoch is not None:
+        return epoch
+    m = _TIME_RE.fullmatch(text)
+    if m is None:
+        raise InputError(
+            f"{where}: expected epoch seconds or an ISO 8601 time (2026-11-28T12:00:00Z), got {shown(raw)}"
+        )
+    from datetime import date, datetime, timedelta, timezone
+
+    g = m.group
+    try:
+        year = int(g("year"))
+        if g("week"):
+            day = date.fromisocalendar(year, int(g("week")), int(g("wday")))
+        elif g("yday"):
+            yday = int(g("yday"))
+            if not 1 <= yday <= (366 if date(year, 12, 31).timetuple().tm_yday == 366 else 365):
+                raise ValueError("day of year out of range")
+            day = date(year, 1, 1) + timedelta(days=yday - 1)
+        else:
+            day = date(year, int(g("month")), int(g("day")))
+        tz = timezone.utc
+        offset = g("tz")
+        if offset and offset not in "Zz":
+            digits = offset[1:].replace(":", "")
+            hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+            if hours > 23 or minutes > 59:
+                raise ValueError("offset out of range")
+            delta = timedelta(hours=hours, minutes=minutes)
+            tz = timezone(-delta if offset[0] == "-" else delta)
+        moment = datetime(
+            day.year,
+            day.month,
+            day.day,
+            int(g("hour") or 0),
+            int(g("minute") or 0),
+            int(g("second") or 0),
+            tzinfo=tz,
+        )
+    except (ValueError, OverflowError) as exc:
+        raise InputError(f"{where}: {shown(raw)} is not a valid time ({exc})") from None
+    seconds = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return seconds.days * 86400 + seconds.seconds
+
+
+def _epoch_fraction(text: str) -> int | None:
+    """`1764331200.123456789` (as `date +%s.%N` prints): whole seconds, truncated."""
+    whole, dot, frac = text.partition(".")
+    if dot and whole.isascii() and whole.isdigit() and (not frac or (frac.isascii() and frac.isdigit())):
+        return int(whole) if len(whole) <= 20 else 2**64  # out of range either way: check_at says so
+    return None
 
 
 def check_ip(value: str, where: str = "--ip") -> str:

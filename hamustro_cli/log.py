@@ -14,3 +14,14 @@ Log = Callable[[int, str], None]
 
 def no_log(level: int, message: str) -> None:
     pass
+
+
+def to_logging(level: int, message: str) -> None:
+    """The Python API's default: the standard `logging.getLogger("hamustro")`, as Segment's and
+    PostHog's clients do. logging is imported on the first message, not by `track`."""
+    import logging
+
+    logging.getLogger("hamustro").log(
+        {ERROR: logging.ERROR, WARNING: logging.WARNING, INFO: logging.INFO}.get(level, logging.DEBUG),
+        message,
+    )

@@ -29,6 +29,7 @@ class FlushReport:
         self.skip: Skip | None = None  # set when nothing was attempted
         self.skipped: str | None = None  # why, for people
         self.error: str | None = None
+        self.halted = False  # sending is stopped (signature refused): a person must act
         self.dry_run = dry_run
 
     def skipped_because(self, skip: Skip, why: str) -> FlushReport:
@@ -71,5 +72,6 @@ class FlushReport:
             "batches": self.batches,
             "skipped": self.skipped,
             "error": self.error,
+            "halted": self.halted,
             "dry_run": self.dry_run,
         }

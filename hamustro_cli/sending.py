@@ -288,6 +288,7 @@ class Sender:
         error = {"at": t, "status": answer.status, "message": answer.detail, "attempts": answer.attempts}
         if triggers.halts(answer.status):
             self.spool.record_failure(error, failures, halted=answer.detail)
+            self.report.halted = True
         else:
             until = triggers.backoff_until(failures, t, answer.retry_after, random.uniform(0.75, 1.0))
             self.spool.record_failure(error, failures, backoff_until=until)

@@ -23,11 +23,12 @@ from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-from hamustro_cli.errors import InputError, SpoolError
+from hamustro_cli.errors import FlushBusy, InputError, SpoolError
 from hamustro_cli.events import NewEvent
 from hamustro_cli.session import Session
 from hamustro_cli.spooldir import (
     DB_NAME,
+    FlushLock,
     check_database_files,
     ignore_file_size_signal,
     prepare_dir,
@@ -36,6 +37,8 @@ from hamustro_cli.spooldir import (
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
+
+    from hamustro_cli.queue import Change, EventFilter
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "NewEvent", "Spool", "State"]
 
@@ -683,29 +686,151 @@ class Spool:
 
     def iter_events(self, limit: int | None = None) -> Iterator[dict[str, Any]]:
         """Every queued event, oldest first, for `status --events`."""
-        sql = (
-            "SELECT e.id, s.session, e.nr, e.at, e.event, e.user_id, e.ip, e.parameters, "
-            "e.is_testing, e.state, e.reason FROM events e JOIN sessions s ON s.id = e.session_id "
-            "ORDER BY e.id"
-        )
+        from hamustro_cli.queue import EventFilter
+
+        return self.select(EventFilter(limit=limit))
+
+    _EVENT_COLUMNS = (
+        "SELECT e.id, s.session, e.nr, e.at, e.event, e.user_id, e.ip, e.parameters, "
+        "e.is_testing, e.state, e.reason, e.attr_id FROM events e JOIN sessions s ON s.id = e.session_id"
+    )
+
+    def _where(self, chosen: EventFilter) -> tuple[str, list[Any]]:
+        """The filter as a WHERE clause over `events e` joined to `sessions s`."""
+        from hamustro_cli.queue import Shown
+
+        clauses: list[str] = []
         params: list[Any] = []
-        if limit is not None:
+        if chosen.ids is not None:
+            clauses.append(f"e.id IN ({','.join('?' * len(chosen.ids))})" if chosen.ids else "0")
+            params.extend(chosen.ids)
+        if chosen.state is Shown.REJECTED:
+            clauses.append("e.state = ?")
+            params.append(_REJECTED)
+        elif chosen.state is not None:
+            marked = self._marked() or (0, 1, 0)  # no mark: an empty range
+            in_batch = "(e.attr_id = ? AND e.id BETWEEN ? AND ?)"
+            clauses.append(f"e.state = ? AND {'' if chosen.state is Shown.SENDING else 'NOT '}{in_batch}")
+            params.extend((_PENDING, *marked))
+        for clause, value in (
+            ("s.session = ?", chosen.session),
+            ("e.event GLOB ?", chosen.event),
+            ("e.at >= ?", chosen.since),
+            ("e.at <= ?", chosen.until),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def select(self, chosen: EventFilter) -> Iterator[dict[str, Any]]:
+        """The chosen events, oldest first, one at a time from the cursor: memory stays flat
+        whatever the spool holds (`events list --json` on a million events)."""
+        where, params = self._where(chosen)
+        sql = self._EVENT_COLUMNS + where + " ORDER BY e.id"
+        if chosen.limit is not None:
             sql += " LIMIT ?"
-            params.append(limit)
-        for r in self._read(sql, params):
-            yield {
-                "id": r[0],
-                "session": r[1],
-                "nr": r[2],
-                "at": r[3],
-                "event": r[4],
-                "user_id": r[5],
-                "ip": r[6] or None,
-                "parameters": r[7],
-                "is_testing": bool(r[8]),
-                "state": "rejected" if r[9] == _REJECTED else "pending",
-                "reason": r[10],
-            }
+            params.append(chosen.limit)
+        marked = self._marked()
+        try:
+            cursor = self.db.execute(sql, params)
+            while True:
+                rows = cursor.fetchmany(500)
+                if not rows:
+                    break
+                for r in rows:
+                    yield _event_dict(r, marked)
+        except sqlite3.Error as exc:
+            raise _spool_error(exc, self.path, "reading the spool") from None
+
+    def count(self, chosen: EventFilter) -> int:
+        sql, params = self._chosen_ids(chosen)
+        found: int = self._read(f"SELECT count(*) FROM ({sql})", params)[0][0]
+        return found
+
+    def _chosen_ids(self, chosen: EventFilter, only_rejected: bool = False) -> tuple[str, list[Any]]:
+        """A SELECT of the chosen events' ids, oldest first (and at most `limit` of them)."""
+        where, params = self._where(chosen)
+        if only_rejected:
+            where += (" AND " if where else " WHERE ") + "e.state = ?"
+            params.append(_REJECTED)
+        sql = "SELECT e.id FROM events e JOIN sessions s ON s.id = e.session_id" + where + " ORDER BY e.id"
+        if chosen.limit is not None:
+            sql += " LIMIT ?"
+            params.append(chosen.limit)
+        return sql, params
+
+    def event(self, event_id: int) -> tuple[dict[str, Any], Session] | None:
+        """One event and the attributes it was tracked under (what its Collection carries), or None."""
+        rows = self._read(self._EVENT_COLUMNS + " WHERE e.id = ?", (event_id,))
+        if not rows:
+            return None
+        return _event_dict(rows[0], self._marked()), self.attr_rows()[rows[0][11]].attributes
+
+    # -- the queue by hand: every change `hamustro events` makes goes through here ------------
+
+    def change(self, action: Change, chosen: EventFilter) -> int:
+        """Requeue (rejected back to pending) or drop the chosen events, in one transaction;
+        returns how many changed. The one place these state changes happen.
+
+        Never touches the batch a flush is sending: it takes the flush lock (FlushBusy when a
+        flush holds it), so a mark found meanwhile is a dead flush's and is dropped first, as
+        the next flush would drop it."""
+        lock = FlushLock(self.directory)
+        if not lock.acquire(wait=False):
+            raise FlushBusy(
+                f"a flush is running in {self.directory}: nothing was changed; "
+                f"try again when it ends ('hamustro status' shows it)"
+            )
+        try:
+            return self._change(action, chosen)
+        finally:
+            lock.release()
+
+    def _change(self, action: Change, chosen: EventFilter) -> int:
+        from hamustro_cli.queue import Change
+
+        ids_sql, params = self._chosen_ids(chosen, only_rejected=action is Change.REQUEUE)
+        with self.transaction(f"{action.value} events") as db:
+            _write_metas(db, {"sending": None})
+            # the counters move in the same transaction as the rows (the same ids, read twice)
+            for attr_row, state, n in db.execute(
+                f"SELECT attr_id, state, count(*) FROM events WHERE id IN ({ids_sql}) "
+                "GROUP BY attr_id, state",
+                params,
+            ).fetchall():
+                _count(db, attr_row, state, -n)
+                if action is Change.REQUEUE:
+                    _count(db, attr_row, _PENDING, n)
+            if action is Change.REQUEUE:
+                sql = f"UPDATE events SET state = {_PENDING}, reason = NULL WHERE id IN ({ids_sql})"
+            else:
+                sql = f"DELETE FROM events WHERE id IN ({ids_sql})"
+            changed: int = db.execute(sql, params).rowcount
+        return changed
+
+
+def _event_dict(r: Sequence[Any], marked: tuple[int, int, int] | None) -> dict[str, Any]:
+    """A row of _EVENT_COLUMNS as `events list --json` and `status --events` show it."""
+    if r[9] == _REJECTED:
+        shown = "rejected"
+    elif marked and r[11] == marked[0] and marked[1] <= r[0] <= marked[2]:
+        shown = "sending"
+    else:
+        shown = "pending"
+    return {
+        "id": r[0],
+        "session": r[1],
+        "nr": r[2],
+        "at": r[3],
+        "event": r[4],
+        "user_id": r[5],
+        "ip": r[6] or None,
+        "parameters": r[7],
+        "is_testing": bool(r[8]),
+        "state": shown,  # a queue.Shown value
+        "reason": r[10],
+    }
 
 
 def _user_version(db: sqlite3.Connection) -> int:

@@ -23,7 +23,7 @@ from hamustro_cli.events import (
     check_user_id,
     parse_lines,
 )
-from hamustro_cli.log import INFO, Log, no_log
+from hamustro_cli.log import INFO, Log, to_logging
 from hamustro_cli.session import Session
 from hamustro_cli.spool import DB_NAME, Spool
 from hamustro_cli.spooldir import FlushLock, flush_running
@@ -55,7 +55,17 @@ class TrackResult(NamedTuple):
     flush_detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"session": self.session, "nr": self.nr, "at": self.at, "flush": self.flush}
+        """One shape for one event and for many (`track --stdin`): `nr` and `at` are the last
+        event's, `first_nr`..`last_nr` the range given to all of them."""
+        return {
+            "session": self.session,
+            "queued": self.count,
+            "first_nr": self.first_nr,
+            "last_nr": self.nr,
+            "nr": self.nr,
+            "at": self.at,
+            "flush": self.flush,
+        }
 
 
 def _now() -> int:
@@ -102,7 +112,7 @@ class ClientTracker:
                 raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
             config = load_config(env={}, overrides=given, use_file=False).require()
         self.config = config
-        self.log: Log = log or no_log
+        self.log: Log = log or to_logging
         self._spool: Spool | None = None
 
     @classmethod
@@ -293,6 +303,7 @@ class ClientTracker:
             due = self.due()
             if not due.fires:
                 report.skipped_because(Skip.NOT_DUE, f"not due: {due.reason}")
+                report.halted = due.why is triggers.Why.HALTED
                 report.pending = spool.totals().live
                 return report
         lock = FlushLock(self.config.spool_dir)

@@ -40,7 +40,7 @@ def test_readme_documents_every_config_key():
 def test_readme_documents_every_command_and_exit_code():
     for name, _ in commands():
         assert name in README, name
-    for code in range(4):
+    for code in range(5):
         assert re.search(rf"^\| {code} \|", README, re.M), code
 
 

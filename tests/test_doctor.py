@@ -343,7 +343,7 @@ def test_spool_reports_halted_sending(isolated, tmp_path):
     try:
         path = write_config(isolated / "config.toml", collector_url=other.url, **SETTINGS)
         invoke("track", "one")
-        invoke("flush", expect=1)
+        invoke("flush", expect=4)
         spool = doctor.run_checks(path, None)[1]
         assert spool.ok and spool.state == "warn"
         assert "405" in spool.hint and "hamustro flush" in spool.hint

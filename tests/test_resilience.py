@@ -332,7 +332,7 @@ def test_poison_payloads_are_found_by_splitting(isolated, tmp_path):
         write_config(isolated / "config.toml", collector_url=picky.url, max_batch_events=16, **SETTINGS)
         names = [("poison" if i in (3, 11, 12) else f"ok{i}") for i in range(20)]
         invoke("track", "--stdin", input="".join(json.dumps({"event": n}) + "\n" for n in names))
-        out = json.loads(invoke("flush", "--json", expect=1).stdout)
+        out = json.loads(invoke("flush", "--json", expect=4).stdout)
         assert (out["sent"], out["rejected"], out["pending"]) == (17, 3, 0)
         assert sorted(e["nr"] for e in picky.received()) == [i + 1 for i in range(20) if names[i] != "poison"]
         st = status("--events")
@@ -347,7 +347,7 @@ def test_refused_collection_attributes_are_set_aside_whole(isolated):
     try:
         write_config(isolated / "config.toml", collector_url=server.url, **SETTINGS)
         invoke("track", "--stdin", input="".join(json.dumps({"event": f"e{i}"}) + "\n" for i in range(8)))
-        out = json.loads(invoke("flush", "--json", expect=1).stdout)
+        out = json.loads(invoke("flush", "--json", expect=4).stdout)
         assert out["rejected"] == 8
         assert server.hits == 2  # the batch, then one empty probe: no splitting
         assert "collection attributes" in status()["last_error"]["message"]

@@ -153,7 +153,7 @@ def test_wrong_secret_405_keeps_both_secrets(
         for flags in VERBOSITY:
             assert run(*flags, "track", "e").returncode == 0
             proc = run(*flags, "flush")
-            assert proc.returncode == 1
+            assert proc.returncode == 4  # signature refused: a person must act
             assert "shared_secret_key" in proc.stderr
             outputs.append(proc)
             outputs.append(run(*flags, "flush", "--json"))
@@ -326,7 +326,7 @@ def test_collector_command_keeps_the_secret(isolated: Path, spool_dir: Path) -> 
         assert run("flush").returncode == 0
         configure(isolated, url, shared_secret_key="client-side-wrong-91c2e")
         assert run("track", "f").returncode == 0
-        assert run("flush").returncode == 1
+        assert run("flush").returncode == 4
     finally:
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=20)

@@ -1,0 +1,185 @@
+"""`hamustro events list|show|requeue|drop`: the queue by hand, on a real spool, with events a
+real collector refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SETTINGS, invoke, start_collector, write_config
+
+from hamustro_cli.queue import Change, EventFilter, Shown
+from hamustro_cli.spool import Spool
+from hamustro_cli.spooldir import FlushLock
+
+NOON = 1795867200  # 2026-11-28T12:00:00Z
+
+
+@pytest.fixture
+def queue(isolated: Path, tmp_path: Path) -> Any:
+    """Six events, two refused by the collector (set aside as rejected), three pending."""
+    picky = start_collector(tmp_path, "picky", reject_events=["bad"])
+    write_config(isolated / "config.toml", collector_url=picky.url, **SETTINGS)
+    names = ["sent", "bad", "bad"]
+    invoke(
+        "track",
+        "--stdin",
+        input="".join(json.dumps({"event": n, "at": NOON + i}) + "\n" for i, n in enumerate(names)),
+    )
+    invoke("flush", expect=None)
+    picky.server.stop()
+    for i, name in enumerate(["signup", "signin", "view"]):
+        invoke("track", name, "--at", str(NOON + 100 + i), "--user-id", str(i))
+    yield isolated / "spool"
+
+
+def listed(*args: str) -> list[dict[str, Any]]:
+    out = invoke("events", "list", "--json", *args).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_list_json_lines_carry_the_contract_keys(queue: Path) -> None:
+    rows = listed()
+    assert [(r["event"], r["state"]) for r in rows] == [
+        ("bad", "rejected"),
+        ("bad", "rejected"),
+        ("signup", "pending"),
+        ("signin", "pending"),
+        ("view", "pending"),
+    ]
+    keys = {"id", "session", "nr", "at", "event", "user_id", "parameters", "is_testing", "state", "reason"}
+    assert all(keys <= r.keys() for r in rows)
+    assert rows[0]["reason"] and rows[2]["reason"] is None
+    assert rows[2]["user_id"] == 0 and rows[2]["at"] == NOON + 100
+
+
+def test_filters(queue: Path) -> None:
+    assert [r["event"] for r in listed("--state", "rejected")] == ["bad", "bad"]
+    assert [r["event"] for r in listed("--state", "pending")] == ["signup", "signin", "view"]
+    assert listed("--state", "sending") == []
+    assert [r["event"] for r in listed("--event", "sign*")] == ["signup", "signin"]
+    assert [r["event"] for r in listed("--event", "SIGN*")] == []
+    assert [r["event"] for r in listed("--since", "2026-11-28T12:01:41Z")] == ["signin", "view"]
+    assert [r["event"] for r in listed("--until", str(NOON + 1))] == ["bad"]
+    assert [r["event"] for r in listed("--since", "2026-11-28T13:00:00+01:00", "--limit", "1")] == ["bad"]
+    session = listed()[0]["session"]
+    assert len(listed("--session", session)) == 5 and listed("--session", "0" * 32) == []
+
+
+def test_list_table(queue: Path) -> None:
+    lines = invoke("events", "list", "--state", "rejected").stdout.splitlines()
+    assert lines[0].split() == ["ID", "AT", "SESSION", "NR", "STATE", "EVENT"]
+    assert (
+        len(lines) == 3
+        and "2026-11-28T12:00:01Z" in lines[1]
+        and "rejected  bad" in lines[1].replace("rejected bad", "rejected  bad")
+    )
+
+
+def test_bad_filter_is_a_usage_error(queue: Path) -> None:
+    result = invoke("events", "list", "--since", "last week", expect=2)
+    assert "Error: --since: expected epoch seconds or an ISO 8601 time" in result.output
+
+
+def test_marked_batch_lists_as_sending(queue: Path) -> None:
+    with Spool(queue) as spool:
+        rows = listed("--state", "pending")
+        spool.mark(1, rows[0]["id"], rows[1]["id"])
+        assert [r["event"] for r in listed("--state", "sending")] == ["signup", "signin"]
+        assert [r["event"] for r in listed("--state", "pending")] == ["view"]
+        assert [r["state"] for r in listed("--event", "sign*")] == ["sending", "sending"]
+
+
+def test_show(queue: Path) -> None:
+    rejected = listed("--state", "rejected")[0]
+    text = invoke("events", "show", str(rejected["id"])).stdout
+    assert "state:       rejected: " in text and rejected["reason"] in text
+    assert "session attributes:" in text and "product_version:  1.0.0" in text
+    data = json.loads(invoke("events", "show", str(rejected["id"]), "--json").stdout)
+    assert data["event"] == rejected
+    assert data["session"]["session"] == rejected["session"] and data["session"]["client_id"] == "client-a"
+
+
+def test_show_unknown_id(queue: Path) -> None:
+    result = invoke("events", "show", "999", expect=2)
+    assert result.output.startswith("Error: no event with id 999 in the spool")
+
+
+def test_requeue_moves_rejected_only(queue: Path) -> None:
+    first = listed("--state", "rejected")[0]["id"]
+    assert invoke("events", "requeue", str(first)).stdout == "requeued 1 rejected event(s)\n"
+    assert [r["event"] for r in listed("--state", "rejected")] == ["bad"]
+    pending = [r["id"] for r in listed("--state", "pending")]
+    assert invoke("events", "requeue", *map(str, pending)).stdout == "requeued 0 rejected event(s)\n"
+    assert invoke("events", "requeue").stdout == "requeued 1 rejected event(s)\n"
+    rows = listed()
+    assert {r["state"] for r in rows} == {"pending"} and all(r["reason"] is None for r in rows)
+    assert invoke("events", "requeue", "--state", "pending", expect=2).output.startswith(
+        "Error: --state pending"
+    )
+
+
+def test_drop_needs_yes_without_a_terminal(queue: Path) -> None:
+    before = listed()
+    result = invoke("events", "drop", "--state", "rejected", input="y\n", expect=2)
+    assert "Error: drop deletes events for good: give --yes" in result.output
+    assert listed() == before
+    assert invoke("events", "drop", expect=2).output.startswith("Error: name the events to drop")
+    assert invoke("events", "drop", "--state", "rejected", "--yes").stdout == "dropped 2 event(s)\n"
+    assert [r["event"] for r in listed()] == ["signup", "signin", "view"]
+    assert invoke("events", "drop", str(listed()[0]["id"]), "-y").stdout == "dropped 1 event(s)\n"
+    assert [r["event"] for r in listed()] == ["signin", "view"]
+
+
+@pytest.mark.parametrize(("answer", "left"), [("n\n", 5), ("y\n", 3)])
+def test_drop_asks_on_a_terminal(queue: Path, answer: str, left: int) -> None:
+    import pty
+
+    main, sub = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hamustro_cli", "events", "drop", "--state", "rejected"],
+        stdin=sub,
+        stdout=sub,
+        stderr=sub,
+        env=os.environ.copy(),
+    )
+    os.close(sub)
+    seen = b""
+    while b"for good?" not in seen:
+        seen += os.read(main, 1024)
+    assert b"Delete 2 event(s) for good?" in seen
+    os.write(main, answer.encode())
+    assert proc.wait(timeout=60) == 0
+    os.close(main)
+    assert len(listed()) == left
+
+
+@pytest.mark.parametrize("command", [["requeue"], ["drop", "--state", "rejected", "--yes"]])
+def test_refused_while_a_flush_runs(queue: Path, command: list[str]) -> None:
+    before = listed()
+    lock = FlushLock(queue)
+    assert lock.acquire(wait=False)
+    try:
+        result = invoke("events", *command, expect=1)
+    finally:
+        lock.release()
+    assert result.output.startswith("Error: a flush is running in ")
+    assert "nothing was changed" in result.output
+    assert listed() == before
+
+
+def test_change_drops_a_dead_flushs_mark(queue: Path) -> None:
+    """No flush holds the lock, so a mark is a dead flush's: the change puts its batch back
+    first, as the next flush would."""
+    with Spool(queue) as spool:
+        rows = listed("--state", "pending")
+        spool.mark(1, rows[0]["id"], rows[2]["id"])
+        assert spool.change(Change.REQUEUE, EventFilter(state=Shown.REJECTED)) == 2
+        assert spool.counts()[1].sending == 0
+        assert spool.change(Change.DROP, EventFilter(ids=(rows[0]["id"],))) == 1
+        assert spool.totals().pending == 4
