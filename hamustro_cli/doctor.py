@@ -9,6 +9,7 @@ one that failed is reported as skipped, so the first failure is the one to fix.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -270,7 +271,7 @@ def _spool_hint(message: str, directory: Path) -> str:
 def check_health(cfg: Config, log: Log = _no_log) -> Check:
     import requests
 
-    from hamustro_cli.transport import _short, verify_option
+    from hamustro_cli.transport import DeadlinePassed, _short, exchange, http_session, shown, verify_option
 
     url = cfg.values["collector_url"].rstrip("/") + HEALTH_PATH
     details: dict[str, Any] = {"url": url, "status": None}
@@ -280,9 +281,8 @@ def check_health(cfg: Config, log: Log = _no_log) -> Check:
         with warnings.catch_warnings():
             # tls_verify = false is already reported (and warned about) by the config check.
             warnings.simplefilter("ignore")
-            resp = requests.get(
-                url, timeout=cfg.values["timeout"], verify=verify_option(cfg.values), allow_redirects=False
-            )
+            with http_session() as http:  # the whole exchange within timeout, as a flush's
+                resp = exchange(http, "GET", url, cfg.values["timeout"], verify=verify_option(cfg.values))
     except requests.exceptions.SSLError as exc:
         return Check(
             "collector",
@@ -291,7 +291,7 @@ def check_health(cfg: Config, log: Log = _no_log) -> Check:
             "set ca_bundle to the CA that signed the collector's certificate",
             details,
         )
-    except requests.exceptions.Timeout:
+    except (requests.exceptions.Timeout, DeadlinePassed):
         return Check(
             "collector",
             False,
@@ -312,22 +312,20 @@ def check_health(cfg: Config, log: Log = _no_log) -> Check:
             "collector", False, f"request to {url} failed: {_short(exc)}", "check collector_url", details
         )
     elapsed = time.monotonic() - started
-    status = resp.status_code
+    status = resp.status
     details.update(status=status, elapsed_ms=round(elapsed * 1000, 1))
     log(2, f"answer {status}")
     try:
-        up = resp.json().get("up") is True if status == 200 else False
+        up = json.loads(resp.body).get("up") is True if status == 200 else False
     except (ValueError, AttributeError):
         up = False
-    finally:
-        resp.close()
     if status == 200 and up:
         return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms)", None, details)
     if 300 <= status < 400:
         return Check(
             "collector",
             False,
-            f"{url} answered {status} redirect to {resp.headers.get('Location') or '?'}",
+            f"{url} answered {status} redirect to {shown(resp.header('Location') or '') or '?'}",
             "redirects are not followed: set collector_url to the final address",
             details,
         )
