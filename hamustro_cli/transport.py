@@ -12,6 +12,8 @@ time is up (see _Deadline).
 
 from __future__ import annotations
 
+import heapq
+import os
 import random
 import socket
 import threading
@@ -123,28 +125,28 @@ class _Deadline:
     requests raises and the exchange ends, however the collector drips its bytes. The
     connections register themselves (see _guarded) while this is the thread's current
     deadline; each keeps a dup of its socket, which still reaches it during the TLS handshake
-    (when urllib3's own reference is not yet the wrapped socket)."""
+    (when urllib3's own reference is not yet the wrapped socket). One watchdog thread serves
+    every deadline (a thread per exchange would cost about 0.7 ms each)."""
 
     def __init__(self, seconds: float):
         self._lock = threading.Lock()
         self._conns: list[Any] = []
         self.fired = False
-        self._done = False
-        self._timer = threading.Timer(seconds, self._fire)
-        self._timer.daemon = True
+        self.done = False
+        self.when = time.monotonic() + seconds
 
     def watch(self, conn: Any) -> None:
         with self._lock:
-            if self._done:
+            if self.done:
                 return
             if not any(c is conn for c in self._conns):
                 self._conns.append(conn)
             if self.fired:
                 _shut(conn)
 
-    def _fire(self) -> None:
+    def fire(self) -> None:
         with self._lock:
-            if self._done:
+            if self.done:
                 return
             self.fired = True
             for conn in self._conns:
@@ -152,15 +154,52 @@ class _Deadline:
 
     def __enter__(self) -> _Deadline:
         _current.deadline = self
-        self._timer.start()
+        _watchdog.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
         with self._lock:
-            self._done = True
+            self.done = True
             self._conns.clear()
         _current.deadline = None
+
+
+class _Watchdog:
+    """A daemon thread that fires each _Deadline when its time comes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (deadline.when, self._seq, deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hamustro-deadline", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is deadline:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    heapq.heappop(self._heap)[2].fire()  # fire() of a finished one does nothing
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+    def forget_thread(self) -> None:
+        """In a forked child the thread is gone: the next deadline starts a new one."""
+        self._cond = threading.Condition()
+        self._heap = []
+        self._thread = None
+
+
+_watchdog = _Watchdog()
+os.register_at_fork(after_in_child=_watchdog.forget_thread)
 
 
 def _shut(conn: Any) -> None:
