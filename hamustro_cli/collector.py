@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import random
+import socket
 import sys
 import threading
 import time
@@ -54,7 +55,10 @@ class CollectorServer(ThreadingHTTPServer):
         delay: float = 0.0,
         log: IO[str] | None = None,
     ):
-        super().__init__(address, CollectorHandler)
+        # An IPv6 literal (bare or in brackets, as in a URL) listens on an AF_INET6 socket.
+        host = address[0].strip("[]") if address[0].startswith("[") else address[0]
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host, *address[1:]), CollectorHandler)
         self.secret = secret.encode("utf-8")
         self.out = out
         self.verbose = verbose
@@ -113,12 +117,22 @@ class CollectorHandler(BaseHTTPRequestHandler):
         if body:
             self.wfile.write(body)
 
-    def _drain(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
+    def _drain(self) -> bytes | None:
+        """The request body; None (and the connection closes) when Content-Length is not a
+        length, which Go's server answers 400 before any handler runs."""
+        text = (self.headers.get("Content-Length") or "0").strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 18:
+            self.close_connection = True
+            return None
+        length = int(text)
         return self.rfile.read(length) if length > 0 else b""
 
+    def _bad_length(self) -> None:
+        self._answer(400, "invalid Content-Length")
+
     def do_GET(self) -> None:
-        self._drain()
+        if self._drain() is None:
+            return self._bad_length()
         if self.path.split("?", 1)[0] == "/api/health":
             self._answer(200, body=b'{"up":true}')
         elif self.path.split("?", 1)[0] == wire.TRACK_PATH:
@@ -127,7 +141,8 @@ class CollectorHandler(BaseHTTPRequestHandler):
             self._answer(404, "not found")
 
     def _other(self) -> None:
-        self._drain()
+        if self._drain() is None:
+            return self._bad_length()
         if self.path.split("?", 1)[0] in (wire.TRACK_PATH, "/api/health"):
             self._answer(405, "method not allowed")
         else:
@@ -137,6 +152,8 @@ class CollectorHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self._drain()
+        if body is None:
+            return self._bad_length()
         if self.path.split("?", 1)[0] != wire.TRACK_PATH:
             self._answer(404, "not found")
             return
@@ -171,12 +188,15 @@ class CollectorHandler(BaseHTTPRequestHandler):
                 from google.protobuf import json_format
 
                 json_format.Parse(body.decode("utf-8"), coll)
-                if not coll.IsInitialized():
-                    raise ValueError("missing required fields")
             else:
                 coll.ParseFromString(body)
         except Exception as exc:  # noqa: BLE001 - any decoding failure is a 400
             return 400, f"invalid collection: {exc}"
+        if not coll.IsInitialized():
+            # The upb backend parses without checking required fields; the real collector
+            # (Go, proto2) refuses a Collection or Payload that lacks one.
+            missing = ", ".join(coll.FindInitializationErrors())
+            return 400, f"invalid collection: missing required fields: {missing}"
         if coll.session != session_id(
             coll.device_id, coll.client_id, coll.system_version, coll.product_version
         ):

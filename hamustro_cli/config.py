@@ -31,12 +31,27 @@ class Key(NamedTuple):
     required: bool = False
     minimum: float | None = None
     doc: str = ""
+    # Upper bounds, checked when the config loads so that no value can break anything after
+    # an event is queued: numbers beyond what SQLite, C and the clock hold, or a request that
+    # no collector would take; strings (in characters) beyond any sane attribute or path.
+    maximum: float | None = None
+    max_chars: int = 1024
+
+
+MAX_PATH_CHARS = 4096  # PATH_MAX on Linux
+MAX_URL_CHARS = 2048
 
 
 KEYS: dict[str, Key] = {
     k.name: k
     for k in (
-        Key("collector_url", "str", required=True, doc="base URL of the collector (http or https)"),
+        Key(
+            "collector_url",
+            "str",
+            required=True,
+            doc="base URL of the collector (http or https)",
+            max_chars=MAX_URL_CHARS,
+        ),
         Key(SECRET_KEY, "str", required=True, doc="secret shared with the collector; signs requests"),
         Key("device_id", "str", required=True, doc="raw device id; sent as its sha256 hex"),
         Key("client_id", "str", required=True, doc="client identifier"),
@@ -44,17 +59,40 @@ KEYS: dict[str, Key] = {
         Key("product_version", "str", required=True, doc="version of the product"),
         Key("system", "str", doc="name of the operating system"),
         Key("product_git_hash", "str", doc="git hash of the product"),
-        Key("queue_size", "int", 20, minimum=1, doc="flush when this many events are pending"),
-        Key("queue_retention", "int", 1440, minimum=1, doc="flush when the last sync is older (minutes)"),
-        Key("spool_dir", "path", doc="directory of the spool database"),
+        Key(
+            "queue_size",
+            "int",
+            20,
+            minimum=1,
+            maximum=2**31 - 1,
+            doc="flush when this many events are pending",
+        ),
+        Key(
+            "queue_retention",
+            "int",
+            1440,
+            minimum=1,
+            maximum=525_600,  # a year
+            doc="flush when the last sync is older (minutes)",
+        ),
+        Key("spool_dir", "path", doc="directory of the spool database", max_chars=MAX_PATH_CHARS),
         Key("flush", "str", "background", doc="what track does when a trigger fires"),
-        Key("timeout", "float", 10.0, minimum=0.001, doc="seconds for one request"),
+        Key("timeout", "float", 10.0, minimum=0.001, maximum=86_400, doc="seconds for one request"),
         Key("ip", "str", "auto", doc='"auto", "off" or a literal address'),
-        Key("max_batch_events", "int", 2000, minimum=1, doc="payloads in one request"),
-        Key("retries", "int", 3, minimum=0, doc="retries of a transient failure within one flush"),
-        Key("retry_delay", "float", 0.5, minimum=0.0, doc="first retry delay (seconds), doubled each time"),
+        Key("max_batch_events", "int", 2000, minimum=1, maximum=100_000, doc="payloads in one request"),
+        Key(
+            "retries", "int", 3, minimum=0, maximum=100, doc="retries of a transient failure within one flush"
+        ),
+        Key(
+            "retry_delay",
+            "float",
+            0.5,
+            minimum=0.0,
+            maximum=3600,
+            doc="first retry delay (seconds), doubled each time",
+        ),
         Key("tls_verify", "bool", True, doc="verify the collector's TLS certificate"),
-        Key("ca_bundle", "path", doc="CA bundle file used to verify the collector"),
+        Key("ca_bundle", "path", doc="CA bundle file used to verify the collector", max_chars=MAX_PATH_CHARS),
     )
 }
 REQUIRED = tuple(k.name for k in KEYS.values() if k.required)
@@ -71,7 +109,12 @@ def default_config_path() -> str:
 
 
 def default_spool_dir(env: Mapping[str, str]) -> str:
-    state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    """$XDG_STATE_HOME/hamustro, else ~/.local/state/hamustro, both read from `env`. A relative
+    XDG_STATE_HOME is ignored, as the XDG Base Directory spec says."""
+    state = env.get("XDG_STATE_HOME") or ""
+    if not os.path.isabs(state):
+        home = env.get("HOME") or os.path.expanduser("~")
+        state = os.path.join(home, ".local", "state")
     return os.path.join(state, "hamustro")
 
 
@@ -122,7 +165,7 @@ def _where(source: str) -> str:
 def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
     """Check (and for environment strings, parse) one value; errors name key and source."""
     secret = key.name == SECRET_KEY
-    shown = "" if secret else f" {raw!r}"
+    shown = "" if secret else f" {_clip(raw)}"
     kind = key.kind
 
     def bad(expected: str) -> ConfigError:
@@ -134,6 +177,9 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
     if kind in ("str", "path"):
         if not isinstance(raw, str):
             raise bad("a string")
+        problem = _text_problem(raw, key.max_chars)
+        if problem:
+            raise ConfigError(f"config key {key.name} {_where(source)}: {problem}")
         value: Any = raw
         if kind == "path":
             if not raw:
@@ -149,6 +195,12 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise bad("an integer")
         value = raw
+        if key.maximum is not None and value > key.maximum:
+            # said before the minimum check: a huge negative number is "too low", shown short
+            raise ConfigError(
+                f"config key {key.name} {_where(source)}: must be at most {int(key.maximum)}, "
+                f"got {_short_number(value)}"
+            )
     elif kind == "float":
         if from_env:
             try:
@@ -160,6 +212,10 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
         value = float(raw)
         if value != value or value in (float("inf"), float("-inf")):
             raise bad("a finite number")
+        if key.maximum is not None and value > key.maximum:
+            raise ConfigError(
+                f"config key {key.name} {_where(source)}: must be at most {key.maximum:g}, got {value:g}"
+            )
     elif kind == "bool":
         if from_env:
             lowered = raw.strip().lower()
@@ -174,27 +230,52 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
         raise AssertionError(kind)
     if key.minimum is not None and value < key.minimum:
         low = int(key.minimum) if kind == "int" else key.minimum
-        raise ConfigError(f"config key {key.name} {_where(source)}: must be at least {low}, got {value!r}")
+        raise ConfigError(
+            f"config key {key.name} {_where(source)}: must be at least {low}, got {_short_number(value)}"
+        )
     _check_value(key.name, value, source)
     return value
 
 
+def _text_problem(text: str, max_chars: int) -> str | None:
+    """What makes a string setting unusable, in words that never quote it (it may be the secret)."""
+    if len(text) > max_chars:
+        return f"too long ({len(text)} characters, at most {max_chars})"
+    if "\x00" in text:
+        return "contains a NUL byte"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # os.environ holds undecodable bytes as lone surrogates; SQLite and protobuf refuse them
+        return "is not valid text (bytes that do not decode under the current locale?)"
+    return None
+
+
+def _clip(raw: Any, limit: int = 80) -> str:
+    """repr of a refused value for an error message, cut short (never the secret's)."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return _short_number(raw)
+    text = repr(raw)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _short_number(value: float) -> str:
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"{'-' if value < 0 else ''}2**{value.bit_length() - 1} or more"
+    return repr(value)
+
+
 def _check_value(name: str, value: Any, source: str) -> None:
     if name == "collector_url":
-        scheme, sep, rest = value.partition("://")
-        if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
-            raise ConfigError(
-                f"config key collector_url {_where(source)}: expected an http:// or https:// URL "
-                f"with a host, got {value!r}"
-            )
-        from hamustro_cli.netaddr import host_problem, split_url
+        from hamustro_cli.netaddr import url_problem
 
-        problem = host_problem(*split_url(value))
+        problem = url_problem(value)
         if problem:
-            raise ConfigError(f"config key collector_url {_where(source)}: {problem}, got {value!r}")
+            shown = _clip(value) if "@" not in value else "a URL with user info (not shown)"
+            raise ConfigError(f"config key collector_url {_where(source)}: {problem}, got {shown}")
     elif name == "flush" and value not in FLUSH_MODES:
         raise ConfigError(
-            f"config key flush {_where(source)}: expected one of {', '.join(FLUSH_MODES)}, got {value!r}"
+            f"config key flush {_where(source)}: expected one of {', '.join(FLUSH_MODES)}, got {_clip(value)}"
         )
     elif name == "ip" and value not in ("auto", "off"):
         from hamustro_cli.netaddr import valid_ip
@@ -202,7 +283,7 @@ def _check_value(name: str, value: Any, source: str) -> None:
         if not valid_ip(value):
             raise ConfigError(
                 f'config key ip {_where(source)}: expected "auto", "off" or an IPv4/IPv6 address, '
-                f"got {value!r}"
+                f"got {_clip(value)}"
             )
     elif name in ("device_id", "client_id", "system_version", "product_version", SECRET_KEY) and not value:
         raise ConfigError(f"config key {name} {_where(source)}: must not be empty")
@@ -298,7 +379,7 @@ def load_config(
         values[key.name] = _coerce(key, raw, source, from_env)
         sources[key.name] = source
 
-    spool = values["spool_dir"] or default_spool_dir(os.environ)
+    spool = values["spool_dir"] or default_spool_dir(env)
     if values["ca_bundle"] is not None and not os.path.isfile(values["ca_bundle"]):
         raise ConfigError(
             f"config key ca_bundle ({_where(sources['ca_bundle'])[1:-1]}): "

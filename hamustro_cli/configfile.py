@@ -38,7 +38,8 @@ else:  # pragma: no cover - exercised only on old Pythons
 
 # What the template says about a key beyond its one-line doc in config.KEYS.
 NOTES: dict[str, str] = {
-    "collector_url": "Events go to {collector_url}/api/v1/track.",
+    "collector_url": "Events go to {collector_url}/api/v1/track. No query string, fragment or "
+    'user:password@; an IPv6 address goes in brackets: "http://[::1]:8080".',
     SECRET_KEY: "Never printed by hamustro: keep this file private (mode 0600).",
     "client_id": "With device_id, system_version and product_version it makes the session.",
     "queue_retention": "A new spool counts its creation as the last sync.",
@@ -144,6 +145,9 @@ def _comment(key: Key) -> list[str]:
     text = key.doc[:1].upper() + key.doc[1:] + "."
     if key.name in NOTES:
         text += " " + NOTES[key.name]
+    if key.minimum is not None and key.maximum is not None:
+        low, high = (int(key.minimum), int(key.maximum)) if key.kind == "int" else (key.minimum, key.maximum)
+        text += f" From {low:g} to {high:g}." if key.kind == "float" else f" From {low} to {high}."
     return textwrap.wrap(text, WIDTH - 2, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False)
 
 

@@ -9,6 +9,7 @@ one that failed is reported as skipped, so the first failure is the one to fix.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import time
@@ -282,7 +283,15 @@ def _spool_hint(exc: SpoolError, directory: str) -> str:
 def check_health(cfg: Config, log: Log = no_log) -> Check:
     import requests
 
-    from hamustro_cli.transport import Failure, request_problem, verify_option
+    from hamustro_cli.transport import (
+        DeadlinePassed,
+        Failure,
+        exchange,
+        http_session,
+        request_problem,
+        shown,
+        verify_option,
+    )
 
     HEALTH_HINTS = {
         Failure.TLS: "set ca_bundle to the CA that signed the collector's certificate",
@@ -302,29 +311,26 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
         with warnings.catch_warnings():
             # tls_verify = false is already reported (and warned about) by the config check.
             warnings.simplefilter("ignore")
-            resp = requests.get(
-                url, timeout=cfg.values["timeout"], verify=verify_option(cfg.values), allow_redirects=False
-            )
-    except (requests.exceptions.RequestException, ValueError) as exc:
+            with http_session() as http:  # the whole exchange within timeout, as a flush's
+                resp = exchange(http, "GET", url, cfg.values["timeout"], verify=verify_option(cfg.values))
+    except (requests.exceptions.RequestException, DeadlinePassed, ValueError) as exc:
         problem = request_problem(exc, url, cfg.values["timeout"])
         return Check("collector", False, problem.detail, HEALTH_HINTS[problem.kind], details)
     elapsed = time.monotonic() - started
-    status = resp.status_code
+    status = resp.status
     details.update(status=status, elapsed_ms=round(elapsed * 1000, 1))
     log(DEBUG, f"answer {status}")
     try:
-        up = resp.json().get("up") is True if status == 200 else False
+        up = json.loads(resp.body).get("up") is True if status == 200 else False
     except (ValueError, AttributeError):
         up = False
-    finally:
-        resp.close()
     if status == 200 and up:
         return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms)", None, details)
     if 300 <= status < 400:
         return Check(
             "collector",
             False,
-            f"{url} answered {status} redirect to {resp.headers.get('Location') or '?'}",
+            f"{url} answered {status} redirect to {shown(resp.header('Location') or '') or '?'}",
             "redirects are not followed: set collector_url to the final address",
             details,
         )

@@ -42,6 +42,43 @@ def host_problem(host: str, port: int) -> str | None:
     return None
 
 
+def url_problem(url: str) -> str | None:
+    """What keeps an http(s) URL from being a collector_url, or None. The message never quotes
+    user info (it may hold a password). Events go to {collector_url}/api/v1/track, so a query
+    string or fragment would end up in the middle of the path, and user info would be sent
+    to the collector in clear: both are refused."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return "expected an http:// or https:// URL with a host"
+    if "?" in rest or "#" in rest:
+        return "must not have a query string or fragment (events go to {collector_url}/api/v1/track)"
+    netloc = rest.split("/", 1)[0]
+    if "@" in netloc:
+        return "must not hold user info (user:password@); the collector authenticates by the shared secret"
+    if not netloc:
+        return "expected an http:// or https:// URL with a host"
+    if netloc.startswith("["):
+        host, closed, tail = netloc[1:].partition("]")
+        if not closed:
+            return "unclosed [ in the host (an IPv6 address is written [::1])"
+        if ":" not in host or not valid_ip(host):
+            return f"[{host}] is not an IPv6 address"
+    elif "[" in netloc or "]" in netloc:
+        return "brackets belong around an IPv6 address only, as in http://[::1]:8080"
+    else:
+        host, colon, tail = netloc.partition(":")
+        tail = colon + tail
+        if ":" in tail[1:]:
+            return "an IPv6 address must be in brackets, as in http://[::1]:8080"
+    if tail:
+        if not tail.startswith(":"):
+            return f"unexpected {tail!r} after the host"
+        digits = tail[1:]
+        if digits and not (digits.isascii() and digits.isdigit() and len(digits) <= 5):
+            return f"port {digits!r} is not a number in 1..65535"
+    return host_problem(*split_url(url))
+
+
 def split_url(url: str) -> tuple[str, int]:
     """Host and port of an http(s) URL, without importing urllib."""
     scheme, _, rest = url.partition("://")
@@ -55,6 +92,8 @@ def split_url(url: str) -> tuple[str, int]:
     host, sep, tail = netloc.rpartition(":")
     if sep and tail.isdigit():
         return host, int(tail)
+    if sep and not tail:  # "host:" is the default port
+        return host, port
     return netloc, port
 
 

@@ -1,12 +1,22 @@
 """HTTP to the collector: one signed POST, retried when the failure is transient.
 
 Imports requests, so only code that sends loads it. Redirects are never followed (a signed
-body must not be replayed to another host); every request has a timeout.
+body must not be replayed to another host).
+
+Every byte of an answer is untrusted: only its status decides what happens to a batch, the
+headers and body are read within limits and shown escaped. `timeout` bounds the whole
+exchange (connect, send, the whole answer), not each read: requests' own timeout applies to
+each socket operation alone, so a deadline watchdog shuts the exchange's socket down when the
+time is up (see _Deadline).
 """
 
 from __future__ import annotations
 
+import heapq
+import os
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +30,9 @@ from hamustro_cli.log import DEBUG, INFO, Log, no_log
 
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504}) | frozenset(range(505, 600))
 MAX_WAIT = 30.0  # longest pause between two tries within one flush (seconds)
+MAX_RETRY_AFTER = 24 * 3600.0  # a longer Retry-After counts as this (seconds)
+SHOWN_CHARS = 200  # characters of collector text (body, Location, errors) shown to people
+BODY_READ = 4096  # bytes of an answer's body read at most
 
 
 class Failure(IntEnum):
@@ -43,13 +56,13 @@ def request_problem(exc: Exception, url: str, timeout: float) -> RequestProblem:
     to the collector and for doctor's GET alike."""
     if isinstance(exc, requests.exceptions.SSLError):
         return RequestProblem(Failure.TLS, f"TLS error talking to {url}: {_short(exc)}", False)
-    if isinstance(exc, requests.exceptions.Timeout):
+    if isinstance(exc, (requests.exceptions.Timeout, DeadlinePassed)):
         return RequestProblem(Failure.TIMEOUT, f"no answer from {url} within {timeout:g} s", True)
     if isinstance(exc, requests.exceptions.ConnectionError):
         return RequestProblem(Failure.UNREACHABLE, f"cannot reach {url}: {_short(exc)}", True)
     if isinstance(exc, requests.exceptions.RequestException):
         return RequestProblem(Failure.REQUEST, f"request to {url} failed: {_short(exc)}", True)
-    return RequestProblem(Failure.BAD_URL, f"cannot send to {url}: {exc}", False)
+    return RequestProblem(Failure.BAD_URL, f"cannot send to {url}: {shown(str(exc))}", False)
 
 
 @dataclass(frozen=True)
@@ -66,21 +79,297 @@ class Answer:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    from email.utils import parsedate_to_datetime
-
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), within
+    [0, MAX_RETRY_AFTER]; None for anything else. Never raises: the value is the collector's."""
     try:
+        if not value or len(value) > 100:
+            return None
+        value = value.strip()
+        if value.isascii() and value.isdigit():
+            # ASCII digits only ("²" and "１２" are digits to isdigit); a long run is just "long"
+            return min(float(value), MAX_RETRY_AFTER) if len(value) < 12 else MAX_RETRY_AFTER
+        from email.utils import parsedate_to_datetime
+
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when is None:
+            return None
+        wait = when.timestamp() - now
+    except Exception:  # noqa: BLE001 - whatever a hostile header makes the date parser do
         return None
-    if when is None:
+    if wait != wait:  # pragma: no cover - a NaN from the date arithmetic
         return None
-    return max(0.0, when.timestamp() - now)
+    return min(max(0.0, wait), MAX_RETRY_AFTER)
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """Text from outside (a collector's body, header or error) made safe to print on one line:
+    control and format characters escaped (no terminal escapes, newlines, bidi overrides),
+    capped at `limit` characters."""
+    out = []
+    size = 0
+    for ch in text:
+        piece = ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        size += len(piece)
+        if size > limit:
+            out.append("…")
+            break
+        out.append(piece)
+    return "".join(out).strip()
+
+
+class DeadlinePassed(Exception):
+    """The whole exchange took longer than its timeout (it was cut off)."""
+
+
+class Reply:
+    """What came back within the deadline: the status, the headers, and the first BODY_READ
+    bytes of the body (all that was read)."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: Any, body: bytes):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def text(self) -> str:
+        """The body for people: decoded, escaped and capped by shown()."""
+        return shown(self.body.decode("utf-8", "replace"))
+
+    def header(self, name: str) -> str | None:
+        try:
+            value = self.headers.get(name)
+        except Exception:  # noqa: BLE001 - defensive: headers come from outside
+            return None
+        return value if isinstance(value, str) else None
+
+
+_current = threading.local()  # the _Deadline of the exchange running on this thread
+
+
+class _Deadline:
+    """Shuts down the socket(s) of one exchange when `seconds` have passed.
+
+    A blocked read or write on a socket that is shut down returns at once (EOF or EPIPE), so
+    requests raises and the exchange ends, however the collector drips its bytes. The
+    connections register themselves (see _guarded) while this is the thread's current
+    deadline; each keeps a dup of its socket, which still reaches it during the TLS handshake
+    (when urllib3's own reference is not yet the wrapped socket). One watchdog thread serves
+    every deadline (a thread per exchange would cost about 0.7 ms each)."""
+
+    def __init__(self, seconds: float):
+        self._lock = threading.Lock()
+        self._conns: list[Any] = []
+        self.fired = False
+        self.done = False
+        self.when = time.monotonic() + seconds
+
+    def watch(self, conn: Any) -> None:
+        with self._lock:
+            if self.done:
+                return
+            if not any(c is conn for c in self._conns):
+                self._conns.append(conn)
+            if self.fired:
+                _shut(conn)
+
+    def fire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.fired = True
+            for conn in self._conns:
+                _shut(conn)
+
+    def __enter__(self) -> _Deadline:
+        _current.deadline = self
+        _watchdog.add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.done = True
+            self._conns.clear()
+        _current.deadline = None
+
+
+class _Watchdog:
+    """A daemon thread that fires each _Deadline when its time comes."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: _Deadline) -> None:
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (deadline.when, self._seq, deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hamustro-deadline", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is deadline:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
+                    heapq.heappop(self._heap)[2].fire()  # fire() of a finished one does nothing
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+    def forget_thread(self) -> None:
+        """In a forked child the thread is gone: the next deadline starts a new one."""
+        self._cond = threading.Condition()
+        self._heap = []
+        self._thread = None
+
+
+_watchdog = _Watchdog()
+os.register_at_fork(after_in_child=_watchdog.forget_thread)
+
+
+def _shut(conn: Any) -> None:
+    dup = getattr(conn, "_hamustro_dup", None)
+    if dup is not None:
+        try:
+            dup.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def _watch(conn: Any) -> None:
+    deadline = getattr(_current, "deadline", None)
+    if deadline is not None:
+        deadline.watch(conn)
+
+
+def _guarded(base: type) -> type:
+    """urllib3 connection class whose sockets the current _Deadline can shut down."""
+
+    class Guarded(base):  # type: ignore[misc]
+        _hamustro_dup: socket.socket | None = None
+
+        def _new_conn(self) -> Any:
+            sock = super()._new_conn()
+            self._drop_dup()
+            self._hamustro_dup = sock.dup()
+            _watch(self)
+            return sock
+
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            _watch(self)  # a kept-alive connection serves this exchange too
+            return super().request(*args, **kwargs)
+
+        def close(self) -> None:
+            try:
+                super().close()
+            finally:
+                self._drop_dup()
+
+        def _drop_dup(self) -> None:
+            dup, self._hamustro_dup = self._hamustro_dup, None
+            if dup is not None:
+                dup.close()
+
+    Guarded.__name__ = "Guarded" + base.__name__
+    return Guarded
+
+
+def _guarded_pools() -> dict[str, type]:
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = _guarded(HTTPConnection)
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = _guarded(HTTPSConnection)
+
+    return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
+
+class _GuardedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, its pools making guarded connections (direct and through an HTTP
+    proxy; a SOCKS proxy keeps its own pools, bounded per read only)."""
+
+    pools: dict[str, type] | None = None
+
+    def _guard(self, manager: Any) -> Any:
+        import urllib3
+
+        if type(manager) in (urllib3.PoolManager, urllib3.ProxyManager):
+            if _GuardedAdapter.pools is None:
+                _GuardedAdapter.pools = _guarded_pools()
+            manager.pool_classes_by_scheme = _GuardedAdapter.pools
+        return manager
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self._guard(self.poolmanager)
+
+    def proxy_manager_for(self, *args: Any, **kwargs: Any) -> Any:
+        return self._guard(super().proxy_manager_for(*args, **kwargs))
+
+
+def http_session() -> requests.Session:
+    """A requests Session whose exchanges exchange() can bound as a whole."""
+    http = requests.Session()
+    adapter = _GuardedAdapter()
+    http.mount("http://", adapter)
+    http.mount("https://", adapter)
+    return http
+
+
+def exchange(
+    http: requests.Session,
+    method: str,
+    url: str,
+    timeout: float,
+    *,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    verify: bool | str = True,
+) -> Reply:
+    """One request and its whole answer within `timeout` seconds (http from http_session()).
+
+    Raises requests' exceptions for a failed exchange, DeadlinePassed when it was cut off at
+    the deadline before the status arrived. Once the status is in, nothing else can fail it:
+    a body that is cut off, lies about its length or cannot be decoded just shortens the
+    excerpt."""
+    sent_headers = {"Accept-Encoding": "identity", **(headers or {})}
+    with _Deadline(timeout) as deadline:
+        try:
+            resp = http.request(
+                method,
+                url,
+                data=body,
+                headers=sent_headers,
+                timeout=timeout,
+                allow_redirects=False,
+                verify=verify,
+                stream=True,
+            )
+        except requests.exceptions.RequestException:
+            if deadline.fired:
+                raise DeadlinePassed() from None
+            raise
+        try:
+            status = resp.status_code
+            raw = b""
+            try:
+                for chunk in resp.iter_content(1024):
+                    raw += chunk
+                    if len(raw) >= BODY_READ:
+                        break
+            except Exception:  # noqa: BLE001 - a broken body shortens the excerpt, nothing more
+                pass
+        finally:
+            resp.close()
+    return Reply(status, resp.headers, raw[:BODY_READ])
 
 
 def backoff_delay(attempt: int, base: float, cap: float = MAX_WAIT) -> float:
@@ -106,7 +395,7 @@ class Transport:
         self.retries = retries
         self.retry_delay = retry_delay
         self.log = log or no_log
-        self.http = requests.Session()
+        self.http = http_session()
         # Passed with each request: requests lets REQUESTS_CA_BUNDLE override a Session's verify.
         self.verify = verify
         if verify is False:
@@ -137,31 +426,23 @@ class Transport:
         headers = wire.headers(body, self._secret, int(time.time()))
         self.log(DEBUG, f"POST {self.url} ({len(body)} bytes)")
         try:
-            resp = self.http.post(
-                self.url,
-                data=body,
-                headers=headers,
-                timeout=self.timeout,
-                allow_redirects=False,
-                verify=self.verify,
+            reply = exchange(
+                self.http, "POST", self.url, self.timeout, body=body, headers=headers, verify=self.verify
             )
-        except (requests.exceptions.RequestException, ValueError) as exc:
+        except (requests.exceptions.RequestException, DeadlinePassed, ValueError) as exc:
             # ValueError: urllib3's LocationParseError and kin: the URL itself is bad
             problem = request_problem(exc, self.url, self.timeout)
             return Answer(None, problem.detail, transient=problem.transient)
-        status = resp.status_code
-        try:
-            text = resp.text[:200].strip()
-        except Exception:  # pragma: no cover - undecodable body
-            text = ""
-        resp.close()
+        status, text = reply.status, reply.text
         self.log(DEBUG, f"answer {status}" + (f": {text}" if text else ""))
-        retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+        if status == 200:
+            # Delivered: nothing else in the answer may change that.
+            return Answer(200, describe(200, self.url, None, ""), transient=False)
         return Answer(
             status,
-            describe(status, self.url, resp.headers.get("Location"), text),
+            describe(status, self.url, reply.header("Location"), text),
             transient=status in TRANSIENT_STATUS,
-            retry_after=retry_after,
+            retry_after=parse_retry_after(reply.header("Retry-After"), time.time()),
         )
 
     def send(self, body: bytes, sleep: Callable[[float], None] = time.sleep) -> Answer:
@@ -194,7 +475,8 @@ def _short(exc: BaseException) -> str:
         seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
     for arg in getattr(seen, "args", ()):
         if isinstance(arg, str) and arg:
-            return arg.split(": ", 1)[-1] if "object at 0x" in arg else arg
+            # escaped: a bad status line or header quoted here comes from the collector
+            return shown(arg.split(": ", 1)[-1] if "object at 0x" in arg else arg)
     return type(seen).__name__
 
 
@@ -213,7 +495,7 @@ def describe(status: int, url: str, location: str | None, text: str) -> str:
         )
     if 300 <= status < 400:
         return (
-            f"collector answered {status} redirect to {location or '?'}; redirects are not "
+            f"collector answered {status} redirect to {shown(location or '') or '?'}; redirects are not "
             "followed: set collector_url to the final address"
         )
     if status == 404:

@@ -325,7 +325,7 @@ def test_set_replaces_a_value_that_spans_lines(isolated):
     "value",
     [
         'quote " and \\ backslash',
-        "tab\tnew\nline\rcr\x00nul\x1fus\x7fdel\x08bs\x0cff",
+        "tab\tnew\nline\rcr\x1fus\x7fdel\x08bs\x0cff",
         "unicode é ü 日本 🐹 \u2028 \u0085",
         "# not a comment = no",
         '\'single\' """ triple',
@@ -339,6 +339,14 @@ def test_set_escapes_strings_so_they_read_back(isolated, value):
     assert load_config(path, env={}).values["system"] == value
     invoke("config", "set", "product_git_hash", "-", input=value + "\n")
     assert load_config(path, env={}).values["product_git_hash"] == value
+
+
+def test_set_refuses_a_nul_byte_and_writes_nothing(isolated):
+    path = commented(isolated / "config.toml")
+    before = path.read_bytes()
+    result = invoke("config", "set", "system", "a\x00b", expect=2)
+    assert "system" in result.output and "NUL" in result.output.upper()
+    assert path.read_bytes() == before
 
 
 def test_set_reads_types_as_the_environment_does(isolated):

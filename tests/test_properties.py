@@ -357,7 +357,6 @@ def test_collector_answers_at_the_sender(
     check_answer(before, after, status)
 
 
-@pytest.mark.xfail(strict=True, reason="fixed on hostile-edges (Retry-After parsing)")
 @settings(max_examples=20)
 @given(
     statuses,
