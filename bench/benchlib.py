@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 SECRET = "bench-secret-5b1e"
 SETTINGS: dict[str, Any] = {
@@ -229,7 +229,35 @@ def fill_spool(spool_dir: Path, n: int, sessions: int = 2, chunk: int = 50_000, 
                 i += size
 
 
-class Collector:
+class _Server:
+    """A server process the bench started; stopped (by its own pid) on leaving the with block."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_S = TypeVar("_S", bound=_Server)
+
+
+class Collector(_Server):
     """`hamustro collector --port 0` as a separate process; the URL comes from its stderr."""
 
     def __init__(self, work: Workdir, out: Path | str = os.devnull, extra: Sequence[str] = ()):
@@ -250,23 +278,6 @@ class Collector:
             raise SystemExit(f"bench: collector did not start: {line!r}")
         self.url = match.group(1)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-
-    def __enter__(self) -> Collector:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def count_lines(path: Path) -> int:
     n = 0
@@ -281,3 +292,110 @@ def header(title: str, note: str = "") -> None:
     if note:
         print(f"   {note}")
     print(f"   python {sys.version.split()[0]} at {sys.executable}; hamustro: {' '.join(hamustro())}")
+
+
+def within(ok: bool) -> str:
+    """For goals that are upper bounds (the backlog goals of issue 10): informational only."""
+    return "PASS" if ok else "over"
+
+
+def p95(values: Sequence[float]) -> float:
+    """Nearest-rank 95th percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, -(-len(ordered) * 95 // 100) - 1)]
+
+
+def dir_bytes(path: Path) -> int:
+    """Total size of the regular files directly in path (the spool database, -wal, -shm, lock, log)."""
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+
+
+def fill_spool_cli(work: Workdir, n: int, sessions: int = 2, chunk: int = 250_000) -> None:
+    """Queue n events with `hamustro track --stdin`, chunk lines at a time (the same chunk file
+    fed again and again), in `sessions` sessions made by changing product_version. Uses only
+    the CLI, so it keeps working whatever the spool's internals become."""
+    chunk = max(1, min(chunk, n))
+    lines = work.root / f"fill-{chunk}.jsonl"
+    if not lines.exists():
+        write_lines(lines, chunk)
+    rest = work.root / "fill-rest.jsonl"
+    env = work.env()
+    track = [*hamustro(), "track", "--stdin"]
+    version = work.config["product_version"]
+    per_session = [n // sessions + (1 if s < n % sessions else 0) for s in range(sessions)]
+    for s, count in enumerate(per_session):
+        work.write_config(product_version=f"{version}-fill{s}" if s < sessions - 1 else version)
+        while count > 0:
+            size = min(chunk, count)
+            if size == chunk:
+                run(track, env, stdin=lines)
+            else:
+                write_lines(rest, size)
+                run(track, env, stdin=rest)
+            count -= size
+    work.write_config(product_version=version)
+
+
+class MinimalCollector(_Server):
+    """The least a collector can do: read the body, answer 200 (HTTP/1.1, kept alive). A
+    separate process, so it shares no GIL with what is measured; the port comes from stdout."""
+
+    CODE = """\
+import http.server, sys
+
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.send_response_only(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.CODE],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        port = self.proc.stdout.readline().decode().strip()
+        if not port.isdigit():
+            self.proc.kill()
+            raise SystemExit("bench: minimal collector did not start")
+        self.url = f"http://127.0.0.1:{port}"
+
+
+def spool_db(work: Workdir) -> Path:
+    """The spool's SQLite file (found by its suffix, so a rename inside the package is no matter)."""
+    found = sorted(work.spool_dir.glob("*.sqlite3"))
+    if not found:
+        raise SystemExit(f"bench: no *.sqlite3 spool in {work.spool_dir}")
+    return found[0]
+
+
+def events_schema(db: Path) -> str:
+    """CREATE statements of the spool's events table and its indexes, copied from a real spool:
+    a floor writing a table of the same shape. Triggers are left out (they are the tool's work)."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'events' AND type IN ('table', 'index') "
+            "AND sql IS NOT NULL ORDER BY type DESC"
+        ).fetchall()
+    finally:
+        con.close()
+    if not rows:
+        raise SystemExit(f"bench: no events table in {db}")
+    return ";\n".join(r[0] for r in rows)

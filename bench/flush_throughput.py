@@ -2,17 +2,65 @@
 between two bulk tracks), flushed by `hamustro flush` to the project's collector running as
 a separate process on loopback and writing to a file. Whole flush command timed.
 Targets: >= 150,000 events/s, and >= 10x faster than one request per event (timed on a
-sample with max_batch_events = 1 and extrapolated)."""
+sample with max_batch_events = 1 and extrapolated).
+Floor of issue 10, in the same run: the same events flushed by a plain sequential loop (read a
+batch with sqlite3, encode it with hamustro_cli.wire, POST it with requests.Session, delete it
+after the 200) against `hamustro flush`, both to a collector that only reads the body and
+answers 200 (its own process). Goal for that ratio: <= 1.25x."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import benchlib as b
 
 TARGET_RATE = 150_000
 TARGET_RATIO = 10.0
+FLOOR_GOAL = 1.25
+FLOOR_BATCH = 2000  # the tool's default max_batch_events; both sides are given it explicitly
+# argv: spool database, collector URL, secret, batch size. Reads the spool with sqlite3 (the
+# sessions and events tables), so only hamustro_cli.wire's encode and headers are borrowed.
+LOOP = """\
+import sqlite3, sys, time, types
+import requests
+from hamustro_cli import wire
+
+path, url, secret, limit = sys.argv[1], sys.argv[2] + wire.TRACK_PATH, sys.argv[3], int(sys.argv[4])
+db = sqlite3.connect(path, isolation_level=None)
+db.execute("PRAGMA synchronous=NORMAL")  # as the tool's flush: a lost delete only resends
+http = requests.Session()
+sent = 0
+for sid, session, device_id, client_id, system_version, product_version, system, git_hash in db.execute(
+    "SELECT id, session, device_id, client_id, system_version, product_version, system, "
+    "product_git_hash FROM sessions ORDER BY id"
+).fetchall():
+    attrs = types.SimpleNamespace(
+        session=session, device_id=device_id, client_id=client_id, system_version=system_version,
+        product_version=product_version, system=system, product_git_hash=git_hash,
+    )
+    after = 0
+    while True:
+        rows = db.execute(
+            "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
+            "WHERE state = 0 AND session_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (sid, after, limit),
+        ).fetchall()
+        if not rows:
+            break
+        body = wire.encode(attrs, rows)
+        r = http.post(url, data=body, headers=wire.headers(body, secret, int(time.time())), timeout=30)
+        if r.status_code != 200:
+            sys.exit(f"collector answered {r.status_code}")
+        db.execute(
+            "DELETE FROM events WHERE session_id = ? AND id BETWEEN ? AND ?", (sid, rows[0][0], rows[-1][0])
+        )
+        after = rows[-1][0]
+        sent += len(rows)
+print(sent)
+"""
 
 
 def main() -> None:
@@ -72,6 +120,10 @@ def main() -> None:
                 times.append(t)
                 batches = len(report["batches"])
 
+            # the floor: a plain read-encode-POST-delete loop, both to a collector that only reads
+            with b.MinimalCollector() as minimal:
+                t_ours, t_loop = floor_pairs(work, queue, halves, warm, minimal.url, runs, n)
+
             # one request per event: a sample, extrapolated per event
             work.reset_spool()
             work.write_config(product_version="1.0.0", max_batch_events=1)
@@ -79,6 +131,7 @@ def main() -> None:
             t_single, proc = b.run(flush, env, capture=True)
             assert json.loads(proc.stdout)["sent"] == sample
 
+    m_ours, m_loop = b.median(t_ours), b.median(t_loop)
     m = b.median(times)
     rate = n / m
     per_batched = m / n
@@ -95,6 +148,55 @@ def main() -> None:
         f"   ratio one-each/batched = {ratio:.1f}x  target >= {TARGET_RATIO:g}x: "
         f"{b.verdict(ratio >= TARGET_RATIO)}"
     )
+    print(
+        f"   to a collector that only reads and answers 200 ({FLOOR_BATCH} events a request): "
+        f"flush median {b.ms(m_ours)}, plain loop (sqlite3, wire.encode, requests) median {b.ms(m_loop)}"
+    )
+    print(
+        f"   ratio flush/floor = {m_ours / m_loop:.2f}  goal <= {FLOOR_GOAL}: "
+        f"{b.within(m_ours / m_loop <= FLOOR_GOAL)}"
+        f"  (per run: {', '.join(f'{o / f:.2f}' for o, f in zip(t_ours, t_loop, strict=True))})"
+    )
+
+
+def floor_pairs(
+    work: b.Workdir,
+    queue: Callable[[Path, Path], None],
+    halves: list[Path],
+    warm: Path,
+    url: str,
+    runs: int,
+    n: int,
+) -> tuple[list[float], list[float]]:
+    """`hamustro flush` and the plain loop on the same queued events, alternated."""
+    saved = {k: work.config.get(k) for k in ("collector_url", "max_batch_events")}
+    work.write_config(collector_url=url, max_batch_events=FLOOR_BATCH)
+    env = work.env()
+    flush = [*b.hamustro(), "flush", "--json"]
+
+    def loop() -> list[str]:
+        return [*b.python(), "-c", LOOP, str(b.spool_db(work)), url, b.SECRET, str(FLOOR_BATCH)]
+
+    queue(warm, warm)  # .pyc files of the loop, a first connection
+    b.run(loop(), env)
+    t_ours: list[float] = []
+    t_loop: list[float] = []
+    for i in range(max(runs, 3)):
+        pair = ["ours", "loop"] if i % 2 == 0 else ["loop", "ours"]
+        for who in pair:
+            queue(*halves)
+            if who == "ours":
+                t, proc = b.run(flush, env, capture=True)
+                sent = json.loads(proc.stdout)["sent"]
+                t_ours.append(t)
+            else:
+                t, proc = b.run(loop(), env, capture=True)
+                sent = int(proc.stdout)
+                t_loop.append(t)
+            if sent != n:
+                raise SystemExit(f"bench: {who} sent {sent} of {n}")
+    work.write_config(**saved)
+    return t_ours, t_loop
 
 
 if __name__ == "__main__":
