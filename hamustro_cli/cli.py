@@ -1,154 +1,76 @@
-"""The `hamustro` command: parse options, make one or two library calls, translate errors."""
+"""The `hamustro` command: parse options, make one or two library calls, translate errors.
+
+The hot commands (track, flush, status, session) live here; the others load when named (Commands)."""
 
 from __future__ import annotations
 
-import enum
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from hamustro_cli import __version__
-from hamustro_cli.errors import ConfigError, FlushBusy, HamustroError, InputError, SpoolError
-from hamustro_cli.log import ERROR, INFO, WARNING
+from hamustro_cli.cliparts import (  # noqa: F401 - ExitStatus: tests and scripts import it from here
+    ExitStatus,
+    GlobalOptions,
+    complete_dir,
+    complete_file,
+    emit_json,
+    help_option,
+    print_version,
+    translate,
+)
+from hamustro_cli.errors import InputError
+from hamustro_cli.log import INFO, WARNING
 
 if TYPE_CHECKING:
-    from hamustro_cli.config import Config
     from hamustro_cli.tracker import ClientTracker, TrackResult
 
 
-class ExitStatus(enum.IntEnum):
-    """The contract's exit codes (README: Exit codes). 1 means "try later", 4 "a person must act"."""
+class Commands(click.Group):
+    """The root group. Commands people run now and then (the queue and the config by hand, doctor,
+    the local collector) are loaded when named: defining their options would cost every `track`."""
 
-    OK = 0
-    UNDELIVERED = 1  # try later: not delivered (still queued): unreachable, 5xx, timeout; a flush runs
-    USAGE = 2  # usage, configuration or input error: nothing was queued or sent
-    SPOOL = 3  # the spool cannot be used: nothing was lost
-    ATTENTION = 4  # a person must act: signature refused (sending halted), events set aside as rejected
+    LAZY = ("collector", "config", "doctor", "events")
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.LAZY})
 
-EXIT_FOR = {
-    FlushBusy: ExitStatus.UNDELIVERED,
-    ConfigError: ExitStatus.USAGE,
-    InputError: ExitStatus.USAGE,
-    SpoolError: ExitStatus.SPOOL,
-}
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "events":
+            from hamustro_cli.cli_events import events
 
+            return events
+        if name == "config":
+            from hamustro_cli.cli_config import config_group
 
-class GlobalOptions:
-    """What the global options say, for every command (click's `obj`)."""
+            return config_group
+        if name == "doctor":
+            from hamustro_cli.cli_doctor import doctor
 
-    def __init__(self, config_path: str | None, spool_dir: str | None, verbose: int, quiet: bool):
-        self.config_path = config_path
-        self.spool_dir = spool_dir
-        self.verbose = verbose
-        self.quiet = quiet
+            return doctor
+        if name == "collector":
+            from hamustro_cli.cli_collector import collector
 
-    def log(self, level: int, message: str) -> None:
-        """Errors always; warnings unless -q; INFO with -v, DEBUG with -vv (see log.py)."""
-        if level > ERROR and (self.quiet or level > max(self.verbose, WARNING)):
-            return
-        click.echo(f"hamustro: {message}", err=True)
-
-    def config(self, required: tuple[str, ...] | None = None) -> Config:
-        from hamustro_cli.config import REQUIRED, load_config
-
-        cfg = load_config(self.config_path, self.spool_dir)
-        for warning in cfg.warnings:
-            self.log(WARNING, warning)
-        cfg.require(REQUIRED if required is None else required)
-        return cfg
-
-    def tracker(self, required: tuple[str, ...] | None = None) -> ClientTracker:
-        from hamustro_cli.tracker import ClientTracker
-
-        return ClientTracker(config=self.config(required), log=self.log)
+            return collector
+        return self.commands.get(name)
 
 
-def fail(exc: HamustroError) -> NoReturn:
-    code = next((c for t, c in EXIT_FOR.items() if isinstance(exc, t)), ExitStatus.USAGE)
-    error = click.ClickException(str(exc))
-    error.exit_code = int(code)  # type: ignore[misc]  # click reads it per instance
-    raise error
-
-
-def translate(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Library exceptions become ClickExceptions with the contract's exit code."""
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except HamustroError as exc:
-            fail(exc)
-
-    return wrapper
-
-
-def emit_json(data: Any) -> None:
-    import json
-
-    click.echo(json.dumps(data, indent=None, sort_keys=False))
-
-
-# Plain string options and hand-made --version and --help: click.Path, click.version_option
-# and click's own help option call gettext, which imports locale: about 1 ms of every `track`.
-# Paths are checked by the library, which says which flag or key they came from.
-
-
-def _print_version(ctx: click.Context, value: bool) -> None:
-    if value and not ctx.resilient_parsing:
-        click.echo(f"hamustro {__version__}")
-        ctx.exit()
-
-
-def _print_help(ctx: click.Context, value: bool) -> None:
-    if value and not ctx.resilient_parsing:
-        click.echo(ctx.get_help(), color=ctx.color)
-        ctx.exit()
-
-
-def _complete_file(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
-    """Let the shell complete a file name (plain string options: see above)."""
-    from click.shell_completion import CompletionItem
-
-    return [CompletionItem(incomplete, type="file")]
-
-
-def _complete_dir(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
-    from click.shell_completion import CompletionItem
-
-    return [CompletionItem(incomplete, type="dir")]
-
-
-help_option = click.option(
-    "-h",
-    "--help",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=lambda ctx, param, value: _print_help(ctx, value),
-    help="Show this message and exit.",
-)
-
-
-@click.group(add_help_option=False)
+@click.group(cls=Commands, add_help_option=False)
 @help_option
 @click.option(
     "--config",
     "config_path",
     metavar="PATH",
-    shell_complete=_complete_file,
+    shell_complete=complete_file,
     help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.",
 )
 @click.option(
     "--spool-dir",
     metavar="DIR",
-    shell_complete=_complete_dir,
+    shell_complete=complete_dir,
     help="Spool directory holding the queue. Default: $HAMUSTRO_SPOOL_DIR, spool_dir, "
     "or $XDG_STATE_HOME/hamustro.",
 )
@@ -159,7 +81,7 @@ help_option = click.option(
     is_flag=True,
     expose_value=False,
     is_eager=True,
-    callback=lambda ctx, param, value: _print_version(ctx, value),
+    callback=lambda ctx, param, value: print_version(ctx, value),
     help="Show the version and exit.",
 )
 @click.pass_context
@@ -339,7 +261,6 @@ def _after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResul
 def _silence(stream: Any) -> None:
     """Point a broken standard stream at /dev/null, so that the flush at interpreter exit does not
     fail on it again (Python would then exit 120)."""
-    import os
 
     try:
         if stream is not None and stream.fileno() in (1, 2):
@@ -518,204 +439,9 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
             f"product {s['product_version']}{oldest}"
         )
     if rows is not None:
-        _stream(rows, as_json=False, header=False)
+        from hamustro_cli.cli_events import stream
 
-
-# -- events -----------------------------------------------------------------------------------
-
-
-def _time_option(name: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(name, metavar="TIME", help=help_text)
-
-
-def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The filters every `events` subcommand shares."""
-    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-        click.option(
-            "--state",
-            type=click.Choice(["pending", "sending", "rejected"]),
-            help="Only events in this state (sending: the batch a flush is sending).",
-        ),
-        click.option("--session", "session_id", metavar="SID", help="Only events of this session."),
-        click.option(
-            "--event", "event_glob", metavar="GLOB", help="Only events whose name matches (* ? [..])."
-        ),
-        _time_option("--since", "Only events at or after TIME (epoch seconds or ISO 8601, as --at)."),
-        _time_option("--until", "Only events at or before TIME."),
-        click.option(
-            "--limit", type=click.IntRange(min=1), metavar="N", help="At most N events, oldest first."
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _filter(
-    ids: tuple[int, ...] | None,
-    state: str | None,
-    session_id: str | None,
-    event_glob: str | None,
-    since: str | None,
-    until: str | None,
-    limit: int | None,
-) -> Any:
-    from hamustro_cli.events import parse_time
-    from hamustro_cli.queue import EventFilter, Shown
-
-    return EventFilter(
-        ids=ids,
-        state=None if state is None else Shown(state),
-        session=session_id,
-        event=event_glob,
-        since=None if since is None else parse_time(since, "--since"),
-        until=None if until is None else parse_time(until, "--until"),
-        limit=limit,
-    )
-
-
-def _stamp(epoch: int) -> str:
-    try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-    except (OverflowError, OSError, ValueError):
-        return str(epoch)
-
-
-def _event_line(e: dict[str, Any]) -> str:
-    user = f" user {e['user_id']}" if e["user_id"] is not None else ""
-    params = f" {e['parameters']}" if e["parameters"] else ""
-    reason = f" ({e['reason']})" if e["reason"] else ""
-    return (
-        f"{e['id']:>8} {_stamp(e['at'])} {e['session'][:8]} {e['nr']:>6} {e['state']:<8} "
-        f"{e['event']}{user}{params}{reason}"
-    )
-
-
-def _stream(rows: Any, as_json: bool, header: bool = True) -> None:
-    """One line an event, written as it is read: memory stays flat on any spool."""
-    import json
-
-    write = sys.stdout.write
-    if header and not as_json:
-        write(f"{'ID':>8} {'AT':<20} {'SESSION':<8} {'NR':>6} {'STATE':<8} EVENT\n")
-    dumps = json.dumps
-    try:
-        for e in rows:
-            write((dumps(e) if as_json else _event_line(e)) + "\n")
-    except BrokenPipeError:  # `| head`: the reader has what it wanted
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-@cli.group(add_help_option=False)
-@help_option
-def events() -> None:
-    """The queue by hand: list, show, requeue or drop queued events.
-
-    \b
-    Examples:
-      hamustro events list --state rejected
-      hamustro events list --json --since 2026-11-28 | jq .event
-      hamustro events show 42
-      hamustro events requeue --event 'signup*'
-      hamustro events drop --state rejected --until 2026-11-01 --yes
-    """
-
-
-@events.command("list", add_help_option=False)
-@help_option
-@event_filters
-@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
-@click.pass_obj
-@translate
-def events_list(obj: GlobalOptions, as_json: bool, **filters: Any) -> None:
-    """List queued events, oldest first, as a table or JSON lines."""
-    chosen = _filter(None, **filters)
-    with obj.tracker(required=()) as tracker:
-        _stream(tracker.spool.select(chosen), as_json)
-
-
-@events.command("show", add_help_option=False)
-@help_option
-@click.argument("event_id", metavar="ID", type=int)
-@click.option("--json", "as_json", is_flag=True, help="Print the event and its session as JSON.")
-@click.pass_obj
-@translate
-def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
-    """Show one event, its session's attributes and why it was rejected."""
-    with obj.tracker(required=()) as tracker:
-        found = tracker.spool.event(event_id)
-        if found is None:
-            raise InputError(f"no event with id {event_id} in the spool {tracker.config.spool_dir}")
-    event, attrs = found
-    if as_json:
-        emit_json({"event": event, "session": attrs.to_dict()})
-        return
-    echo = click.echo
-    echo(f"event {event['id']}: {event['event']}")
-    echo(f"  state:       {event['state']}" + (f": {event['reason']}" if event["reason"] else ""))
-    echo(f"  at:          {_stamp(event['at'])} ({event['at']})")
-    echo(f"  session:     {event['session']}, nr {event['nr']}")
-    for key in ("user_id", "ip", "parameters", "is_testing"):
-        echo(f"  {key + ':':<12} {event[key]}")
-    echo("session attributes:")
-    for key, value in attrs.to_dict().items():
-        echo(f"  {key + ':':<17} {value}")
-
-
-@events.command("requeue", add_help_option=False)
-@help_option
-@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
-@event_filters
-@click.pass_obj
-@translate
-def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> None:
-    """Move rejected events (the IDs, or those the filters choose) back to pending, without
-    sending. Pending events are left as they are."""
-    from hamustro_cli.queue import Change
-
-    if filters["state"] not in (None, "rejected"):
-        raise InputError(f"--state {filters['state']}: requeue moves rejected events only")
-    chosen = _filter(ids or None, **filters)
-    with obj.tracker(required=()) as tracker:
-        moved = tracker.spool.change(Change.REQUEUE, chosen)
-    if not obj.quiet:
-        click.echo(f"requeued {moved} rejected event(s)")
-
-
-@events.command("drop", add_help_option=False)
-@help_option
-@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
-@event_filters
-@click.option("--yes", "-y", is_flag=True, help="Do not ask; needed when not on a terminal.")
-@click.pass_obj
-@translate
-def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: Any) -> None:
-    """Delete events (the IDs, or those the filters choose) for good. Asks first on a
-    terminal; elsewhere needs --yes.
-
-    \b
-    Examples:
-      hamustro events drop 17 18
-      hamustro events drop --state rejected --yes
-    """
-    from hamustro_cli.queue import Change
-
-    if not ids and not any(v is not None for v in filters.values()):
-        raise InputError("name the events to drop: IDs or a filter (e.g. --state rejected)")
-    chosen = _filter(ids or None, **filters)
-    with obj.tracker(required=()) as tracker:
-        if not yes:
-            if not sys.stdin.isatty():
-                raise InputError("drop deletes events for good: give --yes (no terminal to ask on)")
-            count = tracker.spool.count(chosen)
-            if not click.confirm(f"Delete {count} event(s) for good?", default=False):
-                click.echo("nothing was deleted", err=True)
-                return
-        dropped = tracker.spool.change(Change.DROP, chosen)
-    if not obj.quiet:
-        click.echo(f"dropped {dropped} event(s)")
+        stream(rows, as_json=False, header=False)
 
 
 # -- session ----------------------------------------------------------------------------------
@@ -736,306 +462,6 @@ def session(obj: GlobalOptions, as_json: bool) -> None:
             return
         data = tracker.session_status()
     emit_json(data)
-
-
-# -- doctor -----------------------------------------------------------------------------------
-
-
-@cli.command(add_help_option=False)
-@help_option
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-@click.pass_obj
-def doctor(obj: GlobalOptions, as_json: bool) -> None:
-    """Check config, spool, collector and credentials, one line each; send no event."""
-    from hamustro_cli.doctor import render, run_checks, to_json
-
-    checks = run_checks(obj.config_path, obj.spool_dir, log=obj.log)
-    if as_json:
-        emit_json(to_json(checks))
-    elif obj.quiet:
-        failed = [c for c in checks if not c.ok]
-        if failed:
-            click.echo(render(failed))
-    else:
-        click.echo(render(checks))
-    if not all(c.ok for c in checks):
-        sys.exit(ExitStatus.UNDELIVERED)
-
-
-# -- collector --------------------------------------------------------------------------------
-
-
-@cli.command(add_help_option=False)
-@help_option
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    envvar="HAMUSTRO_HOST",
-    help="Address to listen on ($HAMUSTRO_HOST).",
-)
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8080,
-    show_default=True,
-    envvar="HAMUSTRO_PORT",
-    help="Port to listen on; 0 picks a free one ($HAMUSTRO_PORT).",
-)
-@click.option(
-    "--secret",
-    envvar="HAMUSTRO_SHARED_SECRET_KEY",
-    required=True,
-    help="Shared secret that signs requests ($HAMUSTRO_SHARED_SECRET_KEY; prefer it "
-    "to the flag, which other users can see).",
-)
-@click.option(
-    "--out",
-    type=click.File("a", lazy=False),
-    default="-",
-    shell_complete=_complete_file,
-    help="Where accepted events go, one JSON line each (default: standard output).",
-)
-@click.option(
-    "--fail-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    help="Answer --fail-status to this share of valid requests (for trying failures).",
-)
-@click.option(
-    "--fail-status",
-    type=click.IntRange(100, 599),
-    default=503,
-    show_default=True,
-    help="Status used by --fail-rate.",
-)
-@click.option(
-    "--reject-event",
-    multiple=True,
-    metavar="NAME",
-    help="Answer 400 to collections that hold this event (for trying rejects).",
-)
-@click.option("--delay", type=click.FloatRange(0), default=0.0, help="Hold each request this many seconds.")
-@click.option("--verbose-errors", is_flag=True, help='Error bodies as {"error": "..."} (verbose mode).')
-@click.pass_obj
-def collector(
-    obj: GlobalOptions,
-    host: str,
-    port: int,
-    secret: str,
-    out: Any,
-    fail_rate: float,
-    fail_status: int,
-    reject_event: tuple[str, ...],
-    delay: float,
-    verbose_errors: bool,
-) -> None:
-    """Run a local collector that answers as the real one and writes accepted events as JSON lines."""
-    import signal
-
-    from hamustro_cli.collector import make_server
-
-    try:
-        server = make_server(
-            host,
-            port,
-            secret,
-            out,
-            verbose=verbose_errors,
-            fail_rate=fail_rate,
-            fail_status=fail_status,
-            reject_events=reject_event,
-            delay=delay,
-            log=sys.stderr if obj.verbose else None,
-        )
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    click.echo(f"hamustro collector listening on {server.url}", err=True)
-
-    def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutting_down = True
-        server.server_close()
-        click.echo(f"hamustro collector stopped after {server.accepted} event(s)", err=True)
-
-
-# -- config -----------------------------------------------------------------------------------
-# The library part is configfile.py; these commands only gather input and print.
-
-
-def _config_path(obj: Any) -> str:
-    from hamustro_cli.configfile import config_file_path
-
-    return config_file_path(obj.config_path, os.environ)
-
-
-def _read_stdin_value() -> str:
-    """All of standard input, less one line ending: `printf %s "$S" |` and `echo "$S" |` agree."""
-    try:
-        text = sys.stdin.buffer.read().decode("utf-8")  # bytes: a "\r" in the value stays
-    except UnicodeDecodeError:
-        raise InputError("standard input is not valid UTF-8") from None
-    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
-
-
-def _ask(key: Any, default: str | None = None) -> Any:
-    """One value from the terminal, checked as loading checks it; the secret hidden and asked twice."""
-    from hamustro_cli.config import SECRET_KEY
-    from hamustro_cli.configfile import parse_value
-
-    def check(text: str) -> Any:
-        try:
-            return parse_value(key.name, text, "the terminal")
-        except ConfigError as exc:
-            raise click.BadParameter(str(exc)) from None
-
-    secret = key.name == SECRET_KEY
-    return click.prompt(
-        f"{key.name} ({key.doc})",
-        default=default,
-        hide_input=secret,
-        confirmation_prompt=secret,
-        value_proc=check,
-        err=True,
-    )
-
-
-@cli.group("config", add_help_option=False)
-@help_option
-def config_group() -> None:
-    """Show, create and change the config file."""
-
-
-@config_group.command("path", add_help_option=False)
-@help_option
-@click.pass_obj
-def config_path_command(obj: Any) -> None:
-    """Print the config file in use (it may not exist yet)."""
-    click.echo(os.path.abspath(_config_path(obj)))
-
-
-@config_group.command("show", add_help_option=False)
-@help_option
-@click.option("--json", "as_json", is_flag=True, help="Print the values and their origins as JSON.")
-@click.pass_obj
-@translate
-def config_show(obj: Any, as_json: bool) -> None:
-    """Every setting, its value and where it came from; the secret only as set/unset."""
-    from hamustro_cli.config import load_config
-    from hamustro_cli.configfile import describe, show_lines
-
-    cfg = load_config(obj.config_path, obj.spool_dir)
-    description = describe(cfg)
-    if not getattr(obj, "quiet", False):
-        for warning in cfg.warnings:
-            click.echo(f"hamustro: {warning}", err=True)
-    if as_json:
-        emit_json(description)
-    else:
-        click.echo("\n".join(show_lines(description)))
-
-
-def _required_key_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--collector-url, --device-id, ...: one option per required key but the secret (a flag
-    would show it in the process list), described from config.KEYS."""
-    from hamustro_cli.config import ENV_PREFIX, KEYS, REQUIRED, SECRET_KEY
-
-    for name in reversed(REQUIRED):
-        if name != SECRET_KEY:
-            doc = KEYS[name].doc
-            help_text = f"{doc[:1].upper()}{doc[1:]} (else ${ENV_PREFIX}{name.upper()}, else asked)."
-            func = click.option("--" + name.replace("_", "-"), name, metavar="TEXT", help=help_text)(func)
-    return func
-
-
-@config_group.command("init", add_help_option=False)
-@help_option
-@click.option("--force", is_flag=True, help="Replace an existing config file.")
-@click.option(
-    "--secret-stdin", is_flag=True, help="Read shared_secret_key from standard input (never from a flag)."
-)
-@_required_key_options
-@click.pass_obj
-@translate
-def config_init(obj: Any, force: bool, secret_stdin: bool, **given: str | None) -> None:
-    """Write a commented config file (0600) with every key, asking for the required ones.
-
-    Each required value comes from its option, else its HAMUSTRO_<KEY> variable, else a
-    question on the terminal (the secret without echo). Without a terminal a missing value is
-    an error (exit 2) and nothing is written. An existing file is kept unless --force.
-    """
-    import platform
-    import socket
-
-    from hamustro_cli.configfile import exists_error, init_file, required_values
-
-    path = _config_path(obj)
-    if os.path.lexists(path) and not force:
-        raise exists_error(path)
-    if secret_stdin:
-        given["shared_secret_key"] = _read_stdin_value()
-    guesses = {
-        "device_id": socket.gethostname(),
-        "system_version": f"{platform.system()} {platform.release()}",
-    }
-    terminal = sys.stdin.isatty() and not secret_stdin
-    if terminal:
-        click.echo(f"Writing {path}; the required settings:", err=True)
-    values = required_values(
-        given,
-        os.environ,
-        (lambda key: _ask(key, guesses.get(key.name))) if terminal else None,
-        note=lambda message: click.echo(f"hamustro: {message}", err=True),
-    )
-    init_file(path, values, force)
-    click.echo(f"hamustro: wrote {path} (mode 0600); check it with 'hamustro doctor'", err=True)
-
-
-@config_group.command("set", add_help_option=False)
-@help_option
-@click.argument("key")
-@click.argument("value", required=False)
-@click.pass_obj
-@translate
-def config_set(obj: Any, key: str, value: str | None) -> None:
-    """Set KEY to VALUE in the config file, keeping its comments and layout.
-
-    VALUE is read as the HAMUSTRO_<KEY> variable would be; "-" reads it from standard input
-    (the way to pass the secret); without VALUE it is asked on a terminal, the secret without
-    echo. The file is created 0600 when missing and replaced atomically.
-    """
-    from hamustro_cli.config import ENV_PREFIX, KEYS, SECRET_KEY
-    from hamustro_cli.configfile import parse_value, set_key
-
-    if key not in KEYS:
-        parse_value(key, "", "the command line")  # the unknown-key error
-    if value == "-":
-        parsed = parse_value(key, _read_stdin_value(), "standard input")
-    elif value is not None:
-        if key == SECRET_KEY:
-            click.echo(
-                "hamustro: warning: a secret given as an argument shows in the process list and "
-                f"shell history; prefer: hamustro config set {SECRET_KEY} -",
-                err=True,
-            )
-        parsed = parse_value(key, value, "the command line")
-    elif sys.stdin.isatty():
-        parsed = _ask(KEYS[key])
-    else:
-        raise InputError(f"missing VALUE for {key} (give it, or - to read it from standard input)")
-    path = _config_path(obj)
-    set_key(path, key, parsed)
-    env_name = ENV_PREFIX + key.upper()
-    if env_name in os.environ or (key == "spool_dir" and obj.spool_dir is not None):
-        shadow = "--spool-dir" if env_name not in os.environ else f"environment variable {env_name}"
-        click.echo(f"hamustro: warning: {key} is also set by {shadow}, which takes precedence", err=True)
 
 
 def main() -> None:

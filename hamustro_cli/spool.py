@@ -473,7 +473,7 @@ class Spool:
                 db.execute("DELETE FROM meta WHERE key = 'sending'")
             changes: dict[str, str | None] = {"last_sync_time": str(sync_time)}
             if first_ack:
-                changes.update(backoff_until=None, failures=None, halted=None)
+                changes.update(backoff_until=None, failures=None, halted=None, failed_at=None)
             _write_metas(db, changes)
 
     def release(self) -> int:
@@ -518,11 +518,11 @@ class Spool:
     # -- sync state -------------------------------------------------------------------------
 
     def sync_state(self) -> SyncState:
-        metas = self._get_metas("created_at", "last_sync_time", "backoff_until", "failures", "halted")
-        error = self.last_error() or {}
-        failed_at = error.get("at")
+        metas = self._get_metas(
+            "created_at", "last_sync_time", "backoff_until", "failures", "halted", "failed_at"
+        )
         return SyncState(
-            failed_at=failed_at if type(failed_at) is int else None,
+            failed_at=_int(metas.get("failed_at")),
             created_at=_int(metas.get("created_at")) or 0,
             last_sync_time=_int(metas.get("last_sync_time")),
             backoff_until=_int(metas.get("backoff_until")),
@@ -540,6 +540,8 @@ class Spool:
     ) -> None:
         """A flush could not deliver: count it, keep its error, and back off or stop."""
         changes: dict[str, str | None] = {"failures": str(failures), "last_error": _to_json(error)}
+        if type(error.get("at")) is int:  # when it failed, by the clock then (see triggers.trusted_times)
+            changes["failed_at"] = str(error["at"])
         if halted is not None:
             changes["halted"] = halted
         if backoff_until is not None:
@@ -552,7 +554,12 @@ class Spool:
     def record_success(self, keep_error: bool) -> None:
         """A flush delivered (or set aside) what it took up: no backoff, no stop, and unless
         something was rejected, no last error."""
-        clear: dict[str, str | None] = {"backoff_until": None, "failures": None, "halted": None}
+        clear: dict[str, str | None] = {
+            "backoff_until": None,
+            "failures": None,
+            "halted": None,
+            "failed_at": None,
+        }
         if not keep_error:
             clear["last_error"] = None
         self._set_metas("recording state", clear)

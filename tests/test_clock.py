@@ -70,11 +70,8 @@ def _future_state(spool_dir, ahead: int) -> None:
     last sync (from an earlier batch) in the future."""
     t = int(time.time()) + ahead
     with Spool(spool_dir) as spool:
-        spool.db.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sync_time', ?), "
-            "('backoff_until', ?), ('failures', '2'), ('last_error', ?)",
-            (str(t), str(t + 120), json.dumps({"at": t, "status": 503, "message": "down"})),
-        )
+        spool.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sync_time', ?)", (str(t),))
+        spool.record_failure({"at": t, "status": 503, "message": "down"}, 2, backoff_until=t + 120)
 
 
 @pytest.mark.parametrize("ahead", [YEAR, 7200])

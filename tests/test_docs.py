@@ -17,10 +17,12 @@ README = (ROOT / "README.md").read_text()
 
 
 def commands(group=cli, prefix="hamustro"):
-    """Every command and subcommand, as "hamustro config set" and so on."""
+    """Every command and subcommand, as "hamustro config set" and so on (the lazily loaded ones too)."""
     yield prefix, group
-    for name, command in getattr(group, "commands", {}).items():
-        yield from commands(command, f"{prefix} {name}")
+    if isinstance(group, click.Group):
+        ctx = click.Context(group)
+        for name in group.list_commands(ctx):
+            yield from commands(group.get_command(ctx, name), f"{prefix} {name}")
 
 
 @pytest.mark.parametrize("name,command", list(commands()), ids=[n for n, _ in commands()])

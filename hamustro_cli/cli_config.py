@@ -1,0 +1,193 @@
+"""`hamustro config`: the config file by hand. The library part is configfile.py; these commands
+only gather input and print."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from hamustro_cli.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    pass
+
+from hamustro_cli.cliparts import (
+    emit_json,
+    help_option,
+    translate,
+)
+
+# -- config -----------------------------------------------------------------------------------
+# The library part is configfile.py; these commands only gather input and print.
+
+
+def _config_path(obj: Any) -> str:
+    from hamustro_cli.configfile import config_file_path
+
+    return config_file_path(obj.config_path, os.environ)
+
+
+def _read_stdin_value() -> str:
+    """All of standard input, less one line ending: `printf %s "$S" |` and `echo "$S" |` agree."""
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8")  # bytes: a "\r" in the value stays
+    except UnicodeDecodeError:
+        raise InputError("standard input is not valid UTF-8") from None
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+
+
+def _ask(key: Any, default: str | None = None) -> Any:
+    """One value from the terminal, checked as loading checks it; the secret hidden and asked twice."""
+    from hamustro_cli.config import SECRET_KEY
+    from hamustro_cli.configfile import parse_value
+
+    def check(text: str) -> Any:
+        try:
+            return parse_value(key.name, text, "the terminal")
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    secret = key.name == SECRET_KEY
+    return click.prompt(
+        f"{key.name} ({key.doc})",
+        default=default,
+        hide_input=secret,
+        confirmation_prompt=secret,
+        value_proc=check,
+        err=True,
+    )
+
+
+@click.group("config", add_help_option=False)
+@help_option
+def config_group() -> None:
+    """Show, create and change the config file."""
+
+
+@config_group.command("path", add_help_option=False)
+@help_option
+@click.pass_obj
+def config_path_command(obj: Any) -> None:
+    """Print the config file in use (it may not exist yet)."""
+    click.echo(os.path.abspath(_config_path(obj)))
+
+
+@config_group.command("show", add_help_option=False)
+@help_option
+@click.option("--json", "as_json", is_flag=True, help="Print the values and their origins as JSON.")
+@click.pass_obj
+@translate
+def config_show(obj: Any, as_json: bool) -> None:
+    """Every setting, its value and where it came from; the secret only as set/unset."""
+    from hamustro_cli.config import load_config
+    from hamustro_cli.configfile import describe, show_lines
+
+    cfg = load_config(obj.config_path, obj.spool_dir)
+    description = describe(cfg)
+    if not getattr(obj, "quiet", False):
+        for warning in cfg.warnings:
+            click.echo(f"hamustro: {warning}", err=True)
+    if as_json:
+        emit_json(description)
+    else:
+        click.echo("\n".join(show_lines(description)))
+
+
+def _required_key_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--collector-url, --device-id, ...: one option per required key but the secret (a flag
+    would show it in the process list), described from config.KEYS."""
+    from hamustro_cli.config import ENV_PREFIX, KEYS, REQUIRED, SECRET_KEY
+
+    for name in reversed(REQUIRED):
+        if name != SECRET_KEY:
+            doc = KEYS[name].doc
+            help_text = f"{doc[:1].upper()}{doc[1:]} (else ${ENV_PREFIX}{name.upper()}, else asked)."
+            func = click.option("--" + name.replace("_", "-"), name, metavar="TEXT", help=help_text)(func)
+    return func
+
+
+@config_group.command("init", add_help_option=False)
+@help_option
+@click.option("--force", is_flag=True, help="Replace an existing config file.")
+@click.option(
+    "--secret-stdin", is_flag=True, help="Read shared_secret_key from standard input (never from a flag)."
+)
+@_required_key_options
+@click.pass_obj
+@translate
+def config_init(obj: Any, force: bool, secret_stdin: bool, **given: str | None) -> None:
+    """Write a commented config file (0600) with every key, asking for the required ones.
+
+    Each required value comes from its option, else its HAMUSTRO_<KEY> variable, else a
+    question on the terminal (the secret without echo). Without a terminal a missing value is
+    an error (exit 2) and nothing is written. An existing file is kept unless --force.
+    """
+    import platform
+    import socket
+
+    from hamustro_cli.configfile import exists_error, init_file, required_values
+
+    path = _config_path(obj)
+    if os.path.lexists(path) and not force:
+        raise exists_error(path)
+    if secret_stdin:
+        given["shared_secret_key"] = _read_stdin_value()
+    guesses = {
+        "device_id": socket.gethostname(),
+        "system_version": f"{platform.system()} {platform.release()}",
+    }
+    terminal = sys.stdin.isatty() and not secret_stdin
+    if terminal:
+        click.echo(f"Writing {path}; the required settings:", err=True)
+    values = required_values(
+        given,
+        os.environ,
+        (lambda key: _ask(key, guesses.get(key.name))) if terminal else None,
+        note=lambda message: click.echo(f"hamustro: {message}", err=True),
+    )
+    init_file(path, values, force)
+    click.echo(f"hamustro: wrote {path} (mode 0600); check it with 'hamustro doctor'", err=True)
+
+
+@config_group.command("set", add_help_option=False)
+@help_option
+@click.argument("key")
+@click.argument("value", required=False)
+@click.pass_obj
+@translate
+def config_set(obj: Any, key: str, value: str | None) -> None:
+    """Set KEY to VALUE in the config file, keeping its comments and layout.
+
+    VALUE is read as the HAMUSTRO_<KEY> variable would be; "-" reads it from standard input
+    (the way to pass the secret); without VALUE it is asked on a terminal, the secret without
+    echo. The file is created 0600 when missing and replaced atomically.
+    """
+    from hamustro_cli.config import ENV_PREFIX, KEYS, SECRET_KEY
+    from hamustro_cli.configfile import parse_value, set_key
+
+    if key not in KEYS:
+        parse_value(key, "", "the command line")  # the unknown-key error
+    if value == "-":
+        parsed = parse_value(key, _read_stdin_value(), "standard input")
+    elif value is not None:
+        if key == SECRET_KEY:
+            click.echo(
+                "hamustro: warning: a secret given as an argument shows in the process list and "
+                f"shell history; prefer: hamustro config set {SECRET_KEY} -",
+                err=True,
+            )
+        parsed = parse_value(key, value, "the command line")
+    elif sys.stdin.isatty():
+        parsed = _ask(KEYS[key])
+    else:
+        raise InputError(f"missing VALUE for {key} (give it, or - to read it from standard input)")
+    path = _config_path(obj)
+    set_key(path, key, parsed)
+    env_name = ENV_PREFIX + key.upper()
+    if env_name in os.environ or (key == "spool_dir" and obj.spool_dir is not None):
+        shadow = "--spool-dir" if env_name not in os.environ else f"environment variable {env_name}"
+        click.echo(f"hamustro: warning: {key} is also set by {shadow}, which takes precedence", err=True)

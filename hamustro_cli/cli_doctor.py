@@ -1,0 +1,41 @@
+"""`hamustro doctor`: the checks are doctor.py; this prints them."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    pass
+
+from hamustro_cli.cliparts import (
+    ExitStatus,
+    GlobalOptions,
+    emit_json,
+    help_option,
+)
+
+# -- doctor -----------------------------------------------------------------------------------
+
+
+@click.command(add_help_option=False)
+@help_option
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.pass_obj
+def doctor(obj: GlobalOptions, as_json: bool) -> None:
+    """Check config, spool, collector and credentials, one line each; send no event."""
+    from hamustro_cli.doctor import render, run_checks, to_json
+
+    checks = run_checks(obj.config_path, obj.spool_dir, log=obj.log)
+    if as_json:
+        emit_json(to_json(checks))
+    elif obj.quiet:
+        failed = [c for c in checks if not c.ok]
+        if failed:
+            click.echo(render(failed))
+    else:
+        click.echo(render(checks))
+    if not all(c.ok for c in checks):
+        sys.exit(ExitStatus.UNDELIVERED)

@@ -1,0 +1,218 @@
+"""`hamustro events`: the queue by hand (the library part is spool.py and queue.py)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from hamustro_cli.errors import InputError
+
+if TYPE_CHECKING:
+    pass
+
+from hamustro_cli.cliparts import (
+    GlobalOptions,
+    emit_json,
+    help_option,
+    translate,
+)
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def _time_option(name: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(name, metavar="TIME", help=help_text)
+
+
+def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The filters every `events` subcommand shares."""
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option(
+            "--state",
+            type=click.Choice(["pending", "sending", "rejected"]),
+            help="Only events in this state (sending: the batch a flush is sending).",
+        ),
+        click.option("--session", "session_id", metavar="SID", help="Only events of this session."),
+        click.option(
+            "--event", "event_glob", metavar="GLOB", help="Only events whose name matches (* ? [..])."
+        ),
+        _time_option("--since", "Only events at or after TIME (epoch seconds or ISO 8601, as --at)."),
+        _time_option("--until", "Only events at or before TIME."),
+        click.option(
+            "--limit", type=click.IntRange(min=1), metavar="N", help="At most N events, oldest first."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _filter(
+    ids: tuple[int, ...] | None,
+    state: str | None,
+    session_id: str | None,
+    event_glob: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int | None,
+) -> Any:
+    from hamustro_cli.events import parse_time
+    from hamustro_cli.queue import EventFilter, Shown
+
+    return EventFilter(
+        ids=ids,
+        state=None if state is None else Shown(state),
+        session=session_id,
+        event=event_glob,
+        since=None if since is None else parse_time(since, "--since"),
+        until=None if until is None else parse_time(until, "--until"),
+        limit=limit,
+    )
+
+
+def _stamp(epoch: int) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    except (OverflowError, OSError, ValueError):
+        return str(epoch)
+
+
+def _event_line(e: dict[str, Any]) -> str:
+    user = f" user {e['user_id']}" if e["user_id"] is not None else ""
+    params = f" {e['parameters']}" if e["parameters"] else ""
+    reason = f" ({e['reason']})" if e["reason"] else ""
+    return (
+        f"{e['id']:>8} {_stamp(e['at'])} {e['session'][:8]} {e['nr']:>6} {e['state']:<8} "
+        f"{e['event']}{user}{params}{reason}"
+    )
+
+
+def stream(rows: Any, as_json: bool, header: bool = True) -> None:
+    """One line an event, written as it is read: memory stays flat on any spool."""
+    import json
+
+    write = sys.stdout.write
+    if header and not as_json:
+        write(f"{'ID':>8} {'AT':<20} {'SESSION':<8} {'NR':>6} {'STATE':<8} EVENT\n")
+    dumps = json.dumps
+    try:
+        for e in rows:
+            write((dumps(e) if as_json else _event_line(e)) + "\n")
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@click.group(add_help_option=False)
+@help_option
+def events() -> None:
+    """The queue by hand: list, show, requeue or drop queued events.
+
+    \b
+    Examples:
+      hamustro events list --state rejected
+      hamustro events list --json --since 2026-11-28 | jq .event
+      hamustro events show 42
+      hamustro events requeue --event 'signup*'
+      hamustro events drop --state rejected --until 2026-11-01 --yes
+    """
+
+
+@events.command("list", add_help_option=False)
+@help_option
+@event_filters
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.pass_obj
+@translate
+def events_list(obj: GlobalOptions, as_json: bool, **filters: Any) -> None:
+    """List queued events, oldest first, as a table or JSON lines."""
+    chosen = _filter(None, **filters)
+    with obj.tracker(required=()) as tracker:
+        stream(tracker.spool.select(chosen), as_json)
+
+
+@events.command("show", add_help_option=False)
+@help_option
+@click.argument("event_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the event and its session as JSON.")
+@click.pass_obj
+@translate
+def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
+    """Show one event, its session's attributes and why it was rejected."""
+    with obj.tracker(required=()) as tracker:
+        found = tracker.spool.event(event_id)
+        if found is None:
+            raise InputError(f"no event with id {event_id} in the spool {tracker.config.spool_dir}")
+    event, attrs = found
+    if as_json:
+        emit_json({"event": event, "session": attrs.to_dict()})
+        return
+    echo = click.echo
+    echo(f"event {event['id']}: {event['event']}")
+    echo(f"  state:       {event['state']}" + (f": {event['reason']}" if event["reason"] else ""))
+    echo(f"  at:          {_stamp(event['at'])} ({event['at']})")
+    echo(f"  session:     {event['session']}, nr {event['nr']}")
+    for key in ("user_id", "ip", "parameters", "is_testing"):
+        echo(f"  {key + ':':<12} {event[key]}")
+    echo("session attributes:")
+    for key, value in attrs.to_dict().items():
+        echo(f"  {key + ':':<17} {value}")
+
+
+@events.command("requeue", add_help_option=False)
+@help_option
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@event_filters
+@click.pass_obj
+@translate
+def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> None:
+    """Move rejected events (the IDs, or those the filters choose) back to pending, without
+    sending. Pending events are left as they are."""
+    from hamustro_cli.queue import Change
+
+    if filters["state"] not in (None, "rejected"):
+        raise InputError(f"--state {filters['state']}: requeue moves rejected events only")
+    chosen = _filter(ids or None, **filters)
+    with obj.tracker(required=()) as tracker:
+        moved = tracker.spool.change(Change.REQUEUE, chosen)
+    if not obj.quiet:
+        click.echo(f"requeued {moved} rejected event(s)")
+
+
+@events.command("drop", add_help_option=False)
+@help_option
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@event_filters
+@click.option("--yes", "-y", is_flag=True, help="Do not ask; needed when not on a terminal.")
+@click.pass_obj
+@translate
+def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: Any) -> None:
+    """Delete events (the IDs, or those the filters choose) for good. Asks first on a
+    terminal; elsewhere needs --yes.
+
+    \b
+    Examples:
+      hamustro events drop 17 18
+      hamustro events drop --state rejected --yes
+    """
+    from hamustro_cli.queue import Change
+
+    if not ids and not any(v is not None for v in filters.values()):
+        raise InputError("name the events to drop: IDs or a filter (e.g. --state rejected)")
+    chosen = _filter(ids or None, **filters)
+    with obj.tracker(required=()) as tracker:
+        if not yes:
+            if not sys.stdin.isatty():
+                raise InputError("drop deletes events for good: give --yes (no terminal to ask on)")
+            count = tracker.spool.count(chosen)
+            if not click.confirm(f"Delete {count} event(s) for good?", default=False):
+                click.echo("nothing was deleted", err=True)
+                return
+        dropped = tracker.spool.change(Change.DROP, chosen)
+    if not obj.quiet:
+        click.echo(f"dropped {dropped} event(s)")
