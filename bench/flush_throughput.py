@@ -34,8 +34,8 @@ db.execute("PRAGMA synchronous=NORMAL")  # as the tool's flush: a lost delete on
 http = requests.Session()
 sent = 0
 for sid, session, device_id, client_id, system_version, product_version, system, git_hash in db.execute(
-    "SELECT id, session, device_id, client_id, system_version, product_version, system, "
-    "product_git_hash FROM sessions ORDER BY id"
+    "SELECT a.id, s.session, s.device_id, s.client_id, s.system_version, s.product_version, a.system, "
+    "a.product_git_hash FROM attributes a JOIN sessions s ON s.id = a.session_id ORDER BY a.id"
 ).fetchall():
     attrs = types.SimpleNamespace(
         session=session, device_id=device_id, client_id=client_id, system_version=system_version,
@@ -45,7 +45,7 @@ for sid, session, device_id, client_id, system_version, product_version, system,
     while True:
         rows = db.execute(
             "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
-            "WHERE state = 0 AND session_id = ? AND id > ? ORDER BY id LIMIT ?",
+            "WHERE state = 0 AND attr_id = ? AND id > ? ORDER BY id LIMIT ?",
             (sid, after, limit),
         ).fetchall()
         if not rows:
@@ -55,7 +55,7 @@ for sid, session, device_id, client_id, system_version, product_version, system,
         if r.status_code != 200:
             sys.exit(f"collector answered {r.status_code}")
         db.execute(
-            "DELETE FROM events WHERE session_id = ? AND id BETWEEN ? AND ?", (sid, rows[0][0], rows[-1][0])
+            "DELETE FROM events WHERE attr_id = ? AND id BETWEEN ? AND ?", (sid, rows[0][0], rows[-1][0])
         )
         after = rows[-1][0]
         sent += len(rows)
