@@ -130,8 +130,8 @@ def check_spool(directory: str) -> Check:
     Opening the spool does what every command does when it opens it: it creates the directory
     0700 if missing, tightens a directory we own, and applies pending schema migrations.
     """
+    from hamustro_cli.records import total as spool_totals
     from hamustro_cli.spool import SCHEMA_VERSION, Spool, State
-    from hamustro_cli.spool import total as spool_totals
 
     directory = os.path.abspath(directory)
     details: dict[str, Any] = {"path": directory, "existed": os.path.exists(directory)}

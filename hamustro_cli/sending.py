@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from hamustro_cli import netaddr, triggers, wire
 from hamustro_cli.config import Config
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
+from hamustro_cli.records import QueuedEvent
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import Session
-from hamustro_cli.spool import ID, MAX_NR, NR, QueuedEvent, Spool
+from hamustro_cli.spool import ID, MAX_NR, NR, Spool
 from hamustro_cli.transport import Answer, Transport
 
 Progress = Callable[[int], None]

@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
     from hamustro_cli.queue import Change, EventFilter
+    from hamustro_cli.records import AttrRow, Counts, Mismatch, QueuedEvent, SessionRow
 
-__all__ = ["DB_NAME", "SCHEMA_VERSION", "NewEvent", "Spool", "State"]
+__all__ = ["DB_NAME", "SCHEMA_VERSION", "NewEvent", "Spool", "State", "SyncState"]
 
 # migrations.SCHEMA_VERSION, known here so that opening an up-to-date spool (every `track`)
 # need not load the migrations (tests/test_layout.py checks that the two agree).
@@ -62,67 +63,6 @@ NR: Final = 1
 MAX_NR = 2**32 - 1  # nr is a uint32 on the wire
 VACUUM_STEP = 256  # pages freed per incremental_vacuum transaction at the end of a flush
 WAL_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept after a checkpoint (journal_size_limit)
-
-
-class QueuedEvent(NamedTuple):
-    id: int
-    nr: int
-    at: int
-    event: str
-    user_id: int | None
-    ip: str | None
-    parameters: str | None
-    is_testing: bool
-
-
-class SessionRow(NamedTuple):
-    id: int
-    attributes: Session  # the session's id attributes; system and product_git_hash are None
-    last_nr: int
-
-
-class AttrRow(NamedTuple):
-    """One attribute set events were tracked under: what their Collection is sent with."""
-
-    id: int
-    session_row: int
-    attributes: Session
-
-
-class Mismatch(NamedTuple):
-    """A counter that disagrees with the rows (see `Spool.check_counts`)."""
-
-    attr_id: int
-    state: int
-    counted: int  # in the rows
-    kept: int  # in `counts`
-
-
-class Counts(NamedTuple):
-    """Events of one session (or all of them) by what is happening to them."""
-
-    pending: int = 0
-    sending: int = 0  # in the batch a flush marked (still PENDING in the table)
-    rejected: int = 0
-    oldest_live: int | None = None  # id of the oldest pending or sending event
-    oldest: int | None = None  # id of the oldest event in any state
-
-    @property
-    def live(self) -> int:
-        """Not yet delivered and not set aside: what a flush will send."""
-        return self.pending + self.sending
-
-
-def total(counts: dict[int, Counts]) -> Counts:
-    lives = [c.oldest_live for c in counts.values() if c.oldest_live is not None]
-    alls = [c.oldest for c in counts.values() if c.oldest is not None]
-    return Counts(
-        sum(c.pending for c in counts.values()),
-        sum(c.sending for c in counts.values()),
-        sum(c.rejected for c in counts.values()),
-        min(lives) if lives else None,
-        min(alls) if alls else None,
-    )
 
 
 class SyncState(NamedTuple):
@@ -588,6 +528,8 @@ class Spool:
         rows = self._read(
             "SELECT id, session, device_id, client_id, system_version, product_version, last_nr FROM sessions"
         )
+        from hamustro_cli.records import SessionRow
+
         return {r[0]: SessionRow(id=r[0], attributes=Session(*r[1:6]), last_nr=r[6]) for r in rows}
 
     def attr_rows(self) -> dict[int, AttrRow]:
@@ -597,6 +539,8 @@ class Spool:
             "s.product_version, a.system, a.product_git_hash FROM attributes a "
             "JOIN sessions s ON s.id = a.session_id"
         )
+        from hamustro_cli.records import AttrRow
+
         return {r[0]: AttrRow(id=r[0], session_row=r[1], attributes=Session(*r[2:9])) for r in rows}
 
     def counts(self) -> dict[int, Counts]:
@@ -623,6 +567,8 @@ class Spool:
                 sending = min(self._count_range(marked), owned[0])
                 owned[0] -= sending
                 owned[1] = sending
+        from hamustro_cli.records import Counts
+
         return {row: Counts(*entry) for row, entry in by_session.items()}
 
     def check_counts(self) -> list[Mismatch]:
@@ -651,6 +597,8 @@ class Spool:
 
     @staticmethod
     def _mismatches(db: sqlite3.Connection) -> list[Mismatch]:
+        from hamustro_cli.records import Mismatch
+
         counted = {
             (a, st): n
             for a, st, n in db.execute("SELECT attr_id, state, count(*) FROM events GROUP BY attr_id, state")
@@ -685,6 +633,8 @@ class Spool:
         return freed
 
     def totals(self) -> Counts:
+        from hamustro_cli.records import total
+
         return total(self.counts())
 
     def at_of(self, event_id: int) -> int | None:

@@ -10,8 +10,8 @@ import hashlib
 from collections.abc import Sequence
 
 from hamustro_cli import payload_pb2
+from hamustro_cli.records import QueuedEvent
 from hamustro_cli.session import Session
-from hamustro_cli.spool import QueuedEvent
 
 TRACK_PATH = "/api/v1/track"
 CONTENT_TYPE = "application/protobuf"

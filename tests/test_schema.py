@@ -19,8 +19,9 @@ from specschema import decode
 
 from hamustro_cli.events import NewEvent
 from hamustro_cli.migrations import MIGRATIONS, SCHEMA_VERSION
+from hamustro_cli.records import Counts
 from hamustro_cli.session import Session
-from hamustro_cli.spool import ID, Counts, Spool, State
+from hamustro_cli.spool import ID, Spool, State
 from hamustro_cli.tracker import ClientTracker
 
 A = Session.from_settings("dev", "client", "1", "2", "a", "hash-a")

@@ -14,8 +14,9 @@ from conftest import SECRET, ScriptedServer
 
 from hamustro_cli import triggers
 from hamustro_cli.events import NewEvent
+from hamustro_cli.records import Counts
 from hamustro_cli.session import Session
-from hamustro_cli.spool import ID, NR, Counts, Spool, State, SyncState
+from hamustro_cli.spool import ID, NR, Spool, State, SyncState
 from hamustro_cli.transport import MAX_WAIT, Transport
 
 SESSION = Session.from_settings("dev", "client", "1", "2")
