@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config
-from hamustro_cli.errors import ConfigError, SpoolError
+from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
 from hamustro_cli.session import Session
 
 Log = Callable[[int, str], None]
@@ -365,7 +365,10 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = _n
     values = cfg.values
     if session is None:
         session = ClientTracker(config=cfg).session
-    body = wire.encode(session, [])
+    try:
+        body = wire.encode(session, [])
+    except DependencyError as exc:
+        return Check("credentials", False, f"cannot encode a Collection: {exc}")
     transport = Transport(
         values["collector_url"],
         values[SECRET_KEY],

@@ -17,3 +17,7 @@ class InputError(HamustroError):
 
 class SpoolError(HamustroError):
     """The spool directory or database cannot be used. Nothing in it was changed."""
+
+
+class DependencyError(HamustroError):
+    """An installed library hamustro needs (protobuf) is missing, too old or broken."""

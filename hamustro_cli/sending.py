@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from hamustro_cli import netaddr, wire
+from hamustro_cli.errors import DependencyError
 from hamustro_cli.session import Session
 from hamustro_cli.spool import ID, NR, now
 from hamustro_cli.transport import Transport, verify_option
@@ -25,6 +26,16 @@ class _Stop(Exception):
 
     def __init__(self, answer: Any):
         self.answer = answer
+
+
+def require_protobuf(tracker: ClientTracker) -> None:
+    """Build the wire messages before anything is claimed: an unusable protobuf is one
+    DependencyError, kept as the spool's last error so that `status` shows it."""
+    try:
+        wire.messages()
+    except DependencyError as exc:
+        tracker.spool.record_error({"at": now(), "status": None, "message": str(exc)})
+        raise
 
 
 def dry_run(tracker: ClientTracker, report: FlushReport) -> None:

@@ -513,6 +513,7 @@ class ClientTracker:
         from hamustro_cli import sending  # only now: it brings requests and protobuf
 
         try:
+            sending.require_protobuf(self)
             if retry_rejected and not dry_run:
                 # under the lock: a running flush must not see its batch's range gain events
                 moved = spool.retry_rejected()
