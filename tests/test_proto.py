@@ -132,6 +132,14 @@ def unusable_protobuf(request, tmp_path: Path) -> tuple[str, dict[str, str]]:
     package.mkdir(parents=True)
     (package.parent / "__init__.py").write_text("")
     (package / "__init__.py").write_text(UNUSABLE[request.param])
+    # protobuf < 4 installs a .pth that makes `google` a namespace of site-packages at start-up,
+    # before PYTHONPATH is searched for it: put the shadow first in that namespace too.
+    (tmp_path / "shadow" / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "google = sys.modules.get('google')\n"
+        "if google is not None:\n"
+        "    google.__path__ = [os.path.join(os.path.dirname(__file__), 'google'), *google.__path__]\n"
+    )
     return request.param, {"PYTHONPATH": str(tmp_path / "shadow")}
 
 
