@@ -58,8 +58,8 @@ def label(field) -> int:
 
 
 def test_built_classes_have_the_spec_messages():
-    """Field by field through the descriptor API (CopyToProto fails on pure-Python runtimes
-    before 5.x for descriptors of a pool's AddSerializedFile)."""
+    """Field by field through the descriptor API (on the pure-Python backend CopyToProto
+    fails for the descriptors of a pool's AddSerializedFile, on every version)."""
     spec = compile_messages(spec_messages())
     for cls, expected in zip((wire.Collection, wire.Payload), ("Collection", "Payload"), strict=True):
         assert cls.DESCRIPTOR.full_name == f"payload.{expected}"
