@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from json.encoder import encode_basestring_ascii
 from typing import IO, Any
 
-from hamustro_cli import payload_pb2, wire
+from hamustro_cli import wire
 from hamustro_cli.session import session_id
 
 TESTING = {True: "true", False: "false"}
@@ -182,7 +182,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if ctype not in ("application/protobuf", "application/json"):
             return 400, f"unsupported content type {ctype!r}"
-        coll = payload_pb2.Collection()
+        coll = wire.Collection()
         try:
             if ctype == "application/json":
                 from google.protobuf import json_format

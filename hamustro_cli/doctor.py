@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config
-from hamustro_cli.errors import ConfigError, SpoolError
+from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
 from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.session import Session
@@ -366,7 +366,10 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = no
 
     if session is None:
         session = Session.from_config(cfg)
-    body = wire.encode(session, [])
+    try:
+        body = wire.encode(session, [])
+    except DependencyError as exc:
+        return Check("credentials", False, f"cannot encode a Collection: {exc}")
     transport = Transport.from_config(cfg.values, log, retries=0)
     details: dict[str, Any] = {"url": transport.url, "session": session.id, "status": None}
     try:

@@ -35,3 +35,7 @@ class SpoolError(HamustroError):
 
 class FlushBusy(HamustroError):
     """A flush holds the lock, so changing the queue by hand now could touch what it sends."""
+
+
+class DependencyError(HamustroError):
+    """An installed library hamustro needs (protobuf) is missing, too old or broken."""

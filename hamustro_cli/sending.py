@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hamustro_cli import netaddr, triggers, wire
 from hamustro_cli.config import Config
+from hamustro_cli.errors import DependencyError
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
 from hamustro_cli.records import QueuedEvent
 from hamustro_cli.reports import FlushReport
@@ -78,6 +79,16 @@ class _Stop(Exception):
 
     def __init__(self, answer: Answer):
         self.answer = answer
+
+
+def require_protobuf(spool: Spool) -> None:
+    """Build the wire messages before anything is claimed: an unusable protobuf is one
+    DependencyError, kept as the spool's last error so that `status` shows it."""
+    try:
+        wire.messages()
+    except DependencyError as exc:
+        spool.record_error({"at": _now(), "status": None, "message": str(exc)})
+        raise
 
 
 def dry_run(spool: Spool, max_batch_events: int, report: FlushReport) -> None:
@@ -230,7 +241,7 @@ class Sender:
         self.log(
             WARNING, f"warning: {len(rows)} event(s) of session {attrs.id} set aside as rejected: {reason}"
         )
-        self.spool.record_rejection({"at": _now(), "status": 400, "message": reason, "session": attrs.id})
+        self.spool.record_error({"at": _now(), "status": 400, "message": reason, "session": attrs.id})
         if self.progress:
             self.progress(len(rows))
 

@@ -488,8 +488,10 @@ class Spool:
             changes["backoff_until"] = str(backoff_until)
         self._set_metas("recording a failed send", changes)
 
-    def record_rejection(self, error: dict[str, Any]) -> None:
-        self._set_metas("recording a rejected batch", {"last_error": _to_json(error)})
+    def record_error(self, error: dict[str, Any]) -> None:
+        """Keep an error (a refused batch, an unusable protobuf) for `status`, without counting
+        a failed flush: it holds no backoff."""
+        self._set_metas("recording an error", {"last_error": _to_json(error)})
 
     def record_success(self, keep_error: bool) -> None:
         """A flush delivered (or set aside) what it took up: no backoff, no stop, and unless

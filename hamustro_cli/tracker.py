@@ -314,6 +314,7 @@ class ClientTracker:
         from hamustro_cli import sending
 
         try:
+            sending.require_protobuf(spool)
             if retry_rejected and not dry_run:
                 # under the lock: a running flush must not see its batch's range gain events
                 moved = spool.retry_rejected()

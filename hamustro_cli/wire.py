@@ -1,26 +1,82 @@
 """The bytes on the wire: the protobuf Collection, and the signature over it.
 
-Imports google.protobuf, so only code that sends (flush, doctor, the collector) loads it.
+The message classes are built on first use from the schema protoc compiled
+(payload_descriptor.py), in a private descriptor pool, with protobuf's public API only: the
+same bytes and speed as protoc's gencode, on every runtime from 3.20.3 to 7.x and with either
+backend (upb/C++ or pure Python), and no clash with another "payload.proto" in the default
+pool. Only code that encodes or decodes (flush, doctor, the collector) loads google.protobuf.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Sequence
+from typing import Any
 
-from hamustro_cli import payload_pb2
+from hamustro_cli.errors import DependencyError
 from hamustro_cli.records import QueuedEvent
 from hamustro_cli.session import Session
 
 TRACK_PATH = "/api/v1/track"
 CONTENT_TYPE = "application/protobuf"
+PROTOBUF_SUPPORTED = ">=3.20.3,<8"  # as pyproject.toml says; .ci/run tests the range
+PROTOBUF_OLDEST = (3, 20, 3)
+
+_classes: tuple[Any, Any] | None = None
+
+
+def _build() -> tuple[Any, Any]:
+    fix = f"hamustro needs protobuf {PROTOBUF_SUPPORTED} (pip install 'protobuf{PROTOBUF_SUPPORTED}')"
+    try:
+        from google import protobuf
+    except Exception as exc:  # noqa: BLE001 - ImportError, or whatever a broken install raises
+        raise DependencyError(f"protobuf cannot be imported ({type(exc).__name__}: {exc}); {fix}") from None
+    version = str(getattr(protobuf, "__version__", "unknown"))
+    found = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if found and tuple(map(int, found.groups())) < PROTOBUF_OLDEST:
+        raise DependencyError(f"protobuf {version} is installed, too old; {fix}")
+    try:
+        from google.protobuf import descriptor_pool, message_factory
+
+        from hamustro_cli.payload_descriptor import SERIALIZED
+
+        pool = descriptor_pool.DescriptorPool()
+        pool.AddSerializedFile(SERIALIZED)
+        # GetMessageClass came in protobuf 4.x; 3.20 has only MessageFactory.GetPrototype.
+        get = getattr(message_factory, "GetMessageClass", None)
+        if get is None:
+            get = message_factory.MessageFactory(pool).GetPrototype
+        collection = get(pool.FindMessageTypeByName("payload.Collection"))
+        return collection, get(pool.FindMessageTypeByName("payload.Payload"))
+    except Exception as exc:  # noqa: BLE001 - a runtime that cannot build them is unusable
+        raise DependencyError(
+            f"protobuf {version} cannot be used ({type(exc).__name__}: {exc}); {fix}"
+        ) from None
+
+
+def messages() -> tuple[Any, Any]:
+    """(Collection, Payload) message classes; DependencyError when protobuf is unusable."""
+    global _classes
+    if _classes is None:
+        _classes = _build()
+    return _classes
+
+
+def __getattr__(name: str) -> Any:
+    """wire.Collection and wire.Payload, built on first use."""
+    if name == "Collection":
+        return messages()[0]
+    if name == "Payload":
+        return messages()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def encode(session: Session, events: Sequence[QueuedEvent], fallback_ip: str | None = None) -> bytes:
     """One Collection holding `events`, all of `session`. Events stored with an unknown
     address (ip "" while the route was not yet known) get `fallback_ip`."""
-    coll = payload_pb2.Collection(
+    coll = messages()[0](
         device_id=session.device_id,
         client_id=session.client_id,
         session=session.session,

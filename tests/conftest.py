@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import inspect
 import json
 import os
 import pty
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from hamustro_cli.cli import cli
 from hamustro_cli.collector import CollectorServer, make_server
@@ -111,9 +112,22 @@ def config(isolated: Path, collector: RunningCollector) -> Path:
     return write_config(isolated / "config.toml", collector_url=collector.url, **SETTINGS)
 
 
+class _Click81Result(Result):
+    """click 8.1 (Debian 12) keeps stderr apart only with mix_stderr=False, and then its
+    `output` is stdout alone; 8.2+ always keeps it apart and `output` holds both."""
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
 def invoke(*args: str, input: str | None = None, expect: int | None = 0) -> Any:
     """Run the CLI in-process; check the exit code unless expect is None."""
-    result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+    if "mix_stderr" in inspect.signature(CliRunner).parameters:  # click < 8.2
+        result = CliRunner(mix_stderr=False).invoke(cli, list(args), input=input, catch_exceptions=False)
+        result.__class__ = _Click81Result
+    else:
+        result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
     if expect is not None:
         assert result.exit_code == expect, (result.exit_code, result.output)
     return result

@@ -1,14 +1,14 @@
 """The wire schema taken from the protocol's own text, compiled apart from the project's code.
 
 Tests decode what the client sent with these classes, so a mistake in proto/ or in the
-generated module cannot hide itself.
+generated module cannot hide itself. The text is compiled here, by a reader of the few forms
+the spec uses, not by protoc: no protoc is needed to run the tests, on any protobuf runtime.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +36,59 @@ def normalized(proto_text: str) -> list[str]:
     return out
 
 
+# The scalar types of .proto text and their FieldDescriptorProto.Type numbers (descriptor.proto).
+SCALARS = {
+    "double": 1, "float": 2, "int64": 3, "uint64": 4, "int32": 5, "fixed64": 6, "fixed32": 7,
+    "bool": 8, "string": 9, "bytes": 12, "uint32": 13, "sfixed32": 15, "sfixed64": 16,
+    "sint32": 17, "sint64": 18,
+}  # fmt: skip
+LABELS = {"optional": 1, "required": 2, "repeated": 3}
+TYPE_MESSAGE = 11
+FIELD = re.compile(r"(optional|required|repeated) (\w+) (\w+) = (\d+);")
+
+
+def compile_messages(proto_text: str, name: str = "spec_wire.proto", package: str = "payload") -> Any:
+    """A FileDescriptorProto of the proto2 messages in `proto_text`, without protoc: for the
+    flat messages of this protocol (scalar fields and fields of a message of the same file)."""
+    from google.protobuf import descriptor_pb2
+
+    fd = descriptor_pb2.FileDescriptorProto(name=name, package=package)
+    message = None
+    for line in normalized(proto_text):
+        if line.startswith("message"):
+            message = fd.message_type.add(name=line.split()[1])
+        elif line == "}":
+            message = None
+        else:
+            match = FIELD.fullmatch(line)
+            assert match and message is not None, f"cannot read {line!r}"
+            label, kind, field_name, number = match.groups()
+            field = message.field.add(name=field_name, number=int(number), label=LABELS[label])
+            if kind in SCALARS:
+                field.type = SCALARS[kind]
+            else:
+                field.type = TYPE_MESSAGE
+                field.type_name = f".{package}.{kind}"
+    return fd
+
+
+def message_class(pool: Any, full_name: str) -> Any:
+    from google.protobuf import message_factory
+
+    descriptor = pool.FindMessageTypeByName(full_name)
+    if hasattr(message_factory, "GetMessageClass"):  # protobuf 4.x and later
+        return message_factory.GetMessageClass(descriptor)
+    return message_factory.MessageFactory(pool).GetPrototype(descriptor)  # protobuf 3.20
+
+
 @functools.cache
 def spec_classes() -> tuple[Any, Any]:
     """(Collection, Payload) message classes built from the spec text in a private pool."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-    from grpc_tools import protoc
+    from google.protobuf import descriptor_pool
 
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "spec_wire.proto"
-        src.write_text('syntax = "proto2";\npackage payload;\n' + spec_messages())
-        out = Path(tmp) / "set.pb"
-        rc = protoc.main(["protoc", f"-I{tmp}", f"--descriptor_set_out={out}", str(src)])
-        assert rc == 0, "protoc could not compile the spec's schema"
-        fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     pool = descriptor_pool.DescriptorPool()
-    for fd in fds.file:
-        pool.Add(fd)
-    collection = message_factory.GetMessageClass(pool.FindMessageTypeByName("payload.Collection"))
-    payload = message_factory.GetMessageClass(pool.FindMessageTypeByName("payload.Payload"))
-    return collection, payload
+    pool.AddSerializedFile(compile_messages(spec_messages()).SerializeToString())
+    return message_class(pool, "payload.Collection"), message_class(pool, "payload.Payload")
 
 
 def decode(body: bytes) -> Any:

@@ -7,8 +7,9 @@ import socket
 
 import pytest
 from conftest import SECRET, SETTINGS, invoke, run, run_unprivileged, start_collector, write_config
+from specschema import decode
 
-from hamustro_cli import doctor, payload_pb2
+from hamustro_cli import doctor
 from hamustro_cli.config import KEYS, load_config
 from hamustro_cli.session import Session
 
@@ -24,9 +25,7 @@ def assert_no_event_sent(collector):
     assert collector.received() == []
     assert collector.server.accepted == 0
     for req in collector.requests:
-        coll = payload_pb2.Collection()
-        coll.ParseFromString(req["body"])
-        assert len(coll.payloads) == 0
+        assert len(decode(req["body"]).payloads) == 0
 
 
 def closed_port_url() -> str:
