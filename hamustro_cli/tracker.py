@@ -363,7 +363,11 @@ class ClientTracker:
             )
         totals = spool.totals()
         sync = spool.sync_state()
-        due = self.due()
+        now = _now()
+        due = self.due(now)
+        # what can hold sending now, not what is stored: a backoff set under a clock that ran
+        # ahead (or beyond every cap) is void, and is neither shown nor fails `status --check`
+        _, backoff_until = triggers.trusted_times(sync, now)
         result: dict[str, Any] = {
             "spool_dir": str(self.config.spool_dir),
             "pending": totals.pending,
@@ -376,7 +380,7 @@ class ClientTracker:
             "due": due.fires,
             "due_reason": due.reason,
             "next_due_at": due.next_at,
-            "backoff_until": sync.backoff_until,
+            "backoff_until": backoff_until,
             "halted": sync.halted,
             "flush_running": flush_running(self.config.spool_dir),
             "queue_size": self.config.values["queue_size"],

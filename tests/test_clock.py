@@ -97,3 +97,32 @@ def test_doctor_does_not_report_a_void_backoff(config, collector, spool_dir):
     result = invoke("doctor", "--json", expect=None)
     spool_check = next(c for c in json.loads(result.output)["checks"] if c["name"] == "spool")
     assert "backoff_until" not in spool_check["details"], spool_check
+
+
+def _stored_backoff(spool_dir, failed_at: int, until: int) -> None:
+    with Spool(spool_dir) as spool:
+        spool.record_failure({"at": failed_at, "status": 503, "message": "down"}, 2, backoff_until=until)
+
+
+@pytest.mark.parametrize(
+    "failed_ahead,until_ahead",
+    [(YEAR, YEAR + 120), (7000, 7200), (0, YEAR)],
+    ids=["clock-a-year-ahead", "clock-2h-ahead", "beyond-every-cap"],
+)
+def test_status_does_not_show_a_void_backoff_as_holding(config, spool_dir, failed_ahead, until_ahead):
+    """`status --json` showed the raw stored backoff and `status --check` exited 1 on it."""
+    invoke("track", "first")
+    now = int(time.time())
+    _stored_backoff(spool_dir, now + failed_ahead, now + until_ahead)
+    assert json.loads(invoke("status", "--json").stdout)["backoff_until"] is None
+    invoke("status", "--check", expect=0)
+    assert "backing off" not in invoke("status").stdout
+
+
+def test_status_still_shows_an_honest_backoff(config, spool_dir):
+    invoke("track", "first")
+    now = int(time.time())
+    _stored_backoff(spool_dir, now - 10, now + 600)
+    assert json.loads(invoke("status", "--json").stdout)["backoff_until"] == now + 600
+    invoke("status", "--check", expect=1)
+    assert "backing off" in invoke("status").stdout
