@@ -5,6 +5,7 @@ processes and the real collector."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import pytest
@@ -126,3 +127,50 @@ def test_status_still_shows_an_honest_backoff(config, spool_dir):
     assert json.loads(invoke("status", "--json").stdout)["backoff_until"] == now + 600
     invoke("status", "--check", expect=1)
     assert "backing off" in invoke("status").stdout
+
+
+# -- a clock before 1970 -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock_before_1970(tmp_path):
+    """The environment of a real `hamustro` process whose time.time() reads an hour before 1970
+    (a sitecustomize on PYTHONPATH: faketime is not installed here)."""
+    shim = tmp_path / "clock-shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import time\n\ntime.time = lambda: -3600.5\n")
+    return {"PYTHONPATH": str(shim)}
+
+
+def _queued(spool_dir) -> list[tuple[str, int]]:
+    if not (spool_dir / "spool.sqlite3").exists():
+        return []
+    with sqlite3.connect(spool_dir / "spool.sqlite3") as db:
+        return db.execute("SELECT event, at FROM events ORDER BY id").fetchall()
+
+
+def _one_clock_error(result) -> str:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "Traceback" not in result.stderr, lines
+    assert "before 1970" in lines[0]
+    return lines[0]
+
+
+def test_track_refuses_a_clock_before_1970(config, spool_dir, clock_before_1970):
+    """It queued the event with a negative `at` (which no flush can send)."""
+    line = _one_clock_error(run("track", "e", env=clock_before_1970))
+    assert "--at" in line
+    assert _queued(spool_dir) == []
+    assert run("track", "e", "--at", "1700000000", env=clock_before_1970).returncode == 0
+    assert _queued(spool_dir) == [("e", 1700000000)]
+
+
+def test_track_stdin_refuses_a_line_without_at_before_1970(config, spool_dir, clock_before_1970):
+    lines = '{"event": "a", "at": 1700000000}\n{"event": "b"}\n'
+    line = _one_clock_error(run("track", "--stdin", input=lines, env=clock_before_1970))
+    assert "stdin line 2" in line and '"at"' in line
+    assert _queued(spool_dir) == []
+    every_line_timed = '{"event": "a", "at": 1700000000}\n{"event": "b", "at": 1700000001}\n'
+    assert run("track", "--stdin", input=every_line_timed, env=clock_before_1970).returncode == 0
+    assert _queued(spool_dir) == [("a", 1700000000), ("b", 1700000001)]
