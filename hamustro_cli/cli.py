@@ -328,6 +328,12 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
                 f"sent {report.sent} event(s) in {sum(1 for b in report.batches if b['status'] == 200)} "
                 f"batch(es); {report.pending} pending, {report.rejected} rejected"
             )
+    if report.would_reject:
+        obj.log(
+            WARNING,
+            f"warning: {report.would_reject} event(s) a flush would set aside as rejected: stored "
+            "rows the wire cannot carry (a damaged or tampered spool; 'hamustro events list' shows them)",
+        )
     if report.rejected:
         obj.log(
             WARNING,

@@ -103,7 +103,9 @@ def collector(
             log=sys.stderr if obj.verbose else None,
         )
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        bare = host.strip("[]")
+        where = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"  # as a URL writes IPv6
+        raise click.ClickException(f"cannot listen on {where}: {exc.strerror}") from None
     click.echo(f"hamustro collector listening on {server.url}", err=True)
 
     def stop(signum: int, frame: Any) -> None:

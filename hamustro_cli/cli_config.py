@@ -26,7 +26,7 @@ from hamustro_cli.cliparts import (
 
 
 def _config_path(obj: Any) -> str:
-    from hamustro_cli.configfile import config_file_path
+    from hamustro_cli.config import config_file_path
 
     return config_file_path(obj.config_path, os.environ)
 

@@ -102,10 +102,45 @@ SESSION_KEYS = ("device_id", "client_id", "system_version", "product_version")
 # Paths are plain strings (os.path), not pathlib: see ARCHITECTURE.md, Keeping `track` light.
 
 
-def default_config_path() -> str:
-    import click
+def expand_user(path: str, env: Mapping[str, str]) -> str:
+    """os.path.expanduser with `~` read from `env`'s HOME, so that an injected environment is
+    honoured whole (without HOME there, the password database says, as for expanduser)."""
+    if not (path == "~" or path.startswith("~/")):
+        return os.path.expanduser(path)  # no ~, or ~user (the password database)
+    home = env.get("HOME")
+    if not home:
+        import pwd
 
-    return os.path.join(click.get_app_dir("hamustro"), "config.toml")
+        try:
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:  # a uid without an entry: as expanduser, leave the path alone
+            return path
+    return (home.rstrip("/") + path[1:]) or "/"
+
+
+def default_config_path(env: Mapping[str, str]) -> str:
+    """config.toml in click.get_app_dir("hamustro"), worked out as click does on POSIX but from
+    `env` ($XDG_CONFIG_HOME, else ~/.config; ~/Library/Application Support on macOS).
+    Elsewhere click's own answer, from os.environ."""
+    if sys.platform == "darwin":
+        app_dir = os.path.join(expand_user("~/Library/Application Support", env), "hamustro")
+    elif os.name == "posix":
+        app_dir = os.path.join(env.get("XDG_CONFIG_HOME", expand_user("~/.config", env)), "hamustro")
+    else:  # pragma: no cover - Windows: not a platform this client is tested on
+        import click
+
+        app_dir = click.get_app_dir("hamustro")
+    return os.path.join(app_dir, "config.toml")
+
+
+def config_file_path(flag: str | os.PathLike[str] | None, env: Mapping[str, str]) -> str:
+    """The config file in use: --config, $HAMUSTRO_CONFIG (when not empty), else the app dir's
+    config.toml, `~` read from `env`."""
+    if flag is not None:
+        return expand_user(os.fspath(flag), env)
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return expand_user(env[ENV_PREFIX + "CONFIG"], env)
+    return default_config_path(env)
 
 
 def default_spool_dir(env: Mapping[str, str]) -> str:
@@ -113,8 +148,7 @@ def default_spool_dir(env: Mapping[str, str]) -> str:
     XDG_STATE_HOME is ignored, as the XDG Base Directory spec says."""
     state = env.get("XDG_STATE_HOME") or ""
     if not os.path.isabs(state):
-        home = env.get("HOME") or os.path.expanduser("~")
-        state = os.path.join(home, ".local", "state")
+        state = os.path.join(expand_user("~", env), ".local", "state")
     return os.path.join(state, "hamustro")
 
 
@@ -162,8 +196,9 @@ def _where(source: str) -> str:
     return f"(from {source})"
 
 
-def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
-    """Check (and for environment strings, parse) one value; errors name key and source."""
+def _coerce(key: Key, raw: Any, source: str, from_env: bool, env: Mapping[str, str] | None = None) -> Any:
+    """Check (and for environment strings, parse) one value; errors name key and source. A path's
+    `~` is read from `env` (os.environ when None)."""
     secret = key.name == SECRET_KEY
     shown = "" if secret else f" {_clip(raw)}"
     kind = key.kind
@@ -185,7 +220,7 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool) -> Any:
             if not raw:
                 raise ConfigError(f"config key {key.name} {_where(source)}: must not be empty")
             # absolute: the background flush runs elsewhere (cwd "/") and must find the same files
-            value = os.path.abspath(os.path.expanduser(raw))
+            value = os.path.abspath(expand_user(raw, os.environ if env is None else env))
     elif kind == "int":
         if from_env:
             try:
@@ -321,12 +356,7 @@ def load_config(
     warnings: list[str] = []
 
     explicit = config_path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
-    if config_path is not None:
-        path = os.path.expanduser(os.fspath(config_path))
-    elif env.get(ENV_PREFIX + "CONFIG"):
-        path = os.path.expanduser(env[ENV_PREFIX + "CONFIG"])
-    else:
-        path = default_config_path()
+    path = config_file_path(config_path, env)
 
     file_values: dict[str, Any] = {}
     found = False
@@ -376,7 +406,7 @@ def load_config(
             values[key.name] = key.default
             sources[key.name] = origins[key.name] = "default"
             continue
-        values[key.name] = _coerce(key, raw, source, from_env)
+        values[key.name] = _coerce(key, raw, source, from_env, env)
         sources[key.name] = source
 
     spool = values["spool_dir"] or default_spool_dir(env)

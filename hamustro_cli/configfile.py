@@ -26,7 +26,6 @@ from hamustro_cli.config import (
     Config,
     Key,
     _coerce,
-    default_config_path,
     read_config_file,
 )
 from hamustro_cli.errors import ConfigError
@@ -79,16 +78,6 @@ HEADER = """\
 REQUIRED_RULE = "# --- required " + "-" * 80
 OPTIONAL_RULE = "# --- optional: a commented-out line shows the default " + "-" * 40
 WIDTH = 94
-
-
-def config_file_path(flag: str | None, env: Mapping[str, str]) -> str:
-    """The config file in use, chosen as load_config chooses it: --config, $HAMUSTRO_CONFIG
-    (when not empty), else the app dir's config.toml."""
-    if flag is not None:
-        return os.path.expanduser(flag)
-    if env.get(ENV_PREFIX + "CONFIG"):
-        return os.path.expanduser(env[ENV_PREFIX + "CONFIG"])
-    return default_config_path()
 
 
 # -- TOML values ----------------------------------------------------------------------------------

@@ -116,6 +116,17 @@ def params_from_pairs(pairs: Iterable[str], where: str = "--param") -> str:
     return check_params(obj, where)  # type: ignore[return-value]
 
 
+def event_time(now: int, give: str, where: str = "") -> int:
+    """`now` as the time of an event given without one: a clock before 1970 cannot date an
+    event (`at` is unsigned on the wire), so it is refused before anything is queued."""
+    if now < 0:
+        raise InputError(
+            f"{where}the system clock reads before 1970 ({now} s since 1970 UTC): "
+            f"set the clock, or give the event's time with {give}"
+        )
+    return now
+
+
 def check_at(value: Any, where: str = "--at") -> int:
     """Epoch seconds (UTC), from an integer or a time text (see `parse_time`)."""
     if isinstance(value, str):
@@ -336,7 +347,7 @@ def _parse_line(line: str, where: str, default_at: int, ip: str | None) -> NewEv
         )
     user_id = check_user_id(user_id, f"{where}: user_id")
     params = check_params(obj.get("params"), f"{where}: params")
-    at = obj.get("at", default_at)
+    at = obj["at"] if "at" in obj else event_time(default_at, 'an "at" key', f"{where}: ")
     if isinstance(at, str):
         raise InputError(f"{where}: at: expected epoch seconds (a whole number), got {shown(at)}")
     at = check_at(at, f"{where}: at")

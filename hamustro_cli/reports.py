@@ -31,6 +31,7 @@ class FlushReport:
         self.error: str | None = None
         self.halted = False  # sending is stopped (signature refused): a person must act
         self.dry_run = dry_run
+        self.would_reject = 0  # a dry run: stored rows the wire cannot carry, which a flush sets aside
 
     def skipped_because(self, skip: Skip, why: str) -> FlushReport:
         self.skip, self.skipped = skip, why
@@ -64,6 +65,7 @@ class FlushReport:
         return self.failed == 0 and self.rejected == 0 and self.error is None
 
     def to_json(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"would_reject": self.would_reject} if self.dry_run else {}
         return {
             "sent": self.sent,
             "failed": self.failed,
@@ -74,4 +76,5 @@ class FlushReport:
             "error": self.error,
             "halted": self.halted,
             "dry_run": self.dry_run,
+            **shown,
         }

@@ -91,14 +91,42 @@ def require_protobuf(spool: Spool) -> None:
         raise
 
 
+Screened = tuple[list[QueuedEvent], bytes, list[tuple[QueuedEvent, str]]]
+
+
+def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = None) -> Screened:
+    """(the rows the wire can carry, their Collection, the rest with why they cannot go: a
+    tampered or old spool). The row by row check runs only when encoding fails or an nr is
+    below 1. Changes nothing: the caller sets the rest aside (a flush) or counts it (a dry run)."""
+    refused: list[tuple[QueuedEvent, str]] = []
+    while rows:
+        error: Exception | None = None
+        try:
+            if min(row[NR] for row in rows) >= 1:  # nr 0 encodes, but is no event's number
+                return rows, wire.encode(attrs, rows, local_ip), refused
+        except Exception as exc:  # noqa: BLE001 - a row the encoder refuses: screened below
+            error = exc
+        bad = [(row, problem) for row in rows if (problem := wire_problem(row))]
+        if not bad:
+            raise error or ValueError("a batch failed its check but no row has a problem")
+        refused += bad
+        bad_ids = {row[ID] for row, _ in bad}
+        rows = [row for row in rows if row[ID] not in bad_ids]
+    return [], b"", refused
+
+
 def dry_run(spool: Spool, max_batch_events: int, report: FlushReport) -> None:
-    """Encode the batches a flush would send, in its order; change and send nothing."""
+    """Encode the batches a flush would send, in its order, and count the rows it would set
+    aside (report.would_reject); change and send nothing."""
     sets = spool.attr_rows()
     for row_id in spool.pending_sets():
         attrs = sets[row_id].attributes
         batch = spool.next_batch(row_id, max_batch_events)
         while batch:
-            report.add_batch(attrs, batch, len(wire.encode(attrs, batch)), None, None)
+            rows, body, refused = screened(attrs, batch)
+            report.would_reject += len(refused)
+            if rows:
+                report.add_batch(attrs, rows, len(body), None, None)
             batch = spool.next_batch(row_id, max_batch_events, after=batch[-1][ID])
 
 
@@ -217,23 +245,12 @@ class Sender:
     def _encoded(
         self, attrs: Session, row_id: int, rows: list[QueuedEvent]
     ) -> tuple[list[QueuedEvent], bytes]:
-        """The rows and their Collection; rows the wire cannot carry (a tampered or old spool)
-        are set aside as rejected with the reason, and the rest are encoded without them. The
-        row by row check runs only when encoding fails or an nr is below 1."""
-        while rows:
-            error: Exception | None = None
-            try:
-                if min(row[NR] for row in rows) >= 1:  # nr 0 encodes, but is no event's number
-                    return rows, wire.encode(attrs, rows, self.local_ip)
-            except Exception as exc:  # noqa: BLE001 - a row the encoder refuses: screened below
-                error = exc
-            bad = [(row, problem) for row in rows if (problem := wire_problem(row))]
-            if not bad:
-                raise error or ValueError("a batch failed its check but no row has a problem")
-            for row, problem in bad:
-                self._set_aside(attrs, row_id, [row], problem)
-            rows = [row for row in rows if not wire_problem(row)]
-        return [], b""
+        """The rows and their Collection; rows the wire cannot carry (see `screened`) are set
+        aside as rejected with the reason, and the rest are encoded without them."""
+        rows, body, refused = screened(attrs, rows, self.local_ip)
+        for row, problem in refused:
+            self._set_aside(attrs, row_id, [row], problem)
+        return rows, body
 
     def _set_aside(self, attrs: Session, row_id: int, rows: list[QueuedEvent], reason: str) -> None:
         self.spool.reject(row_id, [e[ID] for e in rows], reason)

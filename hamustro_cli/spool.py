@@ -36,10 +36,14 @@ from hamustro_cli.spooldir import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from contextlib import AbstractContextManager
+    from typing import TypeVar
 
     from hamustro_cli.queue import Change, EventFilter
     from hamustro_cli.records import AttrRow, Counts, Mismatch, QueuedEvent, SessionRow
+
+    _T = TypeVar("_T")
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "NewEvent", "Spool", "State", "SyncState"]
 
@@ -692,15 +696,29 @@ class Spool:
             params.append(chosen.limit)
         marked = self._marked()
         try:
-            cursor = self.db.execute(sql, params)
+            cursor = self._leniently(lambda: self.db.execute(sql, params))
             while True:
-                rows = cursor.fetchmany(500)
+                rows = self._leniently(lambda: cursor.fetchmany(500))
                 if not rows:
                     break
                 for r in rows:
                     yield _event_dict(r, marked)
         except sqlite3.Error as exc:
             raise _spool_error(exc, self.path, "reading the spool") from None
+
+    def _leniently(self, read: Callable[[], _T]) -> _T:
+        """read() with text that is not UTF-8 (a tampered or damaged spool) decoded with its bad
+        bytes escaped (\\xff), so that `events` and `status --events` show such a row instead of
+        failing. Only around the reads that show rows, never between them: everything else
+        (the sender above all) reads text strictly. A C-level factory keeps a million rows fast."""
+        import functools
+
+        before = self.db.text_factory
+        self.db.text_factory = functools.partial(str, encoding="utf-8", errors="backslashreplace")
+        try:
+            return read()
+        finally:
+            self.db.text_factory = before
 
     def count(self, chosen: EventFilter) -> int:
         sql, params = self._chosen_ids(chosen)
@@ -721,10 +739,11 @@ class Spool:
 
     def event(self, event_id: int) -> tuple[dict[str, Any], Session] | None:
         """One event and the attributes it was tracked under (what its Collection carries), or None."""
-        rows = self._read(self._EVENT_COLUMNS + " WHERE e.id = ?", (event_id,))
+        rows = self._leniently(lambda: self._read(self._EVENT_COLUMNS + " WHERE e.id = ?", (event_id,)))
         if not rows:
             return None
-        return _event_dict(rows[0], self._marked()), self.attr_rows()[rows[0][11]].attributes
+        attrs = self._leniently(self.attr_rows)[rows[0][11]].attributes
+        return _event_dict(rows[0], self._marked()), attrs
 
     # -- the queue by hand: every change `hamustro events` makes goes through here ------------
 

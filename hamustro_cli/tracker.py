@@ -21,6 +21,7 @@ from hamustro_cli.events import (
     check_ip,
     check_params,
     check_user_id,
+    event_time,
     parse_lines,
 )
 from hamustro_cli.log import INFO, Log, to_logging
@@ -70,6 +71,12 @@ class TrackResult(NamedTuple):
 
 def _now() -> int:
     return int(time.time())
+
+
+def _clock_now() -> int:
+    """The clock in whole seconds, rounded toward the past (a clock half a second before 1970
+    reads -1, not 0), for dating events tracked without a time (see events.event_time)."""
+    return int(time.time() // 1)
 
 
 class ClientTracker:
@@ -179,7 +186,7 @@ class ClientTracker:
         """Queue one event durably, then apply the protocol's flush triggers."""
         new = NewEvent(
             event=check_event_name(event),
-            at=_now() if at is None else check_at(at),
+            at=event_time(_clock_now(), "--at") if at is None else check_at(at),
             user_id=check_user_id(user_id),
             ip=None,
             parameters=check_params(params),
@@ -201,7 +208,7 @@ class ClientTracker:
         self, lines: Iterable[str], *, ip: str | None = None, flush: bool | None = None, source: str = "stdin"
     ) -> TrackResult:
         """Queue JSON lines (see events.parse_lines) in one transaction: all or nothing."""
-        events = parse_lines(lines, _now(), self._event_ip(ip), source)
+        events = parse_lines(lines, _clock_now(), self._event_ip(ip), source)
         if not events:
             raise InputError(f"no events on {'standard input' if source == 'stdin' else source}")
         return self._queue(events, flush)
@@ -364,7 +371,11 @@ class ClientTracker:
             )
         totals = spool.totals()
         sync = spool.sync_state()
-        due = self.due()
+        now = _now()
+        due = self.due(now)
+        # what can hold sending now, not what is stored: a backoff set under a clock that ran
+        # ahead (or beyond every cap) is void, and is neither shown nor fails `status --check`
+        _, backoff_until = triggers.trusted_times(sync, now)
         result: dict[str, Any] = {
             "spool_dir": str(self.config.spool_dir),
             "pending": totals.pending,
@@ -377,7 +388,7 @@ class ClientTracker:
             "due": due.fires,
             "due_reason": due.reason,
             "next_due_at": due.next_at,
-            "backoff_until": sync.backoff_until,
+            "backoff_until": backoff_until,
             "halted": sync.halted,
             "flush_running": flush_running(self.config.spool_dir),
             "queue_size": self.config.values["queue_size"],

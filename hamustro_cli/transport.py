@@ -13,6 +13,7 @@ time is up (see _Deadline).
 from __future__ import annotations
 
 import heapq
+import http.client
 import os
 import random
 import socket
@@ -164,6 +165,7 @@ class _Deadline:
         self.fired = False
         self.done = False
         self.when = time.monotonic() + seconds
+        self.status: int | None = None  # the answer's final status, noted before its headers
 
     def watch(self, conn: Any) -> None:
         with self._lock:
@@ -247,11 +249,30 @@ def _watch(conn: Any) -> None:
         deadline.watch(conn)
 
 
+class _StatusFirst(http.client.HTTPResponse):
+    """http.client's response, noting the answer's status on the exchange's _Deadline as soon
+    as the status line is read. http.client refuses an answer with more than 100 headers
+    (its _MAXHEADERS) or a header line over 64 KiB only after that, and the exchange then
+    fails: a delivered batch would be resent on every flush. exchange() answers with the
+    noted status instead (only the status decides). Overrides _read_status, private but the
+    the same on Python 3.10 to 3.13 (tests/test_hostile_collector.py proves it); rather
+    than raising the module-wide _MAXHEADERS, which would change it for the whole process."""
+
+    def _read_status(self) -> tuple[str, int, str]:
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        deadline = getattr(_current, "deadline", None)
+        if deadline is not None and status >= 200:  # not a 100 Continue
+            deadline.status = status
+        return version, status, reason
+
+
 def _guarded(base: type) -> type:
-    """urllib3 connection class whose sockets the current _Deadline can shut down."""
+    """urllib3 connection class whose sockets the current _Deadline can shut down, and whose
+    answers note their status before their headers (_StatusFirst)."""
 
     class Guarded(base):  # type: ignore[misc]
         _hamustro_dup: socket.socket | None = None
+        response_class = _StatusFirst
 
         def _new_conn(self) -> Any:
             sock = super()._new_conn()
@@ -338,8 +359,8 @@ def exchange(
 
     Raises requests' exceptions for a failed exchange, DeadlinePassed when it was cut off at
     the deadline before the status arrived. Once the status is in, nothing else can fail it:
-    a body that is cut off, lies about its length or cannot be decoded just shortens the
-    excerpt."""
+    headers http.client refuses leave the reply without headers, and a body that is cut off,
+    lies about its length or cannot be decoded just shortens the excerpt."""
     sent_headers = {"Accept-Encoding": "identity", **(headers or {})}
     with _Deadline(timeout) as deadline:
         try:
@@ -354,6 +375,8 @@ def exchange(
                 stream=True,
             )
         except requests.exceptions.RequestException:
+            if deadline.status is not None:  # what failed came after the status (_StatusFirst)
+                return Reply(deadline.status, {}, b"")
             if deadline.fired:
                 raise DeadlinePassed() from None
             raise

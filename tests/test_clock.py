@@ -5,6 +5,7 @@ processes and the real collector."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
 import pytest
@@ -97,3 +98,79 @@ def test_doctor_does_not_report_a_void_backoff(config, collector, spool_dir):
     result = invoke("doctor", "--json", expect=None)
     spool_check = next(c for c in json.loads(result.output)["checks"] if c["name"] == "spool")
     assert "backoff_until" not in spool_check["details"], spool_check
+
+
+def _stored_backoff(spool_dir, failed_at: int, until: int) -> None:
+    with Spool(spool_dir) as spool:
+        spool.record_failure({"at": failed_at, "status": 503, "message": "down"}, 2, backoff_until=until)
+
+
+@pytest.mark.parametrize(
+    "failed_ahead,until_ahead",
+    [(YEAR, YEAR + 120), (7000, 7200), (0, YEAR)],
+    ids=["clock-a-year-ahead", "clock-2h-ahead", "beyond-every-cap"],
+)
+def test_status_does_not_show_a_void_backoff_as_holding(config, spool_dir, failed_ahead, until_ahead):
+    """`status --json` showed the raw stored backoff and `status --check` exited 1 on it."""
+    invoke("track", "first")
+    now = int(time.time())
+    _stored_backoff(spool_dir, now + failed_ahead, now + until_ahead)
+    assert json.loads(invoke("status", "--json").stdout)["backoff_until"] is None
+    invoke("status", "--check", expect=0)
+    assert "backing off" not in invoke("status").stdout
+
+
+def test_status_still_shows_an_honest_backoff(config, spool_dir):
+    invoke("track", "first")
+    now = int(time.time())
+    _stored_backoff(spool_dir, now - 10, now + 600)
+    assert json.loads(invoke("status", "--json").stdout)["backoff_until"] == now + 600
+    invoke("status", "--check", expect=1)
+    assert "backing off" in invoke("status").stdout
+
+
+# -- a clock before 1970 -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock_before_1970(tmp_path):
+    """The environment of a real `hamustro` process whose time.time() reads an hour before 1970
+    (a sitecustomize on PYTHONPATH: faketime is not installed here)."""
+    shim = tmp_path / "clock-shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import time\n\ntime.time = lambda: -3600.5\n")
+    return {"PYTHONPATH": str(shim)}
+
+
+def _queued(spool_dir) -> list[tuple[str, int]]:
+    if not (spool_dir / "spool.sqlite3").exists():
+        return []
+    with sqlite3.connect(spool_dir / "spool.sqlite3") as db:
+        return db.execute("SELECT event, at FROM events ORDER BY id").fetchall()
+
+
+def _one_clock_error(result) -> str:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "Traceback" not in result.stderr, lines
+    assert "before 1970" in lines[0]
+    return lines[0]
+
+
+def test_track_refuses_a_clock_before_1970(config, spool_dir, clock_before_1970):
+    """It queued the event with a negative `at` (which no flush can send)."""
+    line = _one_clock_error(run("track", "e", env=clock_before_1970))
+    assert "--at" in line
+    assert _queued(spool_dir) == []
+    assert run("track", "e", "--at", "1700000000", env=clock_before_1970).returncode == 0
+    assert _queued(spool_dir) == [("e", 1700000000)]
+
+
+def test_track_stdin_refuses_a_line_without_at_before_1970(config, spool_dir, clock_before_1970):
+    lines = '{"event": "a", "at": 1700000000}\n{"event": "b"}\n'
+    line = _one_clock_error(run("track", "--stdin", input=lines, env=clock_before_1970))
+    assert "stdin line 2" in line and '"at"' in line
+    assert _queued(spool_dir) == []
+    every_line_timed = '{"event": "a", "at": 1700000000}\n{"event": "b", "at": 1700000001}\n'
+    assert run("track", "--stdin", input=every_line_timed, env=clock_before_1970).returncode == 0
+    assert _queued(spool_dir) == [("a", 1700000000), ("b", 1700000001)]

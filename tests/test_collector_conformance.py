@@ -121,3 +121,22 @@ def test_cli_collector_listens_on_ipv6(tmp_path, host):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_cli_collector_brackets_ipv6_when_the_port_is_taken(tmp_path, host):
+    """It said `cannot listen on ::1:PORT`, an address no one can read back."""
+    with socket.socket(socket.AF_INET6) as taken:
+        taken.bind(("::1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "hamustro_cli", "collector", "--host", host, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"HAMUSTRO_SHARED_SECRET_KEY": SECRET, "PATH": "/usr/bin:/bin"},
+        )
+    assert result.returncode == 1, result
+    assert result.stderr.startswith(f"Error: cannot listen on [::1]:{port}: "), result.stderr

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import click
 import pytest
 from conftest import SETTINGS, invoke, write_config
 
-from hamustro_cli.config import KEYS, load_config
+from hamustro_cli.config import KEYS, default_config_path, load_config
 
 
 def full(path: Path, **extra) -> Path:
@@ -24,7 +26,7 @@ def test_defaults(isolated):
 def test_default_paths_follow_xdg(isolated, monkeypatch):
     monkeypatch.delenv("HAMUSTRO_CONFIG")
     monkeypatch.delenv("HAMUSTRO_SPOOL_DIR")
-    cfg = load_config(env={})
+    cfg = load_config(env=dict(os.environ))
     # the isolated fixture points XDG_STATE_HOME and XDG_CONFIG_HOME into the test's home
     assert Path(cfg.spool_dir) == isolated / "home" / ".local" / "state" / "hamustro"
     assert Path(cfg.config_path) == isolated / "home" / ".config" / "hamustro" / "config.toml"
@@ -77,3 +79,26 @@ def test_example_config_lists_every_key_and_loads():
         assert f"{key} =" in text, f"config.example.toml lacks {key}"
     cfg = load_config(root / "config.example.toml", env={})
     assert cfg.values["queue_size"] == 20
+
+
+def test_an_injected_env_decides_home_and_the_default_config_path(isolated, tmp_path):
+    """`~` in path values and the default config path came from os.environ's HOME and
+    XDG_CONFIG_HOME whatever `env` said."""
+    other = tmp_path / "other-home"
+    (other / ".config" / "hamustro").mkdir(parents=True)
+    full(other / ".config" / "hamustro" / "config.toml", ca_bundle="~/ca.pem")
+    (other / "ca.pem").write_text("not checked here\n")
+    env = {"HOME": str(other), "HAMUSTRO_SPOOL_DIR": "~/spool"}
+    cfg = load_config(env=env)
+    assert Path(cfg.config_path) == other / ".config" / "hamustro" / "config.toml" and cfg.config_found
+    assert Path(cfg.spool_dir) == other / "spool"
+    assert Path(cfg.values["ca_bundle"]) == other / "ca.pem"
+    named = load_config(env={**env, "HAMUSTRO_CONFIG": "~/.config/hamustro/config.toml"})
+    assert Path(named.config_path) == other / ".config" / "hamustro" / "config.toml"
+    assert Path(load_config("~/c.toml", env=env, use_file=False).config_path) == other / "c.toml"
+    xdg = {**env, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    assert Path(load_config(env=xdg).config_path) == tmp_path / "xdg" / "hamustro" / "config.toml"
+
+
+def test_the_default_config_path_is_clicks_app_dir_under_the_real_environment(isolated):
+    assert default_config_path(os.environ) == os.path.join(click.get_app_dir("hamustro"), "config.toml")

@@ -227,6 +227,11 @@ DELIVERED = {
         b"Content-Type: application/json; charset=nonsense",
     ),
     "HTTP/1.0 without length": b"HTTP/1.0 200 OK\r\n\r\nbody until close",
+    # http.client refuses more than 100 headers, or a header line over 64 KiB, after reading
+    # the status: these were resent as transient failures, a duplicate on every flush
+    "150 headers": _answer(b"HTTP/1.1 200 OK", *(b"X-%d: y" % i for i in range(150))),
+    "500 headers": _answer(b"HTTP/1.1 200 OK", *(b"X-%d: y" % i for i in range(500))),
+    "a huge header": b"HTTP/1.1 200 OK\r\nX-Big: " + b"y" * 200_000 + b"\r\n\r\n",
 }
 
 
@@ -245,10 +250,6 @@ NOT_HTTP = {
     "status 000": b"HTTP/1.1 000 Zero\r\nContent-Length: 0\r\n\r\n",
     "status 1000": b"HTTP/1.1 1000 Big\r\nContent-Length: 0\r\n\r\n",
     "status 999": b"HTTP/1.1 999 Odd\r\nContent-Length: 0\r\n\r\n",
-    "200 with too many headers": b"HTTP/1.1 200 OK\r\n"
-    + b"".join(b"X-%d: y\r\n" % i for i in range(500))
-    + b"Content-Length: 0\r\n\r\n",
-    "200 with a huge header": b"HTTP/1.1 200 OK\r\nX-Big: " + b"y" * 200_000 + b"\r\n\r\n",
     "nothing at all": b"",
 }
 
@@ -263,6 +264,19 @@ def test_an_answer_that_is_not_usable_http_fails_cleanly_and_keeps_the_event(que
     assert len(errors) == 1 and _clean(errors[0]) and len(errors[0]) < 400
     st = _status()
     assert st["pending"] == 1 and st["rejected"] == 0
+
+
+@pytest.mark.parametrize("status,exit_code", [(503, 1), (405, 4)])
+def test_too_many_headers_leave_the_status_to_decide(queued_against, status, exit_code):
+    """Past http.client's limits the status still counts, whatever it is."""
+    server = queued_against(
+        _answer(b"HTTP/1.1 %d No" % status, *(b"X-%d: y" % i for i in range(150)), b"Retry-After: 5")
+    )
+    flushed = run("flush")
+    assert flushed.returncode == exit_code and "Traceback" not in flushed.stderr, flushed
+    st = _status()
+    assert st["pending"] == 1 and st["last_error"]["status"] == status
+    assert _events(server.bodies) == ["a"]
 
 
 NASTY = "\x1b]0;owned\x07\x1b[2J\nfake: line\r\u202eevil" + "z" * 20_000

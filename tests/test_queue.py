@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -183,3 +184,45 @@ def test_change_drops_a_dead_flushs_mark(queue: Path) -> None:
         assert spool.counts()[1].sending == 0
         assert spool.change(Change.DROP, EventFilter(ids=(rows[0]["id"],))) == 1
         assert spool.totals().pending == 4
+
+
+# -- a spool whose text is not UTF-8 (tampered or damaged) -----------------------------------
+
+
+def _damage_text(spool_dir: Path) -> int:
+    """Bytes that are not UTF-8 in an event's name, parameters and reason, as a tampered or
+    damaged spool holds them; returns the event's id."""
+    with sqlite3.connect(spool_dir / "spool.sqlite3") as db:
+        (event_id,) = db.execute("SELECT id FROM events WHERE event = 'signin'").fetchone()
+        db.execute(
+            "UPDATE events SET event = CAST(X'7369676eff' AS TEXT), "
+            "parameters = CAST(X'7b2278223a22eda080227d' AS TEXT), "
+            "reason = CAST(X'77687980' AS TEXT) WHERE id = ?",
+            (event_id,),
+        )
+    return int(event_id)
+
+
+def test_list_show_and_status_show_text_that_is_not_utf8_escaped(queue: Path) -> None:
+    """They failed with a spool error ("Could not decode to UTF-8 column"): each row is shown,
+    its bad bytes escaped, and the spool reads as before afterwards."""
+    event_id = _damage_text(queue)
+    row = next(r for r in listed() if r["id"] == event_id)
+    assert row["event"] == "sign\\xff" and row["parameters"] == '{"x":"\\xed\\xa0\\x80"}'
+    assert row["reason"] == "why\\x80"
+    table = invoke("events", "list").stdout
+    assert "sign\\xff" in table
+    status = json.loads(invoke("status", "--json", "--events").stdout)
+    assert "sign\\xff" in [e["event"] for e in status["events"]]
+    assert "sign\\xff" in invoke("status", "--events").stdout
+    # `events show` also reads the session's attributes
+    with sqlite3.connect(queue / "spool.sqlite3") as db:
+        db.execute("UPDATE sessions SET device_id = CAST(X'646576ff' AS TEXT)")
+    shown = json.loads(invoke("events", "show", str(event_id), "--json").stdout)
+    assert shown["event"]["event"] == "sign\\xff" and shown["session"]["device_id"] == "dev\\xff"
+    assert "dev\\xff" in invoke("events", "show", str(event_id)).stdout
+    # the connection's own decoding is restored: what reads text strictly still does
+    with Spool(queue) as spool:
+        list(spool.select(EventFilter()))
+        spool.event(event_id)
+        assert spool.db.text_factory is str

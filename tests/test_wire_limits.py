@@ -3,6 +3,7 @@ rest is delivered, and a collector that refuses everything costs a bounded numbe
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -121,3 +122,33 @@ def test_a_collector_refusing_everything_costs_bounded_requests(isolated, spool_
     assert posts <= 1 + 2 + FLUSH_SPLIT_BUDGET, posts
     assert posts <= 1 + 2 * (1 + BATCH_SPLIT_BUDGET), posts
     assert any("not tried one by one" in r and "--retry-rejected" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ROWS))
+def test_dry_run_reports_rows_a_flush_would_set_aside_and_changes_nothing(config, collector, spool_dir, name):
+    """`flush --dry-run` crashed (a traceback, exit 1) on a batch holding a row the wire cannot
+    carry: it now changes nothing and says how many a real flush would set aside."""
+    invoke("track", "--stdin", input='{"event": "good1"}\n{"event": "bad"}\n{"event": "good2"}\n')
+    with sqlite3.connect(spool_dir / DB) as db:
+        db.execute(BAD_ROWS[name])
+    before = _raw_rows(spool_dir)
+    result = run("flush", "--dry-run", "--json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result
+    report = json.loads(result.stdout)
+    assert report["would_reject"] == 1 and report["dry_run"] is True
+    assert [(b["events"], b["status"]) for b in report["batches"]] == [(2, None)]
+    text = run("flush", "--dry-run")
+    assert text.returncode == 0 and "Traceback" not in text.stderr, text
+    assert "2 event(s) in 1 batch(es)" in text.stdout
+    assert "1 event(s) a flush would set aside" in text.stderr
+    assert _raw_rows(spool_dir) == before and _rejected(spool_dir) == []
+    assert collector.received() == []
+
+
+def _raw_rows(spool_dir) -> list[tuple]:
+    """Every stored column, text as its bytes (it may not be UTF-8)."""
+    with sqlite3.connect(spool_dir / DB) as db:
+        return db.execute(
+            "SELECT id, nr, at, CAST(event AS BLOB), user_id, ip, CAST(parameters AS BLOB), state, "
+            "reason FROM events ORDER BY id"
+        ).fetchall()

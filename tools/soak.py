@@ -221,6 +221,7 @@ class Soak:
         ("Retry-After", "1e9"),
         ("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT"),
         ("Retry-After", "99999999999999999999"),
+        ("Retry-After", "²"),  # str.isdigit() says yes, float() no (it once crashed the flush)
         ("Location", "http://198.51.100.1/elsewhere"),
         ("Content-Type", "application/x-garbage"),
         ("X-Odd", "\x7f\x01"),
