@@ -152,12 +152,23 @@ def run(
     )
 
 
+def serve(handler: type) -> tuple[Any, str]:
+    """A real threaded HTTP server on 127.0.0.1:0 with `handler`, serving from a daemon thread:
+    (the server, its base URL)."""
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
 class ScriptedServer:
     """A real HTTP server on 127.0.0.1:0 answering POSTs with the given statuses in turn (the
     last one repeats). It keeps each request's headers and body."""
 
     def __init__(self, statuses: list[int], headers: dict[str, str] | None = None):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from http.server import BaseHTTPRequestHandler
 
         outer = self
         self.statuses = list(statuses)
@@ -178,10 +189,7 @@ class ScriptedServer:
             def log_message(self, *a: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve(Handler)
 
     @property
     def hits(self) -> int:

@@ -12,9 +12,9 @@ from hamustro_cli import ClientTracker
 from hamustro_cli.errors import ConfigError, InputError
 
 
-def make(collector, spool_dir, **extra):
+def make(collector, spool_dir, url=None, **extra):
     return ClientTracker(
-        collector_url=collector.url,
+        collector_url=url or collector.url,
         shared_secret_key=SECRET,
         device_id="dev",
         client_id="api",
@@ -84,17 +84,7 @@ def test_track_after_flush_on_the_same_tracker_still_syncs(collector, spool_dir,
     # A flush relaxes its own commits to synchronous = NORMAL; the tracker's next track_event
     # must again commit with FULL, which fsyncs the WAL: otherwise a power cut loses the event.
     url = collector.url if outcome == "delivered" else "http://127.0.0.1:9"
-    with ClientTracker(
-        collector_url=url,
-        shared_secret_key=SECRET,
-        device_id="dev",
-        client_id="api",
-        system_version="1",
-        product_version="2",
-        spool_dir=spool_dir,
-        flush="off",
-        retries=0,
-    ) as t:
+    with make(collector, spool_dir, url=url, retries=0) as t:
         t.track_event("before")
         assert synchronous(t) == FULL
         report = t.flush()

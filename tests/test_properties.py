@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import string
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import SETTINGS, run, write_config
+from conftest import SETTINGS, run, serve, write_config
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -300,10 +299,7 @@ class AnswerServer:
             def log_message(self, *a: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve(Handler)
 
 
 @pytest.fixture(scope="module")
