@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -308,6 +309,34 @@ def p95(values: Sequence[float]) -> float:
 def dir_bytes(path: Path) -> int:
     """Total size of the regular files directly in path (the spool database, -wal, -shm, lock, log)."""
     return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+
+
+class WalWatch:
+    """The largest size the spool's -wal file reached while the with block ran (polled every
+    few milliseconds on a thread: a peak shorter than that can be missed)."""
+
+    def __init__(self, spool_dir: Path, every: float = 0.002):
+        self.spool_dir, self.every = spool_dir, every
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            for wal in self.spool_dir.glob("*-wal"):
+                try:
+                    self.peak = max(self.peak, wal.stat().st_size)
+                except OSError:  # removed as the last connection closed
+                    pass
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> WalWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def fill_spool_cli(work: Workdir, n: int, sessions: int = 2, chunk: int = 250_000) -> None:

@@ -116,6 +116,10 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
             for statement in MIGRATIONS[number]:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {number + 1}")
+        if version == 0:
+            # a new spool holds no event without an address: no flush need scan for them
+            # (Spool.fill_unknown_ip; an upgraded spool is scanned once)
+            db.execute("INSERT INTO meta (key, value) VALUES ('unknown_ip', '0')")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

@@ -320,6 +320,8 @@ class Spool:
                 ],
             )
             _count(db, attr_row, _PENDING, count)
+            if any(e[3] == "" for e in events):  # the route was not known: a flush fills it in
+                _write_metas(db, {"unknown_ip": "1"})
         return first, last
 
     def pending(self) -> int:
@@ -455,9 +457,16 @@ class Spool:
         return moved
 
     def fill_unknown_ip(self, ip: str) -> None:
-        """Events tracked before the route was known get the address this flush found."""
+        """Events tracked before the route was known get the address this flush found.
+
+        Finding them is a scan of every row, under the write lock (60 ms at 1M events, which a
+        `track` would wait for): it runs only when `enqueue` has flagged such events (or the
+        flag was never written: a spool from before it)."""
+        if self._get_metas("unknown_ip").get("unknown_ip") == "0":
+            return
         with self.transaction("filling in addresses") as db:
             db.execute("UPDATE events SET ip = ? WHERE ip = ''", (ip,))
+            _write_metas(db, {"unknown_ip": "0"})
 
     # -- sync state -------------------------------------------------------------------------
 

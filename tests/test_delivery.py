@@ -321,6 +321,31 @@ def test_ip_auto_for_a_host_name_is_filled_by_flush(isolated, collector, spool_d
     assert len(ips) == 2 and all(ip in ("127.0.0.1", "::1") for ip in ips)
 
 
+def test_unknown_addresses_are_filled_once_flagged_or_in_a_spool_without_the_flag(
+    isolated, collector, spool_dir
+):
+    """The flush scans for events without an address only when track flagged some (the scan
+    holds the write lock), or when the flag was never written (a spool from before it)."""
+    import sqlite3
+
+    url = collector.url.replace("127.0.0.1", "localhost")
+    write_config(isolated / "config.toml", collector_url=url, **SETTINGS)
+    invoke("track", "first")
+    invoke("flush")  # learns the address; nothing is left without one
+    db = sqlite3.connect(spool_dir / "spool.sqlite3", isolation_level=None)
+    try:
+        assert db.execute("SELECT value FROM meta WHERE key = 'unknown_ip'").fetchone() == ("0",)
+        invoke("track", "second")
+        # as a spool from before the flag: an event without an address, and no flag at all
+        db.execute("UPDATE events SET ip = ''")
+        db.execute("DELETE FROM meta WHERE key = 'unknown_ip'")
+    finally:
+        db.close()
+    invoke("flush")
+    ips = [e["ip"] for e in collector.received()]
+    assert len(ips) == 2 and all(ip in ("127.0.0.1", "::1") for ip in ips)
+
+
 def test_session_command(config):
     out = invoke("session").stdout.strip()
     _, session = expected_session("device-42", "client-a", "Linux 6.1", "1.0.0")
