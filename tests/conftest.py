@@ -221,10 +221,16 @@ def run_unprivileged(*args: str, env: dict[str, str] | None = None) -> subproces
     return run(*args, env=env, preexec_fn=preexec)
 
 
-def run_on_terminal(args: list[str], answers: Sequence[tuple[str, str]] = ()) -> tuple[int, str]:
+HIDDEN = "hidden"  # the third item of an answer whose prompt must turn the terminal's echo off
+
+
+def run_on_terminal(args: list[str], answers: Sequence[tuple[str, ...]] = ()) -> tuple[int, str]:
     """Run `python -m hamustro_cli ARGS` on a pseudo-terminal, its controlling terminal (so
     getpass can turn echo off), typing each answer once its prompt has been shown (typed
-    earlier, getpass would discard it). Returns the exit code and what the terminal showed."""
+    earlier, getpass would discard it). An answer marked HIDDEN is typed only once the prompt
+    has turned echo off (the prompt text is written before that: typing on sight would race
+    it); a prompt that never does fails the test. Returns the exit code and what the terminal
+    showed."""
     master, slave = pty.openpty()
 
     def controlling_terminal() -> None:
@@ -254,11 +260,18 @@ def run_on_terminal(args: list[str], answers: Sequence[tuple[str, str]] = ()) ->
         shown.extend(data)
         return bool(data)
 
-    for prompt, answer in answers:
+    for prompt, answer, *hidden in answers:
         start = len(shown)
         while prompt.encode() not in shown[start:]:
             if not read():
                 raise AssertionError(f"no prompt {prompt!r}; the terminal showed {bytes(shown)!r}")
+        if hidden == [HIDDEN]:
+            for _ in range(3000):  # the slave's settings, read through the master (Linux)
+                if not termios.tcgetattr(master)[3] & termios.ECHO:
+                    break
+                select.select([], [], [], 0.01)
+            else:
+                raise AssertionError(f"prompt {prompt!r} never turned echo off")
         os.write(master, answer.encode() + b"\n")
     while read():
         pass

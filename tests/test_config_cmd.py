@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import SECRET, SETTINGS, invoke, run, run_on_terminal, write_config
+from conftest import HIDDEN, SECRET, SETTINGS, invoke, run, run_on_terminal, write_config
 
 from hamustro_cli.config import KEYS, REQUIRED, load_config
 from hamustro_cli.configfile import example, render
@@ -242,8 +242,8 @@ def test_a_config_from_init_and_set_delivers_events(isolated, collector):
 def test_init_on_a_terminal_asks_and_hides_the_secret(isolated):
     answers = [
         ("collector_url (base URL of the collector (http or https)): ", URL),
-        ("shared_secret_key (secret shared with the collector; signs requests): ", SECRET),
-        ("Repeat for confirmation: ", SECRET),
+        ("shared_secret_key (secret shared with the collector; signs requests): ", SECRET, HIDDEN),
+        ("Repeat for confirmation: ", SECRET, HIDDEN),
         ("device_id (raw device id; sent as its sha256 hex) [", ""),  # the host name, offered
         ("client_id (client identifier): ", "client-on-tty"),
         ("system_version (version of the operating system) [", "Plan 9"),
@@ -261,7 +261,10 @@ def test_init_on_a_terminal_asks_and_hides_the_secret(isolated):
 
 def test_set_on_a_terminal_asks_for_the_secret_without_echo(isolated):
     path = commented(isolated / "config.toml")
-    answers = [("shared_secret_key (", "new-" + SECRET), ("Repeat for confirmation: ", "new-" + SECRET)]
+    answers = [
+        ("shared_secret_key (", "new-" + SECRET, HIDDEN),
+        ("Repeat for confirmation: ", "new-" + SECRET, HIDDEN),
+    ]
     code, shown = run_on_terminal(["config", "set", "shared_secret_key"], answers)
     assert code == 0, shown
     assert SECRET not in shown
