@@ -369,7 +369,9 @@ class ClientTracker:
                     "current": row.attributes.id == current,
                 }
             )
-        totals = spool.totals()
+        from hamustro_cli.records import total
+
+        totals = total(counts)  # the counts read above, not read again
         sync = spool.sync_state()
         now = _now()
         due = self.due(now)
