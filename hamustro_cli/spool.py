@@ -131,8 +131,14 @@ def _check_ours(db: sqlite3.Connection, path: str) -> None:
     absurd). Nothing is changed in it."""
     from hamustro_cli.problems import SpoolProblem
 
-    version = _user_version(db)
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    # One snapshot for both reads: another process may be creating the spool this very moment,
+    # and its tables read after its version was read would look like a database not ours.
+    db.execute("BEGIN")
+    try:
+        version = _user_version(db)
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        db.execute("COMMIT")
     fix = f"move {path} away (or set spool_dir elsewhere); hamustro starts a new spool there"
     if version < 0 or version >= _ABSURD_VERSION:
         why = f"has schema version {version}, which no hamustro ever wrote: it is damaged or not a spool"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -215,3 +217,41 @@ def test_doctor_finds_a_corrupt_page(config, spool_dir):
     spool_check = next(c for c in json.loads(result.output)["checks"] if c["name"] == "spool")
     assert spool_check["state"] == "fail", spool_check
     assert "corrupt" in spool_check["verdict"] and ".recover" in spool_check["hint"]
+
+
+CREATE = """
+import sqlite3, sys
+from hamustro_cli.migrations import migrate
+migrate(sqlite3.connect(sys.argv[1], timeout=0.2, isolation_level=None), sys.argv[1])
+"""
+
+
+def test_a_spool_created_between_two_reads_is_not_taken_for_a_foreign_database(spool_dir):
+    """Several first `track`s at once: one creates the spool while another is checking whether
+    the file is ours. The checker must judge one snapshot, not the version from before the
+    creation and the tables from after it (seen once in CI: `track` exited 3)."""
+    from hamustro_cli.migrations import SCHEMA_VERSION
+    from hamustro_cli.spool import _check_ours
+
+    spool_dir.mkdir(mode=0o700)
+    path = str(spool_dir / DB)
+    checker = sqlite3.connect(path, isolation_level=None)
+    created: list[tuple[int, str]] = []
+
+    def another_process_creates_it(statement: str) -> None:
+        if "sqlite_master" in statement and not created:
+            # another process creates the spool; the checker's snapshot may hold it off (locked)
+            other = subprocess.run([sys.executable, "-c", CREATE, path], capture_output=True, text=True)
+            created.append((other.returncode, other.stderr))
+
+    checker.set_trace_callback(another_process_creates_it)
+    try:
+        _check_ours(checker, path)  # raised "tables of its own" before the check read one snapshot
+    finally:
+        checker.set_trace_callback(None)
+        checker.close()
+    assert created, "the checker never read the table list"
+    returncode, stderr = created[0]
+    assert returncode == 0 or "locked" in stderr, stderr
+    with Spool(spool_dir) as spool:  # whichever way the race went, the spool opens as ours
+        assert spool.schema_version == SCHEMA_VERSION
