@@ -5,7 +5,7 @@ Every error is an InputError naming the value and where it came from (flag, key,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hamustro_cli import netaddr
@@ -268,7 +268,7 @@ def parse_lines(
 
     # the C scanner, without json.loads' two Python frames
     scan = json.JSONDecoder(parse_constant=_refuse_constant).scan_once  # type: ignore[attr-defined]
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    encode = _compact_encoder()
     events: list[Any] = []
     append = events.append
     keys = STDIN_KEYS
@@ -315,6 +315,22 @@ def parse_lines(
             continue
         append(_parse_line(line, f"{source} line {number}", default_at, ip))
     return events
+
+
+def _compact_encoder() -> Callable[[Any], str]:
+    """Parsed JSON back to text exactly as check_params writes it (compact, not ASCII-escaped,
+    no NaN or infinity: `1e999` parses to inf, which must be refused, not stored as `Infinity`).
+
+    The C encoder is made once here; JSONEncoder.encode makes one per call, which cost the fast
+    path as much as proving no key is given twice. No cycle check: parsed JSON holds no cycle."""
+    from json import encoder as je
+
+    make = getattr(je, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - a Python without the json accelerator
+        return je.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    chunks = make(None, None, je.encode_basestring, None, ":", ",", False, False, False)
+    join = "".join
+    return lambda obj: join(chunks(obj, 0))
 
 
 def _parse_line(line: str, where: str, default_at: int, ip: str | None) -> NewEvent:

@@ -58,3 +58,14 @@ def test_trailing_garbage_and_blank_lines():
     with pytest.raises(InputError, match="line 1: not valid JSON"):
         parse_lines(['{"event": "a"} x\n'], 1, None)
     assert len(parse_lines(["\n", '{"event": "a"}\n', "   \n"], 1, None)) == 1
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "[1, 1e400]"])
+def test_a_number_beyond_float_range_in_params_is_refused_both_ways(number):
+    """`1e999` is valid JSON that parses to infinity; stored, it would become `Infinity`, which
+    is not JSON (the fast path used to write just that)."""
+    line = f'{{"event": "a", "params": {{"x": {number}}}}}\n'
+    with pytest.raises(InputError, match="stdin line 1: params: cannot be written as JSON"):
+        parse_lines([line], 1, None)
+    with pytest.raises(InputError, match="params: cannot be written as JSON"):
+        _parse_line(line, "stdin line 1", 1, None)
