@@ -162,3 +162,14 @@ def test_track_does_not_import_logging(config: Path) -> None:
     code += "try:\n    main()\nexcept SystemExit:\n    pass\nprint('logging' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_track_with_params_does_not_import_json(config: Path) -> None:
+    """--param builds its JSON object with json's C quoting alone: importing json is about 1 ms
+    of `track`'s start, and nothing on that path parses JSON."""
+    code = "import sys; from hamustro_cli.cli import main\n"
+    code += "sys.argv = ['hamustro', 'track', 'a', '--param', 'k=v', '--param', 'q=\"x\"']\n"
+    code += "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+    code += "print('json' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr

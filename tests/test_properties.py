@@ -366,3 +366,14 @@ def test_retry_after_never_changes_the_outcome(
         tmp_path, answers.url, Answer(status, [("Retry-After", value)], b"", None), answers
     )
     check_answer(before, after, status)
+
+
+@given(st.dictionaries(st.text(max_size=8), st.text(max_size=12), max_size=5))
+@example({"k": "v"})
+@example({'"quoted"': "back\\slash\n\t\x00\x1f\x7f é € 𝄞"})
+@example({"lone": "\udcff\ud800"})  # surrogates argv carries for bytes that are not UTF-8
+def test_param_pairs_become_the_object_json_would_write(obj: dict[str, str]) -> None:
+    """`--param` writes its object without importing json; it must be json's text exactly."""
+    from hamustro_cli.events import _string_object
+
+    assert _string_object(obj) == json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
