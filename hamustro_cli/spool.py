@@ -646,7 +646,9 @@ class Spool:
                 (free,) = self.db.execute("PRAGMA freelist_count").fetchone()
                 if not free:
                     break
-                self.db.execute(f"PRAGMA incremental_vacuum({min(step, free)})").fetchall()
+                # executescript, not execute: the pragma frees one page per step and returns no
+                # rows, and execute steps such a statement once (one page per transaction)
+                self.db.executescript(f"PRAGMA incremental_vacuum({min(step, free)});")
                 freed += min(step, free)
             self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error:

@@ -283,3 +283,32 @@ def test_doctor_recounts_counters_that_disagree(isolated, collector):
     ]
     with Spool(isolated / "spool") as spool:
         consistent(spool)
+
+
+def test_reclaim_gives_pages_back_a_step_per_transaction(tmp_path):
+    """After a flush, free pages go back to the file system `step` pages per transaction: few
+    transactions, each short. (Python's execute steps a statement that returns no rows once,
+    and `PRAGMA incremental_vacuum(N)` frees one page per step: the flush used to commit one
+    transaction per page.)"""
+    with Spool(tmp_path) as spool:
+        for _ in range(4):
+            spool.enqueue(A, [NewEvent("e", 1_700_000_000, parameters="x" * 500) for _ in range(500)])
+        (row,) = spool.pending_sets()
+        batch = spool.next_batch(row, 2000)
+        spool.mark(row, batch[0][ID], batch[-1][ID])
+        spool.ack(row, batch[0][ID], batch[-1][ID], sync_time=1)
+        (free,) = spool.db.execute("PRAGMA freelist_count").fetchone()
+        (pages,) = spool.db.execute("PRAGMA page_count").fetchone()
+        assert free > 200, (free, pages)  # a million bytes of events deleted
+        statements: list[str] = []
+        spool.db.set_trace_callback(statements.append)
+        try:
+            freed = spool.reclaim(step=64)
+        finally:
+            spool.db.set_trace_callback(None)
+        steps = [s for s in statements if "incremental_vacuum" in s]
+        assert freed == free
+        assert len(steps) == -(-free // 64), (len(steps), free)
+        assert spool.db.execute("PRAGMA freelist_count").fetchone()[0] == 0
+        assert spool.db.execute("PRAGMA page_count").fetchone()[0] == pages - free
+        consistent(spool)
