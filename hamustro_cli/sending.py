@@ -74,6 +74,25 @@ def wire_problem(row: QueuedEvent) -> str | None:
     return None
 
 
+def attributes_problem(attrs: Session) -> str | None:
+    """Why a stored attribute set cannot go on the wire (a tampered or damaged spool), or None:
+    then none of its events can, whatever they hold."""
+    for name, required in (
+        ("session", True),
+        ("device_id", True),
+        ("client_id", True),
+        ("system_version", True),
+        ("product_version", True),
+        ("system", False),
+        ("product_git_hash", False),
+    ):
+        value = attrs.id if name == "session" else getattr(attrs, name)
+        problem = _text_problem(name, value, required)
+        if problem:
+            return "stored session attributes cannot be sent: " + problem
+    return None
+
+
 class _Stop(Exception):
     """Stop this flush: the collector cannot take anything now."""
 
@@ -99,6 +118,8 @@ def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = Non
     tampered or old spool). The row by row check runs only when encoding fails or an nr is
     below 1. Changes nothing: the caller sets the rest aside (a flush) or counts it (a dry run)."""
     refused: list[tuple[QueuedEvent, str]] = []
+    if rows and (problem := attributes_problem(attrs)):
+        return [], b"", [(row, problem) for row in rows]
     while rows:
         error: Exception | None = None
         try:
@@ -248,8 +269,11 @@ class Sender:
         """The rows and their Collection; rows the wire cannot carry (see `screened`) are set
         aside as rejected with the reason, and the rest are encoded without them."""
         rows, body, refused = screened(attrs, rows, self.local_ip)
+        by_problem: dict[str, list[QueuedEvent]] = {}
         for row, problem in refused:
-            self._set_aside(attrs, row_id, [row], problem)
+            by_problem.setdefault(problem, []).append(row)
+        for problem, group in by_problem.items():  # one change and one warning per reason
+            self._set_aside(attrs, row_id, group, problem)
         return rows, body
 
     def _set_aside(self, attrs: Session, row_id: int, rows: list[QueuedEvent], reason: str) -> None:

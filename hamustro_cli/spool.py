@@ -365,21 +365,25 @@ class Spool:
             "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
             "WHERE state = ? AND attr_id = ? AND id > ? ORDER BY id LIMIT ?"
         )
-        params = (_PENDING, attr_row, after, limit)
+        rows: list[QueuedEvent] = self._read_escaped(sql, (_PENDING, attr_row, after, limit))
+        return rows  # tuples, typed by layout
+
+    def _read_escaped(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows for the sender. Text that is not UTF-8 (a tampered or damaged file) is read with
+        its bad bytes as lone surrogates, which the sender finds and sets aside as rejected:
+        one damaged row must not stop every flush. Read strictly first (the fast path)."""
         try:
-            rows: list[QueuedEvent] = self.db.execute(sql, params).fetchall()  # tuples, typed by layout
-            return rows
+            return self.db.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
+            # sqlite3 says only in words that a column did not decode
             if "decode" not in str(exc).lower():
                 raise _spool_error(exc, self.path, "reading the spool") from None
-        # Text that is not UTF-8 (a tampered or damaged file): read it with its bad bytes as
-        # lone surrogates, which the sender sets aside as rejected.
+        before = self.db.text_factory
         self.db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
         try:
-            rows = self._read(sql, params)
-            return rows
+            return self._read(sql, params)
         finally:
-            self.db.text_factory = str
+            self.db.text_factory = before
 
     def mark(self, attr_row: int, first_id: int, last_id: int) -> None:
         """Claim a batch as being sent, before its request goes out.
@@ -546,16 +550,22 @@ class Spool:
     # -- looking ----------------------------------------------------------------------------
 
     def session_rows(self) -> dict[int, SessionRow]:
-        rows = self._read(
-            "SELECT id, session, device_id, client_id, system_version, product_version, last_nr FROM sessions"
+        """{session row: SessionRow}, to show (`status`, `session`): text that is not UTF-8 is
+        shown with its bad bytes escaped rather than failing the command."""
+        rows = self._leniently(
+            lambda: self._read(
+                "SELECT id, session, device_id, client_id, system_version, product_version, last_nr "
+                "FROM sessions"
+            )
         )
         from hamustro_cli.records import SessionRow
 
         return {r[0]: SessionRow(id=r[0], attributes=Session(*r[1:6]), last_nr=r[6]) for r in rows}
 
     def attr_rows(self) -> dict[int, AttrRow]:
-        """{attribute set row: AttrRow}: the full attributes each set's events are sent with."""
-        rows = self._read(
+        """{attribute set row: AttrRow}: the full attributes each set's events are sent with
+        (text that is not UTF-8 as lone surrogates: see _read_escaped)."""
+        rows = self._read_escaped(
             "SELECT a.id, s.id, s.session, s.device_id, s.client_id, s.system_version, "
             "s.product_version, a.system, a.product_git_hash FROM attributes a "
             "JOIN sessions s ON s.id = a.session_id"

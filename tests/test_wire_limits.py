@@ -102,6 +102,48 @@ def test_flush_sets_aside_a_null_event(config, collector, spool_dir):
     assert "event is missing" in reason
 
 
+BAD_ATTRIBUTES = {
+    "device_id": "UPDATE sessions SET device_id = CAST(X'646576ff' AS TEXT) WHERE client_id = 'other'",
+    "system": "UPDATE attributes SET system = CAST(X'eda080' AS TEXT) WHERE session_id = "
+    "(SELECT id FROM sessions WHERE client_id = 'other')",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ATTRIBUTES))
+def test_a_session_whose_attributes_the_wire_cannot_carry_is_set_aside_and_the_rest_delivered(
+    config, collector, spool_dir, name
+):
+    """A session row whose text is not UTF-8 (a tampered or damaged spool) made `status` and
+    every `flush` exit 3, so no session was ever delivered again. Its events are now set aside
+    as rejected, saying why, in one change; the other sessions are delivered; `status` shows it."""
+    invoke("track", "good")
+    other = {"HAMUSTRO_CLIENT_ID": "other"}
+    assert run("track", "stuck1", env=other).returncode == 0
+    assert run("track", "stuck2", env=other).returncode == 0
+    with sqlite3.connect(spool_dir / DB) as db:
+        db.execute(BAD_ATTRIBUTES[name])
+    status = run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["pending"] == 3
+    dry = run("flush", "--dry-run")
+    assert dry.returncode == 0 and "1 event(s) in 1 batch(es)" in dry.stdout, dry
+    assert "2 event(s) a flush would set aside" in dry.stderr, dry.stderr
+    assert _states(spool_dir) == {0: 3}  # the dry run changed nothing
+    result = run("flush")
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 4, result  # ATTENTION: events were set aside
+    assert [e["event"] for e in collector.received()] == ["good"]
+    assert _states(spool_dir) == {2: 2}
+    reasons = set(_rejected(spool_dir))
+    assert reasons == {
+        f"stored session attributes cannot be sent: {name} is not valid UTF-8 "
+        "(lone surrogates or undecodable bytes)"
+    }, reasons
+    assert result.stderr.count("set aside as rejected") == 1, result.stderr  # one warning, not one per event
+    shown = run("status")
+    assert shown.returncode == 0 and "2 rejected" in shown.stdout, shown
+
+
 def test_a_collector_refusing_everything_costs_bounded_requests(isolated, spool_dir):
     """4,000 events all refused: 7,999 requests before; now at most the split budget."""
     refusing = start_collector(isolated, "refusing", reject_events=["e"])
