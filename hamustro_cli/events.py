@@ -303,7 +303,7 @@ def parse_lines(
                 else:
                     quotes += params.count('"')
             elif type(params) is str:
-                quotes += 2 + params.count('"')
+                quotes += 2 + ('"' in params and params.count('"'))  # `in`: no argument parsing
             if (
                 type(event) is str
                 and event.isascii()
@@ -317,7 +317,7 @@ def parse_lines(
                     params is None
                     or (type(params) is str and params.isascii() and len(params) <= MAX_PARAMS_BYTES)
                 )
-                and line.count('"') == quotes + 2 + event.count('"')
+                and line.count('"') == quotes + 2 + ('"' in event and event.count('"'))
                 and "\\u" not in line
             ):
                 append((event, at, user_id, ip, params, testing))
