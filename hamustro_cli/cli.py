@@ -337,8 +337,9 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
     if report.rejected:
         obj.log(
             WARNING,
-            f"warning: {report.rejected} event(s) refused by the collector were set aside "
-            "(see 'hamustro status'; resend with 'hamustro flush --retry-rejected')",
+            f"warning: {report.rejected} event(s) set aside as rejected, refused by the collector or "
+            "stored as the wire cannot carry ('hamustro events list --state rejected' says why; "
+            "'hamustro flush --retry-rejected' resends)",
         )
     if dry_run:
         return
@@ -419,8 +420,9 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
     echo(f"pending:    {data['pending']}" + (f" ({data['sending']} being sent)" if data["sending"] else ""))
     if data["rejected"]:
         echo(
-            f"rejected:   {data['rejected']} (refused by the collector; "
-            "'hamustro flush --retry-rejected' resends, 'hamustro events' shows them)"
+            f"rejected:   {data['rejected']} (set aside: refused by the collector, or stored as the "
+            "wire cannot carry; 'hamustro events list --state rejected' says why, "
+            "'hamustro flush --retry-rejected' resends)"
         )
     echo(f"last sync:  {_ago(data['last_sync_time'], now)}")
     error = data["last_error"]

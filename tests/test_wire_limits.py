@@ -139,9 +139,12 @@ def test_a_session_whose_attributes_the_wire_cannot_carry_is_set_aside_and_the_r
         f"stored session attributes cannot be sent: {name} is not valid UTF-8 "
         "(lone surrogates or undecodable bytes)"
     }, reasons
-    assert result.stderr.count("set aside as rejected") == 1, result.stderr  # one warning, not one per event
+    # one warning for the set (not one per event), and the summary saying where to look
+    assert result.stderr.count("set aside as rejected: stored session attributes") == 1, result.stderr
+    assert "'hamustro events list --state rejected' says why" in result.stderr
     shown = run("status")
     assert shown.returncode == 0 and "2 rejected" in shown.stdout, shown
+    assert "stored as the wire cannot carry" in shown.stdout
 
 
 def test_a_collector_refusing_everything_costs_bounded_requests(isolated, spool_dir):
