@@ -652,16 +652,17 @@ class Spool:
         try:
             if not switch_auto_vacuum(self.db, VACUUM_MAX_BYTES):
                 return 0
-            while True:
-                (free,) = self.db.execute("PRAGMA freelist_count").fetchone()
-                if not free:
-                    break
-                # executescript, not execute: the pragma frees one page per step and returns no
-                # rows, and execute steps such a statement once (one page per transaction)
-                self.db.executescript(f"PRAGMA incremental_vacuum({min(step, free)});")
-                freed += min(step, free)
+            with self.relaxed_sync():  # a lost step loses nothing: no need to wait for the disk
+                while True:
+                    (free,) = self.db.execute("PRAGMA freelist_count").fetchone()
+                    if not free:
+                        break
+                    # executescript, not execute: the pragma frees one page per step and returns
+                    # no rows, and execute steps such a statement once (one page a transaction)
+                    self.db.executescript(f"PRAGMA incremental_vacuum({min(step, free)});")
+                    freed += min(step, free)
             self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error:
+        except (sqlite3.Error, SpoolError):
             pass
         return freed
 

@@ -307,6 +307,9 @@ def test_reclaim_gives_pages_back_a_step_per_transaction(tmp_path):
         finally:
             spool.db.set_trace_callback(None)
         steps = [s for s in statements if "incremental_vacuum" in s]
+        # without waiting for the disk (a lost step loses nothing), and FULL again after
+        assert statements.index("PRAGMA synchronous = NORMAL") < statements.index(steps[0])
+        assert spool.db.execute("PRAGMA synchronous").fetchone()[0] == 2
         assert freed == free
         assert len(steps) == -(-free // 64), (len(steps), free)
         assert spool.db.execute("PRAGMA freelist_count").fetchone()[0] == 0
