@@ -92,29 +92,48 @@ def _int(raw: str | None) -> int | None:
         return None
 
 
+# SQLite's primary result codes (the low byte of an extended one), grouped as _spool_error
+# tells them apart: FULL and IOERR (a write failed: a full disk, a file-size limit), CORRUPT
+# and NOTADB, READONLY and PERM, CANTOPEN, BUSY and LOCKED.
+_PRIMARY_CODES = {
+    13: "full", 10: "full",
+    11: "corrupt", 26: "corrupt",
+    8: "readonly", 3: "readonly",
+    14: "cantopen",
+    5: "busy", 6: "busy",
+}  # fmt: skip
+
+
 def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
     """Turn a sqlite3/OS error into a message that says what is wrong and what to do."""
     from hamustro_cli.problems import SpoolProblem
 
     text = str(exc)
     low = text.lower()
+    # SQLite's result code where Python gives it (3.11+); on 3.10 only the message tells
+    errorcode: int | None = getattr(exc, "sqlite_errorcode", None)
+    code = None if errorcode is None else _PRIMARY_CODES.get(errorcode & 0xFF, "other")
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         kind, why = SpoolProblem.NO_SPACE, f"no space left to write {path} ({os.strerror(exc.errno)})"
-    elif "disk is full" in low or "disk i/o error" in low:
+    elif code == "full" or (code is None and ("disk is full" in low or "disk i/o error" in low)):
         kind = SpoolProblem.NO_SPACE
         why = f"cannot write {path}: the disk is full or a file-size limit was hit ({text})"
-    elif "not a database" in low or "malformed" in low:
+    elif code == "corrupt" or (code is None and ("not a database" in low or "malformed" in low)):
         kind = SpoolProblem.CORRUPT
         why = (
             f"{path} is corrupt ({text}); move it aside to start a new spool "
             "(its events can then be inspected with sqlite3)"
         )
-    elif "readonly" in low or "permission" in low or (isinstance(exc, PermissionError)):
+    elif (
+        code == "readonly"
+        or isinstance(exc, PermissionError)
+        or (code is None and ("readonly" in low or "permission" in low))
+    ):
         kind, why = SpoolProblem.NOT_WRITABLE, f"{path} is not writable ({text})"
-    elif "unable to open" in low:
+    elif code == "cantopen" or (code is None and "unable to open" in low):
         kind = SpoolProblem.CANNOT_OPEN
         why = f"cannot open {path} ({text}): check that the spool directory exists and is writable"
-    elif "locked" in low or "busy" in low:
+    elif code == "busy" or (code is None and ("locked" in low or "busy" in low)):
         kind, why = SpoolProblem.LOCKED, f"{path} stayed locked by another process for too long ({text})"
     else:
         kind, why = SpoolProblem.OTHER, f"{path}: {text}"

@@ -271,3 +271,47 @@ def test_no_answer_at_all_is_transient_and_retried(scripted):
     answer = transport(url, retries=1).send(b"x", sleep=waits.append)
     assert answer.status is None and answer.transient and answer.attempts == 2 and len(waits) == 1
     assert "cannot reach" in answer.detail
+
+
+# -- spool errors told apart by SQLite's result code, not its words ---------------------------
+
+needs_codes = pytest.mark.skipif(
+    not hasattr(sqlite3, "SQLITE_FULL"), reason="sqlite3 gives result codes from Python 3.11"
+)
+
+
+@needs_codes
+@pytest.mark.parametrize(
+    "code, kind",
+    [
+        (13, "NO_SPACE"),  # SQLITE_FULL
+        (10 | (4 << 8), "NO_SPACE"),  # SQLITE_IOERR_WRITE: an extended code
+        (11, "CORRUPT"),  # SQLITE_CORRUPT
+        (26, "CORRUPT"),  # SQLITE_NOTADB
+        (8, "NOT_WRITABLE"),  # SQLITE_READONLY
+        (14, "CANNOT_OPEN"),  # SQLITE_CANTOPEN
+        (5, "LOCKED"),  # SQLITE_BUSY
+        (1, "OTHER"),  # SQLITE_ERROR, whatever its words say
+    ],
+)
+def test_spool_errors_are_told_apart_by_result_code(code, kind):
+    from hamustro_cli.problems import SpoolProblem
+    from hamustro_cli.spool import _spool_error
+
+    words = "database is locked" if kind != "LOCKED" else "disk is full"  # words that mislead
+    exc = sqlite3.OperationalError(words)
+    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    assert _spool_error(exc, "/x/spool.sqlite3", "reading the spool").kind is SpoolProblem[kind]
+
+
+@needs_codes
+def test_a_real_sqlite_error_carries_the_code_the_spool_decides_on(tmp_path):
+    from hamustro_cli.problems import SpoolProblem
+    from hamustro_cli.spool import _spool_error
+
+    path = tmp_path / "not-a-database"
+    path.write_bytes(b"\xa5" * 4096)
+    with pytest.raises(sqlite3.DatabaseError) as caught:
+        sqlite3.connect(path).execute("PRAGMA user_version").fetchall()
+    assert caught.value.sqlite_errorcode == sqlite3.SQLITE_NOTADB  # type: ignore[attr-defined]
+    assert _spool_error(caught.value, str(path), "opening the spool").kind is SpoolProblem.CORRUPT
