@@ -19,6 +19,7 @@ from hamustro_cli.cliparts import (  # noqa: F401 - ExitStatus: tests and script
     complete_file,
     emit_json,
     help_option,
+    json_text,
     print_version,
     translate,
 )
@@ -400,14 +401,12 @@ def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | No
 
 def _status_json(data: dict[str, Any], rows: Any) -> None:
     """The status object, with `events` (when asked) written one by one as its last key."""
-    import json
-
     if rows is None:
         emit_json(data)
         return
     write = sys.stdout.write
-    write(json.dumps(data)[:-1] + ', "events": [')
-    dumps = json.dumps
+    dumps = json_text()
+    write(dumps(data)[:-1] + ', "events": [')
     for n, e in enumerate(rows):
         write((", " if n else "") + dumps(e))
     write("]}\n")

@@ -18,6 +18,7 @@ from hamustro_cli.cliparts import (
     GlobalOptions,
     emit_json,
     help_option,
+    json_text,
     translate,
 )
 
@@ -93,12 +94,10 @@ def _event_line(e: dict[str, Any]) -> str:
 
 def stream(rows: Any, as_json: bool, header: bool = True) -> None:
     """One line an event, written as it is read: memory stays flat on any spool."""
-    import json
-
     write = sys.stdout.write
     if header and not as_json:
         write(f"{'ID':>8} {'AT':<20} {'SESSION':<8} {'NR':>6} {'STATE':<8} EVENT\n")
-    dumps = json.dumps
+    dumps = json_text()
     try:
         for e in rows:
             write((dumps(e) if as_json else _event_line(e)) + "\n")

@@ -88,9 +88,22 @@ def translate(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def emit_json(data: Any) -> None:
+    click.echo(json_text()(data))
+
+
+def json_text() -> Callable[[Any], str]:
+    """json.dumps for what commands print. A value stored as a BLOB where text belongs (a
+    tampered or damaged spool) is written as its text, bad bytes escaped (\\xff), where
+    json.dumps would end the command in a traceback."""
     import json
 
-    click.echo(json.dumps(data, indent=None, sort_keys=False))
+    return json.JSONEncoder(default=_blob_text).encode
+
+
+def _blob_text(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 # Plain string options and hand-made --version and --help: click.Path, click.version_option

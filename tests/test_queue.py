@@ -203,6 +203,22 @@ def _damage_text(spool_dir: Path) -> int:
     return int(event_id)
 
 
+def test_values_stored_as_blobs_are_shown_as_text_in_every_json_output(queue: Path) -> None:
+    """A BLOB where text belongs (a tampered or damaged spool) ended `status --json` and the
+    event streams in a traceback (bytes are not JSON): every JSON output writes it as text."""
+    with sqlite3.connect(queue / "spool.sqlite3") as db:
+        (event_id,) = db.execute("SELECT id FROM events WHERE event = 'signin'").fetchone()
+        db.execute("UPDATE events SET parameters = X'6869ff' WHERE id = ?", (event_id,))
+        db.execute("UPDATE sessions SET product_version = X'312e30ff'")
+    status = json.loads(invoke("status", "--json").stdout)
+    assert {s["product_version"] for s in status["sessions"]} == {"1.0\\xff"}
+    with_events = json.loads(invoke("status", "--json", "--events").stdout)
+    assert "hi\\xff" in [e["parameters"] for e in with_events["events"]]
+    assert "hi\\xff" in [r["parameters"] for r in listed()]
+    shown = json.loads(invoke("events", "show", str(event_id), "--json").stdout)
+    assert shown["event"]["parameters"] == "hi\\xff" and shown["session"]["product_version"] == "1.0\\xff"
+
+
 def test_list_show_and_status_show_text_that_is_not_utf8_escaped(queue: Path) -> None:
     """They failed with a spool error ("Could not decode to UTF-8 column"): each row is shown,
     its bad bytes escaped, and the spool reads as before afterwards."""
