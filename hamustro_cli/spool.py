@@ -102,6 +102,23 @@ _PRIMARY_CODES = {
     14: "cantopen",
     5: "busy", 6: "busy",
 }  # fmt: skip
+# The same groups by SQLite's words, in this order, for a Python (3.10) that gives no code.
+_WORDS = (
+    ("full", ("disk is full", "disk i/o error")),
+    ("corrupt", ("not a database", "malformed")),
+    ("readonly", ("readonly", "permission")),
+    ("cantopen", ("unable to open",)),
+    ("busy", ("locked", "busy")),
+)
+
+
+def _error_group(exc: BaseException, low: str) -> str | None:
+    """The group of _PRIMARY_CODES an error belongs to: by SQLite's result code where Python
+    gives it (3.11+; an unknown code is "other", whatever the words say), else by its words."""
+    errorcode: int | None = getattr(exc, "sqlite_errorcode", None)
+    if errorcode is not None:
+        return _PRIMARY_CODES.get(errorcode & 0xFF, "other")
+    return next((group for group, words in _WORDS if any(w in low for w in words)), None)
 
 
 def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
@@ -109,31 +126,24 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
     from hamustro_cli.problems import SpoolProblem
 
     text = str(exc)
-    low = text.lower()
-    # SQLite's result code where Python gives it (3.11+); on 3.10 only the message tells
-    errorcode: int | None = getattr(exc, "sqlite_errorcode", None)
-    code = None if errorcode is None else _PRIMARY_CODES.get(errorcode & 0xFF, "other")
+    group = _error_group(exc, text.lower())
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         kind, why = SpoolProblem.NO_SPACE, f"no space left to write {path} ({os.strerror(exc.errno)})"
-    elif code == "full" or (code is None and ("disk is full" in low or "disk i/o error" in low)):
+    elif group == "full":
         kind = SpoolProblem.NO_SPACE
         why = f"cannot write {path}: the disk is full or a file-size limit was hit ({text})"
-    elif code == "corrupt" or (code is None and ("not a database" in low or "malformed" in low)):
+    elif group == "corrupt":
         kind = SpoolProblem.CORRUPT
         why = (
             f"{path} is corrupt ({text}); move it aside to start a new spool "
             "(its events can then be inspected with sqlite3)"
         )
-    elif (
-        code == "readonly"
-        or isinstance(exc, PermissionError)
-        or (code is None and ("readonly" in low or "permission" in low))
-    ):
+    elif group == "readonly" or isinstance(exc, PermissionError):
         kind, why = SpoolProblem.NOT_WRITABLE, f"{path} is not writable ({text})"
-    elif code == "cantopen" or (code is None and "unable to open" in low):
+    elif group == "cantopen":
         kind = SpoolProblem.CANNOT_OPEN
         why = f"cannot open {path} ({text}): check that the spool directory exists and is writable"
-    elif code == "busy" or (code is None and ("locked" in low or "busy" in low)):
+    elif group == "busy":
         kind, why = SpoolProblem.LOCKED, f"{path} stayed locked by another process for too long ({text})"
     else:
         kind, why = SpoolProblem.OTHER, f"{path}: {text}"
