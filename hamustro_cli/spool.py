@@ -407,12 +407,7 @@ class Spool:
             # sqlite3 says only in words that a column did not decode
             if "decode" not in str(exc).lower():
                 raise _spool_error(exc, self.path, "reading the spool") from None
-        before = self.db.text_factory
-        self.db.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
-        try:
-            return self._read(sql, params)
-        finally:
-            self.db.text_factory = before
+        return self._decoding("surrogateescape", lambda: self._read(sql, params))
 
     def mark(self, attr_row: int, first_id: int, last_id: int) -> None:
         """Claim a batch as being sent, before its request goes out.
@@ -767,11 +762,17 @@ class Spool:
         """read() with text that is not UTF-8 (a tampered or damaged spool) decoded with its bad
         bytes escaped (\\xff), so that `events` and `status --events` show such a row instead of
         failing. Only around the reads that show rows, never between them: everything else
-        (the sender above all) reads text strictly. A C-level factory keeps a million rows fast."""
+        (the sender above all) reads text strictly."""
+        return self._decoding("backslashreplace", read)
+
+    def _decoding(self, errors: str, read: Callable[[], _T]) -> _T:
+        """read() with the connection's text decoded as UTF-8 with `errors` (a codec error
+        handler), then the connection's own decoding back. A C-level factory keeps a million
+        rows fast."""
         import functools
 
         before = self.db.text_factory
-        self.db.text_factory = functools.partial(str, encoding="utf-8", errors="backslashreplace")
+        self.db.text_factory = functools.partial(str, encoding="utf-8", errors=errors)
         try:
             return read()
         finally:
