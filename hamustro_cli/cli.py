@@ -303,7 +303,7 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
     with obj.tracker() as tracker:
         bar = None
         if not as_json and not obj.quiet and not dry_run and sys.stderr.isatty():
-            total = tracker.status()["pending"]
+            total = tracker.spool.pending(tracker.destination)
             if total >= 5000:
                 bar = click.progressbar(length=total, label="sending", file=sys.stderr)
         if bar is not None:
@@ -325,9 +325,10 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
                 f"dry run: {events} event(s) in {len(report.batches)} batch(es), {size} bytes; nothing sent"
             )
         else:
+            elsewhere = f", {report.elsewhere} left for other destination(s)" if report.elsewhere else ""
             click.echo(
                 f"sent {report.sent} event(s) in {sum(1 for b in report.batches if b['status'] == 200)} "
-                f"batch(es); {report.pending} pending, {report.rejected} rejected"
+                f"batch(es); {report.pending} pending, {report.rejected} rejected{elsewhere}"
             )
     if report.would_reject:
         obj.log(
@@ -431,12 +432,19 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
         echo(
             "sending:    STOPPED: the collector rejected the signature; check shared_secret_key, "
             "then run 'hamustro flush'"
+            + (
+                f" (events queued with the rejected secret stay with destination {data['destination']}: "
+                f"with the fixed one, 'hamustro events claim {data['destination']}' sends them)"
+                if data["destination"]
+                else ""
+            )
         )
     next_due = data["next_due_at"]
     due_text = "now" if data["due"] else (_ago(next_due, now) if next_due else "-")
     echo(f"next send:  {due_text}: {data['due_reason']}")
     if data["flush_running"]:
         echo("flush:      running now")
+    _destinations_text(data)
     for s in data["sessions"]:
         mark = " (current)" if s["current"] else ""
         oldest = f", oldest {_ago(s['oldest_at'], now)}" if s["oldest_at"] else ""
@@ -449,6 +457,20 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
         from hamustro_cli.cli_events import stream
 
         stream(rows, as_json=False, header=False)
+
+
+def _destinations_text(data: dict[str, Any]) -> None:
+    """Events this config's flush leaves alone (other destinations), and events it will claim."""
+    if data["other_destinations"]:
+        from hamustro_cli.destination import others_advice
+
+        click.echo(f"elsewhere:  {others_advice(data['other_destinations'])}")
+    for d in data["destinations"]:
+        if d["destination"] is None:
+            click.echo(
+                f"unclaimed:  {d['pending'] + d['rejected']} event(s) queued before destinations were "
+                "recorded: the next flush sends them to its own collector"
+            )
 
 
 # -- session ----------------------------------------------------------------------------------

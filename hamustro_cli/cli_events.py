@@ -39,6 +39,11 @@ def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--session", "session_id", metavar="SID", help="Only events of this session."),
         click.option(
+            "--destination",
+            metavar="FINGERPRINT",
+            help="Only events tracked for this destination ('hamustro status' lists them).",
+        ),
+        click.option(
             "--event", "event_glob", metavar="GLOB", help="Only events whose name matches (* ? [..])."
         ),
         _time_option("--since", "Only events at or after TIME (epoch seconds or ISO 8601, as --at)."),
@@ -60,6 +65,7 @@ def _filter(
     since: str | None,
     until: str | None,
     limit: int | None,
+    destination: str | None,
 ) -> Any:
     from hamustro_cli.events import parse_time
     from hamustro_cli.queue import EventFilter, Shown
@@ -72,6 +78,7 @@ def _filter(
         since=None if since is None else parse_time(since, "--since"),
         until=None if until is None else parse_time(until, "--until"),
         limit=limit,
+        destination=destination,
     )
 
 
@@ -119,6 +126,7 @@ def events() -> None:
       hamustro events show 42
       hamustro events requeue --event 'signup*'
       hamustro events drop --state rejected --until 2026-11-01 --yes
+      hamustro events claim 3f9c0a1b2c3d4e5f
     """
 
 
@@ -156,6 +164,7 @@ def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
     echo(f"  state:       {event['state']}" + (f": {event['reason']}" if event["reason"] else ""))
     echo(f"  at:          {_stamp(event['at'])} ({event['at']})")
     echo(f"  session:     {event['session']}, nr {event['nr']}")
+    echo(f"  destination: {event['destination'] or 'not recorded (queued before destinations were)'}")
     for key in ("user_id", "ip", "parameters", "is_testing"):
         echo(f"  {key + ':':<12} {event[key]}")
     echo("session attributes:")
@@ -215,3 +224,35 @@ def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: 
         dropped = tracker.spool.change(Change.DROP, chosen)
     if not obj.quiet:
         click.echo(f"dropped {dropped} event(s)")
+
+
+@events.command("claim", add_help_option=False)
+@help_option
+@click.argument("other", metavar="FINGERPRINT")
+@click.pass_obj
+@translate
+def events_claim(obj: GlobalOptions, other: str) -> None:
+    """Make the events queued for another destination this config's: the next flush sends them
+    to this collector_url, signed with this secret. For a collector that moved or a secret
+    that changed; 'hamustro status' lists the destinations the spool holds events for.
+
+    \b
+    Examples:
+      hamustro status                          # elsewhere: ... 3f9c0a1b2c3d4e5f (12)
+      hamustro events claim 3f9c0a1b2c3d4e5f
+    """
+    with obj.tracker() as tracker:
+        mine = tracker.destination
+        where = tracker.config.spool_dir
+        if other == mine:
+            raise InputError(
+                f"{other} is this config's destination already: 'hamustro flush' sends its events"
+            )
+        if other not in tracker.spool.by_destination():
+            raise InputError(
+                f"no events are queued for destination {other} in {where} "
+                "('hamustro status' lists the destinations it holds events for)"
+            )
+        moved = tracker.spool.claim(other, mine)
+    if not obj.quiet:
+        click.echo(f"claimed {moved} event(s) of destination {other}: 'hamustro flush' sends them")

@@ -124,8 +124,9 @@ def check_config(
 # -- spool --------------------------------------------------------------------------------------
 
 
-def check_spool(directory: str) -> Check:
-    """Exists or can be created, writable, private (0700 / 0600), its schema and its counts.
+def check_spool(directory: str, destination: str | None = None) -> Check:
+    """Exists or can be created, writable, private (0700 / 0600), its schema and its counts,
+    and whether it holds events for destinations other than `destination` (this config's).
 
     Opening the spool does what every command does when it opens it: it creates the directory
     0700 if missing, tightens a directory we own, and applies pending schema migrations.
@@ -162,7 +163,8 @@ def check_spool(directory: str) -> Check:
         if wrong:
             spool.recount()
         counts = spool.counts()
-        sync = spool.sync_state()
+        sync = spool.sync_state(destination)
+        held = spool.by_destination()
     except SpoolError as exc:
         return Check("spool", False, str(exc), _spool_hint(exc, directory), details)
     finally:
@@ -261,6 +263,14 @@ def check_spool(directory: str) -> Check:
             "the collector refused some events; see 'hamustro status --events', "
             "resend with 'hamustro flush --retry-rejected'"
         )
+    if destination is not None:
+        from hamustro_cli.destination import others, others_advice
+
+        details["destination"] = destination
+        elsewhere = others(held, destination)
+        if elsewhere:
+            details["other_destinations"] = elsewhere
+            notes.append(others_advice(elsewhere))
     hint = "; ".join(notes) or None
     return Check("spool", True, verdict, hint, details)
 
@@ -441,7 +451,9 @@ def run_checks(
     if cfg is None:
         checks.append(_skipped("spool", "the config could not be loaded"))
     else:
-        checks.append(check_spool(cfg.spool_dir))
+        from hamustro_cli.destination import of_settings
+
+        checks.append(check_spool(cfg.spool_dir, of_settings(cfg.values)))
 
     if cfg is None or not cfg.values.get("collector_url"):
         health = _skipped(

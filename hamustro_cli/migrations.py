@@ -8,6 +8,11 @@ session, system, product_git_hash), and `counts` keeps how many events each attr
 in each state, so no command counts rows. Existing events get their session's attributes as
 the old schema stored them (the only ones known); the counters are computed from the rows.
 
+Version 3: each attribute set records its destination (`destination`: a keyed fingerprint of
+collector_url, client_id and shared_secret_key, see destination.py; never the secret), so a
+flush sends only the events tracked for its own collector. Existing sets get NULL: tracked
+before destinations were recorded; the next flush claims them (Spool.claim_unrecorded).
+
 Besides the schema, the file should reclaim disk (`auto_vacuum = INCREMENTAL`). A new spool
 gets it before its first table; an existing one needs a VACUUM, which cannot run inside the
 migration's transaction: `migrate` runs it after, only on a small spool (see VACUUM_MAX_BYTES),
@@ -79,6 +84,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         ) WITHOUT ROWID""",
         "INSERT INTO counts (attr_id, state, n) SELECT attr_id, state, count(*) FROM events "
         "GROUP BY attr_id, state",
+    ),
+    (
+        "ALTER TABLE attributes ADD COLUMN destination TEXT",
+        "DROP INDEX attributes_by_session",
+        "CREATE INDEX attributes_by_session ON attributes "
+        "(session_id, system, product_git_hash, destination)",
     ),
 ]
 VACUUM_MAX_BYTES = 16 * 1024 * 1024  # a spool this small is vacuumed at once when it is upgraded

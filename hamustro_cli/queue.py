@@ -27,6 +27,7 @@ class EventFilter(NamedTuple):
     since: int | None = None  # at >= since
     until: int | None = None  # at <= until
     limit: int | None = None
+    destination: str | None = None  # a destination's fingerprint (see destination.py)
 
 
 class Change(Enum):

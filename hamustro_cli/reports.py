@@ -24,7 +24,9 @@ class FlushReport:
         self.sent = 0
         self.failed = 0
         self.rejected = 0
-        self.pending = 0
+        self.pending = 0  # this destination's events still queued
+        self.elsewhere = 0  # other destinations' events, left alone (see destination.py)
+        self.claimed = 0  # events from before destinations were recorded, now this one's
         self.batches: list[dict[str, Any]] = []
         self.skip: Skip | None = None  # set when nothing was attempted
         self.skipped: str | None = None  # why, for people
@@ -71,6 +73,8 @@ class FlushReport:
             "failed": self.failed,
             "rejected": self.rejected,
             "pending": self.pending,
+            "left_for_other_destinations": self.elsewhere,
+            "claimed": self.claimed,
             "batches": self.batches,
             "skipped": self.skipped,
             "error": self.error,

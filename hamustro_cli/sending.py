@@ -100,13 +100,13 @@ class _Stop(Exception):
         self.answer = answer
 
 
-def require_protobuf(spool: Spool) -> None:
+def require_protobuf(spool: Spool, destination: str | None = None) -> None:
     """Build the wire messages before anything is claimed: an unusable protobuf is one
-    DependencyError, kept as the spool's last error so that `status` shows it."""
+    DependencyError, kept as the destination's last error so that `status` shows it."""
     try:
         wire.messages()
     except DependencyError as exc:
-        spool.record_error({"at": _now(), "status": None, "message": str(exc)})
+        spool.record_error({"at": _now(), "status": None, "message": str(exc)}, destination)
         raise
 
 
@@ -136,11 +136,11 @@ def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = Non
     return [], b"", refused
 
 
-def dry_run(spool: Spool, max_batch_events: int, report: FlushReport) -> None:
-    """Encode the batches a flush would send, in its order, and count the rows it would set
-    aside (report.would_reject); change and send nothing."""
+def dry_run(spool: Spool, max_batch_events: int, report: FlushReport, destination: str | None = None) -> None:
+    """Encode the batches a flush for `destination` would send, in its order, and count the
+    rows it would set aside (report.would_reject); change and send nothing."""
     sets = spool.attr_rows()
-    for row_id in spool.pending_sets():
+    for row_id in spool.pending_sets(destination):
         attrs = sets[row_id].attributes
         batch = spool.next_batch(row_id, max_batch_events)
         while batch:
@@ -181,6 +181,7 @@ class Sender:
         local_ip: str | None = None,
         log: Log = no_log,
         progress: Progress | None = None,
+        destination: str | None = None,
     ):
         self.spool = spool
         self.transport = transport
@@ -189,6 +190,7 @@ class Sender:
         self.local_ip = local_ip
         self.log = log
         self.progress = progress
+        self.destination = destination  # only its events are sent (None: every destination's)
         # per attribute set row: does the collector accept its attributes (an empty
         # collection answered 204)? Asked once, on the first 400.
         self._collection_ok: dict[int, bool] = {}
@@ -197,7 +199,13 @@ class Sender:
 
     @classmethod
     def from_config(
-        cls, spool: Spool, config: Config, report: FlushReport, log: Log, progress: Progress | None
+        cls,
+        spool: Spool,
+        config: Config,
+        report: FlushReport,
+        log: Log,
+        progress: Progress | None,
+        destination: str | None = None,
     ) -> Sender:
         values = config.values
         local_ip = local_address(spool, values["collector_url"]) if values["ip"] == "auto" else None
@@ -209,6 +217,7 @@ class Sender:
             local_ip=local_ip,
             log=log,
             progress=progress,
+            destination=destination,
         )
 
     def send_all(self) -> None:
@@ -228,7 +237,7 @@ class Sender:
                     self._record_failure(stop.answer)
                     return
                 if self.report.sent or self.report.rejected:
-                    spool.record_success(keep_error=self.report.rejected > 0)
+                    spool.record_success(self.report.rejected > 0, self.destination)
         finally:
             pool.shutdown(wait=True)
             self.transport.close()
@@ -236,7 +245,7 @@ class Sender:
     def _drain(self, pool: ThreadPoolExecutor) -> None:
         spool = self.spool
         while True:
-            order = spool.pending_sets()
+            order = spool.pending_sets(self.destination)
             if not order:
                 return
             sets = spool.attr_rows()
@@ -282,7 +291,9 @@ class Sender:
         self.log(
             WARNING, f"warning: {len(rows)} event(s) of session {attrs.id} set aside as rejected: {reason}"
         )
-        self.spool.record_error({"at": _now(), "status": 400, "message": reason, "session": attrs.id})
+        self.spool.record_error(
+            {"at": _now(), "status": 400, "message": reason, "session": attrs.id}, self.destination
+        )
         if self.progress:
             self.progress(len(rows))
 
@@ -337,13 +348,13 @@ class Sender:
 
     def _record_failure(self, answer: Answer) -> None:
         t = _now()
-        failures = self.spool.sync_state().failures + 1
+        failures = self.spool.sync_state(self.destination).failures + 1
         error = {"at": t, "status": answer.status, "message": answer.detail, "attempts": answer.attempts}
         if triggers.halts(answer.status):
-            self.spool.record_failure(error, failures, halted=answer.detail)
+            self.spool.record_failure(error, failures, halted=answer.detail, destination=self.destination)
             self.report.halted = True
         else:
             until = triggers.backoff_until(failures, t, answer.retry_after, random.uniform(0.75, 1.0))
-            self.spool.record_failure(error, failures, backoff_until=until)
+            self.spool.record_failure(error, failures, backoff_until=until, destination=self.destination)
         self.report.error = answer.detail
         self.log(ERROR, f"error: {answer.detail}")

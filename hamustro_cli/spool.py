@@ -5,9 +5,11 @@ A session (its id attributes and its `nr` counter) lives in `sessions`; each eve
 the exact attribute set it was tracked under (`attributes`: the session plus `system` and
 `product_git_hash`, which are not part of the session id), so a later `track` under other
 values never changes what queued events are sent with, and a flush sends one attribute set per
-Collection. An event is PENDING until the collector takes it (it is then deleted) or refuses it
-with a 400 (REJECTED: kept, never deleted). The batch a flush is sending is not a state of its
-rows but one mark, the batch's id range (see `mark`); `counts` reports those events as sending.
+Collection. An attribute set also records its destination (a keyed fingerprint of the collector
+URL, client_id and secret: destination.py), and a flush sends only its own destination's sets.
+An event is PENDING until the collector takes it (it is then deleted) or refuses it with a 400
+(REJECTED: kept, never deleted). The batch a flush is sending is not a state of its rows but one
+mark, the batch's id range (see `mark`); `counts` reports those events as sending.
 
 How many events each attribute set has in each state is kept in `counts`, changed only by
 `_count` in the same transaction as the rows, so no command counts rows (`track`'s trigger
@@ -49,7 +51,7 @@ __all__ = ["DB_NAME", "SCHEMA_VERSION", "NewEvent", "Spool", "State", "SyncState
 
 # migrations.SCHEMA_VERSION, known here so that opening an up-to-date spool (every `track`)
 # need not load the migrations (tests/test_layout.py checks that the two agree).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class State(IntEnum):
@@ -83,6 +85,17 @@ class SyncState(NamedTuple):
     @property
     def last_sync_or_creation(self) -> int:
         return self.last_sync_time or self.created_at
+
+
+# What flushes record about sending to one destination (SyncState's fields and the last error):
+# kept per destination in meta, as KEY@FINGERPRINT, so that one collector's failure (a backoff,
+# a refused signature) never holds another destination's events. A caller that names no
+# destination (a spool from before destinations, until its first flush claims it) uses KEY.
+_SYNC_KEYS = ("last_sync_time", "backoff_until", "failures", "halted", "failed_at", "last_error")
+
+
+def _scoped(key: str, destination: str | None) -> str:
+    return key if destination is None else f"{key}@{destination}"
 
 
 def _int(raw: str | None) -> int | None:
@@ -310,8 +323,11 @@ class Spool:
 
     # -- queuing ----------------------------------------------------------------------------
 
-    def enqueue(self, session: Session, events: Sequence[NewEvent]) -> tuple[int, int]:
-        """Queue events in one transaction; returns the first and last nr given to them."""
+    def enqueue(
+        self, session: Session, events: Sequence[NewEvent], destination: str | None = None
+    ) -> tuple[int, int]:
+        """Queue events in one transaction, for `destination` (a fingerprint; None: not recorded,
+        the next flush claims them); returns the first and last nr given to them."""
         count = len(events)
         if not count:
             raise ValueError("no events to queue")
@@ -327,15 +343,17 @@ class Spool:
                     (*session[:5], count),
                 ).fetchone()
             session_row, last = row
+            attr_key = (session_row, session.system, session.product_git_hash, destination)
             found = db.execute(
-                "SELECT id FROM attributes WHERE session_id = ? AND system IS ? AND product_git_hash IS ?",
-                (session_row, session.system, session.product_git_hash),
+                "SELECT id FROM attributes WHERE session_id = ? AND system IS ? AND product_git_hash IS ? "
+                "AND destination IS ?",
+                attr_key,
             ).fetchone()
             if found is None:
                 found = db.execute(
-                    "INSERT INTO attributes (session_id, system, product_git_hash) VALUES (?, ?, ?) "
-                    "RETURNING id",
-                    (session_row, session.system, session.product_git_hash),
+                    "INSERT INTO attributes (session_id, system, product_git_hash, destination) "
+                    "VALUES (?, ?, ?, ?) RETURNING id",
+                    attr_key,
                 ).fetchone()
             attr_row: int = found[0]
             first = last - count + 1
@@ -359,21 +377,69 @@ class Spool:
                 _write_metas(db, {"unknown_ip": "1"})
         return first, last
 
-    def pending(self) -> int:
-        """How many events wait to be sent, from the counters (one row per attribute set).
+    def pending(self, destination: str | None = None) -> int:
+        """How many events wait to be sent, from the counters (one row per attribute set); with
+        a destination, those a flush for it sends: its own and those not yet claimed.
 
         The marked batch counts too (its rows stay PENDING), so a batch a dead flush left marked
         still makes `flush --if-due` run and put it back."""
-        rows = self._read("SELECT total(n) FROM counts WHERE state = ?", (_PENDING,))
+        if destination is None:
+            rows = self._read("SELECT total(n) FROM counts WHERE state = ?", (_PENDING,))
+        else:
+            rows = self._read(
+                "SELECT total(c.n) FROM counts c JOIN attributes a ON a.id = c.attr_id "
+                "WHERE c.state = ? AND (a.destination = ? OR a.destination IS NULL)",
+                (_PENDING, destination),
+            )
         return int(rows[0][0])
+
+    def by_destination(self) -> dict[str | None, tuple[int, int]]:
+        """{destination: (live, rejected)} for every destination holding events (None: tracked
+        before destinations were recorded), from the counters."""
+        found: dict[str | None, tuple[int, int]] = {}
+        for destination, state, n in self._read(
+            "SELECT a.destination, c.state, total(c.n) FROM counts c JOIN attributes a "
+            "ON a.id = c.attr_id WHERE c.n != 0 GROUP BY a.destination, c.state"
+        ):
+            live, rejected = found.get(destination, (0, 0))
+            if state == _PENDING:
+                live += int(n)
+            elif state == _REJECTED:
+                rejected += int(n)
+            if live or rejected:
+                found[destination] = (live, rejected)
+        return found
+
+    def claim_unrecorded(self, destination: str) -> int:
+        """Give the attribute sets tracked before destinations were recorded (an upgraded
+        spool) to `destination`: the first flush after the upgrade sends them, as it always did.
+        Returns how many pending events they held."""
+        if not self._read("SELECT 1 FROM attributes WHERE destination IS NULL LIMIT 1"):
+            return 0  # the usual case: no write transaction
+        with self.transaction("recording the destination of older events") as db:
+            for key in _SYNC_KEYS:  # and where sending stood: the state of their destination now
+                db.execute(
+                    "UPDATE OR IGNORE meta SET key = ? WHERE key = ?", (_scoped(key, destination), key)
+                )
+                db.execute("DELETE FROM meta WHERE key = ?", (key,))
+            return _readdress(db, None, destination, only_pending=True)
 
     # -- one flush's batches ----------------------------------------------------------------
 
-    def pending_sets(self) -> list[int]:
+    def pending_sets(self, destination: str | None = None) -> list[int]:
         """Attribute sets with pending events, the one holding the oldest first (counters, then
-        one index seek per set that has some)."""
+        one index seek per set that has some); with a destination, only those a flush for it
+        sends (as `pending`): its own and those not yet claimed."""
         oldest = []
-        for (attr_row,) in self._read("SELECT attr_id FROM counts WHERE state = ? AND n > 0", (_PENDING,)):
+        sql = (
+            "SELECT c.attr_id FROM counts c JOIN attributes a ON a.id = c.attr_id "
+            "WHERE c.state = ? AND c.n > 0"
+        )
+        params: tuple[Any, ...] = (_PENDING,)
+        if destination is not None:
+            sql += " AND (a.destination = ? OR a.destination IS NULL)"
+            params += (destination,)
+        for (attr_row,) in self._read(sql, params):
             first = self._oldest(_PENDING, attr_row)
             if first is not None:
                 oldest.append((first, attr_row))
@@ -454,7 +520,8 @@ class Spool:
             changes: dict[str, str | None] = {"last_sync_time": str(sync_time)}
             if first_ack:
                 changes.update(backoff_until=None, failures=None, halted=None, failed_at=None)
-            _write_metas(db, changes)
+            found = db.execute("SELECT destination FROM attributes WHERE id = ?", (attr_row,)).fetchone()
+            _write_metas(db, _scoped_all(changes, found[0] if found else None))
 
     def release(self) -> int:
         """Drop the mark: the batch is pending again. Returns how many events it still held.
@@ -504,17 +571,18 @@ class Spool:
 
     # -- sync state -------------------------------------------------------------------------
 
-    def sync_state(self) -> SyncState:
-        metas = self._get_metas(
-            "created_at", "last_sync_time", "backoff_until", "failures", "halted", "failed_at"
-        )
+    def sync_state(self, destination: str | None = None) -> SyncState:
+        """Where sending to `destination` stands (see _SYNC_KEYS)."""
+        keys = {key: _scoped(key, destination) for key in _SYNC_KEYS[:-1]}
+        found = self._get_metas("created_at", *keys.values())
+        metas = {key: found.get(name) for key, name in keys.items()}
         return SyncState(
-            failed_at=_int(metas.get("failed_at")),
-            created_at=_int(metas.get("created_at")) or 0,
-            last_sync_time=_int(metas.get("last_sync_time")),
-            backoff_until=_int(metas.get("backoff_until")),
-            failures=_int(metas.get("failures")) or 0,
-            halted=metas.get("halted") or None,
+            failed_at=_int(metas["failed_at"]),
+            created_at=_int(found.get("created_at")) or 0,
+            last_sync_time=_int(metas["last_sync_time"]),
+            backoff_until=_int(metas["backoff_until"]),
+            failures=_int(metas["failures"]) or 0,
+            halted=metas["halted"] or None,
         )
 
     def record_failure(
@@ -524,8 +592,10 @@ class Spool:
         *,
         backoff_until: int | None = None,
         halted: str | None = None,
+        destination: str | None = None,
     ) -> None:
-        """A flush could not deliver: count it, keep its error, and back off or stop."""
+        """A flush for `destination` could not deliver: count it, keep its error, and back off
+        or stop."""
         changes: dict[str, str | None] = {"failures": str(failures), "last_error": _to_json(error)}
         if type(error.get("at")) is int:  # when it failed, by the clock then (see triggers.trusted_times)
             changes["failed_at"] = str(error["at"])
@@ -533,16 +603,16 @@ class Spool:
             changes["halted"] = halted
         if backoff_until is not None:
             changes["backoff_until"] = str(backoff_until)
-        self._set_metas("recording a failed send", changes)
+        self._set_metas("recording a failed send", _scoped_all(changes, destination))
 
-    def record_error(self, error: dict[str, Any]) -> None:
+    def record_error(self, error: dict[str, Any], destination: str | None = None) -> None:
         """Keep an error (a refused batch, an unusable protobuf) for `status`, without counting
         a failed flush: it holds no backoff."""
-        self._set_metas("recording an error", {"last_error": _to_json(error)})
+        self._set_metas("recording an error", _scoped_all({"last_error": _to_json(error)}, destination))
 
-    def record_success(self, keep_error: bool) -> None:
-        """A flush delivered (or set aside) what it took up: no backoff, no stop, and unless
-        something was rejected, no last error."""
+    def record_success(self, keep_error: bool, destination: str | None = None) -> None:
+        """A flush for `destination` delivered (or set aside) what it took up: no backoff, no
+        stop, and unless something was rejected, no last error."""
         clear: dict[str, str | None] = {
             "backoff_until": None,
             "failures": None,
@@ -551,12 +621,13 @@ class Spool:
         }
         if not keep_error:
             clear["last_error"] = None
-        self._set_metas("recording state", clear)
+        self._set_metas("recording state", _scoped_all(clear, destination))
 
-    def last_error(self) -> dict[str, Any] | None:
+    def last_error(self, destination: str | None = None) -> dict[str, Any] | None:
         import json
 
-        raw = self._get_metas("last_error").get("last_error")
+        key = _scoped("last_error", destination)
+        raw = self._get_metas(key).get(key)
         try:
             error = json.loads(raw) if raw else None
         except ValueError:
@@ -707,11 +778,12 @@ class Spool:
 
     _EVENT_COLUMNS = (
         "SELECT e.id, s.session, e.nr, e.at, e.event, e.user_id, e.ip, e.parameters, "
-        "e.is_testing, e.state, e.reason, e.attr_id FROM events e JOIN sessions s ON s.id = e.session_id"
+        "e.is_testing, e.state, e.reason, e.attr_id, a.destination FROM events e "
+        "JOIN sessions s ON s.id = e.session_id JOIN attributes a ON a.id = e.attr_id"
     )
 
     def _where(self, chosen: EventFilter) -> tuple[str, list[Any]]:
-        """The filter as a WHERE clause over `events e` joined to `sessions s`."""
+        """The filter as a WHERE clause over `events e` joined to `sessions s` and `attributes a`."""
         from hamustro_cli.queue import Shown
 
         clauses: list[str] = []
@@ -729,6 +801,7 @@ class Spool:
             params.extend((_PENDING, *marked))
         for clause, value in (
             ("s.session = ?", chosen.session),
+            ("a.destination = ?", chosen.destination),
             ("e.event GLOB ?", chosen.event),
             ("e.at >= ?", chosen.since),
             ("e.at <= ?", chosen.until),
@@ -789,7 +862,10 @@ class Spool:
         if only_rejected:
             where += (" AND " if where else " WHERE ") + "e.state = ?"
             params.append(_REJECTED)
-        sql = "SELECT e.id FROM events e JOIN sessions s ON s.id = e.session_id" + where + " ORDER BY e.id"
+        sql = (
+            "SELECT e.id FROM events e JOIN sessions s ON s.id = e.session_id "
+            "JOIN attributes a ON a.id = e.attr_id" + where + " ORDER BY e.id"
+        )
         if chosen.limit is not None:
             sql += " LIMIT ?"
             params.append(chosen.limit)
@@ -812,6 +888,10 @@ class Spool:
         Never touches the batch a flush is sending: it takes the flush lock (FlushBusy when a
         flush holds it), so a mark found meanwhile is a dead flush's and is dropped first, as
         the next flush would drop it."""
+        return self._without_flush(lambda: self._change(action, chosen))
+
+    def _without_flush(self, work: Callable[[], int]) -> int:
+        """work() holding the flush lock; FlushBusy, changing nothing, when a flush holds it."""
         lock = FlushLock(self.directory)
         if not lock.acquire(wait=False):
             raise FlushBusy(
@@ -819,9 +899,20 @@ class Spool:
                 f"try again when it ends ('hamustro status' shows it)"
             )
         try:
-            return self._change(action, chosen)
+            return work()
         finally:
             lock.release()
+
+    def claim(self, other: str, destination: str) -> int:
+        """Give every event queued for the destination `other` to `destination` (a collector
+        that moved, a secret that changed): the next flush for it sends them. Returns how many
+        events (pending or rejected) moved; holds the flush lock as `change` does."""
+
+        def move() -> int:
+            with self.transaction("recording the events' new destination") as db:
+                return _readdress(db, other, destination, only_pending=False)
+
+        return self._without_flush(move)
 
     def _change(self, action: Change, chosen: EventFilter) -> int:
         from hamustro_cli.queue import Change
@@ -866,6 +957,7 @@ def _event_dict(r: Sequence[Any], marked: tuple[int, int, int] | None) -> dict[s
         "is_testing": bool(r[8]),
         "state": shown,  # a queue.Shown value
         "reason": r[10],
+        "destination": r[12],  # its destination's fingerprint (None: tracked before they were kept)
     }
 
 
@@ -884,6 +976,20 @@ def _count(db: sqlite3.Connection, attr_row: int, state: int, delta: int) -> Non
             "ON CONFLICT (attr_id, state) DO UPDATE SET n = n + excluded.n",
             (attr_row, state, delta),
         )
+
+
+def _readdress(db: sqlite3.Connection, other: str | None, destination: str, only_pending: bool) -> int:
+    """Give the attribute sets of destination `other` (None: not recorded) to `destination`,
+    inside the caller's transaction. Returns how many events they held (pending ones only, or
+    in any state): the counters, read in the same transaction."""
+    sql = "SELECT total(c.n) FROM counts c JOIN attributes a ON a.id = c.attr_id WHERE a.destination IS ?"
+    (held,) = db.execute(sql + (f" AND c.state = {_PENDING}" if only_pending else ""), (other,)).fetchone()
+    db.execute("UPDATE attributes SET destination = ? WHERE destination IS ?", (destination, other))
+    return int(held)
+
+
+def _scoped_all(values: dict[str, str | None], destination: str | None) -> dict[str, str | None]:
+    return {_scoped(key, destination): value for key, value in values.items()}
 
 
 def _write_metas(db: sqlite3.Connection, values: dict[str, str | None]) -> None:

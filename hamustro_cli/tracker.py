@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from hamustro_cli import netaddr, triggers
+from hamustro_cli import destination, netaddr, triggers
 from hamustro_cli.config import KEYS, Config, load_config
 from hamustro_cli.errors import ConfigError, HamustroError, InputError
 from hamustro_cli.events import (
@@ -121,6 +121,7 @@ class ClientTracker:
         self.config = config
         self.log: Log = log or to_logging
         self._spool: Spool | None = None
+        self._destination: str | None = None
 
     @classmethod
     def from_config(
@@ -137,6 +138,23 @@ class ClientTracker:
     @property
     def session(self) -> Session:
         return Session.from_config(self.config)
+
+    @property
+    def destination(self) -> str:
+        """This config's destination fingerprint (destination.py), computed once per tracker; a
+        ConfigError names any of its settings that is missing."""
+        if self._destination is None:
+            values = self.config.require(destination.KEYS).values
+            self._destination = destination.fingerprint(*(values[k] for k in destination.KEYS))
+        return self._destination
+
+    def _known_destination(self) -> str | None:
+        """The destination, or None when the settings lack what names it (`status` on a spool
+        alone)."""
+        try:
+            return self.destination
+        except ConfigError:
+            return None
 
     @property
     def spool(self) -> Spool:
@@ -215,7 +233,7 @@ class ClientTracker:
 
     def _queue(self, events: list[NewEvent], flush: bool | None) -> TrackResult:
         session = self.session
-        first, last = self.spool.enqueue(session, events)
+        first, last = self.spool.enqueue(session, events, self.destination)
         # Committed. From here on nothing may raise: a caller (or a script around `track`) that
         # sees an error retries, and the event is queued twice.
         outcome, detail = self._after_queue(session.id, first, last, len(events), flush)
@@ -283,8 +301,8 @@ class ClientTracker:
         """Do the protocol's triggers fire now (or at `at`), and if not, when next?"""
         queue_size = self.config.values["queue_size"]
         return triggers.due(
-            self.spool.sync_state(),
-            self.spool.pending(),
+            self.spool.sync_state(self._known_destination()),
+            self.spool.pending(self._known_destination()),
             queue_size,
             self.config.values["queue_retention"],
             _now() if at is None else at,
@@ -311,17 +329,15 @@ class ClientTracker:
             if not due.fires:
                 report.skipped_because(Skip.NOT_DUE, f"not due: {due.reason}")
                 report.halted = due.why is triggers.Why.HALTED
-                report.pending = spool.totals().live
-                return report
+                return self._left(report)
         lock = FlushLock(self.config.spool_dir)
         if not lock.acquire(wait=wait and not if_due):
             report.skipped_because(Skip.LOCKED, "another flush is running")
-            report.pending = spool.totals().live
-            return report
+            return self._left(report)
         from hamustro_cli import sending
 
         try:
-            sending.require_protobuf(spool)
+            sending.require_protobuf(spool, self.destination)
             if retry_rejected and not dry_run:
                 # under the lock: a running flush must not see its batch's range gain events
                 moved = spool.retry_rejected()
@@ -329,18 +345,38 @@ class ClientTracker:
             recovered = spool.release()  # a mark left by a flush that died
             if recovered:
                 self.log(INFO, f"{recovered} event(s) left by an interrupted flush are pending again")
+            if not dry_run:
+                report.claimed = spool.claim_unrecorded(self.destination)
+                if report.claimed:
+                    self.log(
+                        INFO,
+                        f"{report.claimed} event(s) queued before destinations were recorded are "
+                        f"now this config's (destination {self.destination})",
+                    )
             if if_due and not self.due().fires:
                 report.skipped_because(Skip.NOT_DUE, "not due (another flush just ran)")
             elif dry_run:
-                sending.dry_run(spool, self.config.values["max_batch_events"], report)
+                sending.dry_run(spool, self.config.values["max_batch_events"], report, self.destination)
             else:
-                sending.Sender.from_config(spool, self.config, report, self.log, progress).send_all()
+                sending.Sender.from_config(
+                    spool, self.config, report, self.log, progress, self.destination
+                ).send_all()
                 if report.sent:
                     with spool.relaxed_sync():  # freeing pages puts no event at risk
                         spool.reclaim()  # give the delivered events' disk back, in short steps
         finally:
             lock.release()
-        report.pending = spool.totals().live
+        return self._left(report)
+
+    def _left(self, report: FlushReport) -> FlushReport:
+        """Fill in what the spool still holds: this destination's live events (`pending`) and
+        other destinations' (`elsewhere`), which a flush with this config leaves alone."""
+        mine = self.destination
+        held = self.spool.by_destination()
+        report.pending = sum(live for d, (live, _) in held.items() if d in (mine, None))
+        report.elsewhere = sum(live for d, (live, _) in held.items() if d not in (mine, None))
+        if report.elsewhere:
+            self.log(INFO, "left " + destination.others_advice(destination.others(held, mine)))
         return report
 
     # -- looking --------------------------------------------------------------------------
@@ -372,7 +408,8 @@ class ClientTracker:
         from hamustro_cli.records import total
 
         totals = total(counts)  # the counts read above, not read again
-        sync = spool.sync_state()
+        mine = self._known_destination()
+        sync = spool.sync_state(mine)
         now = _now()
         due = self.due(now)
         # what can hold sending now, not what is stored: a backoff set under a clock that ran
@@ -386,7 +423,7 @@ class ClientTracker:
             "sessions": out_sessions,
             "last_sync_time": sync.last_sync_time,
             "created_at": sync.created_at,
-            "last_error": spool.last_error(),
+            "last_error": spool.last_error(mine),
             "due": due.fires,
             "due_reason": due.reason,
             "next_due_at": due.next_at,
@@ -396,9 +433,33 @@ class ClientTracker:
             "queue_size": self.config.values["queue_size"],
             "queue_retention": self.config.values["queue_retention"],
         }
+        result.update(self._destinations(spool))
         if events:
             result["events"] = list(spool.iter_events(limit))
         return result
+
+    def _destinations(self, spool: Spool) -> dict[str, Any]:
+        """`status`'s view of destinations: this config's fingerprint (None when the settings
+        lack what names it), the events held per destination (None: from before destinations
+        were recorded), and {destination: events} a flush with this config leaves alone (None:
+        it cannot be told)."""
+        mine = self._known_destination()
+        found = spool.by_destination()
+        held = sorted(found.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))
+        others = destination.others(found, mine) if mine is not None else None
+        return {
+            "destination": mine,
+            "destinations": [
+                {
+                    "destination": d,
+                    "pending": live,
+                    "rejected": rejected,
+                    "current": mine is not None and d == mine,
+                }
+                for d, (live, rejected) in held
+            ],
+            "other_destinations": others,
+        }
 
     def session_status(self) -> dict[str, Any]:
         """The current session's attributes, its last nr and how many of its events wait to be

@@ -88,10 +88,14 @@ class RunningCollector:
         return self.server.requests
 
 
-def start_collector(tmp_path: Path, name: str = "collector", **options: Any) -> RunningCollector:
+def start_collector(
+    tmp_path: Path, name: str = "collector", port: int = 0, **options: Any
+) -> RunningCollector:
+    """A collector on 127.0.0.1: on `port` to stand in for one that was there before (the same
+    collector_url is the same destination), else on a free one."""
     out_path = tmp_path / f"{name}.jsonl"
     out = open(out_path, "a")  # noqa: SIM115 - closed by the fixture
-    server = make_server("127.0.0.1", 0, options.pop("secret", SECRET), out, **options)
+    server = make_server("127.0.0.1", port, options.pop("secret", SECRET), out, **options)
     server.keep_requests = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -13,6 +13,7 @@ from conftest import invoke, run
 
 from hamustro_cli import triggers
 from hamustro_cli.spool import Spool, SyncState
+from hamustro_cli.tracker import ClientTracker
 
 NOW = 1_700_000_000
 YEAR = 365 * 24 * 3600
@@ -66,13 +67,24 @@ def test_a_clock_before_1970(now):
     assert "seconds since 1970" in triggers._clock(2**62)
 
 
+def _destination() -> str:
+    """The configured destination, whose sync state a flush records."""
+    with ClientTracker.from_config() as tracker:
+        return tracker.destination
+
+
 def _future_state(spool_dir, ahead: int) -> None:
     """What a flush under a clock `ahead` seconds fast leaves after failing: a backoff and a
     last sync (from an earlier batch) in the future."""
     t = int(time.time()) + ahead
+    mine = _destination()
     with Spool(spool_dir) as spool:
-        spool.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sync_time', ?)", (str(t),))
-        spool.record_failure({"at": t, "status": 503, "message": "down"}, 2, backoff_until=t + 120)
+        spool.db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"last_sync_time@{mine}", str(t))
+        )
+        spool.record_failure(
+            {"at": t, "status": 503, "message": "down"}, 2, backoff_until=t + 120, destination=mine
+        )
 
 
 @pytest.mark.parametrize("ahead", [YEAR, 7200])
@@ -101,8 +113,11 @@ def test_doctor_does_not_report_a_void_backoff(config, collector, spool_dir):
 
 
 def _stored_backoff(spool_dir, failed_at: int, until: int) -> None:
+    mine = _destination()
     with Spool(spool_dir) as spool:
-        spool.record_failure({"at": failed_at, "status": 503, "message": "down"}, 2, backoff_until=until)
+        spool.record_failure(
+            {"at": failed_at, "status": 503, "message": "down"}, 2, backoff_until=until, destination=mine
+        )
 
 
 @pytest.mark.parametrize(

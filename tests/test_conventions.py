@@ -54,10 +54,10 @@ def test_refused_signature_needs_a_person_until_fixed(isolated: Path, tmp_path: 
         invoke("status", expect=0)  # without --check, status only reports
     finally:
         other.server.stop()
-    good = start_collector(tmp_path, "good")
+    good = start_collector(tmp_path, "good", port=other.server.server_address[1])  # fixed, same URL
     try:
-        configure(isolated, good.url)
         invoke("flush", expect=0)
+        assert [e["event"] for e in good.received()] == ["a"]
         invoke("status", "--check", expect=0)
     finally:
         good.server.stop()

@@ -182,10 +182,12 @@ def test_rejected_events_resend_on_request(isolated, tmp_path):
         assert st["events"][0]["nr"] == 3
     finally:
         picky.server.stop()
-    # The collector is fixed; the rejected event goes out on request.
+    # The collector is fixed, at a new address (another destination: its events are claimed);
+    # the rejected event goes out on request.
     fine = start_collector(tmp_path, "fine")
     try:
         write_config(isolated / "config.toml", collector_url=fine.url, **SETTINGS)
+        invoke("events", "claim", st["destination"])
         out = json.loads(invoke("flush", "--retry-rejected", "--json").stdout)
         assert out["sent"] == 1
         assert [(e["event"], e["nr"]) for e in fine.received()] == [("bad", 3)]

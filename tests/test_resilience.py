@@ -127,6 +127,7 @@ def test_flush_killed_mid_request_loses_nothing(config, tmp_path, spool_dir, iso
     fine = start_collector(tmp_path, "fine")
     try:
         write_config(isolated / "config.toml", collector_url=fine.url, **SETTINGS)
+        invoke("events", "claim", st["destination"])  # another URL: its events go there when asked
         assert invoke("flush").exit_code == 0
         assert [e["nr"] for e in fine.received()] == [1, 2, 3, 4, 5]
         assert status()["pending"] == 0
@@ -149,9 +150,11 @@ def test_flush_if_due_recovers_events_left_sending_by_a_killed_flush(config, tmp
         proc.wait()
     held.server.shutting_down = True
     assert status()["due"] is True  # queue_size is reached: the stuck events still wait to be sent
+    held_for = status()["destination"]
     fine = start_collector(tmp_path, "fine")
     try:
         write_config(isolated / "config.toml", collector_url=fine.url, queue_size=5, **SETTINGS)
+        invoke("events", "claim", held_for)  # another URL: its events go there when asked
         assert invoke("flush", "--if-due").exit_code == 0
         assert [e["nr"] for e in fine.received()] == [1, 2, 3, 4, 5]
         assert (status()["pending"], status()["sending"]) == (0, 0)
@@ -236,14 +239,13 @@ def test_backoff_keeps_track_and_cron_quiet_but_not_a_person(isolated):
 
 
 def test_backoff_clears_after_success(isolated, collector):
-    server = ScriptedServer([503])
+    server = ScriptedServer([503, 200])
     write_config(isolated / "config.toml", collector_url=server.url, retries=0, **SETTINGS)
     invoke("track", "a")
     invoke("flush", expect=1)
-    server.close()
     assert status()["backoff_until"]
-    write_config(isolated / "config.toml", collector_url=collector.url, **SETTINGS)
-    invoke("flush")
+    invoke("flush")  # the collector is back
+    server.close()
     st = status()
     assert st["backoff_until"] is None and st["last_error"] is None and st["pending"] == 0
 
@@ -267,8 +269,13 @@ def test_wrong_secret_stops_sending_and_says_so(isolated, collector):
     st = status()
     assert st["halted"] and st["pending"] == 2 and st["last_error"]["status"] == 405
     assert collector.received() == []
-    # fixed: a plain flush by a person sends everything and lifts the stop
+    # fixed: the events were tracked for the wrong secret (another destination): a plain flush
+    # leaves them, saying so, until a person claims them; then it sends them and lifts the stop
+    wrong = st["destination"]
     write_config(isolated / "config.toml", collector_url=collector.url, **SETTINGS)
+    assert "2 left for other destination(s)" in invoke("flush").stdout
+    assert collector.received() == []
+    invoke("events", "claim", wrong)
     invoke("flush")
     assert [e["event"] for e in collector.received()] == ["a", "b"]
     assert status()["halted"] is None

@@ -1,0 +1,56 @@
+"""Where events go: a keyed fingerprint of the destination (collector_url, client_id and
+shared_secret_key), stored with each attribute set so that a spool shared by two configs sends
+each event only to the collector, signed only with the secret, it was tracked under.
+
+The fingerprint is HMAC-SHA256 keyed with the secret over the URL and client_id, cut to 16 hex
+digits: it tells destinations apart, and the secret cannot be read back from it (nor from
+anything else the spool holds). On `track`'s path: hmac and hashlib only, computed once per
+tracker (ClientTracker.destination)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from typing import Any
+
+KEYS = ("collector_url", "client_id", "shared_secret_key")  # what names a destination, in order
+FINGERPRINT_CHARS = 16  # hex digits kept: 64 bits, plenty to tell a machine's destinations apart
+_CONTEXT = b"hamustro destination v1\x00"
+
+
+def _bytes(text: str) -> bytes:
+    # a setting from the environment may hold undecodable bytes as lone surrogates
+    return text.encode("utf-8", "surrogatepass")
+
+
+def fingerprint(collector_url: str, client_id: str, shared_secret_key: str) -> str:
+    """The destination's fingerprint: 16 lowercase hex digits."""
+    message = _CONTEXT + _bytes(collector_url) + b"\x00" + _bytes(client_id)
+    return hmac.new(_bytes(shared_secret_key), message, hashlib.sha256).hexdigest()[:FINGERPRINT_CHARS]
+
+
+def of_settings(values: Mapping[str, Any]) -> str | None:
+    """The fingerprint of the destination these settings name, or None when one is unset."""
+    named = [values.get(key) for key in KEYS]
+    if any(value in (None, "") for value in named):
+        return None
+    return fingerprint(*(str(value) for value in named))
+
+
+def others(held: Mapping[str | None, tuple[int, int]], mine: str) -> dict[str, int]:
+    """{destination: events} of `Spool.by_destination()` that a flush for `mine` leaves alone
+    (not those from before destinations were recorded: it claims them)."""
+    return {d: live + rejected for d, (live, rejected) in held.items() if d is not None and d != mine}
+
+
+def others_advice(counts: Mapping[str, int]) -> str:
+    """What `status`, `doctor` and `flush` say about other destinations' events."""
+    listed = ", ".join(f"{d} ({n})" for d, n in sorted(counts.items()))
+    return (
+        f"{sum(counts.values())} event(s) queued for other destination(s): {listed}; a flush with this "
+        "config leaves them (they were tracked with another collector_url, client_id or "
+        "shared_secret_key): flush with the config they were tracked under, or send them with this "
+        "one ('hamustro events claim FINGERPRINT'), or drop them "
+        "('hamustro events drop --destination FINGERPRINT --yes')"
+    )
