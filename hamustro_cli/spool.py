@@ -543,10 +543,15 @@ class Spool:
             _count(db, attr_row, _PENDING, -cursor.rowcount)
             _count(db, attr_row, _REJECTED, cursor.rowcount)
 
-    def retry_rejected(self) -> int:
+    def retry_rejected(self, destination: str | None = None) -> int:
+        """Rejected events back to pending: only those a flush for `destination` sends (as
+        `pending`) when given, else every one."""
         moved = 0
         with self.transaction("moving rejected events back to the queue") as db:
-            sets = db.execute("SELECT id FROM attributes").fetchall()  # not the counters: rows decide
+            sql = "SELECT id FROM attributes"  # not the counters: rows decide
+            if destination is not None:
+                sql += " WHERE destination = ? OR destination IS NULL"
+            sets = db.execute(sql, () if destination is None else (destination,)).fetchall()
             for (attr_row,) in sets:
                 changed: int = db.execute(
                     "UPDATE events SET state = ?, reason = NULL WHERE state = ? AND attr_id = ?",

@@ -340,7 +340,7 @@ class ClientTracker:
             sending.require_protobuf(spool, self.destination)
             if retry_rejected and not dry_run:
                 # under the lock: a running flush must not see its batch's range gain events
-                moved = spool.retry_rejected()
+                moved = spool.retry_rejected(self.destination)
                 self.log(INFO, f"moved {moved} rejected event(s) back to the queue")
             recovered = spool.release()  # a mark left by a flush that died
             if recovered:

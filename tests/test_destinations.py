@@ -175,6 +175,28 @@ def test_one_destinations_stop_or_backoff_never_holds_the_other(tmp_path, spool_
         b.close()
 
 
+def test_retry_rejected_moves_only_its_own_destinations_events(tmp_path, spool_dir):
+    a = Destination(tmp_path, "a")
+    picky = start_collector(tmp_path, "picky-b", secret=SECRETS["b"], reject_events=["b-bad"])
+    b_config = write_config(
+        tmp_path / "b.toml",
+        collector_url=picky.url,
+        **{**SETTINGS, "shared_secret_key": SECRETS["b"], "client_id": "client-b"},
+    )
+    try:
+        invoke("--config", str(b_config), "track", "b-bad")
+        invoke("--config", str(b_config), "flush", expect=4)  # set aside as rejected
+        a("track", "a-0")
+        out = json.loads(a("flush", "--retry-rejected", "--json").stdout)
+        assert out["sent"] == 1 and sent_events(a.collector) == [("client-a", "a-0")]
+        rows = [json.loads(line) for line in a("events", "list", "--json").stdout.splitlines()]
+        assert [(r["event"], r["state"]) for r in rows] == [("b-bad", "rejected")]  # left as it was
+    finally:
+        a.close()
+        picky.server.stop()
+        picky.server.out.close()
+
+
 def test_status_and_doctor_say_when_the_spool_holds_events_for_another_destination(two):
     a, b = two
     a("track", "a-0")
