@@ -19,6 +19,13 @@ sync state (last sync, backoff) is rewritten a year into the future or the past,
 that ran ahead or behind during a flush would leave it. The final drain also resends what the
 refusals set aside (`flush --retry-rejected`).
 
+A second destination (issue 14, class 3): a second config (its own collector on its own port,
+its own secret and client_id) shares the spool. --trackers-b loops track with it, the cron
+loop flushes with either config, collector kills hit either collector, and clock jumps rewrite
+either destination's sync state. Each collector verifies signatures with its own secret; an id
+received by the other destination's collector is *misrouted* (must be 0), and the final drain
+flushes with both configs until the spool is empty.
+
 Each event carries a unique id in its parameters. An id is *confirmed* when its `track`
 exited 0, *unconfirmed* when the `track` was SIGKILLed (it may or may not have been
 queued). Exit 1 when a confirmed event was lost, a session's `nr` values have gaps or
@@ -48,6 +55,12 @@ from typing import Any
 
 HOST = "127.0.0.1"
 SECRET = "soak-secret-not-for-production"
+SECRET_B = "soak-second-destination-secret"
+# per destination: (config file, collector secret, client_id, prefix of its collector's output files)
+DESTINATIONS = {
+    "a": ("config.toml", SECRET, "soak", "received-"),
+    "b": ("config-b.toml", SECRET_B, "soak-b", "b-received-"),
+}
 BAD_PATTERNS = {
     "traceback": re.compile(r"Traceback \(most recent call last\)"),
     "locked": re.compile(r"database is locked", re.I),
@@ -87,6 +100,7 @@ class Soak:
         self.logs.mkdir()
         self.port = free_port()  # the hostile proxy; the clients' collector_url
         self.inner_port = free_port()  # the real collector behind it
+        self.port_b = free_port()  # the second destination's collector (no proxy)
         self.t0 = time.monotonic()
         self.deadline = self.t0 + args.seconds
         self.stop_chaos = threading.Event()
@@ -99,8 +113,9 @@ class Soak:
         self.exit_codes: collections.Counter[str] = collections.Counter()
         self.bad: collections.Counter[str] = collections.Counter()
         self.excerpts: list[str] = []
-        self.collector: subprocess.Popen | None = None
+        self.collectors: dict[str, subprocess.Popen | None] = {"a": None, "b": None}
         self.collector_runs = 0
+        self.fingerprints: dict[str, str] = {}  # destination: its fingerprint (status --json)
         self.chaos_log = open(self.work / "chaos.log", "w", buffering=1)
         self.child_log = open(self.logs / "children.log", "w", buffering=1)  # non-empty stderr of children
         self.base_env = self._base_env()
@@ -128,28 +143,31 @@ class Soak:
 
     def _write_config(self) -> None:
         a = self.args
-        text = (
-            f'collector_url = "http://{HOST}:{self.port}"\n'
-            f'shared_secret_key = "{SECRET}"\n'
-            'device_id = "soak-device"\n'
-            'client_id = "soak"\n'
-            'system_version = "soak-os 1"\n'
-            'product_version = "soak-0"\n'
-            f"queue_size = {a.queue_size}\n"
-            'flush = "background"\n'
-            "retries = 2\n"
-            "retry_delay = 0.05\n"
-            f"timeout = {a.timeout}\n"
-        )
-        path = self.work / "config.toml"
-        path.write_text(text)
-        path.chmod(0o600)
+        for dest, port in (("a", self.port), ("b", self.port_b)):
+            name, secret, client_id, _ = DESTINATIONS[dest]
+            text = (
+                f'collector_url = "http://{HOST}:{port}"\n'
+                f'shared_secret_key = "{secret}"\n'
+                'device_id = "soak-device"\n'
+                f'client_id = "{client_id}"\n'
+                'system_version = "soak-os 1"\n'
+                'product_version = "soak-0"\n'
+                f"queue_size = {a.queue_size}\n"
+                'flush = "background"\n'
+                "retries = 2\n"
+                "retry_delay = 0.05\n"
+                f"timeout = {a.timeout}\n"
+            )
+            path = self.work / name
+            path.write_text(text)
+            path.chmod(0o600)
 
     def hamustro(self) -> list[str]:
         return [self.args.python, "-m", "hamustro_cli"]
 
-    def env_for(self, session_index: int = 0) -> dict[str, str]:
+    def env_for(self, session_index: int = 0, dest: str = "a") -> dict[str, str]:
         env = dict(self.base_env)
+        env["HAMUSTRO_CONFIG"] = str(self.work / DESTINATIONS[dest][0])
         if session_index:
             env["HAMUSTRO_PRODUCT_VERSION"] = f"soak-{session_index}"
         return env
@@ -159,19 +177,22 @@ class Soak:
 
     # -- the collector ----------------------------------------------------------------------
 
-    def start_collector(self, fail_rate: float, delay: float) -> None:
+    def start_collector(self, fail_rate: float, delay: float, dest: str = "a") -> None:
+        """Destination a's collector (behind the hostile proxy) or b's (its own port)."""
         self.collector_runs += 1
         n = self.collector_runs
-        out = self.work / f"received-{n:03d}.jsonl"
+        _, secret, _, prefix = DESTINATIONS[dest]
+        port = self.inner_port if dest == "a" else self.port_b
+        out = self.work / f"{prefix}{n:03d}.jsonl"
         err = open(self.logs / f"collector-{n:03d}.err", "w")
         env = {k: v for k, v in self.base_env.items()}
-        env["HAMUSTRO_SHARED_SECRET_KEY"] = SECRET
+        env["HAMUSTRO_SHARED_SECRET_KEY"] = secret
         cmd = self.hamustro() + [
             "collector",
             "--host",
             HOST,
             "--port",
-            str(self.inner_port),
+            str(port),
             "--out",
             str(out),
             "--fail-rate",
@@ -186,9 +207,9 @@ class Soak:
             for _ in range(100):
                 if proc.poll() is not None:
                     break
-                if port_open(self.inner_port):
-                    self.collector = proc
-                    self.note(f"collector #{n} up, pid {proc.pid}, fail-rate {fail_rate}")
+                if port_open(port):
+                    self.collectors[dest] = proc
+                    self.note(f"collector #{n} ({dest}) up, pid {proc.pid}, fail-rate {fail_rate}")
                     err.close()
                     return
                 time.sleep(0.02)
@@ -197,10 +218,10 @@ class Soak:
                 proc.wait()
             time.sleep(0.1)  # port still held (TIME_WAIT or a lingering socket): try again
         err.close()
-        raise SystemExit(f"soak: cannot start a collector on {HOST}:{self.inner_port}")
+        raise SystemExit(f"soak: cannot start a collector on {HOST}:{port}")
 
-    def kill_collector(self, sig: int = signal.SIGKILL) -> None:
-        proc = self.collector
+    def kill_collector(self, sig: int = signal.SIGKILL, dest: str = "a") -> None:
+        proc = self.collectors[dest]
         if proc is None:
             return
         if proc.poll() is None:
@@ -210,8 +231,8 @@ class Soak:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        self.note(f"collector pid {proc.pid} stopped with signal {sig}")
-        self.collector = None
+        self.note(f"collector ({dest}) pid {proc.pid} stopped with signal {sig}")
+        self.collectors[dest] = None
 
     # -- the hostile proxy in front of the collector ------------------------------------------
 
@@ -332,7 +353,9 @@ class Soak:
                 continue
             shift = rng.choice([year, -year, 30 * 86400, -30 * 86400])
             at = str(int(time.time()) + shift)
-            keys = rng.choice([("last_sync_time",), ("backoff_until",), ("last_sync_time", "backoff_until")])
+            names = rng.choice([("last_sync_time",), ("backoff_until",), ("last_sync_time", "backoff_until")])
+            dest = rng.choice(sorted(self.fingerprints))
+            keys = [f"{name}@{self.fingerprints[dest]}" for name in names]  # its destination's state
             try:
                 con = sqlite3.connect(db, timeout=10)
                 try:
@@ -471,19 +494,21 @@ class Soak:
 
     # -- loops ------------------------------------------------------------------------------
 
-    def tracker_loop(self, k: int) -> None:
+    def tracker_loop(self, k: int, dest: str = "a") -> None:
+        """Track with destination `dest`'s config; its ids start with t (a) or b (b)."""
         rng = random.Random(self.rng.random())
         session_index = k % self.args.sessions
-        env = self.env_for(session_index)
+        env = self.env_for(session_index, dest)
+        mark = "t" if dest == "a" else "b"
         seq = 0
         while time.monotonic() < self.deadline:
             seq += 1
             if rng.random() < self.args.stdin_share:
-                ids = [f"t{k}-{seq:06d}-{j}" for j in range(rng.randint(2, 5))]
+                ids = [f"{mark}{k}-{seq:06d}-{j}" for j in range(rng.randint(2, 5))]
                 lines = "".join(json.dumps({"event": "soak", "params": {"id": i}}) + "\n" for i in ids)
                 kind, args, stdin = "track-stdin", ["track", "--stdin"], lines
             else:
-                ids = [f"t{k}-{seq:06d}"]
+                ids = [f"{mark}{k}-{seq:06d}"]
                 kind, args, stdin = "track", ["track", "soak", "--param", f"id={ids[0]}"], None
             doom = rng.uniform(0.0, 0.4) if rng.random() < self.args.doom_share else None
             rc, _, err, killed = self.run_child(kind, args, ids, stdin, env, doom_after=doom)
@@ -501,10 +526,13 @@ class Soak:
         rng = random.Random(self.rng.random())
         running: list[threading.Thread] = []
 
-        def one(args: list[str]) -> None:
+        def one(args: list[str], dest: str) -> None:
             doom = rng.uniform(0.1, 1.0) if rng.random() < self.args.doom_share else None
             rc, _, err, killed = self.run_child(
-                "flush-if-due" if "--if-due" in args else "flush", args, doom_after=doom
+                "flush-if-due" if "--if-due" in args else "flush",
+                args,
+                env=self.env_for(0, dest),
+                doom_after=doom,
             )
             if rc not in (0, 1) and not killed:
                 self.note(f"flush {args} exited {rc}: {err.strip()[-300:]!r}")
@@ -513,7 +541,8 @@ class Soak:
             running = [t for t in running if t.is_alive()]
             if len(running) < 4:
                 args = ["flush", "--if-due"] if rng.random() < 0.25 else ["flush"]
-                t = threading.Thread(target=one, args=(args,), daemon=True)
+                dest = rng.choice(["a", "b"])  # cron with either config, on the shared spool
+                t = threading.Thread(target=one, args=(args, dest), daemon=True)
                 t.start()
                 running.append(t)
             time.sleep(rng.uniform(0.8, 1.2))
@@ -550,12 +579,13 @@ class Soak:
                 else:
                     self.kill_child(victim, "chaos")
             if now >= next_collector_kill:
-                self.kill_collector(signal.SIGKILL)
+                dest = rng.choice(["a", "a", "b"])
+                self.kill_collector(signal.SIGKILL, dest)
                 self.counts["collector kills"] += 1
                 pause = rng.uniform(0.1, 1.5)
                 if self.stop_chaos.wait(pause) or time.monotonic() >= self.deadline:
                     break
-                self.start_collector(self.args.fail_rate, self.args.collector_delay)
+                self.start_collector(self.args.fail_rate, self.args.collector_delay, dest)
                 self.counts["collector restarts"] += 1
                 next_collector_kill = time.monotonic() + rng.uniform(*self.args.collector_kill_every)
 
@@ -569,10 +599,16 @@ class Soak:
         )
         try:
             self.start_proxy()
-            self.start_collector(self.args.fail_rate, self.args.collector_delay)
+            for dest in DESTINATIONS:
+                self.start_collector(self.args.fail_rate, self.args.collector_delay, dest)
+                self.fingerprints[dest] = self.fingerprint(dest)
             threads = [
                 threading.Thread(target=self.tracker_loop, args=(k,), name=f"tracker{k}")
                 for k in range(self.args.trackers)
+            ]
+            threads += [
+                threading.Thread(target=self.tracker_loop, args=(k, "b"), name=f"tracker-b{k}")
+                for k in range(self.args.trackers_b)
             ]
             threads.append(threading.Thread(target=self.flush_loop, name="flush"))
             threads.append(threading.Thread(target=self.clock_loop, name="clock"))
@@ -591,11 +627,20 @@ class Soak:
             return self.drain_and_report()
         finally:
             self.kill_stragglers("at exit")
-            self.kill_collector(signal.SIGTERM)
+            for dest in DESTINATIONS:
+                self.kill_collector(signal.SIGTERM, dest)
             if getattr(self, "proxy", None) is not None:
                 self.proxy.close()
             self.chaos_log.close()
             self.child_log.close()
+
+    def fingerprint(self, dest: str) -> str:
+        """The destination's fingerprint, as `status --json` gives it (the spool is created)."""
+        rc, out, err, _ = self.run_child("setup-status", ["status", "--json"], env=self.env_for(0, dest))
+        if rc != 0:
+            raise SystemExit(f"soak: status with destination {dest} failed: {err.strip()[-300:]}")
+        found: str = json.loads(out)["destination"]
+        return found
 
     def kill_stragglers(self, when: str) -> None:
         with self.lock:
@@ -615,13 +660,20 @@ class Soak:
             if self.kill_background(pid):
                 self.counts["killed at the end"] += 1
                 self.note(f"end: SIGKILL background flush pid {pid}")
-        self.kill_collector(signal.SIGKILL)
-        self.args.hostile_share = 0.0  # the drain meets an honest collector
-        self.start_collector(0.0, 0.0)
+        self.args.hostile_share = 0.0  # the drain meets honest collectors
+        for dest in DESTINATIONS:
+            self.kill_collector(signal.SIGKILL, dest)
+            self.start_collector(0.0, 0.0, dest)
         status: dict[str, Any] = {}
         drained = False
         for attempt in range(1, self.args.drain_tries + 1):
-            rc, _, err, _ = self.run_child("final-flush", ["flush", "--retry-rejected"], timeout=120)
+            rc = [
+                self.run_child(
+                    "final-flush", ["flush", "--retry-rejected"], env=self.env_for(0, dest), timeout=120
+                )[0]
+                for dest in DESTINATIONS
+            ]
+            # status's counts are the whole spool's: both destinations' events
             rc_s, out, err_s, _ = self.run_child("final-status", ["status", "--json"], timeout=60)
             try:
                 status = json.loads(out)
@@ -635,7 +687,8 @@ class Soak:
                 drained = True
                 break
             time.sleep(0.2)
-        self.kill_collector(signal.SIGTERM)  # a clean stop: its file is complete
+        for dest in DESTINATIONS:
+            self.kill_collector(signal.SIGTERM, dest)  # a clean stop: its file is complete
         for pid in self.background_pids():  # none expected; never leave one behind
             self.kill_background(pid)
         for log in sorted(self.spool.glob("flush.log*")):
@@ -646,10 +699,10 @@ class Soak:
 
     def last_nrs(self) -> dict[str, int]:
         out = {}
-        for s in range(self.args.sessions):
+        for s, dest in ((s, d) for s in range(self.args.sessions) for d in DESTINATIONS):
             proc = subprocess.run(
                 self.hamustro() + ["session", "--json"],
-                env=self.env_for(s),
+                env=self.env_for(s, dest),
                 cwd=self.work,
                 capture_output=True,
                 text=True,
@@ -664,7 +717,11 @@ class Soak:
         received = []  # (session, nr, id)
         runs_of_id: dict[str, list[int]] = collections.defaultdict(list)  # collector runs that wrote it
         truncated = 0
-        for run, path in enumerate(sorted(self.work.glob("received-*.jsonl"))):
+        misrouted: list[tuple[str, str]] = []  # (id, the destination whose collector got it)
+        files = [
+            (d, p) for d, (*_, prefix) in DESTINATIONS.items() for p in self.work.glob(f"{prefix}*.jsonl")
+        ]
+        for run, (dest, path) in enumerate(sorted(files, key=lambda dp: dp[1].name)):
             for line in path.read_text(errors="replace").splitlines():
                 try:
                     obj = json.loads(line)
@@ -674,6 +731,8 @@ class Soak:
                     continue
                 received.append((obj["session"], obj["nr"], ident))
                 runs_of_id[ident].append(run)
+                if ident[:1] != ("t" if dest == "a" else "b"):  # tracked for the other destination
+                    misrouted.append((ident, dest))
         # The local collector's own tracebacks: a client that vanished mid-connection makes
         # socketserver print one (ConnectionResetError / BrokenPipeError). Not the client's.
         collector_errors: collections.Counter[str] = collections.Counter()
@@ -728,6 +787,9 @@ class Soak:
                 1 for i in dup_ids if len(set(runs_of_id[i])) > 1
             ),
             "lost": len(lost),
+            "second destination: tracked (confirmed)": sum(1 for i in self.confirmed if i.startswith("b")),
+            "second destination: delivered": sum(1 for i in self.confirmed & got if i.startswith("b")),
+            "misrouted (received by the other destination's collector)": len(misrouted),
             "unknown ids received": len(unknown),
             "(session, nr) conflicts": len(nr_conflicts),
             "ids under several nr": len(id_conflicts),
@@ -769,6 +831,8 @@ class Soak:
             print(f"ids under several nr: {list(id_conflicts.items())[:10]}")
         if unknown:
             print(f"unknown ids: {sorted(unknown)[:10]}")
+        if misrouted:
+            print(f"MISROUTED ids: {misrouted[:10]}")
         for text in self.excerpts:
             print(text)
         print(f"work dir: {self.work} (chaos.log, stderr/, received-*.jsonl, spool/)")
@@ -777,6 +841,7 @@ class Soak:
             or gaps
             or nr_conflicts
             or id_conflicts
+            or misrouted
             or self.bad["traceback"]
             or self.bad["locked"]
             or self.failed_ids
@@ -793,6 +858,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=60, help="how long the chaos lasts (default 60)")
     p.add_argument("--trackers", type=int, default=4, help="tracking loops (default 4)")
+    p.add_argument(
+        "--trackers-b",
+        type=int,
+        default=2,
+        help="tracking loops with the second destination's config, same spool (default 2)",
+    )
     p.add_argument(
         "--sessions", type=int, default=2, help="distinct sessions (product_version per tracker, default 2)"
     )
