@@ -241,6 +241,13 @@ def events_claim(obj: GlobalOptions, other: str) -> None:
       hamustro status                          # elsewhere: ... 3f9c0a1b2c3d4e5f (12)
       hamustro events claim 3f9c0a1b2c3d4e5f
     """
+    from hamustro_cli.destination import FINGERPRINT_CHARS, is_fingerprint
+
+    if not is_fingerprint(other):
+        raise InputError(
+            f"FINGERPRINT: expected {FINGERPRINT_CHARS} lowercase hex digits, as 'hamustro status' "
+            "prints a destination's"
+        )
     with obj.tracker() as tracker:
         mine = tracker.destination
         where = tracker.config.spool_dir

@@ -30,6 +30,11 @@ def fingerprint(collector_url: str, client_id: str, shared_secret_key: str) -> s
     return hmac.new(_bytes(shared_secret_key), message, hashlib.sha256).hexdigest()[:FINGERPRINT_CHARS]
 
 
+def is_fingerprint(text: str) -> bool:
+    """Is `text` shaped as `fingerprint` makes them (16 lowercase hex digits)?"""
+    return len(text) == FINGERPRINT_CHARS and all(c in "0123456789abcdef" for c in text)
+
+
 def of_settings(values: Mapping[str, Any]) -> str | None:
     """The fingerprint of the destination these settings name, or None when one is unset."""
     named = [values.get(key) for key in KEYS]

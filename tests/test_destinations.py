@@ -257,6 +257,10 @@ def test_claim_sends_another_destinations_events_here_and_only_when_asked(two):
     wrong = a("events", "claim", "0123456789abcdef", expect=2)
     assert "no events are queued for destination 0123456789abcdef" in wrong.output
     assert "Traceback" not in wrong.output
+    for bad in ("", "XYZ", "0123456789ABCDEF", "\x1b[31m" + "0" * 9, "0" * 10_000):
+        refused = a("events", "claim", bad, expect=2)
+        assert "16 lowercase hex digits" in refused.output and "\x1b" not in refused.output
+        assert len(refused.output) < 500
     own = a("events", "claim", a.fingerprint, expect=2)
     assert "this config's destination already" in own.output
     assert json.loads(a("status", "--json").stdout)["other_destinations"] == {b.fingerprint: 2}
