@@ -25,7 +25,7 @@ class FlushReport:
         self.failed = 0
         self.rejected = 0
         self.pending = 0  # this destination's events still queued
-        self.elsewhere = 0  # other destinations' events, left alone (see destination.py)
+        self.elsewhere = 0  # other destinations' events (pending or rejected), left alone (destination.py)
         self.claimed = 0  # events from before destinations were recorded, now this one's
         self.batches: list[dict[str, Any]] = []
         self.skip: Skip | None = None  # set when nothing was attempted

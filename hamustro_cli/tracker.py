@@ -370,13 +370,14 @@ class ClientTracker:
 
     def _left(self, report: FlushReport) -> FlushReport:
         """Fill in what the spool still holds: this destination's live events (`pending`) and
-        other destinations' (`elsewhere`), which a flush with this config leaves alone."""
+        other destinations' events (`elsewhere`), which a flush with this config leaves alone."""
         mine = self.destination
         held = self.spool.by_destination()
+        others = destination.others(held, mine)
         report.pending = sum(live for d, (live, _) in held.items() if d in (mine, None))
-        report.elsewhere = sum(live for d, (live, _) in held.items() if d not in (mine, None))
-        if report.elsewhere:
-            self.log(INFO, "left " + destination.others_advice(destination.others(held, mine)))
+        report.elsewhere = sum(others.values())
+        if others:
+            self.log(INFO, "left " + destination.others_advice(others))
         return report
 
     # -- looking --------------------------------------------------------------------------

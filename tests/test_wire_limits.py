@@ -103,9 +103,9 @@ def test_flush_sets_aside_a_null_event(config, collector, spool_dir):
 
 
 BAD_ATTRIBUTES = {
-    "device_id": "UPDATE sessions SET device_id = CAST(X'646576ff' AS TEXT) WHERE client_id = 'other'",
+    "device_id": "UPDATE sessions SET device_id = CAST(X'646576ff' AS TEXT) WHERE product_version = 'other'",
     "system": "UPDATE attributes SET system = CAST(X'eda080' AS TEXT) WHERE session_id = "
-    "(SELECT id FROM sessions WHERE client_id = 'other')",
+    "(SELECT id FROM sessions WHERE product_version = 'other')",
 }
 
 
@@ -117,7 +117,7 @@ def test_a_session_whose_attributes_the_wire_cannot_carry_is_set_aside_and_the_r
     every `flush` exit 3, so no session was ever delivered again. Its events are now set aside
     as rejected, saying why, in one change; the other sessions are delivered; `status` shows it."""
     invoke("track", "good")
-    other = {"HAMUSTRO_CLIENT_ID": "other"}
+    other = {"HAMUSTRO_PRODUCT_VERSION": "other"}  # another session, the same destination
     assert run("track", "stuck1", env=other).returncode == 0
     assert run("track", "stuck2", env=other).returncode == 0
     with sqlite3.connect(spool_dir / DB) as db:
