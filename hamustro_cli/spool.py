@@ -784,7 +784,7 @@ class Spool:
     _EVENT_COLUMNS = (
         "SELECT e.id, s.session, e.nr, e.at, e.event, e.user_id, e.ip, e.parameters, "
         "e.is_testing, e.state, e.reason, e.attr_id, a.destination FROM events e "
-        "JOIN sessions s ON s.id = e.session_id JOIN attributes a ON a.id = e.attr_id"
+        "JOIN sessions s ON s.id = e.session_id LEFT JOIN attributes a ON a.id = e.attr_id"
     )
 
     def _where(self, chosen: EventFilter) -> tuple[str, list[Any]]:
@@ -869,7 +869,7 @@ class Spool:
             params.append(_REJECTED)
         sql = (
             "SELECT e.id FROM events e JOIN sessions s ON s.id = e.session_id "
-            "JOIN attributes a ON a.id = e.attr_id" + where + " ORDER BY e.id"
+            "LEFT JOIN attributes a ON a.id = e.attr_id" + where + " ORDER BY e.id"
         )
         if chosen.limit is not None:
             sql += " LIMIT ?"
