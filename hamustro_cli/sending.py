@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Final
 
-from hamustro_cli import netaddr, triggers, wire
+from hamustro_cli import netaddr, spooldir, triggers, wire
 from hamustro_cli.config import Config
-from hamustro_cli.errors import DependencyError
+from hamustro_cli.errors import DependencyError, SpoolError
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
+from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.records import QueuedEvent
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import Session
@@ -34,6 +37,11 @@ NOT_TRIED = (
     "'hamustro flush --retry-rejected' tries them again"
 )
 MAX_AT = 2**64 - 1
+# Stored text acked per transaction (see ack_slices), and what a row costs besides its text.
+ACK_SLICE_BYTES = 1024 * 1024
+ROW_OVERHEAD = 64
+EVENT: Final = 3  # columns of a batch row (laid out as QueuedEvent)
+PARAMETERS: Final = 6
 
 
 def _text_problem(name: str, value: object, required: bool) -> str | None:
@@ -136,6 +144,23 @@ def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = Non
     return [], b"", refused
 
 
+def ack_slices(batch: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
+    """The delivered batch in slices of at most ACK_SLICE_BYTES of stored text, each acked in a
+    transaction of its own: the WAL one ack writes stays bounded (deleting 32 MB of events in
+    one transaction wrote 9 MB of WAL), so FLUSH_ROOM is always enough to record it."""
+    part: list[QueuedEvent] = []
+    size = 0
+    for row in batch:
+        cost = len(row[EVENT]) + len(row[PARAMETERS] or "") + ROW_OVERHEAD
+        if part and size + cost > ACK_SLICE_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(row)
+        size += cost
+    if part:
+        yield part
+
+
 def dry_run(spool: Spool, max_batch_events: int, report: FlushReport) -> None:
     """Encode the batches a flush would send, in its order, and count the rows it would set
     aside (report.would_reject); change and send nothing."""
@@ -192,6 +217,7 @@ class Sender:
         # per attribute set row: does the collector accept its attributes (an empty
         # collection answered 204)? Asked once, on the first 400.
         self._collection_ok: dict[int, bool] = {}
+        self._short = False  # short of room on the spool's file system (set by send_all)
         self._flush_splits = FLUSH_SPLIT_BUDGET  # split requests left to this flush
         self._batch_splits = BATCH_SPLIT_BUDGET  # ... and to the batch being settled
 
@@ -215,6 +241,9 @@ class Sender:
         """Send every pending event; on a failure the collector cannot get past (it is down, the
         secret is wrong) stop, and record the backoff or the stop. Closes the transport."""
         spool = self.spool
+        # Short of room (the ballast could not be kept): give the delivered events' pages back
+        # to the file system after every batch, not only at the end, so tracks can queue again.
+        self._short = spooldir.room_problem(spool.directory, 2 * spooldir.FLUSH_ROOM) is not None
         if self.local_ip:
             spool.fill_unknown_ip(self.local_ip)
         # One request in flight on a second thread while this one reads and encodes the next
@@ -245,7 +274,7 @@ class Sender:
                 batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, self.limit))
                 while batch:
                     self._batch_splits = min(BATCH_SPLIT_BUDGET, self._flush_splits)
-                    spool.mark(row_id, batch[0][ID], batch[-1][ID])
+                    self._write(partial(spool.mark, row_id, batch[0][ID], batch[-1][ID]))
                     in_flight = pool.submit(self.transport.send, body)
                     try:
                         following, next_body = self._encoded(
@@ -256,8 +285,12 @@ class Sender:
                         self.report.failed += spool.release()
                         raise
                     except BaseException:
-                        # Interrupted (Ctrl-C, a bug): leave nothing marked as sending.
-                        spool.release()
+                        # Interrupted (Ctrl-C, a bug, a full disk): leave nothing marked as
+                        # sending, if the spool can still be written (else the next flush does)
+                        try:
+                            spool.release()
+                        except SpoolError:
+                            pass
                         raise
                     if not delivered:
                         spool.release()  # split or set aside: drop the batch's mark
@@ -297,8 +330,16 @@ class Sender:
         first, last = batch[0], batch[-1]
         report.add_batch(attrs, batch, len(body), answer.status, answer.attempts)
         if answer.ok:
-            self.spool.ack(row_id, first[ID], last[ID], _now(), first_ack=report.sent == 0)
+            first_ack = report.sent == 0
+            for part in ack_slices(batch):
+                try:
+                    self._write(partial(self.spool.ack, row_id, part[0][ID], part[-1][ID], _now(), first_ack))
+                except SpoolError as exc:
+                    self._unrecorded(attrs, part, exc)
+                first_ack = False
             report.sent += len(batch)
+            if self._short:
+                self.spool.reclaim()
             self.log(INFO, f"sent {len(batch)} event(s) of session {attrs.id} (nr {first[NR]}..{last[NR]})")
             if self.progress:
                 self.progress(len(batch))
@@ -325,6 +366,34 @@ class Sender:
             part_body = wire.encode(attrs, part, self.local_ip)
             self._settle(attrs, row_id, part, part_body, self.transport.send(part_body))
         return False
+
+    def _write(self, write: Callable[[], None]) -> None:
+        """A write the flush cannot do without (the mark before a send, the ack after a 200).
+        When the disk filled under the flush: the ballast's room, and the WAL started over (its
+        file already holds the room), then once more."""
+        try:
+            write()
+            return
+        except SpoolError as exc:
+            if exc.kind is not SpoolProblem.NO_SPACE:
+                raise
+        spooldir.use_reserve(self.spool.directory)
+        self.spool.restart_wal()
+        write()
+
+    def _unrecorded(self, attrs: Session, batch: list[QueuedEvent], exc: SpoolError) -> None:
+        """The collector took a batch, and the spool cannot record it: stop here (every further
+        batch would be the same), and back off if that can still be written. The next flush
+        sends only when there is room again (tracker.flush), so this batch goes at most twice."""
+        detail = (
+            f"the collector took {len(batch)} event(s) of session {attrs.id} (nr {batch[0][NR]}.."
+            f"{batch[-1][NR]}), but the spool could not record it, so they will be sent once more: {exc}"
+        )
+        try:
+            self._record_failure(Answer(200, detail, transient=True))
+        except SpoolError:
+            self.log(ERROR, f"error: {detail}")
+        raise SpoolError(detail, exc.kind, exc.fix) from None
 
     def _accepts_collection(self, attrs: Session, row_id: int) -> bool:
         """Is it some payloads the collector refuses, or the collection itself (its attributes)?"""

@@ -33,6 +33,7 @@ from hamustro_cli.spooldir import (
     ignore_file_size_signal,
     prepare_dir,
     private_file,
+    space_advice,
 )
 
 if TYPE_CHECKING:
@@ -127,11 +128,11 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
 
     text = str(exc)
     group = _error_group(exc, text.lower())
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        kind, why = SpoolProblem.NO_SPACE, f"no space left to write {path} ({os.strerror(exc.errno)})"
-    elif group == "full":
+    no_room = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    if no_room or group == "full":
         kind = SpoolProblem.NO_SPACE
-        why = f"cannot write {path}: the disk is full or a file-size limit was hit ({text})"
+        what = f"{text}: the disk is full or a file-size limit was hit" if group == "full" else text
+        why = f"cannot write {path} ({what}); {space_advice(os.path.dirname(path))}"
     elif group == "corrupt":
         kind = SpoolProblem.CORRUPT
         why = (
@@ -689,6 +690,15 @@ class Spool:
         except (sqlite3.Error, SpoolError):
             pass
         return freed
+
+    def restart_wal(self) -> None:
+        """Checkpoint the whole WAL (waiting for readers) so that the next transaction writes it
+        again from its start, over room the file already holds: what a flush tries when the disk
+        filled under it. Failures are ignored: the write that follows says what is wrong."""
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        except sqlite3.Error:
+            pass
 
     def totals(self) -> Counts:
         from hamustro_cli.records import total
