@@ -390,9 +390,9 @@ class Sender:
             f"{batch[-1][NR]}), but the spool could not record it, so they will be sent once more: {exc}"
         )
         try:
-            self._record_failure(Answer(200, detail, transient=True))
+            self._record_failure(Answer(200, detail, transient=True), log=False)  # raised below
         except SpoolError:
-            self.log(ERROR, f"error: {detail}")
+            pass
         raise SpoolError(detail, exc.kind, exc.fix) from None
 
     def _accepts_collection(self, attrs: Session, row_id: int) -> bool:
@@ -404,7 +404,7 @@ class Sender:
             self._collection_ok[row_id] = empty.status == 204
         return self._collection_ok[row_id]
 
-    def _record_failure(self, answer: Answer) -> None:
+    def _record_failure(self, answer: Answer, log: bool = True) -> None:
         t = _now()
         failures = self.spool.sync_state().failures + 1
         error = {"at": t, "status": answer.status, "message": answer.detail, "attempts": answer.attempts}
@@ -415,4 +415,5 @@ class Sender:
             until = triggers.backoff_until(failures, t, answer.retry_after, random.uniform(0.75, 1.0))
             self.spool.record_failure(error, failures, backoff_until=until)
         self.report.error = answer.detail
-        self.log(ERROR, f"error: {answer.detail}")
+        if log:
+            self.log(ERROR, f"error: {answer.detail}")

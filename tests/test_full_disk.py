@@ -14,6 +14,7 @@ import os
 import resource
 import sqlite3
 import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -318,3 +319,26 @@ def test_track_on_a_full_disk_queues_nothing(disk: Callable[[int], Path], isolat
     filler.unlink()
     assert spool_events(spool_dir) == before  # nothing half-written; the nr sequence goes on
     assert json.loads(invoke("track", "after", "--json").output)["nr"] == 51
+
+
+# -- the background flush's log on a full disk -----------------------------------------------
+
+
+def test_background_flush_goes_on_when_its_log_cannot_be_written(isolated: Path, collector: Any) -> None:
+    """flush.log sits on the spool's disk: when it is full, the log's writes fail (here
+    /dev/full, which fails every write with ENOSPC), and the flush must still deliver."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    use_collector(isolated, collector.url, queue_size=1, max_batch_events=2)
+    track_many(7)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hamustro_cli.background"],
+            stdout=full,
+            stderr=full,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+    assert proc.returncode == 0
+    assert copies(collector.received()) == Counter(range(1, 8))
