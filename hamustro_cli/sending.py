@@ -218,6 +218,7 @@ class Sender:
         # collection answered 204)? Asked once, on the first 400.
         self._collection_ok: dict[int, bool] = {}
         self._short = False  # short of room on the spool's file system (set by send_all)
+        self._hold = False  # ... and checkpoints held until the flush ends
         self._flush_splits = FLUSH_SPLIT_BUDGET  # split requests left to this flush
         self._batch_splits = BATCH_SPLIT_BUDGET  # ... and to the batch being settled
 
@@ -243,14 +244,17 @@ class Sender:
         spool = self.spool
         # Short of room (the ballast could not be kept): give the delivered events' pages back
         # to the file system after every batch, not only at the end, so tracks can queue again.
+        # Unless the WAL holds pages past the database file's end that would take more than a
+        # quarter of the room: then no checkpoint runs until the flush ends (Spool.saving_room).
         self._short = spooldir.room_problem(spool.directory, 2 * spooldir.FLUSH_ROOM) is not None
+        self._hold = self._short and 4 * spool.checkpoint_growth() > spooldir.room_bytes(spool.directory)
         if self.local_ip:
             spool.fill_unknown_ip(self.local_ip)
         # One request in flight on a second thread while this one reads and encodes the next
         # batch: the collector's time and ours overlap. The spool stays on this thread.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hamustro-send")
         try:
-            with spool.relaxed_sync():
+            with spool.relaxed_sync(), spool.saving_room(self._short, self._hold):
                 try:
                     self._drain(pool)
                 except _Stop as stop:
@@ -258,6 +262,8 @@ class Sender:
                     return
                 if self.report.sent or self.report.rejected:
                     spool.record_success(keep_error=self.report.rejected > 0)
+                if self._hold:  # reclaimed before a checkpoint may run: it then shrinks the file
+                    spool.reclaim()
         finally:
             pool.shutdown(wait=True)
             self.transport.close()
@@ -338,7 +344,7 @@ class Sender:
                     self._unrecorded(attrs, part, exc)
                 first_ack = False
             report.sent += len(batch)
-            if self._short:
+            if self._short and not self._hold:
                 self.spool.reclaim()
             self.log(INFO, f"sent {len(batch)} event(s) of session {attrs.id} (nr {first[NR]}..{last[NR]})")
             if self.progress:
@@ -378,7 +384,8 @@ class Sender:
             if exc.kind is not SpoolProblem.NO_SPACE:
                 raise
         spooldir.use_reserve(self.spool.directory)
-        self.spool.restart_wal()
+        if not self._hold:  # a checkpoint now would grow the database file into the room
+            self.spool.restart_wal()
         write()
 
     def _unrecorded(self, attrs: Session, batch: list[QueuedEvent], exc: SpoolError) -> None:

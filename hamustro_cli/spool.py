@@ -691,6 +691,45 @@ class Spool:
             pass
         return freed
 
+    def checkpoint_growth(self) -> int:
+        """Bytes a checkpoint would add to the database file: pages committed to the WAL past the
+        file's end (a transaction that filled the disk leaves them there: the checkpoint at its
+        close found no room to copy them)."""
+        try:
+            (pages,) = self.db.execute("PRAGMA page_count").fetchone()
+            (page_size,) = self.db.execute("PRAGMA page_size").fetchone()
+            return max(0, int(pages) * int(page_size) - os.path.getsize(self.path))
+        except (sqlite3.Error, OSError):
+            return 0
+
+    def saving_room(self, short: bool, hold: bool) -> AbstractContextManager[None]:
+        """For a flush short of room on its disk, this connection's settings for the block, then
+        back to what they were. `short`: `secure_delete = FAST`, so that deleting an event does
+        not write its freed pages full of zeros to the WAL (Debian builds SQLite with
+        secure_delete on: the ack of 2 MB of events wrote 2 MB of WAL); the freed pages are cut
+        off the file by `reclaim`. `hold`: no automatic checkpoint, for a WAL holding pages
+        past the database file's end (see checkpoint_growth): a checkpoint would grow the file
+        into the room the acks need, while once the events are deleted and reclaimed it only
+        shrinks it."""
+        from contextlib import contextmanager
+
+        changes = {"secure_delete": "FAST"} if short else {}
+        if hold:
+            changes["wal_autocheckpoint"] = "0"
+
+        @contextmanager
+        def saving() -> Iterator[None]:
+            before = {name: self._read(f"PRAGMA {name}")[0][0] for name in changes}
+            for name, value in changes.items():
+                self.db.execute(f"PRAGMA {name} = {value}")
+            try:
+                yield
+            finally:
+                for name, value in before.items():
+                    self.db.execute(f"PRAGMA {name} = {int(value)}")
+
+        return saving()
+
     def restart_wal(self) -> None:
         """Checkpoint the whole WAL (waiting for readers) so that the next transaction writes it
         again from its start, over room the file already holds: what a flush tries when the disk

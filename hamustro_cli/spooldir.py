@@ -316,6 +316,14 @@ def reserve_bytes(directory: str) -> int:
     return st.st_blocks * 512 if stat.S_ISREG(st.st_mode) else 0
 
 
+def room_bytes(directory: str) -> int:
+    """What a flush can write on the spool's file system: what is free, and the ballast."""
+    try:
+        return free_bytes(directory) + reserve_bytes(directory)
+    except OSError:
+        return 0
+
+
 def room_problem(directory: str, need: int = FLUSH_ROOM) -> str | None:
     """Why the spool's file system cannot take `need` bytes more (counting the ballast, which a
     flush may delete), with what to do; None when it can."""

@@ -292,6 +292,13 @@ def test_disk_filled_during_a_flush_without_reserve_sends_the_batch_at_most_twic
     for _ in range(2):  # cron goes on: nothing is sent while the disk is full
         names_room(one_error_line(invoke("flush", expect=3).output), where)
     assert copies(out.received()) == Counter(range(1, 501))
+    # status shows it: the failure recorded with a backoff (written over the WAL's own room),
+    # and, read live, that the disk has no room for a flush
+    status = json.loads(invoke("status", "--json").output)
+    assert "the collector took 500 event(s)" in status["last_error"]["message"]
+    assert status["last_error"]["status"] == 200 and status["backoff_until"] is not None
+    assert f"mounted at {where}" in status["no_room"]
+    assert "disk:       FULL" in invoke("status").output
     assert out.filled is not None
     out.filled.unlink()
     invoke("flush")
@@ -300,6 +307,62 @@ def test_disk_filled_during_a_flush_without_reserve_sends_the_batch_at_most_twic
     assert {nr for nr, n in got.items() if n > 1} <= set(range(1, 501))  # only that batch, twice
     assert max(got.values()) == 2
     assert spool_events(spool_dir) == []
+
+
+class MeasuringOut(FillingOut):
+    """The collector's output file; notes the room on the spool's disk as each batch arrives."""
+
+    def __init__(self, path: Path, where: Path):
+        super().__init__(path, where)
+        self.room: list[int] = []
+
+    def write(self, text: str) -> int:
+        self.room.append(free(self.where))
+        return self.file.write(text)
+
+
+def test_a_flush_gives_room_back_as_it_delivers(
+    tmp_path: Path, disk: Callable[[int], Path], isolated: Path
+) -> None:
+    """A spool that filled its disk: the room of each delivered batch goes back to the file
+    system while the flush goes on (tracks can queue again), not only at its end."""
+    where = disk(32)
+    out = MeasuringOut(tmp_path / "received.jsonl", where)
+    server = make_server("127.0.0.1", 0, SECRET, out)  # type: ignore[arg-type]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        use_collector(isolated, server.url, max_batch_events=40)
+        invoke("flush")  # the reserve
+        for _ in range(20):  # 20 MB, 1 MB per transaction
+            track_many(20, params="q" * 50000)
+        fill(where)
+        invoke("flush")
+        assert copies(out.received()) == Counter(range(1, 401))
+        assert len(out.room) == 10
+        # by the last batch, the first nine batches' room (9 x 2 MB) is back, less the WAL's
+        assert out.room[-1] - out.room[0] > 8 * MIB, out.room
+    finally:
+        server.stop()
+        out.file.close()
+
+
+def test_a_wal_holding_what_filled_the_disk_is_drained(
+    disk: Callable[[int], Path], isolated: Path, collector: Any
+) -> None:
+    """One `track --stdin` of 20 MB filled the disk: committed in the WAL, whose checkpoint
+    found no room to copy it into the database file. A checkpoint during the flush would grow
+    the file into the reserve's room, so none runs until the events are deleted and their
+    pages reclaimed: then it shrinks the file, and the room comes back."""
+    where = disk(32)
+    use_collector(isolated, collector.url, max_batch_events=40)
+    invoke("flush")
+    track_many(400, params="q" * 50000)
+    fill(where)
+    assert free(where) < 64 * 1024
+    invoke("flush")
+    assert copies(collector.received()) == Counter(range(1, 401))
+    assert spool_events(where / "spool") == []
+    assert free(where) > 24 * MIB  # WAL and events gone
 
 
 # -- track on a full disk ----------------------------------------------------------------------
