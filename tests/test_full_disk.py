@@ -405,3 +405,23 @@ def test_background_flush_goes_on_when_its_log_cannot_be_written(isolated: Path,
         )
     assert proc.returncode == 0
     assert copies(collector.received()) == Counter(range(1, 8))
+
+
+def test_doctor_says_the_disk_has_no_room_for_a_flush(
+    disk: Callable[[int], Path], isolated: Path, collector: Any
+) -> None:
+    where = disk(16)
+    use_collector(isolated, collector.url, disk_reserve=False)
+    track_many(5)
+    fill(where, leave=96 * 1024)
+    result = invoke("doctor", "--json", expect=None)
+    assert result.exit_code == 1
+    spool = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "spool")
+    assert not spool["ok"] and spool["verdict"].startswith("no room for a flush")
+    names_room(spool["verdict"], where)
+    fill(where)  # not even room to open the spool (its -shm): the hint still says what to do
+    spool = next(
+        c for c in json.loads(invoke("doctor", "--json", expect=1).stdout)["checks"] if c["name"] == "spool"
+    )
+    assert not spool["ok"] and "free room on the spool's file system" in spool["hint"]
+    names_room(spool["verdict"], where)
