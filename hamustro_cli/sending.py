@@ -337,12 +337,14 @@ class Sender:
         report.add_batch(attrs, batch, len(body), answer.status, answer.attempts)
         if answer.ok:
             first_ack = report.sent == 0
+            recorded = 0
             for part in ack_slices(batch):
                 try:
                     self._write(partial(self.spool.ack, row_id, part[0][ID], part[-1][ID], _now(), first_ack))
                 except SpoolError as exc:
-                    self._unrecorded(attrs, part, exc)
+                    self._unrecorded(attrs, batch[recorded:], exc)  # this slice and the ones after it
                 first_ack = False
+                recorded += len(part)
             report.sent += len(batch)
             if self._short and not self._hold:
                 self.spool.reclaim()

@@ -425,3 +425,18 @@ def test_doctor_says_the_disk_has_no_room_for_a_flush(
     )
     assert not spool["ok"] and "free room on the spool's file system" in spool["hint"]
     names_room(spool["verdict"], where)
+
+
+def test_acks_are_sliced_so_one_ack_writes_a_bounded_wal() -> None:
+    """A delivered batch is acked in slices of at most ACK_SLICE_BYTES of stored text (one
+    event bigger than that is a slice of its own), in order, covering the batch."""
+    from hamustro_cli.sending import ACK_SLICE_BYTES, ack_slices
+
+    sizes = [300] * 3000 + [60000] * 40 + [ACK_SLICE_BYTES * 2] + [10] * 5
+    batch: list[Any] = [(i, i + 1, 0, "e", None, None, "p" * n, False) for i, n in enumerate(sizes)]
+    parts = list(ack_slices(batch))
+    assert [row for part in parts for row in part] == batch
+    for part in parts:
+        text = sum(len(row[3]) + len(row[6]) for row in part)
+        assert len(part) == 1 or text <= ACK_SLICE_BYTES
+    assert len(parts) > 4 and [len(p) for p in parts if len(p[0][6]) > ACK_SLICE_BYTES] == [1]
