@@ -19,8 +19,11 @@ from hamustro_cli.tracker import ClientTracker
 def log(level: int, message: str) -> None:
     if level <= INFO:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        sys.stderr.write(f"{stamp} [{os.getpid()}] {message}\n")
-        sys.stderr.flush()
+        try:
+            sys.stderr.write(f"{stamp} [{os.getpid()}] {message}\n")
+            sys.stderr.flush()
+        except OSError:  # flush.log on a full disk: the flush goes on (it may free the disk)
+            pass
 
 
 # Nobody waits for this flush, while every `track` beside it is waited for: it yields the CPU

@@ -378,7 +378,8 @@ def _ago(epoch: int | None, now: int) -> str:
 @click.option(
     "--check",
     is_flag=True,
-    help="Exit 4 when a person must act (sending halted, rejected events), 1 when the last "
+    help="Exit 4 when a person must act (sending halted, rejected events, no room on the disk "
+    "for a flush), 1 when the last "
     "flush failed and is backing off.",
 )
 @click.pass_obj
@@ -394,7 +395,7 @@ def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | No
         else:
             _status_text(data, rows)
     if check:
-        if data["halted"] or data["rejected"]:
+        if data["halted"] or data["rejected"] or data["no_room"]:
             sys.exit(ExitStatus.ATTENTION)
         if data["backoff_until"]:  # set by a failed flush, cleared by the next delivery
             sys.exit(ExitStatus.UNDELIVERED)
@@ -439,6 +440,8 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
                 else ""
             )
         )
+    if data["no_room"]:
+        echo(f"disk:       FULL: sending waits until there is room: {data['no_room']}")
     next_due = data["next_due_at"]
     due_text = "now" if data["due"] else (_ago(next_due, now) if next_due else "-")
     echo(f"next send:  {due_text}: {data['due_reason']}")

@@ -93,6 +93,7 @@ KEYS: dict[str, Key] = {
         ),
         Key("tls_verify", "bool", True, doc="verify the collector's TLS certificate"),
         Key("ca_bundle", "path", doc="CA bundle file used to verify the collector", max_chars=MAX_PATH_CHARS),
+        Key("disk_reserve", "bool", True, doc="keep 8 MiB in the spool directory for a flush on a full disk"),
     )
 }
 REQUIRED = tuple(k.name for k in KEYS.values() if k.required)

@@ -50,6 +50,9 @@ NOTES: dict[str, str] = {
     "retry_delay": "With jitter, capped at 30 s, and at least what Retry-After asks.",
     "tls_verify": "Turning it off prints a warning on every command.",
     "ca_bundle": "A PEM file, used instead of the system's CA list (for a private CA).",
+    "disk_reserve": "A file (space.reserve) allocated while the disk has room for it and as much "
+    "again; a flush on a full disk frees it, so it can record what the collector answers and drain "
+    "the spool. Off: a flush still sends only with 8 MiB free.",
 }
 # Shown (commented out, or as the example's values) for keys without a default.
 EXAMPLES: dict[str, Any] = {

@@ -24,7 +24,7 @@ from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
 from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.session import Session
-from hamustro_cli.spooldir import DB_NAME, FILES
+from hamustro_cli.spooldir import DB_NAME, FILES, room_problem
 
 HEALTH_PATH = "/api/health"
 
@@ -231,6 +231,16 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
             details,
         )
 
+    no_room = room_problem(directory)
+    if no_room:
+        details["no_room"] = no_room
+        return Check(
+            "spool",
+            False,
+            f"no room for a flush: {no_room}",
+            "a flush sends nothing until there is room (so that it can record what the collector answers)",
+            details,
+        )
     created = "" if details["existed"] else "created, "
     tightened = f"tightened from {details['mode_was']}, " if "mode_was" in details else ""
     verdict = (
@@ -280,6 +290,8 @@ def _spool_hint(exc: SpoolError, directory: str) -> str:
         return exc.fix
     if exc.kind is SpoolProblem.NEWER_SCHEMA:
         return "upgrade hamustro, or use another --spool-dir"
+    if exc.kind is SpoolProblem.NO_SPACE:
+        return "free room on the spool's file system (the error says where, and how much)"
     if exc.kind is SpoolProblem.CORRUPT:
         return f"move {os.path.join(directory, DB_NAME)} aside; a new spool is created on the next track"
     if exc.kind is SpoolProblem.NOT_A_DIRECTORY:

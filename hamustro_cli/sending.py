@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Final
 
-from hamustro_cli import netaddr, triggers, wire
+from hamustro_cli import netaddr, spooldir, triggers, wire
 from hamustro_cli.config import Config
-from hamustro_cli.errors import DependencyError
+from hamustro_cli.errors import DependencyError, SpoolError
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
+from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.records import QueuedEvent
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import Session
@@ -34,6 +37,11 @@ NOT_TRIED = (
     "'hamustro flush --retry-rejected' tries them again"
 )
 MAX_AT = 2**64 - 1
+# Stored text acked per transaction (see ack_slices), and what a row costs besides its text.
+ACK_SLICE_BYTES = 1024 * 1024
+ROW_OVERHEAD = 64
+EVENT: Final = 3  # columns of a batch row (laid out as QueuedEvent)
+PARAMETERS: Final = 6
 
 
 def _text_problem(name: str, value: object, required: bool) -> str | None:
@@ -136,6 +144,23 @@ def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = Non
     return [], b"", refused
 
 
+def ack_slices(batch: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
+    """The delivered batch in slices of at most ACK_SLICE_BYTES of stored text, each acked in a
+    transaction of its own: the WAL one ack writes stays bounded (deleting 32 MB of events in
+    one transaction wrote 9 MB of WAL), so FLUSH_ROOM is always enough to record it."""
+    part: list[QueuedEvent] = []
+    size = 0
+    for row in batch:
+        cost = len(row[EVENT]) + len(row[PARAMETERS] or "") + ROW_OVERHEAD
+        if part and size + cost > ACK_SLICE_BYTES:
+            yield part
+            part, size = [], 0
+        part.append(row)
+        size += cost
+    if part:
+        yield part
+
+
 def dry_run(spool: Spool, max_batch_events: int, report: FlushReport, destination: str | None = None) -> None:
     """Encode the batches a flush for `destination` would send, in its order, and count the
     rows it would set aside (report.would_reject); change and send nothing."""
@@ -194,6 +219,8 @@ class Sender:
         # per attribute set row: does the collector accept its attributes (an empty
         # collection answered 204)? Asked once, on the first 400.
         self._collection_ok: dict[int, bool] = {}
+        self._short = False  # short of room on the spool's file system (set by send_all)
+        self._hold = False  # ... and checkpoints held until the flush ends
         self._flush_splits = FLUSH_SPLIT_BUDGET  # split requests left to this flush
         self._batch_splits = BATCH_SPLIT_BUDGET  # ... and to the batch being settled
 
@@ -224,13 +251,19 @@ class Sender:
         """Send every pending event; on a failure the collector cannot get past (it is down, the
         secret is wrong) stop, and record the backoff or the stop. Closes the transport."""
         spool = self.spool
+        # Short of room (the ballast could not be kept): give the delivered events' pages back
+        # to the file system after every batch, not only at the end, so tracks can queue again.
+        # Unless the WAL holds pages past the database file's end that would take more than a
+        # quarter of the room: then no checkpoint runs until the flush ends (Spool.saving_room).
+        self._short = spooldir.room_problem(spool.directory, 2 * spooldir.FLUSH_ROOM) is not None
+        self._hold = self._short and 4 * spool.checkpoint_growth() > spooldir.room_bytes(spool.directory)
         if self.local_ip:
             spool.fill_unknown_ip(self.local_ip)
         # One request in flight on a second thread while this one reads and encodes the next
         # batch: the collector's time and ours overlap. The spool stays on this thread.
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hamustro-send")
         try:
-            with spool.relaxed_sync():
+            with spool.relaxed_sync(), spool.saving_room(self._short, self._hold):
                 try:
                     self._drain(pool)
                 except _Stop as stop:
@@ -238,6 +271,8 @@ class Sender:
                     return
                 if self.report.sent or self.report.rejected:
                     spool.record_success(self.report.rejected > 0, self.destination)
+                if self._hold:  # reclaimed before a checkpoint may run: it then shrinks the file
+                    spool.reclaim()
         finally:
             pool.shutdown(wait=True)
             self.transport.close()
@@ -254,7 +289,7 @@ class Sender:
                 batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, self.limit))
                 while batch:
                     self._batch_splits = min(BATCH_SPLIT_BUDGET, self._flush_splits)
-                    spool.mark(row_id, batch[0][ID], batch[-1][ID])
+                    self._write(partial(spool.mark, row_id, batch[0][ID], batch[-1][ID]))
                     in_flight = pool.submit(self.transport.send, body)
                     try:
                         following, next_body = self._encoded(
@@ -265,8 +300,12 @@ class Sender:
                         self.report.failed += spool.release()
                         raise
                     except BaseException:
-                        # Interrupted (Ctrl-C, a bug): leave nothing marked as sending.
-                        spool.release()
+                        # Interrupted (Ctrl-C, a bug, a full disk): leave nothing marked as
+                        # sending, if the spool can still be written (else the next flush does)
+                        try:
+                            spool.release()
+                        except SpoolError:
+                            pass
                         raise
                     if not delivered:
                         spool.release()  # split or set aside: drop the batch's mark
@@ -308,8 +347,18 @@ class Sender:
         first, last = batch[0], batch[-1]
         report.add_batch(attrs, batch, len(body), answer.status, answer.attempts)
         if answer.ok:
-            self.spool.ack(row_id, first[ID], last[ID], _now(), first_ack=report.sent == 0)
+            first_ack = report.sent == 0
+            recorded = 0
+            for part in ack_slices(batch):
+                try:
+                    self._write(partial(self.spool.ack, row_id, part[0][ID], part[-1][ID], _now(), first_ack))
+                except SpoolError as exc:
+                    self._unrecorded(attrs, batch[recorded:], exc)  # this slice and the ones after it
+                first_ack = False
+                recorded += len(part)
             report.sent += len(batch)
+            if self._short and not self._hold:
+                self.spool.reclaim()
             self.log(INFO, f"sent {len(batch)} event(s) of session {attrs.id} (nr {first[NR]}..{last[NR]})")
             if self.progress:
                 self.progress(len(batch))
@@ -337,6 +386,35 @@ class Sender:
             self._settle(attrs, row_id, part, part_body, self.transport.send(part_body))
         return False
 
+    def _write(self, write: Callable[[], None]) -> None:
+        """A write the flush cannot do without (the mark before a send, the ack after a 200).
+        When the disk filled under the flush: the ballast's room, and the WAL started over (its
+        file already holds the room), then once more."""
+        try:
+            write()
+            return
+        except SpoolError as exc:
+            if exc.kind is not SpoolProblem.NO_SPACE:
+                raise
+        spooldir.use_reserve(self.spool.directory)
+        if not self._hold:  # a checkpoint now would grow the database file into the room
+            self.spool.restart_wal()
+        write()
+
+    def _unrecorded(self, attrs: Session, batch: list[QueuedEvent], exc: SpoolError) -> None:
+        """The collector took a batch, and the spool cannot record it: stop here (every further
+        batch would be the same), and back off if that can still be written. The next flush
+        sends only when there is room again (tracker.flush), so this batch goes at most twice."""
+        detail = (
+            f"the collector took {len(batch)} event(s) of session {attrs.id} (nr {batch[0][NR]}.."
+            f"{batch[-1][NR]}), but the spool could not record it, so they will be sent once more: {exc}"
+        )
+        try:
+            self._record_failure(Answer(200, detail, transient=True), log=False)  # raised below
+        except SpoolError:
+            pass
+        raise SpoolError(detail, exc.kind, exc.fix) from None
+
     def _accepts_collection(self, attrs: Session, row_id: int) -> bool:
         """Is it some payloads the collector refuses, or the collection itself (its attributes)?"""
         if row_id not in self._collection_ok:
@@ -346,7 +424,7 @@ class Sender:
             self._collection_ok[row_id] = empty.status == 204
         return self._collection_ok[row_id]
 
-    def _record_failure(self, answer: Answer) -> None:
+    def _record_failure(self, answer: Answer, log: bool = True) -> None:
         t = _now()
         failures = self.spool.sync_state(self.destination).failures + 1
         error = {"at": t, "status": answer.status, "message": answer.detail, "attempts": answer.attempts}
@@ -357,4 +435,5 @@ class Sender:
             until = triggers.backoff_until(failures, t, answer.retry_after, random.uniform(0.75, 1.0))
             self.spool.record_failure(error, failures, backoff_until=until, destination=self.destination)
         self.report.error = answer.detail
-        self.log(ERROR, f"error: {answer.detail}")
+        if log:
+            self.log(ERROR, f"error: {answer.detail}")

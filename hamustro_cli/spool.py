@@ -35,6 +35,7 @@ from hamustro_cli.spooldir import (
     ignore_file_size_signal,
     prepare_dir,
     private_file,
+    space_advice,
 )
 
 if TYPE_CHECKING:
@@ -140,11 +141,11 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
 
     text = str(exc)
     group = _error_group(exc, text.lower())
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        kind, why = SpoolProblem.NO_SPACE, f"no space left to write {path} ({os.strerror(exc.errno)})"
-    elif group == "full":
+    no_room = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    if no_room or group == "full":
         kind = SpoolProblem.NO_SPACE
-        why = f"cannot write {path}: the disk is full or a file-size limit was hit ({text})"
+        what = f"{text}: the disk is full or a file-size limit was hit" if group == "full" else text
+        why = f"cannot write {path} ({what}); {space_advice(os.path.dirname(path))}"
     elif group == "corrupt":
         kind = SpoolProblem.CORRUPT
         why = (
@@ -765,6 +766,54 @@ class Spool:
         except (sqlite3.Error, SpoolError):
             pass
         return freed
+
+    def checkpoint_growth(self) -> int:
+        """Bytes a checkpoint would add to the database file: pages committed to the WAL past the
+        file's end (a transaction that filled the disk leaves them there: the checkpoint at its
+        close found no room to copy them)."""
+        try:
+            (pages,) = self.db.execute("PRAGMA page_count").fetchone()
+            (page_size,) = self.db.execute("PRAGMA page_size").fetchone()
+            return max(0, int(pages) * int(page_size) - os.path.getsize(self.path))
+        except (sqlite3.Error, OSError):
+            return 0
+
+    def saving_room(self, short: bool, hold: bool) -> AbstractContextManager[None]:
+        """For a flush short of room on its disk, this connection's settings for the block, then
+        back to what they were. `short`: `secure_delete = FAST`, so that deleting an event does
+        not write its freed pages full of zeros to the WAL (Debian builds SQLite with
+        secure_delete on: the ack of 2 MB of events wrote 2 MB of WAL); the freed pages are cut
+        off the file by `reclaim`. `hold`: no automatic checkpoint, for a WAL holding pages
+        past the database file's end (see checkpoint_growth): a checkpoint would grow the file
+        into the room the acks need, while once the events are deleted and reclaimed it only
+        shrinks it."""
+        from contextlib import contextmanager
+
+        changes = {"secure_delete": "FAST"} if short else {}
+        if hold:
+            changes["wal_autocheckpoint"] = "0"
+
+        @contextmanager
+        def saving() -> Iterator[None]:
+            before = {name: self._read(f"PRAGMA {name}")[0][0] for name in changes}
+            for name, value in changes.items():
+                self.db.execute(f"PRAGMA {name} = {value}")
+            try:
+                yield
+            finally:
+                for name, value in before.items():
+                    self.db.execute(f"PRAGMA {name} = {int(value)}")
+
+        return saving()
+
+    def restart_wal(self) -> None:
+        """Checkpoint the whole WAL (waiting for readers) so that the next transaction writes it
+        again from its start, over room the file already holds: what a flush tries when the disk
+        filled under it. Failures are ignored: the write that follows says what is wrong."""
+        try:
+            self.db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        except sqlite3.Error:
+            pass
 
     def totals(self) -> Counts:
         from hamustro_cli.records import total

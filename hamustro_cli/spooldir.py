@@ -15,8 +15,14 @@ if TYPE_CHECKING:
 DB_NAME = "spool.sqlite3"
 LOCK_NAME = "flush.lock"
 LOG_NAME = "flush.log"
+RESERVE_NAME = "space.reserve"
 # Every file hamustro keeps in the directory (doctor checks their modes).
-FILES = (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", LOCK_NAME, LOG_NAME, LOG_NAME + ".1")
+FILES = (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", LOCK_NAME, LOG_NAME, LOG_NAME + ".1", RESERVE_NAME)
+# What a flush may write besides the database's own pages: the -shm index (32 KiB), and a WAL
+# that grows to the auto-checkpoint's 1,000 pages (4 MiB) plus the transaction that passes it
+# (the ack of 2,000 events of 300 bytes is 0.8 MiB of WAL). A flush sends only with this much
+# room on the spool's file system, so that it can always record what the collector answered.
+FLUSH_ROOM = 8 * 1024 * 1024
 
 
 def _kinds() -> type[SpoolProblem]:
@@ -246,3 +252,161 @@ def flush_running(spool_dir: str | os.PathLike[str]) -> bool:
     except SpoolError:
         return False
     return True
+
+
+# -- room on the disk: a flush must be able to record the collector's answer -------------------
+#
+# A ballast file (CockroachDB keeps one for the same reason) of FLUSH_ROOM bytes, allocated in
+# the spool directory while the file system has room for it and for as much again. A flush that
+# finds less than FLUSH_ROOM free deletes it first (before it opens the database, whose -shm
+# alone takes 32 KiB), so a spool that filled the disk can still be drained; once the flush has
+# given the delivered events' pages back, it allocates the ballast again if there is room.
+
+
+def _existing(directory: str) -> str:
+    """The directory, or its nearest existing parent (the spool may not be created yet)."""
+    while not os.path.isdir(directory):
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return directory
+
+
+def free_bytes(directory: str) -> int:
+    """Bytes this user may still write on the directory's file system (root may use the blocks
+    kept for root)."""
+    st = os.statvfs(_existing(directory))
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+
+
+def mount_point(directory: str) -> str:
+    """Where the file system holding `directory` is mounted (the top directory on its device)."""
+    path = os.path.realpath(_existing(directory))
+    dev = os.stat(path).st_dev
+    while path != "/":
+        parent = os.path.dirname(path)
+        if os.stat(parent).st_dev != dev:
+            break
+        path = parent
+    return path
+
+
+def file_size_limit() -> int | None:
+    """The process's file-size limit (ulimit -f) in bytes, or None when there is none."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def size_text(n: int) -> str:
+    """Bytes for people: 8.0 MiB, 12 KiB, 300 bytes."""
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.1f} MiB"
+    return f"{n / 1024:.0f} KiB" if n >= 1024 else f"{n} bytes"
+
+
+def reserve_bytes(directory: str) -> int:
+    """Bytes held by the ballast (0 when there is none)."""
+    try:
+        st = os.lstat(os.path.join(directory, RESERVE_NAME))
+    except OSError:
+        return 0
+    return st.st_blocks * 512 if stat.S_ISREG(st.st_mode) else 0
+
+
+def room_bytes(directory: str) -> int:
+    """What a flush can write on the spool's file system: what is free, and the ballast."""
+    try:
+        return free_bytes(directory) + reserve_bytes(directory)
+    except OSError:
+        return 0
+
+
+def room_problem(directory: str, need: int = FLUSH_ROOM) -> str | None:
+    """Why the spool's file system cannot take `need` bytes more (counting the ballast, which a
+    flush may delete), with what to do; None when it can."""
+    try:
+        free = free_bytes(directory) + reserve_bytes(directory)
+        limit = file_size_limit()
+    except OSError:
+        return None  # the spool's own errors will say what is wrong with the directory
+    if (limit is None or limit >= need) and free >= need:
+        return None
+    return space_advice(directory, need)
+
+
+def space_advice(directory: str, need: int = FLUSH_ROOM) -> str:
+    """Which file system the spool is on, what it has free, and what to do to get `need`."""
+    try:
+        free, held = free_bytes(directory), reserve_bytes(directory)
+        where = mount_point(directory)
+        limit = file_size_limit()
+    except OSError as exc:
+        return f"cannot tell how much room {directory} has ({exc.strerror})"
+    if limit is not None and limit < need:
+        return (
+            f"the file-size limit (ulimit -f) is {size_text(limit)}, below the {size_text(need)} the spool "
+            f"may need for one file: raise it (ulimit -f {need // 1024} or more)"
+        )
+    text = f"the file system mounted at {where} (holding {directory}) has {size_text(free)} free"
+    if held:
+        text += f" (and {size_text(held)} in {RESERVE_NAME}, which hamustro keeps for a flush to use)"
+    if free >= need:
+        return text
+    return (
+        f"{text}; the spool needs {size_text(need)} free there to queue events and to record what "
+        f"the collector answers: free at least {size_text(need - free)} on {where}"
+    )
+
+
+def use_reserve(directory: str) -> int:
+    """Delete the ballast so that its room can be written; returns the bytes it held."""
+    held = reserve_bytes(directory)
+    path = os.path.join(directory, RESERVE_NAME)
+    try:
+        if held or os.path.lexists(path):
+            check_file(path)  # never follow or remove anything but our own regular file
+            os.unlink(path)
+    except (OSError, SpoolError):
+        return 0
+    return held
+
+
+def room_for_flush(directory: str) -> str | None:
+    """Before a flush opens the spool: when the file system has less than FLUSH_ROOM free, give
+    it the ballast's room (the flush is about to need it). Returns why sending must wait (see
+    room_problem), or None."""
+    try:
+        if free_bytes(directory) < FLUSH_ROOM:
+            use_reserve(directory)
+    except OSError:
+        pass
+    return room_problem(directory)
+
+
+def keep_reserve(directory: str) -> bool:
+    """After a flush: allocate the ballast if it is missing and the file system has room for it
+    and for as much again (it must never be what fills the disk). True when it is in place."""
+    path = os.path.join(directory, RESERVE_NAME)
+    try:
+        if reserve_bytes(directory) >= FLUSH_ROOM:
+            return True
+        if free_bytes(directory) < 2 * FLUSH_ROOM:
+            return False
+        fd = open_private(path, os.O_WRONLY)
+    except (OSError, SpoolError):
+        return False
+    try:
+        os.posix_fallocate(fd, 0, FLUSH_ROOM)  # real blocks: a sparse file would hold no room
+        return True
+    except OSError:  # the disk filled meanwhile, a file-size limit
+        try:
+            os.ftruncate(fd, 0)
+            os.unlink(path)
+        except OSError:
+            pass
+        return False
+    finally:
+        os.close(fd)

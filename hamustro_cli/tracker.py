@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from hamustro_cli import destination, netaddr, triggers
+from hamustro_cli import destination, netaddr, spooldir, triggers
 from hamustro_cli.config import KEYS, Config, load_config
-from hamustro_cli.errors import ConfigError, HamustroError, InputError
+from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
 from hamustro_cli.events import (
     NewEvent,
     check_at,
@@ -322,6 +322,9 @@ class ClientTracker:
         from hamustro_cli.reports import FlushReport, Skip
 
         self.config.require()
+        spool_dir = self.config.spool_dir
+        # before the spool opens (its -shm alone takes 32 KiB): on a full disk, the ballast's room
+        room = None if dry_run else spooldir.room_for_flush(spool_dir)
         spool = self.spool
         report = FlushReport(dry_run=dry_run)
         if if_due:
@@ -337,6 +340,12 @@ class ClientTracker:
         from hamustro_cli import sending
 
         try:
+            if room is not None:
+                # sending now could deliver a batch whose 200 cannot be recorded: the next flush
+                # would send it again, and so on while the disk stays full
+                from hamustro_cli.problems import SpoolProblem
+
+                raise SpoolError(f"nothing was sent: {room}", SpoolProblem.NO_SPACE)
             sending.require_protobuf(spool, self.destination)
             if retry_rejected and not dry_run:
                 # under the lock: a running flush must not see its batch's range gain events
@@ -365,6 +374,8 @@ class ClientTracker:
                     with spool.relaxed_sync():  # freeing pages puts no event at risk
                         spool.reclaim()  # give the delivered events' disk back, in short steps
         finally:
+            if not dry_run and self.config.values["disk_reserve"]:
+                spooldir.keep_reserve(spool_dir)
             lock.release()
         return self._left(report)
 
@@ -430,6 +441,8 @@ class ClientTracker:
             "next_due_at": due.next_at,
             "backoff_until": backoff_until,
             "halted": sync.halted,
+            # live, not recorded: a full disk may leave no room to record anything
+            "no_room": spooldir.room_problem(self.config.spool_dir),
             "flush_running": flush_running(self.config.spool_dir),
             "queue_size": self.config.values["queue_size"],
             "queue_retention": self.config.values["queue_retention"],

@@ -25,6 +25,12 @@ loop flushes with either config, collector kills hit either collector, and clock
 either destination's sync state. Each collector verifies signatures with its own secret; an id
 received by the other destination's collector is *misrouted* (must be 0), and the final drain
 flushes with both configs until the spool is empty.
+A full disk (issue 14, class 2; root only, skipped with a note where a tmpfs cannot be
+mounted): the spool lives on a tmpfs of its own (--disk-mib), which every few seconds another
+"program" fills (to the last byte, or leaving a little room for the tracks to take), holds
+full for a while, then frees, while tracking and flushing go on. A `track` refused for want of
+room (exit 3, naming the file system) is expected and its ids are not confirmed; none of them
+may be received. A flush that could not record a 200 is counted (its batch is sent again).
 
 Each event carries a unique id in its parameters. An id is *confirmed* when its `track`
 exited 0, *unconfirmed* when the `track` was SIGKILLed (it may or may not have been
@@ -61,6 +67,8 @@ DESTINATIONS = {
     "a": ("config.toml", SECRET, "soak", "received-"),
     "b": ("config-b.toml", SECRET_B, "soak-b", "b-received-"),
 }
+NO_ROOM = re.compile(r"the file system mounted at .* free|ulimit -f")  # what a full disk says
+UNRECORDED = re.compile(r"the collector took \d+ event\(s\)")  # a 200 the spool could not record
 BAD_PATTERNS = {
     "traceback": re.compile(r"Traceback \(most recent call last\)"),
     "locked": re.compile(r"database is locked", re.I),
@@ -95,9 +103,11 @@ class Soak:
         self.args = args
         self.rng = random.Random(args.seed)
         self.work = Path(tempfile.mkdtemp(prefix="soak-", dir="/tmp"))
-        self.spool = self.work / "spool"
         self.logs = self.work / "stderr"
         self.logs.mkdir()
+        self.disk: Path | None = self._mount_disk(args.disk_mib) if args.disk_mib else None
+        self.spool = (self.disk or self.work) / "spool"
+        self.refused: set[str] = set()  # tracks refused for want of room (exit 3): not queued
         self.port = free_port()  # the hostile proxy; the clients' collector_url
         self.inner_port = free_port()  # the real collector behind it
         self.port_b = free_port()  # the second destination's collector (no proxy)
@@ -116,12 +126,40 @@ class Soak:
         self.collectors: dict[str, subprocess.Popen | None] = {"a": None, "b": None}
         self.collector_runs = 0
         self.fingerprints: dict[str, str] = {}  # destination: its fingerprint (status --json)
+        self.passed = False
         self.chaos_log = open(self.work / "chaos.log", "w", buffering=1)
         self.child_log = open(self.logs / "children.log", "w", buffering=1)  # non-empty stderr of children
         self.base_env = self._base_env()
         self._write_config()
 
     # -- setup ------------------------------------------------------------------------------
+
+    def _mount_disk(self, mib: int) -> Path | None:
+        """A tmpfs of its own for the spool, or None (and a note why) where none can be mounted."""
+        where = self.work / "disk"
+        where.mkdir()
+        why = "mounting a tmpfs needs root" if os.geteuid() != 0 else None
+        if why is None:
+            proc = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={mib}m,mode=0700", "tmpfs", str(where)],
+                capture_output=True,
+                text=True,
+            )
+            why = (proc.stderr.strip() or f"mount exited {proc.returncode}") if proc.returncode else None
+        if why:
+            print(f"soak: no full-disk phase: {why}", file=sys.stderr)
+            where.rmdir()
+            return None
+        return where
+
+    def unmount_disk(self) -> None:
+        """Keep a copy of the spool beside the other evidence, then unmount the tmpfs."""
+        if self.disk is None:
+            return
+        if self.work.exists() and self.spool.exists():
+            shutil.copytree(self.spool, self.work / "spool-copy", dirs_exist_ok=True)
+        subprocess.run(["umount", "-l", str(self.disk)], check=False)
+        self.disk = None
 
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HAMUSTRO_")}
@@ -517,6 +555,9 @@ class Soak:
                     self.confirmed.update(ids)
                 elif killed and rc == -signal.SIGKILL:
                     self.unconfirmed.update(ids)
+                elif rc == 3 and NO_ROOM.search(err):
+                    self.refused.update(ids)
+                    self.counts["refused tracks"] += 1
                 else:
                     self.failed_ids.update(ids)
                     self.note(f"{kind} {ids} exited {rc} without being killed: {err.strip()[-300:]!r}")
@@ -536,6 +577,9 @@ class Soak:
             )
             if rc not in (0, 1) and not killed:
                 self.note(f"flush {args} exited {rc}: {err.strip()[-300:]!r}")
+            if UNRECORDED.search(err):
+                with self.lock:
+                    self.counts["unrecorded 200s"] += 1
 
         while time.monotonic() < self.deadline:
             running = [t for t in running if t.is_alive()]
@@ -548,6 +592,51 @@ class Soak:
             time.sleep(rng.uniform(0.8, 1.2))
         for t in running:
             t.join(timeout=self.args.grace)
+
+    def disk_loop(self) -> None:
+        """Another program fills the spool's file system (to the last byte, or leaving a little
+        room that the tracks then take), holds it full, then frees it. Half the time it is
+        greedy: while it holds the disk, it takes whatever room appears (the reserve a flush
+        freed, the pages a flush gave back) within a fraction of a second."""
+        if self.disk is None:
+            return
+        rng = random.Random(self.rng.random())
+        while not self.stop_chaos.wait(rng.uniform(*self.args.disk_full_every)):
+            if time.monotonic() >= self.deadline:
+                break
+            leave = rng.choice((0, 0, 16 * 1024, 256 * 1024, 2 * 1024 * 1024))
+            greedy = rng.random() < 0.5
+            fillers = [self.disk / "filler-0"]
+            written = self._fill(fillers[0], leave)
+            self.counts["disk fills"] += 1
+            self.note(f"disk: filled with {written} bytes, {leave} left free, greedy {greedy}")
+            until = time.monotonic() + rng.uniform(*self.args.disk_full_for)
+            while not self.stop_chaos.wait(0.3) and time.monotonic() < until:
+                if greedy:
+                    fillers.append(self.disk / f"filler-{len(fillers)}")
+                    taken = self._fill(fillers[-1], 0)
+                    if taken:
+                        self.note(f"disk: took {taken} bytes more")
+            for filler in fillers:
+                filler.unlink()
+            self.note("disk: freed")
+
+    @staticmethod
+    def _fill(path: Path, leave: int) -> int:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for chunk in (1 << 20, 4096):
+                block = b"\0" * chunk
+                while True:
+                    try:
+                        os.write(fd, block)
+                    except OSError:
+                        break
+            size = os.fstat(fd).st_size
+            os.ftruncate(fd, max(0, size - leave))
+            return max(0, size - leave)
+        finally:
+            os.close(fd)
 
     def chaos_loop(self) -> None:
         rng = random.Random(self.rng.random())
@@ -612,6 +701,7 @@ class Soak:
             ]
             threads.append(threading.Thread(target=self.flush_loop, name="flush"))
             threads.append(threading.Thread(target=self.clock_loop, name="clock"))
+            threads.append(threading.Thread(target=self.disk_loop, name="disk"))
             chaos = threading.Thread(target=self.chaos_loop, name="chaos")
             for t in threads + [chaos]:
                 t.start()
@@ -633,6 +723,9 @@ class Soak:
                 self.proxy.close()
             self.chaos_log.close()
             self.child_log.close()
+            self.unmount_disk()
+            if self.passed and not self.args.keep:
+                shutil.rmtree(self.work, ignore_errors=True)
 
     def fingerprint(self, dest: str) -> str:
         """The destination's fingerprint, as `status --json` gives it (the spool is created)."""
@@ -692,7 +785,9 @@ class Soak:
         for pid in self.background_pids():  # none expected; never leave one behind
             self.kill_background(pid)
         for log in sorted(self.spool.glob("flush.log*")):
-            self.scan_text(log.read_text(errors="replace"), str(log))
+            text = log.read_text(errors="replace")
+            self.scan_text(text, str(log))
+            self.counts["unrecorded 200s"] += len(UNRECORDED.findall(text))  # background flushes
         return self.report(drained, status)
 
     # -- the verdict --------------------------------------------------------------------------
@@ -753,7 +848,8 @@ class Soak:
         dup_ids = [i for i, n in copies.items() if n > 1]
         nr_conflicts = {k: v for k, v in ids_of_nr.items() if len(v) > 1}
         id_conflicts = {k: v for k, v in nrs_of_id.items() if len(v) > 1}
-        unknown = got - self.confirmed - self.unconfirmed - self.failed_ids
+        unknown = got - self.confirmed - self.unconfirmed - self.failed_ids - self.refused
+        refused_received = sorted(self.refused & got)  # a track that exited 3 queued nothing
 
         last_nr = self.last_nrs()
         by_session: dict[str, set[int]] = collections.defaultdict(set)
@@ -773,6 +869,11 @@ class Soak:
             "tracked (confirmed)": len(self.confirmed),
             "unconfirmed (killed mid-track)": len(self.unconfirmed),
             "track failures (non-zero exit, not killed)": len(self.failed_ids),
+            "full disk: spool on its own tmpfs (MiB)": self.args.disk_mib if self.disk else None,
+            "full disk: fills": self.counts["disk fills"],
+            "full disk: tracks refused for want of room (exit 3)": self.counts["refused tracks"],
+            "full disk: refused ids received (must be 0)": len(refused_received),
+            "full disk: flushes that could not record a 200": self.counts["unrecorded 200s"],
             "delivered (confirmed ids received)": len(self.confirmed & got),
             "unconfirmed delivered": len(self.unconfirmed & got),
             "received lines": len(received),
@@ -833,6 +934,8 @@ class Soak:
             print(f"unknown ids: {sorted(unknown)[:10]}")
         if misrouted:
             print(f"MISROUTED ids: {misrouted[:10]}")
+        if refused_received:
+            print(f"REFUSED (exit 3) yet RECEIVED: {refused_received[:10]}")
         for text in self.excerpts:
             print(text)
         print(f"work dir: {self.work} (chaos.log, stderr/, received-*.jsonl, spool/)")
@@ -845,13 +948,26 @@ class Soak:
             or self.bad["traceback"]
             or self.bad["locked"]
             or self.failed_ids
+            or refused_received
             or not drained
         )
+        self.passed = not failed
         if not failed and not self.args.keep:
-            shutil.rmtree(self.work, ignore_errors=True)
-            print("(work dir removed; --keep keeps it)")
+            print("(work dir removed at exit; --keep keeps it)")
         print("RESULT: " + ("FAIL" if failed else "OK"))
         return 1 if failed else 0
+
+
+def seconds_range(p: argparse.ArgumentParser, flag: str, default: tuple[float, float], help: str) -> None:
+    """An option of two numbers, MIN and MAX seconds, the moment drawn between them."""
+    p.add_argument(
+        flag,
+        type=float,
+        nargs=2,
+        default=default,
+        metavar=("MIN", "MAX"),
+        help=f"{help} (default {default[0]:g} {default[1]:g})",
+    )
 
 
 def main() -> int:
@@ -874,14 +990,7 @@ def main() -> int:
         default=0.02,
         help="collector holds each request this long, so kills land mid-request (default 0.02)",
     )
-    p.add_argument(
-        "--collector-kill-every",
-        type=float,
-        nargs=2,
-        default=(2.0, 5.0),
-        metavar=("MIN", "MAX"),
-        help="seconds between collector kills (default 2 5)",
-    )
+    seconds_range(p, "--collector-kill-every", (2.0, 5.0), "seconds between collector kills")
     p.add_argument(
         "--kill-share",
         type=float,
@@ -904,14 +1013,21 @@ def main() -> int:
         default=0.3,
         help="share of exchanges the proxy answers badly: odd headers, drips, cuts, statuses (default 0.3)",
     )
-    p.add_argument(
+    seconds_range(
+        p,
         "--clock-jump-every",
-        type=float,
-        nargs=2,
-        default=(2.0, 6.0),
-        metavar=("MIN", "MAX"),
-        help="seconds between rewrites of the stored sync state a year or a month off (default 2 6)",
+        (2.0, 6.0),
+        "seconds between rewrites of the stored sync state a year or a month off",
     )
+    p.add_argument(
+        "--disk-mib",
+        type=int,
+        default=48,
+        help="size of the spool's own tmpfs, filled and freed during the run (root only; 0: no "
+        "full-disk phase; default 48)",
+    )
+    seconds_range(p, "--disk-full-every", (4.0, 10.0), "seconds between fills of the spool's file system")
+    seconds_range(p, "--disk-full-for", (2.0, 6.0), "seconds it stays full")
     p.add_argument("--queue-size", type=int, default=10)
     p.add_argument("--timeout", type=float, default=5.0, help="client request timeout (default 5)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds to wait for children at the end")
