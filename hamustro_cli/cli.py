@@ -291,8 +291,9 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
     """Send every pending event, one session at a time, in signed batches.
 
     Exit 1: try later (collector unreachable, 5xx, timeout; events stay queued). Exit 4: a
-    person must act (the collector refused the signature and sending is halted, or events were
-    set aside as rejected: see 'hamustro events list --state rejected').
+    person must act (an answer only a person can fix: a redirect, 401, 403, 404, the signature
+    refused..., and sending is halted; or events were set aside as rejected: see 'hamustro
+    events list --state rejected').
 
     \b
     Examples:
@@ -342,12 +343,8 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
             "stored as the wire cannot carry ('hamustro events list --state rejected' says why; "
             "'hamustro flush --retry-rejected' resends)",
         )
-    if dry_run:
-        return
-    if report.halted or report.rejected:
-        sys.exit(ExitStatus.ATTENTION)
-    if not report.ok and not report.skipped:
-        sys.exit(ExitStatus.UNDELIVERED)
+    if report.exit_status:
+        sys.exit(report.exit_status)
 
 
 # -- status -----------------------------------------------------------------------------------

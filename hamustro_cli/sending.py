@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from hamustro_cli import netaddr, triggers, wire
+from hamustro_cli.answers import Kind
 from hamustro_cli.config import Config
 from hamustro_cli.errors import DependencyError
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
@@ -289,8 +290,9 @@ class Sender:
     def _settle(
         self, attrs: Session, row_id: int, batch: list[QueuedEvent], body: bytes, answer: Answer
     ) -> bool:
-        """Act on the collector's answer for one batch; on a 400, split the batch (sending the
-        halves here) to set aside only the payloads the collector refuses.
+        """Act on the collector's answer for one batch (what it means: answers.py). On a 400,
+        split the batch (sending the halves here) to set aside only the payloads the collector
+        refuses.
 
         True when the batch was delivered whole, its mark dropped with the ack."""
         report = self.report
@@ -303,7 +305,8 @@ class Sender:
             if self.progress:
                 self.progress(len(batch))
             return True
-        if answer.status != 400:
+        meaning = answer.meaning
+        if meaning.kind is not Kind.SPLIT:
             raise _Stop(answer)
         collection_ok = self._accepts_collection(attrs, row_id)
         if not collection_ok or len(batch) == 1:
@@ -330,16 +333,16 @@ class Sender:
         """Is it some payloads the collector refuses, or the collection itself (its attributes)?"""
         if row_id not in self._collection_ok:
             empty = self.transport.send(wire.encode(attrs, []))
-            if empty.status not in (204, 400):
+            if empty.kind not in (Kind.EMPTY, Kind.SPLIT) or empty.meaning.smaller:
                 raise _Stop(empty)
-            self._collection_ok[row_id] = empty.status == 204
+            self._collection_ok[row_id] = empty.kind is Kind.EMPTY
         return self._collection_ok[row_id]
 
     def _record_failure(self, answer: Answer) -> None:
         t = _now()
         failures = self.spool.sync_state().failures + 1
         error = {"at": t, "status": answer.status, "message": answer.detail, "attempts": answer.attempts}
-        if triggers.halts(answer.status):
+        if answer.kind.halts:  # nothing changes until a person acts
             self.spool.record_failure(error, failures, halted=answer.detail)
             self.report.halted = True
         else:
