@@ -5,8 +5,11 @@ content type and decoding, session, payloads present. Every accepted event is wr
 JSON line (collection fields plus payload fields) before the 200 goes out.
 
 For trying the client and for tests it can also misbehave on purpose: fail a share of
-requests (`fail_rate`), refuse collections holding a given event (`reject_events`), or hold
-each request before answering (`delay`).
+requests (`fail_rate`), refuse collections holding a given event (`reject_events`), hold
+each request before answering (`delay`), refuse bodies over `max_body` bytes with a 413 (as
+nginx's client_max_body_size does), or take `delay_per_event` seconds per payload before
+answering, storing them whether or not the client is still there (as the real one does with a
+slow backend).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class CollectorServer(ThreadingHTTPServer):
         reject_events: Iterable[str] = (),
         delay: float = 0.0,
         log: IO[str] | None = None,
+        max_body: int | None = None,
+        delay_per_event: float = 0.0,
     ):
         # An IPv6 literal (bare or in brackets, as in a URL) listens on an AF_INET6 socket.
         host = address[0].strip("[]") if address[0].startswith("[") else address[0]
@@ -67,7 +72,10 @@ class CollectorServer(ThreadingHTTPServer):
         self.reject_events = frozenset(reject_events)
         self.delay = delay
         self.log = log
+        self.max_body = max_body
+        self.delay_per_event = delay_per_event
         self.write_lock = threading.Lock()
+        self.busy = 0  # track requests being handled (a client that hung up leaves them running)
         self.shutting_down = False
         self.accepted = 0  # events written
         self.requests: list[dict[str, Any]] = []  # (status, headers, body) of each track request, for tests
@@ -151,13 +159,27 @@ class CollectorHandler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other
 
     def do_POST(self) -> None:
+        srv = self.server
+        with srv.write_lock:
+            srv.busy += 1
+        try:
+            self._post()
+        finally:
+            with srv.write_lock:
+                srv.busy -= 1
+
+    def _post(self) -> None:
         body = self._drain()
         if body is None:
             return self._bad_length()
         if self.path.split("?", 1)[0] != wire.TRACK_PATH:
             self._answer(404, "not found")
             return
-        status, error = self._track(body)
+        status, error = (
+            (413, "request entity too large")
+            if self.server.max_body is not None and len(body) > self.server.max_body
+            else self._track(body)
+        )
         if self.server.keep_requests:
             self.server.requests.append(
                 {"status": status, "headers": dict(self.headers.items()), "body": body}
@@ -207,6 +229,8 @@ class CollectorHandler(BaseHTTPRequestHandler):
             return 400, "event refused"
         if srv.fail_rate and random.random() < srv.fail_rate:
             return srv.fail_status, "failing on purpose"
+        if srv.delay_per_event:  # a slow backend: stored in the end, whether the client waits or not
+            time.sleep(srv.delay_per_event * len(coll.payloads))
         self._write(coll)
         return 200, None
 

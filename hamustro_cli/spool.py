@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from typing import TypeVar
 
     from hamustro_cli.queue import Change, EventFilter
-    from hamustro_cli.records import AttrRow, Counts, Mismatch, QueuedEvent, SessionRow
+    from hamustro_cli.records import AttrRow, BatchSize, Counts, Mismatch, QueuedEvent, SessionRow
 
     _T = TypeVar("_T")
 
@@ -570,6 +570,21 @@ class Spool:
     def remember_address(self, host: str, address: str) -> None:
         if self.resolved_address(host) != address:
             self._set_metas("recording the collector's address", {f"resolved:{host}": address})
+
+    def batch_size(self) -> BatchSize | None:
+        """The batch size a 413 or a timeout taught the sender, and its successes in a row
+        since (sending.BatchSizer); None when none holds (then max_batch_events)."""
+        from hamustro_cli.records import BatchSize
+
+        raw = (self._get_metas("batch_size").get("batch_size") or "").split()
+        if len(raw) != 2 or not all(part.isascii() and part.isdigit() and len(part) < 10 for part in raw):
+            return None  # never set, or not what this code writes: start from max_batch_events
+        size, streak = int(raw[0]), int(raw[1])
+        return BatchSize(size, streak) if size >= 1 else None
+
+    def remember_batch_size(self, learned: BatchSize | None) -> None:
+        value = None if learned is None else f"{learned.size} {learned.streak}"
+        self._set_metas("recording the batch size", {"batch_size": value})
 
     # -- looking ----------------------------------------------------------------------------
 

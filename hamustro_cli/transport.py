@@ -63,6 +63,7 @@ class Answer:
     meaning: Meaning  # what it means (answers.py): its kind decides, its detail is shown
     retry_after: float | None = None
     attempts: int = 1
+    elapsed: float = 0.0  # seconds the last attempt took (monotonic)
 
     @property
     def ok(self) -> bool:
@@ -451,6 +452,7 @@ class Transport:
     def post_once(self, body: bytes) -> Answer:
         headers = wire.headers(body, self._secret, int(time.time()))
         self.log(DEBUG, f"POST {self.url} ({len(body)} bytes)")
+        started = time.monotonic()
         try:
             reply = exchange(
                 self.http, "POST", self.url, self.timeout, body=body, headers=headers, verify=self.verify
@@ -458,26 +460,31 @@ class Transport:
         except (requests.exceptions.RequestException, DeadlinePassed, ValueError) as exc:
             # ValueError: urllib3's LocationParseError and kin: the URL itself is bad
             problem = request_problem(exc, self.url, self.timeout)
-            return Answer(None, problem.meaning)
+            return Answer(None, problem.meaning, elapsed=time.monotonic() - started)
+        elapsed = time.monotonic() - started
         status, text = reply.status, reply.text
         self.log(DEBUG, f"answer {status}" + (f": {text}" if text else ""))
         said = answers.meaning(status, self.url, shown(reply.header("Location") or ""), text)
         if said.kind is Kind.DELIVERED:
             # Delivered: nothing else in the answer may change that.
-            return Answer(status, said)
+            return Answer(status, said, elapsed=elapsed)
         return Answer(
             status,
             said,
             retry_after=parse_retry_after(reply.header("Retry-After"), time.time()),
+            elapsed=elapsed,
         )
 
     def send(self, body: bytes, sleep: Callable[[float], None] = time.sleep) -> Answer:
-        """POST, retrying a transient failure up to `retries` times. Returns the last answer."""
+        """POST, retrying a transient failure up to `retries` times. Returns the last answer.
+
+        An answer that says the request may have been stored (a timeout, a proxy's 504) is not
+        retried with the same body: the sender tries again with fewer events (answers.py)."""
         attempt = 0
         while True:
             attempt += 1
             answer = self.post_once(body)
-            if not answer.transient or attempt > self.retries:
+            if not answer.transient or answer.meaning.smaller or attempt > self.retries:
                 return replace(answer, attempts=attempt)
             delay = backoff_delay(attempt, self.retry_delay)
             if answer.retry_after is not None:
