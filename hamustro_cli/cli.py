@@ -425,9 +425,11 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
     if error:
         echo(f"last error: {error.get('message')} ({_ago(error.get('at'), now)})")
     if data["halted"]:
+        echo(f"sending:    STOPPED: {data['halted']}; once that is fixed, run 'hamustro flush'")
+    if data["batch_size"] is not None:
         echo(
-            "sending:    STOPPED: the collector rejected the signature; check shared_secret_key, "
-            "then run 'hamustro flush'"
+            f"batch size: {data['batch_size']} events (after a 413 or a timeout; grows back to "
+            f"max_batch_events, {data['max_batch_events']}, while batches pass quickly)"
         )
     next_due = data["next_due_at"]
     due_text = "now" if data["due"] else (_ago(next_due, now) if next_due else "-")

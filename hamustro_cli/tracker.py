@@ -392,6 +392,8 @@ class ClientTracker:
             "next_due_at": due.next_at,
             "backoff_until": backoff_until,
             "halted": sync.halted,
+            "batch_size": _learned_size(spool, self.config.values["max_batch_events"]),
+            "max_batch_events": self.config.values["max_batch_events"],
             "flush_running": flush_running(self.config.spool_dir),
             "queue_size": self.config.values["queue_size"],
             "queue_retention": self.config.values["queue_retention"],
@@ -418,3 +420,10 @@ class ClientTracker:
 
 def _oldest_first(oldest_live: int | None) -> float:
     return float("inf") if oldest_live is None else oldest_live
+
+
+def _learned_size(spool: Spool, limit: int) -> int | None:
+    """The batch size flushes start from, when a 413 or a timeout made it smaller than
+    max_batch_events (sending.BatchSizer); None otherwise."""
+    learned = spool.batch_size()
+    return learned.size if learned is not None and learned.size < limit else None

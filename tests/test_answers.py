@@ -75,6 +75,9 @@ def test_an_answer_only_a_person_can_fix_exits_4_with_the_fix_and_halts(isolated
         st = _status()
         assert (st["pending"], st["rejected"], st["sending"]) == (2, 0, 0)
         assert st["halted"] and said.fix in st["halted"] and not st["due"]
+        shown = invoke("status").stdout
+        assert "STOPPED: " in shown and said.fix in shown
+        assert ("signature" in shown) == (status == 405)  # not the 405's words for every stop
         # cron's `flush --if-due` keeps saying so, without sending, until a plain flush succeeds
         again = invoke("flush", "--if-due", "--json", expect=4)
         assert json.loads(again.stdout)["halted"] and server.hits == 1
@@ -143,6 +146,7 @@ def test_a_413_halves_the_batch_until_it_passes_and_the_next_flush_starts_there(
         # 200, 100, 50 events refused; 25 pass (12 batches: fewer than GROW_AFTER, no probe)
         assert statuses.count(413) == 3 and GROW_AFTER >= 12 + 4
         assert max(b["events"] for b in out["batches"] if b["status"] == 200) == 25
+        assert _status()["batch_size"] == 25 and "batch size: 25 events" in invoke("status").stdout
         # the next flush starts from the size that passed: not one 413
         _track(100, PARAMS, prefix="later")
         before = len(limited.requests)
