@@ -26,7 +26,8 @@ Progress = Callable[[int], None]
 
 # A collector that refuses events costs requests to find which: a 400 batch is split in halves
 # until the refused payloads stand alone (2n requests for n events all refused). Past these
-# budgets of split requests the parts still unresolved are set aside whole.
+# budgets of split requests the parts still unresolved are set aside whole. A flush that gets
+# more than FLUSH_SPLIT_BUDGET 413s stops there (try later): a collector refusing every body.
 BATCH_SPLIT_BUDGET = 64
 FLUSH_SPLIT_BUDGET = 256
 NOT_TRIED = (
@@ -56,23 +57,26 @@ class BatchSizer:
         self.size = min(limit, learned.size) if learned else limit
         self.streak = learned.streak if learned and learned.size < limit else 0
         self._before_413: int | None = None  # the size before this flush's first 413
+        self._passed_since_413 = False  # a batch was delivered since then
 
     def shrink(self, tried: int, too_large: bool = False) -> None:
         """A batch of `tried` events was too large (413) or maybe stored (no answer in time)."""
         if too_large and self._before_413 is None:
-            self._before_413 = self.size
+            self._before_413, self._passed_since_413 = self.size, False
         self._set(max(1, min(self.size, tried) // 2), 0)
 
     def one_too_large(self) -> None:
         """One event was too large on its own: the 413s that led to it say nothing of the others
-        (which would otherwise go one at a time from now on). Back to the size before them; a
-        real body limit costs a few 413s again (nothing is stored twice by a 413)."""
-        if self._before_413 is not None:
+        (which would otherwise go one at a time from now on). Back to the size before them, if
+        anything passed since (else the collector may refuse every body: stay small); a real
+        body limit costs a few 413s again (nothing is stored twice by a 413)."""
+        if self._before_413 is not None and self._passed_since_413:
             self._set(max(self.size, self._before_413), 0)
             self._before_413 = None
 
     def passed(self, sent: int, elapsed: float) -> None:
         """A batch of `sent` events was delivered in `elapsed` seconds."""
+        self._passed_since_413 = True
         if self.size >= self.limit or sent < self.size:
             return  # at the maximum already, or the queue's tail: says nothing of the size
         if elapsed > self.quick:
@@ -249,6 +253,7 @@ class Sender:
         self.transport = transport
         self.report = report
         self.sizer = BatchSizer(spool, max_batch_events, transport.timeout)
+        self._too_large_left = FLUSH_SPLIT_BUDGET  # 413s this flush takes before it stops
         self._smaller_left = transport.retries  # tries with fewer events after no answer in time
         self.local_ip = local_ip
         self.log = log
@@ -393,6 +398,10 @@ class Sender:
             self.sizer.passed(len(batch), answer.elapsed)
             return True
         meaning = answer.meaning
+        if meaning.smaller and meaning.kind is Kind.SPLIT:
+            self._too_large_left -= 1
+            if self._too_large_left < 0:  # a collector that refuses every body: try later
+                raise _Stop(answer)
         if meaning.smaller and meaning.kind in (Kind.TRY_LATER, Kind.SPLIT):
             if len(batch) == 1 and meaning.kind is Kind.SPLIT:  # too large (413) on its own
                 self._set_aside(attrs, row_id, batch, f"{TOO_LARGE}: {answer.detail}", 413)

@@ -18,7 +18,7 @@ from hamustro_cli import answers, doctor
 from hamustro_cli.answers import Kind
 from hamustro_cli.config import load_config
 from hamustro_cli.records import BatchSize
-from hamustro_cli.sending import GROW_AFTER, BatchSizer
+from hamustro_cli.sending import FLUSH_SPLIT_BUDGET, GROW_AFTER, BatchSizer
 from hamustro_cli.spool import Spool
 
 PERSON = [301, 302, 307, 308, 401, 403, 404, 405, 407, 410, 422, 451]
@@ -174,6 +174,26 @@ def test_an_event_too_large_alone_is_set_aside_with_its_reason(isolated, tmp_pat
         assert answers.TOO_LARGE in rejected["reason"]
     finally:
         limited.server.stop()
+
+
+def test_a_collector_refusing_every_body_as_too_large_costs_bounded_requests(isolated, tmp_path):
+    """Each event is set aside as too large alone after about one request (not log2 of the
+    batch size again for each), and a flush stops after its budget of 413s: try later."""
+    tiny = start_collector(tmp_path, "tiny", max_body=1)
+    try:
+        _configure(isolated, tiny.url, max_batch_events=256, retries=0)
+        _track(40)
+        out = json.loads(invoke("flush", "--json", expect=4).stdout)
+        assert (out["sent"], out["rejected"], out["pending"]) == (0, 40, 0)
+        assert len(tiny.requests) <= 40 + 8  # halving 40 to 1, then one a event
+        _track(FLUSH_SPLIT_BUDGET + 50, prefix="more")
+        before = len(tiny.requests)
+        out = json.loads(invoke("flush", "--retry-rejected", "--json", expect=4).stdout)
+        assert len(tiny.requests) - before == FLUSH_SPLIT_BUDGET + 1
+        assert out["pending"] > 0 and out["rejected"] + out["pending"] == FLUSH_SPLIT_BUDGET + 90
+        assert _status()["backoff_until"] and tiny.received() == []
+    finally:
+        tiny.server.stop()
 
 
 # -- a slow collector: timeouts make batches smaller, duplicates stay bounded --------------------
