@@ -51,7 +51,7 @@ def main() -> int:
         f"flush done: sent {report.sent}, failed {report.failed}, rejected {report.rejected}, "
         f"pending {report.pending}",
     )
-    return 0 if report.ok else 1
+    return int(report.exit_status)
 
 
 if __name__ == "__main__":

@@ -291,8 +291,9 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
     """Send every pending event, one session at a time, in signed batches.
 
     Exit 1: try later (collector unreachable, 5xx, timeout; events stay queued). Exit 4: a
-    person must act (the collector refused the signature and sending is halted, or events were
-    set aside as rejected: see 'hamustro events list --state rejected').
+    person must act (an answer only a person can fix: a redirect, 401, 403, 404, the signature
+    refused..., and sending is halted; or events were set aside as rejected: see 'hamustro
+    events list --state rejected').
 
     \b
     Examples:
@@ -343,12 +344,8 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
             "stored as the wire cannot carry ('hamustro events list --state rejected' says why; "
             "'hamustro flush --retry-rejected' resends)",
         )
-    if dry_run:
-        return
-    if report.halted or report.rejected:
-        sys.exit(ExitStatus.ATTENTION)
-    if not report.ok and not report.skipped:
-        sys.exit(ExitStatus.UNDELIVERED)
+    if report.exit_status:
+        sys.exit(report.exit_status)
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -430,15 +427,17 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
     if error:
         echo(f"last error: {error.get('message')} ({_ago(error.get('at'), now)})")
     if data["halted"]:
-        echo(
-            "sending:    STOPPED: the collector rejected the signature; check shared_secret_key, "
-            "then run 'hamustro flush'"
-            + (
-                f" (events queued with the rejected secret stay with destination {data['destination']}: "
-                f"with the fixed one, 'hamustro events claim {data['destination']}' sends them)"
-                if data["destination"]
-                else ""
+        echo(f"sending:    STOPPED: {data['halted']}; once that is fixed, run 'hamustro flush'")
+        if data["destination"]:
+            echo(
+                f"            (fixing collector_url, client_id or shared_secret_key makes another "
+                f"destination: the events queued so far stay with {data['destination']}, and "
+                f"'hamustro events claim {data['destination']}' sends them with the fixed config)"
             )
+    if data["batch_size"] is not None:
+        echo(
+            f"batch size: {data['batch_size']} events (after a 413 or a timeout; grows back to "
+            f"max_batch_events, {data['max_batch_events']}, while batches pass quickly)"
         )
     if data["no_room"]:
         echo(f"disk:       FULL: sending waits until there is room: {data['no_room']}")

@@ -3,29 +3,25 @@ of library errors, and the hand-made --help (see below)."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from hamustro_cli import __version__
-from hamustro_cli.errors import ConfigError, FlushBusy, HamustroError, InputError, SpoolError
+from hamustro_cli.errors import (
+    ConfigError,
+    FlushBusy,
+    HamustroError,
+    InputError,
+    SpoolError,
+)
+from hamustro_cli.errors import ExitStatus as ExitStatus  # cli and tests import it from here
 from hamustro_cli.log import ERROR, WARNING
 
 if TYPE_CHECKING:
     from hamustro_cli.config import Config
     from hamustro_cli.tracker import ClientTracker
-
-
-class ExitStatus(enum.IntEnum):
-    """The contract's exit codes (README: Exit codes). 1 means "try later", 4 "a person must act"."""
-
-    OK = 0
-    UNDELIVERED = 1  # try later: not delivered (still queued): unreachable, 5xx, timeout; a flush runs
-    USAGE = 2  # usage, configuration or input error: nothing was queued or sent
-    SPOOL = 3  # the spool cannot be used: nothing was lost
-    ATTENTION = 4  # a person must act: signature refused (sending halted), events set aside as rejected
 
 
 EXIT_FOR = {

@@ -4,9 +4,18 @@ Checks run in the real collector's order: method, time header, signature header,
 content type and decoding, session, payloads present. Every accepted event is written as one
 JSON line (collection fields plus payload fields) before the 200 goes out.
 
+Where the real collector's behaviour is not in the spec, it follows what was observed of it
+(collector-behaviour.md, "Observed"): string fields keep their bytes (an `event` that is not
+UTF-8 is stored with U+FFFD, not refused), `/api/health` answers any method, and a chunked
+body without Content-Length is read like any other. tests/test_collector_conformance.py holds
+the table of requests and the real collector's answers.
+
 For trying the client and for tests it can also misbehave on purpose: fail a share of
-requests (`fail_rate`), refuse collections holding a given event (`reject_events`), or hold
-each request before answering (`delay`).
+requests (`fail_rate`), refuse collections holding a given event (`reject_events`), hold
+each request before answering (`delay`), refuse bodies over `max_body` bytes with a 413 (as
+nginx's client_max_body_size does), or take `delay_per_event` seconds per payload before
+answering, storing them whether or not the client is still there (as the real one does with a
+slow backend).
 """
 
 from __future__ import annotations
@@ -54,6 +63,8 @@ class CollectorServer(ThreadingHTTPServer):
         reject_events: Iterable[str] = (),
         delay: float = 0.0,
         log: IO[str] | None = None,
+        max_body: int | None = None,
+        delay_per_event: float = 0.0,
     ):
         # An IPv6 literal (bare or in brackets, as in a URL) listens on an AF_INET6 socket.
         host = address[0].strip("[]") if address[0].startswith("[") else address[0]
@@ -67,7 +78,10 @@ class CollectorServer(ThreadingHTTPServer):
         self.reject_events = frozenset(reject_events)
         self.delay = delay
         self.log = log
+        self.max_body = max_body
+        self.delay_per_event = delay_per_event
         self.write_lock = threading.Lock()
+        self.busy = 0  # track requests being handled (a client that hung up leaves them running)
         self.shutting_down = False
         self.accepted = 0  # events written
         self.requests: list[dict[str, Any]] = []  # (status, headers, body) of each track request, for tests
@@ -119,7 +133,10 @@ class CollectorHandler(BaseHTTPRequestHandler):
 
     def _drain(self) -> bytes | None:
         """The request body; None (and the connection closes) when Content-Length is not a
-        length, which Go's server answers 400 before any handler runs."""
+        length or a chunked body is malformed, which Go's server answers 400 before any handler
+        runs. A chunked body is read whole, as Go's server reads it for the handler."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._chunked()
         text = (self.headers.get("Content-Length") or "0").strip()
         if not (text.isascii() and text.isdigit()) or len(text) > 18:
             self.close_connection = True
@@ -127,37 +144,78 @@ class CollectorHandler(BaseHTTPRequestHandler):
         length = int(text)
         return self.rfile.read(length) if length > 0 else b""
 
+    def _chunked(self) -> bytes | None:
+        parts: list[bytes] = []
+        while True:
+            line = self.rfile.readline(MAX_LINE)
+            size_text = line.split(b";", 1)[0].strip()
+            if not line.endswith(b"\n") or not size_text or size_text.strip(HEX_DIGITS):
+                self.close_connection = True
+                return None
+            size = int(size_text, 16)
+            if size == 0:
+                while self.rfile.readline(MAX_LINE).strip():  # trailers, up to the blank line
+                    pass
+                return b"".join(parts)
+            chunk = self.rfile.read(size)
+            if len(chunk) < size or self.rfile.readline(MAX_LINE).strip():
+                self.close_connection = True
+                return None
+            parts.append(chunk)
+
     def _bad_length(self) -> None:
-        self._answer(400, "invalid Content-Length")
+        self._answer(400, "invalid Content-Length or chunked body")
 
-    def do_GET(self) -> None:
+    def _route(self) -> None:
+        """Every method but POST: /api/health answers any method (the real collector does)."""
         if self._drain() is None:
             return self._bad_length()
-        if self.path.split("?", 1)[0] == "/api/health":
+        path = self.path.split("?", 1)[0]
+        if path == "/api/health":
             self._answer(200, body=b'{"up":true}')
-        elif self.path.split("?", 1)[0] == wire.TRACK_PATH:
+        elif path == wire.TRACK_PATH:
             self._answer(405, "method not allowed")
         else:
             self._answer(404, "not found")
 
-    def _other(self) -> None:
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _route
+
+    def do_HEAD(self) -> None:
         if self._drain() is None:
             return self._bad_length()
-        if self.path.split("?", 1)[0] in (wire.TRACK_PATH, "/api/health"):
-            self._answer(405, "method not allowed")
-        else:
-            self._answer(404, "not found")
-
-    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _other
+        path = self.path.split("?", 1)[0]
+        status = 200 if path == "/api/health" else 405 if path == wire.TRACK_PATH else 404
+        self.send_response(status)
+        if status == 200:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "11" if status == 200 else "0")
+        self.end_headers()
 
     def do_POST(self) -> None:
+        srv = self.server
+        with srv.write_lock:
+            srv.busy += 1
+        try:
+            self._post()
+        finally:
+            with srv.write_lock:
+                srv.busy -= 1
+
+    def _post(self) -> None:
         body = self._drain()
         if body is None:
             return self._bad_length()
-        if self.path.split("?", 1)[0] != wire.TRACK_PATH:
+        path = self.path.split("?", 1)[0]
+        if path == "/api/health":
+            return self._answer(200, body=b'{"up":true}')
+        if path != wire.TRACK_PATH:
             self._answer(404, "not found")
             return
-        status, error = self._track(body)
+        status, error = (
+            (413, "request entity too large")
+            if self.server.max_body is not None and len(body) > self.server.max_body
+            else self._track(body)
+        )
         if self.server.keep_requests:
             self.server.requests.append(
                 {"status": status, "headers": dict(self.headers.items()), "body": body}
@@ -182,14 +240,15 @@ class CollectorHandler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         if ctype not in ("application/protobuf", "application/json"):
             return 400, f"unsupported content type {ctype!r}"
-        coll = wire.Collection()
+        coll = raw_collection()()
         try:
             if ctype == "application/json":
                 from google.protobuf import json_format
 
-                json_format.Parse(body.decode("utf-8"), coll)
-            else:
-                coll.ParseFromString(body)
+                parsed = wire.Collection()
+                json_format.Parse(body.decode("utf-8"), parsed)
+                body = parsed.SerializePartialToString()
+            coll.ParseFromString(body)
         except Exception as exc:  # noqa: BLE001 - any decoding failure is a 400
             return 400, f"invalid collection: {exc}"
         if not coll.IsInitialized():
@@ -197,30 +256,32 @@ class CollectorHandler(BaseHTTPRequestHandler):
             # (Go, proto2) refuses a Collection or Payload that lacks one.
             missing = ", ".join(coll.FindInitializationErrors())
             return 400, f"invalid collection: missing required fields: {missing}"
-        if coll.session != session_id(
-            coll.device_id, coll.client_id, coll.system_version, coll.product_version
-        ):
+        # (Go hashes the fields' bytes; fields that are not UTF-8 are a mismatch here.)
+        fields = (coll.device_id, coll.client_id, coll.system_version, coll.product_version)
+        if _text(coll.session) != session_id(*map(_text, fields)):
             return 400, "session does not match the collection fields"
         if not coll.payloads:
             return 204, None
-        if srv.reject_events and any(p.event in srv.reject_events for p in coll.payloads):
+        if srv.reject_events and any(_text(p.event) in srv.reject_events for p in coll.payloads):
             return 400, "event refused"
         if srv.fail_rate and random.random() < srv.fail_rate:
             return srv.fail_status, "failing on purpose"
+        if srv.delay_per_event:  # a slow backend: stored in the end, whether the client waits or not
+            time.sleep(srv.delay_per_event * len(coll.payloads))
         self._write(coll)
         return 200, None
 
     def _write(self, coll: Any) -> None:
         # Formatted by hand rather than json.dumps of a dict per event: the same JSON, about
         # four times faster, and the client waits for this before its 200.
-        head = {name: (getattr(coll, name) if coll.HasField(name) else None) for name in COLLECTION_FIELDS}
+        head = {n: (_text(getattr(coll, n)) if coll.HasField(n) else None) for n in COLLECTION_FIELDS}
         prefix = json.dumps(head)[:-1] + ', "at": '
         q = encode_basestring_ascii
         lines = [
-            f'{prefix}{p.at}, "event": {q(p.event)}, "nr": {p.nr}, '
+            f'{prefix}{p.at}, "event": {q(_text(p.event))}, "nr": {p.nr}, '
             f'"user_id": {p.user_id if p.HasField("user_id") else "null"}, '
-            f'"ip": {q(p.ip) if p.HasField("ip") else "null"}, '
-            f'"parameters": {q(p.parameters) if p.HasField("parameters") else "null"}, '
+            f'"ip": {q(_text(p.ip)) if p.HasField("ip") else "null"}, '
+            f'"parameters": {q(_text(p.parameters)) if p.HasField("parameters") else "null"}, '
             f'"is_testing": {TESTING[p.is_testing] if p.HasField("is_testing") else "null"}}}\n'
             for p in coll.payloads
         ]
@@ -230,6 +291,41 @@ class CollectorHandler(BaseHTTPRequestHandler):
             srv.out.write(text)
             srv.out.flush()
             srv.accepted += len(lines)
+
+
+MAX_LINE = 65_536  # bytes of one chunk-size line or trailer read at most
+HEX_DIGITS = b"0123456789abcdefABCDEF"
+_raw: Any = None
+
+
+def raw_collection() -> Any:
+    """The Collection class with every string field read as bytes (the same wire format). The
+    real collector (Go) keeps a string's bytes as they came: an `event` that is not UTF-8 is
+    stored, with U+FFFD once written as JSON, not refused; protobuf's Python backends would
+    refuse it (pure Python) or hand back bytes (upb)."""
+    global _raw
+    if _raw is None:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        from hamustro_cli.payload_descriptor import SERIALIZED
+
+        proto = descriptor_pb2.FileDescriptorProto.FromString(SERIALIZED)
+        for message in proto.message_type:
+            for field in message.field:
+                if field.type == field.TYPE_STRING:
+                    field.type = field.TYPE_BYTES
+        pool = descriptor_pool.DescriptorPool()
+        pool.AddSerializedFile(proto.SerializeToString())
+        get = getattr(message_factory, "GetMessageClass", None)
+        if get is None:  # protobuf 3.20
+            get = message_factory.MessageFactory(pool).GetPrototype
+        _raw = get(pool.FindMessageTypeByName("payload.Collection"))
+    return _raw
+
+
+def _text(raw: bytes) -> str:
+    """A string field as it is stored: bytes that are not UTF-8 become U+FFFD."""
+    return raw.decode("utf-8", "replace")
 
 
 def make_server(

@@ -46,7 +46,8 @@ NOTES: dict[str, str] = {
     "flush": '"background" starts a detached flush, "inline" flushes before returning, '
     '"off" leaves it to `hamustro flush` (cron, a systemd timer).',
     "ip": '"auto" is the local address of the route to the collector, found without sending.',
-    "retries": "Transient: 5xx, 408, 429, timeouts, refused or reset connections.",
+    "retries": "Transient: 5xx, 408, 429, refused or reset connections; "
+    "after a timeout or a 504, with half as many events.",
     "retry_delay": "With jitter, capped at 30 s, and at least what Retry-After asks.",
     "tls_verify": "Turning it off prints a warning on every command.",
     "ca_bundle": "A PEM file, used instead of the system's CA list (for a private CA).",

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from hamustro_cli import answers
+from hamustro_cli.answers import Kind
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config
 from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
@@ -256,8 +258,8 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
     if sync.halted:
         details["halted"] = sync.halted
         notes.append(
-            "sending is stopped after the collector rejected the signature (405); once the "
-            "credentials check passes, run 'hamustro flush' to resume"
+            f"sending is stopped: {sync.halted}; once that is fixed and the credentials check "
+            "passes, run 'hamustro flush' to resume"
         )
     from hamustro_cli.triggers import trusted_times
 
@@ -307,23 +309,12 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
 
     from hamustro_cli.transport import (
         DeadlinePassed,
-        Failure,
         exchange,
         http_session,
         request_problem,
         shown,
         verify_option,
     )
-
-    HEALTH_HINTS = {
-        Failure.TLS: "set ca_bundle to the CA that signed the collector's certificate",
-        Failure.TIMEOUT: (
-            "check that the collector is up and reachable from here; raise timeout if it is slow"
-        ),
-        Failure.UNREACHABLE: "is the collector running? check collector_url (and HTTPS_PROXY/NO_PROXY)",
-        Failure.REQUEST: "check collector_url",
-        Failure.BAD_URL: "check collector_url",
-    }
 
     url = cfg.values["collector_url"].rstrip("/") + HEALTH_PATH
     details: dict[str, Any] = {"url": url, "status": None}
@@ -337,7 +328,7 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
                 resp = exchange(http, "GET", url, cfg.values["timeout"], verify=verify_option(cfg.values))
     except (requests.exceptions.RequestException, DeadlinePassed, ValueError) as exc:
         problem = request_problem(exc, url, cfg.values["timeout"])
-        return Check("collector", False, problem.detail, HEALTH_HINTS[problem.kind], details)
+        return Check("collector", False, problem.detail, problem.meaning.fix, details)
     elapsed = time.monotonic() - started
     status = resp.status
     details.update(status=status, elapsed_ms=round(elapsed * 1000, 1))
@@ -348,14 +339,6 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
         up = False
     if status == 200 and up:
         return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms)", None, details)
-    if 300 <= status < 400:
-        return Check(
-            "collector",
-            False,
-            f"{url} answered {status} redirect to {shown(resp.header('Location') or '') or '?'}",
-            "redirects are not followed: set collector_url to the final address",
-            details,
-        )
     if status == 200:
         return Check(
             "collector",
@@ -364,19 +347,14 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
             "collector_url may point at something other than a Hamustro collector",
             details,
         )
-    if status == 404:
-        return Check(
-            "collector",
-            False,
-            f"{url} answered 404",
-            "collector_url should be the collector's base URL, without /api/...",
-            details,
-        )
+    said = answers.meaning(status, url, shown(resp.header("Location") or ""))
+    if status == 404:  # the health path is ours: the base URL is what is wrong
+        said = said._replace(fix="collector_url should be the collector's base URL, without /api/...")
     return Check(
         "collector",
         False,
-        f"{url} answered {status}",
-        "the collector is not healthy; try again later or ask its operator",
+        f"{url}: {said.what}",
+        said.fix or "the collector is not healthy; try again later or ask its operator",
         details,
     )
 
@@ -401,7 +379,8 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = no
     finally:
         transport.close()
     details["status"] = answer.status
-    if answer.status == 204:
+    said = answer.meaning  # what it means: the same table as a flush's (answers.py)
+    if said.kind is Kind.EMPTY:
         return Check(
             "credentials",
             True,
@@ -409,16 +388,7 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = no
             None,
             details,
         )
-    if answer.status == 405:
-        return Check(
-            "credentials",
-            False,
-            "collector answered 405: shared_secret_key is wrong",
-            "set shared_secret_key to the collector's secret (if it is right, check this machine's "
-            "clock and any proxy that rewrites requests)",
-            details,
-        )
-    if answer.status == 400:
+    if said.kind is Kind.SPLIT and not said.smaller:  # 400: no payload to split, so the rest
         return Check(
             "credentials",
             False,
@@ -427,7 +397,7 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = no
             "check that the collector speaks this protocol version (Content-Type application/protobuf)",
             details,
         )
-    if answer.status == 200:
+    if said.kind is Kind.DELIVERED:
         # Cannot happen for an empty Collection on a conforming collector.
         return Check(
             "credentials",
@@ -436,12 +406,14 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = no
             "collector_url may not point at a Hamustro collector",
             details,
         )
-    if answer.status is None:
-        return Check(
-            "credentials", False, answer.detail, "is the collector running? check collector_url", details
-        )
+    if answer.status == 405:  # the words only: the kind (a person must act) is the table's
+        said = said._replace(what="collector answered 405: shared_secret_key is wrong")
     return Check(
-        "credentials", False, answer.detail, "check collector_url and the collector's state", details
+        "credentials",
+        False,
+        said.what,
+        said.fix or "check collector_url and the collector's state",
+        details,
     )
 
 

@@ -1,11 +1,23 @@
-"""The library's exceptions. Only cli.py maps them to exit codes."""
+"""The library's exceptions and the contract's exit codes. The CLI maps exceptions to codes
+(cliparts.EXIT_FOR); a flush's code comes from the kind of the collector's answer (answers.py)."""
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from hamustro_cli.problems import SpoolProblem
+
+
+class ExitStatus(enum.IntEnum):
+    """The contract's exit codes (README: Exit codes). 1 means "try later", 4 "a person must act"."""
+
+    OK = 0
+    UNDELIVERED = 1  # try later: not delivered (still queued): unreachable, 5xx, timeout; a flush runs
+    USAGE = 2  # usage, configuration or input error: nothing was queued or sent
+    SPOOL = 3  # the spool cannot be used: nothing was lost
+    ATTENTION = 4  # a person must act: an answer only a person can fix (sending halted), events rejected
 
 
 class HamustroError(Exception):

@@ -68,3 +68,11 @@ def total(counts: dict[int, Counts]) -> Counts:
         min(lives) if lives else None,
         min(alls) if alls else None,
     )
+
+
+class BatchSize(NamedTuple):
+    """How many events a flush sends in one request while a collector is slow or has a body
+    limit (see sending.BatchSizer), and its successes in a row at that size."""
+
+    size: int
+    streak: int

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
 
+from hamustro_cli.answers import Kind
+from hamustro_cli.errors import ExitStatus
 from hamustro_cli.session import Session
 
 
@@ -31,7 +33,7 @@ class FlushReport:
         self.skip: Skip | None = None  # set when nothing was attempted
         self.skipped: str | None = None  # why, for people
         self.error: str | None = None
-        self.halted = False  # sending is stopped (signature refused): a person must act
+        self.halted = False  # sending is stopped (an answer of Kind.PERSON): a person must act
         self.dry_run = dry_run
         self.would_reject = 0  # a dry run: stored rows the wire cannot carry, which a flush sets aside
 
@@ -65,6 +67,20 @@ class FlushReport:
         """Everything this flush took up was delivered. (Events tracked while it finished may
         be pending: they are not undelivered, just new.)"""
         return self.failed == 0 and self.rejected == 0 and self.error is None
+
+    @property
+    def exit_status(self) -> ExitStatus:
+        """`flush`'s exit code (and the background flush's), from the kinds of answer it met."""
+        if self.dry_run:
+            return ExitStatus.OK
+        met = [ExitStatus.OK]
+        if self.halted:
+            met.append(Kind.PERSON.exit_status)
+        if self.rejected:
+            met.append(Kind.SPLIT.exit_status)
+        if not self.ok and not self.skipped:
+            met.append(Kind.TRY_LATER.exit_status)
+        return max(met)
 
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"would_reject": self.would_reject} if self.dry_run else {}

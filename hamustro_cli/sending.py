@@ -14,11 +14,12 @@ from functools import partial
 from typing import Final
 
 from hamustro_cli import netaddr, spooldir, triggers, wire
+from hamustro_cli.answers import TOO_LARGE, Kind, Meaning
 from hamustro_cli.config import Config
 from hamustro_cli.errors import DependencyError, SpoolError
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
 from hamustro_cli.problems import SpoolProblem
-from hamustro_cli.records import QueuedEvent
+from hamustro_cli.records import BatchSize, QueuedEvent
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import Session
 from hamustro_cli.spool import ID, MAX_NR, NR, Spool
@@ -28,7 +29,8 @@ Progress = Callable[[int], None]
 
 # A collector that refuses events costs requests to find which: a 400 batch is split in halves
 # until the refused payloads stand alone (2n requests for n events all refused). Past these
-# budgets of split requests the parts still unresolved are set aside whole.
+# budgets of split requests the parts still unresolved are set aside whole. A flush that gets
+# more than FLUSH_SPLIT_BUDGET 413s stops there (try later): a collector refusing every body.
 BATCH_SPLIT_BUDGET = 64
 FLUSH_SPLIT_BUDGET = 256
 NOT_TRIED = (
@@ -42,6 +44,63 @@ ACK_SLICE_BYTES = 1024 * 1024
 ROW_OVERHEAD = 64
 EVENT: Final = 3  # columns of a batch row (laid out as QueuedEvent)
 PARAMETERS: Final = 6
+# A collector that timed out (it may have stored the batch) or said 413 gets half as many events
+# a request; the size doubles back after GROW_AFTER full batches in a row each delivered within
+# QUICK of the timeout (so that twice as many would most likely pass too), up to max_batch_events.
+GROW_AFTER = 16
+QUICK = 1 / 3
+
+
+class BatchSizer:
+    """How many events go in one request. The size a 413 or a timeout taught is remembered in
+    the spool (only while below max_batch_events), so the next flushes start from it: a slow
+    collector is not sent, and does not store, a full batch it cannot answer in time again and
+    again. The whole rule is here."""
+
+    def __init__(self, spool: Spool, limit: int, timeout: float, destination: str | None = None):
+        self.spool = spool
+        self.destination = destination
+        self.limit = limit
+        self.quick = timeout * QUICK
+        learned = spool.batch_size(destination)
+        self.size = min(limit, learned.size) if learned else limit
+        self.streak = learned.streak if learned and learned.size < limit else 0
+        self._before_413: int | None = None  # the size before this flush's first 413
+        self._passed_since_413 = False  # a batch was delivered since then
+
+    def shrink(self, tried: int, too_large: bool = False) -> None:
+        """A batch of `tried` events was too large (413) or maybe stored (no answer in time)."""
+        if too_large and self._before_413 is None:
+            self._before_413, self._passed_since_413 = self.size, False
+        self._set(max(1, min(self.size, tried) // 2), 0)
+
+    def one_too_large(self) -> None:
+        """One event was too large on its own: the 413s that led to it say nothing of the others
+        (which would otherwise go one at a time from now on). Back to the size before them, if
+        anything passed since (else the collector may refuse every body: stay small); a real
+        body limit costs a few 413s again (nothing is stored twice by a 413)."""
+        if self._before_413 is not None and self._passed_since_413:
+            self._set(max(self.size, self._before_413), 0)
+            self._before_413 = None
+
+    def passed(self, sent: int, elapsed: float) -> None:
+        """A batch of `sent` events was delivered in `elapsed` seconds."""
+        self._passed_since_413 = True
+        if self.size >= self.limit or sent < self.size:
+            return  # at the maximum already, or the queue's tail: says nothing of the size
+        if elapsed > self.quick:
+            self._set(self.size, 0)
+        elif self.streak + 1 >= GROW_AFTER:
+            self._set(min(self.limit, self.size * 2), 0)
+        else:
+            self._set(self.size, self.streak + 1)
+
+    def _set(self, size: int, streak: int) -> None:
+        if (size, streak) != (self.size, self.streak):
+            self.size, self.streak = size, streak
+            self.spool.remember_batch_size(
+                BatchSize(size, streak) if size < self.limit else None, self.destination
+            )
 
 
 def _text_problem(name: str, value: object, required: bool) -> str | None:
@@ -108,6 +167,16 @@ class _Stop(Exception):
         self.answer = answer
 
 
+class _Smaller(Exception):
+    """A batch of `tried` events was too large (413), or got no answer in time and may have
+    been stored (`maybe_stored`): send fewer at a time."""
+
+    def __init__(self, answer: Answer, tried: int):
+        self.answer = answer
+        self.tried = tried
+        self.maybe_stored = answer.kind is Kind.TRY_LATER  # else too large (413)
+
+
 def require_protobuf(spool: Spool, destination: str | None = None) -> None:
     """Build the wire messages before anything is claimed: an unusable protobuf is one
     DependencyError, kept as the destination's last error so that `status` shows it."""
@@ -165,15 +234,16 @@ def dry_run(spool: Spool, max_batch_events: int, report: FlushReport, destinatio
     """Encode the batches a flush for `destination` would send, in its order, and count the
     rows it would set aside (report.would_reject); change and send nothing."""
     sets = spool.attr_rows()
+    size = BatchSizer(spool, max_batch_events, 0, destination).size
     for row_id in spool.pending_sets(destination):
         attrs = sets[row_id].attributes
-        batch = spool.next_batch(row_id, max_batch_events)
+        batch = spool.next_batch(row_id, size)
         while batch:
             rows, body, refused = screened(attrs, batch)
             report.would_reject += len(refused)
             if rows:
                 report.add_batch(attrs, rows, len(body), None, None)
-            batch = spool.next_batch(row_id, max_batch_events, after=batch[-1][ID])
+            batch = spool.next_batch(row_id, size, after=batch[-1][ID])
 
 
 def local_address(spool: Spool, collector_url: str) -> str | None:
@@ -211,7 +281,9 @@ class Sender:
         self.spool = spool
         self.transport = transport
         self.report = report
-        self.limit = max_batch_events
+        self.sizer = BatchSizer(spool, max_batch_events, transport.timeout, destination)
+        self._too_large_left = FLUSH_SPLIT_BUDGET  # 413s this flush takes before it stops
+        self._smaller_left = transport.retries  # tries with fewer events after no answer in time
         self.local_ip = local_ip
         self.log = log
         self.progress = progress
@@ -286,16 +358,32 @@ class Sender:
             sets = spool.attr_rows()
             for row_id in order:  # one attribute set at a time, each drained before the next
                 attrs = sets[row_id].attributes
-                batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, self.limit))
+                sizer = self.sizer
+                batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, sizer.size))
                 while batch:
                     self._batch_splits = min(BATCH_SPLIT_BUDGET, self._flush_splits)
                     self._write(partial(spool.mark, row_id, batch[0][ID], batch[-1][ID]))
                     in_flight = pool.submit(self.transport.send, body)
+                    size = sizer.size
                     try:
                         following, next_body = self._encoded(
-                            attrs, row_id, spool.next_batch(row_id, self.limit, after=batch[-1][ID])
+                            attrs, row_id, spool.next_batch(row_id, size, after=batch[-1][ID])
                         )
                         delivered = self._settle(attrs, row_id, batch, body, in_flight.result())
+                    except _Smaller as smaller:
+                        released = spool.release()
+                        sizer.shrink(smaller.tried, too_large=not smaller.maybe_stored)
+                        if smaller.maybe_stored:  # each try may store a copy: a budget
+                            if smaller.tried <= 1 or self._smaller_left < 1:
+                                self.report.failed += released
+                                raise _Stop(smaller.answer) from None
+                            self._smaller_left -= 1
+                        self.log(
+                            INFO,
+                            f"{smaller.answer.detail}; trying again with {sizer.size} event(s) a batch",
+                        )
+                        batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, sizer.size))
+                        continue
                     except _Stop:
                         self.report.failed += spool.release()
                         raise
@@ -309,6 +397,10 @@ class Sender:
                         raise
                     if not delivered:
                         spool.release()  # split or set aside: drop the batch's mark
+                    if sizer.size != size:  # what was read ahead has the old size: read again
+                        following, next_body = self._encoded(
+                            attrs, row_id, spool.next_batch(row_id, sizer.size)
+                        )
                     batch, body = following, next_body
 
     def _encoded(
@@ -324,14 +416,16 @@ class Sender:
             self._set_aside(attrs, row_id, group, problem)
         return rows, body
 
-    def _set_aside(self, attrs: Session, row_id: int, rows: list[QueuedEvent], reason: str) -> None:
+    def _set_aside(
+        self, attrs: Session, row_id: int, rows: list[QueuedEvent], reason: str, status: int = 400
+    ) -> None:
         self.spool.reject(row_id, [e[ID] for e in rows], reason)
         self.report.rejected += len(rows)
         self.log(
             WARNING, f"warning: {len(rows)} event(s) of session {attrs.id} set aside as rejected: {reason}"
         )
         self.spool.record_error(
-            {"at": _now(), "status": 400, "message": reason, "session": attrs.id}, self.destination
+            {"at": _now(), "status": status, "message": reason, "session": attrs.id}, self.destination
         )
         if self.progress:
             self.progress(len(rows))
@@ -339,8 +433,10 @@ class Sender:
     def _settle(
         self, attrs: Session, row_id: int, batch: list[QueuedEvent], body: bytes, answer: Answer
     ) -> bool:
-        """Act on the collector's answer for one batch; on a 400, split the batch (sending the
-        halves here) to set aside only the payloads the collector refuses.
+        """Act on the collector's answer for one batch (what it means: answers.py). On a 400,
+        split the batch (sending the halves here) to set aside only the payloads the collector
+        refuses; on a 413 or no answer in time, raise _Smaller (an event too large on its own
+        is set aside).
 
         True when the batch was delivered whole, its mark dropped with the ack."""
         report = self.report
@@ -362,8 +458,22 @@ class Sender:
             self.log(INFO, f"sent {len(batch)} event(s) of session {attrs.id} (nr {first[NR]}..{last[NR]})")
             if self.progress:
                 self.progress(len(batch))
+            self.sizer.passed(len(batch), answer.elapsed)
             return True
-        if answer.status != 400:
+        meaning = answer.meaning
+        if meaning.smaller and meaning.kind is Kind.SPLIT:
+            self._too_large_left -= 1
+            if self._too_large_left < 0:  # a collector that refuses every body: try later
+                raise _Stop(answer)
+        if meaning.smaller and meaning.kind in (Kind.TRY_LATER, Kind.SPLIT):
+            if len(batch) == 1 and meaning.kind is Kind.SPLIT:  # too large (413) on its own
+                self._set_aside(attrs, row_id, batch, f"{TOO_LARGE}: {answer.detail}", 413)
+                self.sizer.one_too_large()
+                return False
+            # Not split here: halving the size and reading again takes log2(n) requests to
+            # find a size that passes, where splitting every refused half would take O(n).
+            raise _Smaller(answer, len(batch))
+        if meaning.kind is not Kind.SPLIT:
             raise _Stop(answer)
         collection_ok = self._accepts_collection(attrs, row_id)
         if not collection_ok or len(batch) == 1:
@@ -410,7 +520,8 @@ class Sender:
             f"{batch[-1][NR]}), but the spool could not record it, so they will be sent once more: {exc}"
         )
         try:
-            self._record_failure(Answer(200, detail, transient=True), log=False)  # raised below
+            # recorded as one that may pass later (a backoff), not as a stop: room is all it needs
+            self._record_failure(Answer(200, Meaning(Kind.TRY_LATER, detail)), log=False)  # raised below
         except SpoolError:
             pass
         raise SpoolError(detail, exc.kind, exc.fix) from None
@@ -419,16 +530,16 @@ class Sender:
         """Is it some payloads the collector refuses, or the collection itself (its attributes)?"""
         if row_id not in self._collection_ok:
             empty = self.transport.send(wire.encode(attrs, []))
-            if empty.status not in (204, 400):
+            if empty.kind not in (Kind.EMPTY, Kind.SPLIT) or empty.meaning.smaller:
                 raise _Stop(empty)
-            self._collection_ok[row_id] = empty.status == 204
+            self._collection_ok[row_id] = empty.kind is Kind.EMPTY
         return self._collection_ok[row_id]
 
     def _record_failure(self, answer: Answer, log: bool = True) -> None:
         t = _now()
         failures = self.spool.sync_state(self.destination).failures + 1
         error = {"at": t, "status": answer.status, "message": answer.detail, "attempts": answer.attempts}
-        if triggers.halts(answer.status):
+        if answer.kind.halts:  # nothing changes until a person acts
             self.spool.record_failure(error, failures, halted=answer.detail, destination=self.destination)
             self.report.halted = True
         else:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from typing import TypeVar
 
     from hamustro_cli.queue import Change, EventFilter
-    from hamustro_cli.records import AttrRow, Counts, Mismatch, QueuedEvent, SessionRow
+    from hamustro_cli.records import AttrRow, BatchSize, Counts, Mismatch, QueuedEvent, SessionRow
 
     _T = TypeVar("_T")
 
@@ -93,6 +93,7 @@ class SyncState(NamedTuple):
 # a refused signature) never holds another destination's events. A caller that names no
 # destination (a spool from before destinations, until its first flush claims it) uses KEY.
 _SYNC_KEYS = ("last_sync_time", "backoff_until", "failures", "halted", "failed_at", "last_error")
+_SCOPED_KEYS = (*_SYNC_KEYS, "batch_size")  # all that moves with a destination's events
 
 
 def _scoped(key: str, destination: str | None) -> str:
@@ -418,7 +419,7 @@ class Spool:
         if not self._read("SELECT 1 FROM attributes WHERE destination IS NULL LIMIT 1"):
             return 0  # the usual case: no write transaction
         with self.transaction("recording the destination of older events") as db:
-            for key in _SYNC_KEYS:  # and where sending stood: the state of their destination now
+            for key in _SCOPED_KEYS:  # and where sending stood: the state of their destination now
                 db.execute(
                     "UPDATE OR IGNORE meta SET key = ? WHERE key = ?", (_scoped(key, destination), key)
                 )
@@ -647,6 +648,23 @@ class Spool:
     def remember_address(self, host: str, address: str) -> None:
         if self.resolved_address(host) != address:
             self._set_metas("recording the collector's address", {f"resolved:{host}": address})
+
+    def batch_size(self, destination: str | None = None) -> BatchSize | None:
+        """The batch size a 413 or a timeout taught the sender for `destination`, and its
+        successes in a row since (sending.BatchSizer); None when none holds (then
+        max_batch_events)."""
+        from hamustro_cli.records import BatchSize
+
+        key = _scoped("batch_size", destination)
+        raw = (self._get_metas(key).get(key) or "").split()
+        if len(raw) != 2 or not all(part.isascii() and part.isdigit() and len(part) < 10 for part in raw):
+            return None  # never set, or not what this code writes: start from max_batch_events
+        size, streak = int(raw[0]), int(raw[1])
+        return BatchSize(size, streak) if size >= 1 else None
+
+    def remember_batch_size(self, learned: BatchSize | None, destination: str | None = None) -> None:
+        value = None if learned is None else f"{learned.size} {learned.streak}"
+        self._set_metas("recording the batch size", {_scoped("batch_size", destination): value})
 
     # -- looking ----------------------------------------------------------------------------
 

@@ -443,6 +443,8 @@ class ClientTracker:
             "halted": sync.halted,
             # live, not recorded: a full disk may leave no room to record anything
             "no_room": spooldir.room_problem(self.config.spool_dir),
+            "batch_size": _learned_size(spool, mine, self.config.values["max_batch_events"]),
+            "max_batch_events": self.config.values["max_batch_events"],
             "flush_running": flush_running(self.config.spool_dir),
             "queue_size": self.config.values["queue_size"],
             "queue_retention": self.config.values["queue_retention"],
@@ -493,3 +495,10 @@ class ClientTracker:
 
 def _oldest_first(oldest_live: int | None) -> float:
     return float("inf") if oldest_live is None else oldest_live
+
+
+def _learned_size(spool: Spool, destination: str | None, limit: int) -> int | None:
+    """The batch size flushes to `destination` start from, when a 413 or a timeout made it
+    smaller than max_batch_events (sending.BatchSizer); None otherwise."""
+    learned = spool.batch_size(destination)
+    return learned.size if learned is not None and learned.size < limit else None

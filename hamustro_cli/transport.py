@@ -20,63 +20,67 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import IntEnum
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 import requests
 
-from hamustro_cli import wire
+from hamustro_cli import answers, wire
+from hamustro_cli.answers import Failure, Kind, Meaning
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
 
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504}) | frozenset(range(505, 600))
 MAX_WAIT = 30.0  # longest pause between two tries within one flush (seconds)
 MAX_RETRY_AFTER = 24 * 3600.0  # a longer Retry-After counts as this (seconds)
 SHOWN_CHARS = 200  # characters of collector text (body, Location, errors) shown to people
 BODY_READ = 4096  # bytes of an answer's body read at most
 
 
-class Failure(IntEnum):
-    """How a request failed without an HTTP answer."""
-
-    TLS = 1
-    TIMEOUT = 2
-    UNREACHABLE = 3
-    REQUEST = 4  # another requests error
-    BAD_URL = 5
-
-
 class RequestProblem(NamedTuple):
     kind: Failure
-    detail: str
-    transient: bool
+    detail: str  # what happened, without the fix
+    meaning: Meaning
 
 
 def request_problem(exc: Exception, url: str, timeout: float) -> RequestProblem:
     """What a requests exception (or urllib3's ValueError for a bad URL) means, for a POST
     to the collector and for doctor's GET alike."""
     if isinstance(exc, requests.exceptions.SSLError):
-        return RequestProblem(Failure.TLS, f"TLS error talking to {url}: {_short(exc)}", False)
-    if isinstance(exc, (requests.exceptions.Timeout, DeadlinePassed)):
-        return RequestProblem(Failure.TIMEOUT, f"no answer from {url} within {timeout:g} s", True)
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        return RequestProblem(Failure.UNREACHABLE, f"cannot reach {url}: {_short(exc)}", True)
-    if isinstance(exc, requests.exceptions.RequestException):
-        return RequestProblem(Failure.REQUEST, f"request to {url} failed: {_short(exc)}", True)
-    return RequestProblem(Failure.BAD_URL, f"cannot send to {url}: {shown(str(exc))}", False)
+        kind, what = Failure.TLS, f"TLS error talking to {url}: {_short(exc)}"
+    elif isinstance(exc, (requests.exceptions.Timeout, DeadlinePassed)):
+        kind, what = Failure.TIMEOUT, f"no answer from {url} within {timeout:g} s"
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        kind, what = Failure.UNREACHABLE, f"cannot reach {url}: {_short(exc)}"
+    elif isinstance(exc, requests.exceptions.RequestException):
+        kind, what = Failure.REQUEST, f"request to {url} failed: {_short(exc)}"
+    else:
+        kind, what = Failure.BAD_URL, f"cannot send to {url}: {shown(str(exc))}"
+    return RequestProblem(kind, what, answers.failure(kind, what))
 
 
 @dataclass(frozen=True)
 class Answer:
     status: int | None  # None: no HTTP answer at all (refused, reset, timeout, TLS)
-    detail: str  # what happened, for people and for `status`
-    transient: bool
+    meaning: Meaning  # what it means (answers.py): its kind decides, its detail is shown
     retry_after: float | None = None
     attempts: int = 1
+    elapsed: float = 0.0  # seconds the last attempt took (monotonic)
 
     @property
     def ok(self) -> bool:
-        return self.status == 200
+        return self.meaning.kind is Kind.DELIVERED
+
+    @property
+    def kind(self) -> Kind:
+        return self.meaning.kind
+
+    @property
+    def transient(self) -> bool:
+        return self.meaning.kind is Kind.TRY_LATER
+
+    @property
+    def detail(self) -> str:
+        """What happened, for people and for `status`."""
+        return self.meaning.detail
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -448,6 +452,7 @@ class Transport:
     def post_once(self, body: bytes) -> Answer:
         headers = wire.headers(body, self._secret, int(time.time()))
         self.log(DEBUG, f"POST {self.url} ({len(body)} bytes)")
+        started = time.monotonic()
         try:
             reply = exchange(
                 self.http, "POST", self.url, self.timeout, body=body, headers=headers, verify=self.verify
@@ -455,32 +460,37 @@ class Transport:
         except (requests.exceptions.RequestException, DeadlinePassed, ValueError) as exc:
             # ValueError: urllib3's LocationParseError and kin: the URL itself is bad
             problem = request_problem(exc, self.url, self.timeout)
-            return Answer(None, problem.detail, transient=problem.transient)
+            return Answer(None, problem.meaning, elapsed=time.monotonic() - started)
+        elapsed = time.monotonic() - started
         status, text = reply.status, reply.text
         self.log(DEBUG, f"answer {status}" + (f": {text}" if text else ""))
-        if status == 200:
+        said = answers.meaning(status, self.url, shown(reply.header("Location") or ""), text)
+        if said.kind is Kind.DELIVERED:
             # Delivered: nothing else in the answer may change that.
-            return Answer(200, describe(200, self.url, None, ""), transient=False)
+            return Answer(status, said, elapsed=elapsed)
         return Answer(
             status,
-            describe(status, self.url, reply.header("Location"), text),
-            transient=status in TRANSIENT_STATUS,
+            said,
             retry_after=parse_retry_after(reply.header("Retry-After"), time.time()),
+            elapsed=elapsed,
         )
 
     def send(self, body: bytes, sleep: Callable[[float], None] = time.sleep) -> Answer:
-        """POST, retrying a transient failure up to `retries` times. Returns the last answer."""
+        """POST, retrying a transient failure up to `retries` times. Returns the last answer.
+
+        An answer that says the request may have been stored (a timeout, a proxy's 504) is not
+        retried with the same body: the sender tries again with fewer events (answers.py)."""
         attempt = 0
         while True:
             attempt += 1
             answer = self.post_once(body)
-            if not answer.transient or attempt > self.retries:
-                return Answer(answer.status, answer.detail, answer.transient, answer.retry_after, attempt)
+            if not answer.transient or answer.meaning.smaller or attempt > self.retries:
+                return replace(answer, attempts=attempt)
             delay = backoff_delay(attempt, self.retry_delay)
             if answer.retry_after is not None:
                 if answer.retry_after > MAX_WAIT:
                     # Too long to wait inside one flush: give up now, the persisted backoff honours it.
-                    return Answer(answer.status, answer.detail, True, answer.retry_after, attempt)
+                    return replace(answer, attempts=attempt)
                 delay = max(delay, answer.retry_after)
             self.log(INFO, f"{answer.detail}; retry {attempt} of {self.retries} in {delay:.2f} s")
             sleep(delay)
@@ -501,28 +511,3 @@ def _short(exc: BaseException) -> str:
             # escaped: a bad status line or header quoted here comes from the collector
             return shown(arg.split(": ", 1)[-1] if "object at 0x" in arg else arg)
     return type(seen).__name__
-
-
-def describe(status: int, url: str, location: str | None, text: str) -> str:
-    """What a status code from the collector means for the person reading `status`."""
-    if status == 200:
-        return "accepted (200)"
-    if status == 204:
-        return "collector answered 204 (no payloads accepted)"
-    if status == 400:
-        return "collector refused the batch as invalid (400)" + (f": {text}" if text else "")
-    if status == 405:
-        return (
-            "collector rejected the signature (405): shared_secret_key is probably wrong "
-            "(or the clock or a proxy altered the request)"
-        )
-    if 300 <= status < 400:
-        return (
-            f"collector answered {status} redirect to {shown(location or '') or '?'}; redirects are not "
-            "followed: set collector_url to the final address"
-        )
-    if status == 404:
-        return f"collector answered 404 for {url}: check collector_url"
-    if status in TRANSIENT_STATUS:
-        return f"collector answered {status} (temporary)"
-    return f"collector answered {status}"

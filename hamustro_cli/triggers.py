@@ -1,6 +1,6 @@
 """When to send: the protocol's triggers (queue size, retention), the backoff after failed
-sends and the stop after a rejected signature. Pure rules: the caller passes the spool's
-sync state, the pending count and the clock."""
+sends and the stop after an answer only a person can fix (answers.Kind.PERSON). Pure rules:
+the caller passes the spool's sync state, the pending count and the clock."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 BACKOFF_CAP = 3600  # seconds: the longest persisted backoff after failures
 RETRY_AFTER_CAP = 24 * 3600  # seconds: the longest Retry-After honoured
 HOLD_CAP = max(BACKOFF_CAP, RETRY_AFTER_CAP)  # the longest any stored time may hold sending
-HALT_STATUS = 405  # the collector rejected the signature: retrying cannot help
 
 
 class Why(IntEnum):
@@ -85,11 +84,6 @@ def trusted_times(sync: SyncState, now: int) -> tuple[int | None, int | None]:
     ):
         backoff_until = None
     return last_sync, backoff_until
-
-
-def halts(status: int | None) -> bool:
-    """Does this answer stop sending until someone runs `hamustro flush`?"""
-    return status == HALT_STATUS
 
 
 def backoff_until(failures: int, now: int, retry_after: float | None, jitter: float) -> int:

@@ -18,6 +18,9 @@ from conftest import SECRET
 from specschema import spec_classes
 from test_collector import DEVICE, post, sign
 
+from hamustro_cli import answers
+from hamustro_cli.answers import Kind
+
 SESSION = hashlib.md5(f"{DEVICE}:c:s:p".encode()).hexdigest()
 
 
@@ -140,3 +143,101 @@ def test_cli_collector_brackets_ipv6_when_the_port_is_taken(tmp_path, host):
         )
     assert result.returncode == 1, result
     assert result.stderr.startswith(f"Error: cannot listen on [::1]:{port}: "), result.stderr
+
+
+# -- the table: request by request, what the real collector answers ----------------------------
+# (method, path, headers, body) -> the real collector's status (0cc29d4, observed request by
+# request: collector-behaviour.md), and what the client makes of that status (answers.py). The
+# rows marked "real" are the five where the local collector used to differ.
+
+
+def _payload_body(event: bytes = b"e") -> bytes:
+    """A valid Collection whose one payload's `event` is these bytes (not UTF-8 if need be)."""
+    cls, _ = spec_classes()
+    msg = cls(device_id=DEVICE, client_id="c", system_version="s", product_version="p", session=SESSION)
+    msg.payloads.add(at=1700000000, event="E" * len(event), nr=1)
+    return msg.SerializeToString().replace(b"E" * len(event), event)
+
+
+def _chunked(data: bytes) -> bytes:
+    half = len(data) // 2
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (data[:half], data[half:])) + b"0\r\n\r\n"
+
+
+VALID = _payload_body()
+NOT_UTF8 = _payload_body(b"caf\xe9 \xff")
+TRACK = "/api/v1/track"
+Row = tuple[str, str, dict[str, str], bytes, int, Kind]
+TABLE: dict[str, Row] = {
+    "GET health": ("GET", "/api/health", {}, b"", 200, Kind.DELIVERED),
+    "POST health (real)": ("POST", "/api/health", {}, b"", 200, Kind.DELIVERED),
+    "HEAD health (real)": ("HEAD", "/api/health", {}, b"", 200, Kind.DELIVERED),
+    "PUT health (real)": ("PUT", "/api/health", {}, b"x", 200, Kind.DELIVERED),
+    "DELETE health": ("DELETE", "/api/health", {}, b"", 200, Kind.DELIVERED),
+    "GET track": ("GET", TRACK, {}, b"", 405, Kind.PERSON),
+    "PUT track, signed": ("PUT", TRACK, sign(VALID), VALID, 405, Kind.PERSON),
+    "POST elsewhere": ("POST", "/api/v1/other", sign(VALID), VALID, 404, Kind.PERSON),
+    "valid": ("POST", TRACK, sign(VALID), VALID, 200, Kind.DELIVERED),
+    "no payloads": ("POST", TRACK, sign(b""), b"", 400, Kind.SPLIT),  # required fields missing
+    "event not UTF-8 (real)": ("POST", TRACK, sign(NOT_UTF8), NOT_UTF8, 200, Kind.DELIVERED),
+    "chunked, no Content-Length (real)": (
+        "POST",
+        TRACK,
+        {**sign(VALID), "Transfer-Encoding": "chunked"},
+        _chunked(VALID),
+        200,
+        Kind.DELIVERED,
+    ),
+    "chunked, malformed": (
+        "POST",
+        TRACK,
+        {**sign(VALID), "Transfer-Encoding": "chunked"},
+        b"zz\r\n",
+        400,
+        Kind.SPLIT,
+    ),
+    "no time header": ("POST", TRACK, {"X-Hamustro-Signature": "x"}, VALID, 405, Kind.PERSON),
+    "wrong signature": ("POST", TRACK, sign(VALID, "other"), VALID, 405, Kind.PERSON),
+    "text/plain": ("POST", TRACK, {**sign(VALID), "Content-Type": "text/plain"}, VALID, 400, Kind.SPLIT),
+    "garbage": ("POST", TRACK, sign(b"\xff\xff\xff"), b"\xff\xff\xff", 400, Kind.SPLIT),
+    "Content-Length not a number": ("POST", TRACK, {"Content-Length": "x1"}, b"", 400, Kind.SPLIT),
+}
+
+
+def _raw_request(url: str, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+    """Send exactly these bytes (no client library adds or fixes a header); the status and the
+    answer's bytes."""
+    host, port = url.rsplit("/", 1)[-1].rsplit(":", 1)
+    sent = {"Host": host, "Connection": "close", **headers}
+    if "Transfer-Encoding" not in sent and "Content-Length" not in sent:
+        sent["Content-Length"] = str(len(body))
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in sent.items()) + "\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.encode("latin-1") + body)
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    return int(got.split(b" ", 2)[1]), got
+
+
+@pytest.mark.parametrize("row", list(TABLE.values()), ids=list(TABLE))
+def test_the_local_collector_answers_each_request_as_the_real_one(collector, row):
+    method, path, headers, body, status, kind = row
+    got, raw = _raw_request(collector.url, method, path, headers, body)
+    assert got == status
+    assert answers.meaning(got).kind is kind  # and the client reads it as the table says
+    if method == "HEAD":
+        assert raw.endswith(b"\r\n\r\n")  # headers only
+    elif path == "/api/health":
+        assert raw.endswith(b'{"up":true}')
+
+
+def test_an_event_that_is_not_utf8_is_stored_with_replacement_characters(collector):
+    assert _raw_request(collector.url, "POST", TRACK, sign(NOT_UTF8), NOT_UTF8)[0] == 200
+    assert [e["event"] for e in collector.received()] == ["caf\ufffd \ufffd"]
+
+
+def test_a_chunked_body_is_read_whole(collector):
+    headers = {**sign(VALID), "Transfer-Encoding": "chunked"}
+    assert _raw_request(collector.url, "POST", TRACK, headers, _chunked(VALID))[0] == 200
+    assert [e["event"] for e in collector.received()] == ["e"]
