@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hamustro_cli.cliparts import (  # noqa: F401 - ExitStatus: tests and scripts import it from here
+    LIMIT,
     ExitStatus,
     GlobalOptions,
     complete_dir,
@@ -373,7 +374,7 @@ def _ago(epoch: int | None, now: int) -> str:
 @help_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.option("--events", "with_events", is_flag=True, help="Also list queued events, oldest first.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="List at most N events.")
+@click.option("--limit", type=LIMIT, metavar="N", help="List at most N events.")
 @click.option(
     "--check",
     is_flag=True,

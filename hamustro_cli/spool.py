@@ -826,9 +826,10 @@ class Spool:
     def _change(self, action: Change, chosen: EventFilter) -> int:
         from hamustro_cli.queue import Change
 
-        ids_sql, params = self._chosen_ids(chosen, only_rejected=action is Change.REQUEUE)
         with self.transaction(f"{action.value} events") as db:
+            # the dead flush's mark goes first: its batch is pending again for the filters below
             _write_metas(db, {"sending": None})
+            ids_sql, params = self._chosen_ids(chosen, only_rejected=action is Change.REQUEUE)
             # the counters move in the same transaction as the rows (the same ids, read twice)
             for attr_row, state, n in db.execute(
                 f"SELECT attr_id, state, count(*) FROM events WHERE id IN ({ids_sql}) "
