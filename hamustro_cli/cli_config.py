@@ -129,10 +129,10 @@ def config_init(obj: Any, force: bool, secret_stdin: bool, **given: str | None) 
     import platform
     import socket
 
-    from hamustro_cli.configfile import exists_error, init_file, required_values
+    from hamustro_cli.configfile import exists_error, init_file, required_values, writable_target
 
     path = _config_path(obj)
-    if os.path.lexists(path) and not force:
+    if os.path.lexists(writable_target(path)) and not force:  # said before anything is asked
         raise exists_error(path)
     if secret_stdin:
         given["shared_secret_key"] = _read_stdin_value()

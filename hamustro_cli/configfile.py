@@ -15,7 +15,7 @@ import re
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hamustro_cli.config import (
@@ -26,7 +26,9 @@ from hamustro_cli.config import (
     Config,
     Key,
     _coerce,
-    read_config_file,
+    config_file_problem,
+    parse_config_bytes,
+    read_config_bytes,
 )
 from hamustro_cli.errors import ConfigError
 
@@ -208,7 +210,44 @@ def exists_error(path: str) -> ConfigError:
 
 
 def init_file(path: str, values: Mapping[str, Any], force: bool) -> None:
-    write_private(path, render(values), replace=force)
+    target = writable_target(path)
+    with config_lock(target):
+        if os.path.lexists(target) and not force:
+            raise exists_error(path)
+        write_private(target, render(values), replace=force, shown=path)
+
+
+def writable_target(path: str) -> str:
+    """The file `config set` and `config init` replace: `path`, or the file a link there points
+    to. Only a regular file is ever replaced (never /dev/null, a FIFO, a socket, a directory);
+    a missing one is created, but not through a dangling link (that would make the link's
+    directories, which nobody asked for)."""
+    if not os.path.lexists(path):
+        return path
+    if not os.path.isfile(path):  # follows links: a dangling one, a loop or no regular file
+        raise ConfigError(f"{config_file_problem(path)}; nothing was written")
+    return os.path.realpath(path)
+
+
+@contextlib.contextmanager
+def config_lock(target: str) -> Iterator[None]:
+    """Serialise the changes of hamustro processes to the config file at `target`: an flock on
+    the directory holding it (it is replaced by a rename, so a lock on the file itself would be
+    on the old one; the directory leaves no lock file behind). Missing directories are made
+    0700 first, as for the file."""
+    import fcntl
+
+    directory = os.path.dirname(os.path.abspath(target))
+    try:
+        _make_private_dirs(directory)
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ConfigError(f"cannot write config file {target}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # -- one key, every other byte kept ----------------------------------------------------------------
@@ -292,20 +331,19 @@ def edit(text: str, name: str, value: Any, path: str) -> str:
 
 
 def set_key(path: str, name: str, value: Any) -> None:
-    """Set one key in the config file at `path` (created 0600 when missing), atomically."""
-    if not os.path.exists(path):
-        write_private(path, f"{name} = {toml_value(value)}\n", replace=False)
-        return
-    settings = read_config_file(path)  # a clear error when unreadable or not TOML
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
-        same = tomllib.loads(text) == settings
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        same = False
-    if not same:
-        raise ConfigError(f"config file {path} changed while being edited; nothing was written")
-    write_private(path, edit(text, name, value, path), replace=True)
+    """Set one key in the config file at `path` (created 0600 when missing), atomically. Two at
+    once are serialised (config_lock): neither change is lost."""
+    target = writable_target(path)
+    with config_lock(target):
+        if not os.path.lexists(target):
+            write_private(target, f"{name} = {toml_value(value)}\n", replace=False, shown=path)
+            return
+        try:
+            data, _ = read_config_bytes(target)  # a clear error when unreadable, not a file, too big
+            parse_config_bytes(path, data)  # ... or not TOML
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; nothing was written") from None
+        write_private(target, edit(data.decode("utf-8"), name, value, path), replace=True, shown=path)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -328,12 +366,14 @@ def _make_private_dirs(path: str) -> None:
         os.chmod(directory, 0o700)  # whatever the umask
 
 
-def write_private(path: str, text: str, replace: bool) -> None:
+def write_private(path: str, text: str, replace: bool, shown: str | None = None) -> None:
     """Write `text` as a 0600 file: a temp file beside it, synced, then renamed over it, so a
     crash leaves the old file or the new one, never half of one. A symlinked config (dotfiles)
     stays a symlink: its target is replaced. Without `replace` an existing file is an error
-    (checked by the link that puts the file in place, so a race cannot clobber one)."""
+    (checked by the link that puts the file in place, so a race cannot clobber one). Errors
+    name `shown` (the path as given), else `path`."""
     target = os.path.realpath(path)
+    path = shown or path
     parent = os.path.dirname(target)
     tmp = None
     try:

@@ -118,9 +118,14 @@ _KINDS = (
 )
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words ("a FIFO (named pipe)")."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
 def not_a_file(path: str, mode: int) -> SpoolError:
     """A spool file name taken by something that is not a regular file: never followed or opened."""
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    kind = file_kind(mode)
     return SpoolError(
         f"spool file {path} is {kind}, not a regular file; hamustro never follows or opens it. "
         f"Move it away (if it is not yours, find out who put it there)",
