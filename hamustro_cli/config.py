@@ -80,6 +80,12 @@ KEYS: dict[str, Key] = {
         Key("flush", "str", "background", doc="what track does when a trigger fires"),
         Key("timeout", "float", 10.0, minimum=0.001, maximum=86_400, doc="seconds for one request"),
         Key("ip", "str", "auto", doc='"auto", "off" or a literal address'),
+        Key(
+            "send_ipv6",
+            "bool",
+            False,
+            doc="send an IPv6 address given as ip or --ip (the collector stores it unmasked)",
+        ),
         Key("max_batch_events", "int", 2000, minimum=1, maximum=100_000, doc="payloads in one request"),
         Key(
             "retries", "int", 3, minimum=0, maximum=100, doc="retries of a transient failure within one flush"
@@ -466,6 +472,16 @@ def load_config(
         values[key.name] = _coerce(key, raw, source, from_env, env)
         sources[key.name] = source
 
+    if values["ip"] not in ("auto", "off"):
+        from hamustro_cli.errors import InputError
+        from hamustro_cli.events import check_ip
+
+        try:
+            values["ip"] = check_ip(
+                values["ip"], f"config key ip {_where(sources['ip'])}", values["send_ipv6"]
+            )
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
     spool = values["spool_dir"] or default_spool_dir(env)
     if values["ca_bundle"] is not None and not os.path.isfile(values["ca_bundle"]):
         raise ConfigError(

@@ -47,7 +47,9 @@ NOTES: dict[str, str] = {
     "spool_dir": "Default: $XDG_STATE_HOME/hamustro, else ~/.local/state/hamustro.",
     "flush": '"background" starts a detached flush, "inline" flushes before returning, '
     '"off" leaves it to `hamustro flush` (cron, a systemd timer).',
-    "ip": '"auto" is the local address of the route to the collector, found without sending.',
+    "ip": '"auto" is the local IPv4 address of the route to the collector, found without sending; '
+    "over an IPv6-only route no address is sent.",
+    "send_ipv6": "The collector masks the last octet of an IPv4 address but stores an IPv6 one whole.",
     "retries": "Transient: 5xx, 408, 429, timeouts, refused or reset connections.",
     "retry_delay": "With jitter, capped at 30 s, and at least what Retry-After asks.",
     "tls_verify": "Turning it off prints a warning on every command.",

@@ -239,9 +239,20 @@ def _epoch_fraction(text: str) -> int | None:
     return None
 
 
-def check_ip(value: str, where: str = "--ip") -> str:
+def check_ip(value: str, where: str = "--ip", ipv6: bool = True) -> str:
+    """An address given to send as `ip`, IPv4-mapped ones as IPv4. An IPv6 address, which the
+    collector stores whole (its masked_ip masks IPv4 only), only when `ipv6` (send_ipv6)."""
     if not netaddr.valid_ip(value):
         raise InputError(f"{where}: {shown(value)} is not an IPv4 or IPv6 address")
+    mapped = netaddr.as_ipv4(value)
+    if mapped is not None:
+        return mapped
+    if not ipv6:
+        raise InputError(
+            f"{where}: {shown(value)} is an IPv6 address, which the collector stores whole (it masks "
+            "IPv4 addresses only). To send it anyway: "
+            "hamustro config set send_ipv6 true (or HAMUSTRO_SEND_IPV6=1)"
+        )
     return value
 
 

@@ -158,7 +158,7 @@ class ClientTracker:
     def _event_ip(self, override: str | None) -> str | None:
         """The `ip` attribute for a new event: --ip, the configured literal, the route, or none."""
         if override is not None:
-            return check_ip(override)
+            return check_ip(override, ipv6=self.config.values["send_ipv6"])
         mode = self.config.values["ip"]
         if mode == "off":
             return None
