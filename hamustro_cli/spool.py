@@ -31,8 +31,11 @@ from hamustro_cli.spooldir import (
     FlushLock,
     check_database_files,
     ignore_file_size_signal,
+    on_read_only_mount,
     prepare_dir,
     private_file,
+    problem_kinds,
+    read_only_reason,
 )
 
 if TYPE_CHECKING:
@@ -186,6 +189,7 @@ class _Transaction:
         self.spool, self.doing = spool, doing
 
     def __enter__(self) -> sqlite3.Connection:
+        self.spool.check_writable(self.doing)
         try:
             self.spool.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -215,21 +219,36 @@ class Spool:
     def __init__(self, directory: str | os.PathLike[str]):
         self.directory = os.fspath(directory)
         self.path = os.path.join(self.directory, DB_NAME)
+        # Why the spool can only be read (a read-only mount, a directory this user cannot write),
+        # or None. Reading commands work; every write refuses, saying this (see transaction).
+        self.read_only: str | None = None
         ignore_file_size_signal()
-        prepare_dir(self.directory)
+        try:
+            prepare_dir(self.directory)
+        except SpoolError as exc:
+            self.read_only = (
+                read_only_reason(self.directory) if exc.kind is problem_kinds().NOT_WRITABLE else None
+            )
+            if self.read_only is None:
+                raise
         # Nothing at the database's names may be a link, a FIFO, a device or another's file:
         # SQLite would follow or open it. (The directory is ours alone, so nobody can plant
         # one between this check and the open.)
-        check_database_files(self.path)
-        if not os.path.lexists(self.path):
-            private_file(self.path)
+        check_database_files(self.path, tighten=self.read_only is None)
+        if self.read_only is not None:
+            self.db = self._connect_read_only()
+        else:
+            if not os.path.lexists(self.path):
+                private_file(self.path)
+            try:
+                self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                # a connection setting: the WAL is cut back to this after each checkpoint
+                self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
+            except sqlite3.Error as exc:
+                raise _spool_error(exc, self.path, "opening the spool") from None
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            # a connection setting: the WAL is cut back to this after each checkpoint
-            self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
-        except sqlite3.Error as exc:
-            raise _spool_error(exc, self.path, "opening the spool") from None
-        try:
+            if self.read_only is not None and _user_version(self.db) != SCHEMA_VERSION:
+                raise self._refusal("bringing its schema up to date")
             if _user_version(self.db) != SCHEMA_VERSION:  # new, older, or not ours at all
                 from hamustro_cli.migrations import migrate
 
@@ -241,6 +260,49 @@ class Spool:
         except (sqlite3.Error, OSError) as exc:
             self.db.close()
             raise _spool_error(exc, self.path, "opening the spool") from None
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A read-only connection to a spool that cannot be written. A WAL database needs its
+        -shm (SQLite's wal.html, "Read-only databases"): `mode=ro` uses the -wal and -shm a live
+        spool has. Without them on a read-only mount (the last writer closed cleanly, so every
+        change is in the database file and nothing can change it through this mount) the file
+        is opened `immutable`; with a -wal but no -shm the changes it holds cannot be read, and
+        that is said."""
+        from urllib.parse import quote
+
+        uri = "file:" + quote(self.path)
+        try:
+            db = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=60, isolation_level=None)
+            _user_version(db)  # the open itself is lazy: this is where it fails
+            return db
+        except sqlite3.Error as exc:
+            first = exc
+        if not os.path.lexists(self.path + "-wal") and on_read_only_mount(self.directory):
+            try:
+                db = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None)
+                _user_version(db)
+                return db
+            except sqlite3.Error as exc:
+                raise _spool_error(exc, self.path, "opening the spool read-only") from None
+        raise SpoolError(
+            f"cannot read the spool {self.path}: {self.read_only}, and SQLite cannot read a WAL "
+            f"database there without its -shm file ({first}); run the command as the spool's "
+            "owner or where it can be written",
+            problem_kinds().NOT_WRITABLE,
+        )
+
+    def _refusal(self, doing: str) -> SpoolError:
+        return SpoolError(
+            f"the spool can only be read: {self.read_only}; {doing} would write to it, so nothing "
+            "was changed (status, events list, events show and doctor still work; make the spool "
+            "writable, e.g. remount it read-write, to queue and send)",
+            problem_kinds().NOT_WRITABLE,
+        )
+
+    def check_writable(self, doing: str) -> None:
+        """SpoolError (NOT_WRITABLE) saying why, when the spool can only be read."""
+        if self.read_only is not None:
+            raise self._refusal(doing)
 
     @property
     def schema_version(self) -> int:
@@ -812,6 +874,7 @@ class Spool:
         Never touches the batch a flush is sending: it takes the flush lock (FlushBusy when a
         flush holds it), so a mark found meanwhile is a dead flush's and is dropped first, as
         the next flush would drop it."""
+        self.check_writable(f"{action.value} events")
         lock = FlushLock(self.directory)
         if not lock.acquire(wait=False):
             raise FlushBusy(

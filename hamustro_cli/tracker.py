@@ -305,6 +305,7 @@ class ClientTracker:
 
         self.config.require()
         spool = self.spool
+        spool.check_writable("flushing")  # even a dry run takes the flush lock
         report = FlushReport(dry_run=dry_run)
         if if_due:
             due = self.due()
