@@ -41,6 +41,14 @@ def main() -> int:
     except HamustroError as exc:
         log(ERROR, f"error: {exc}")
         return 2
+    except Exception as exc:  # noqa: BLE001 - resource trouble as one line; the rest re-raised
+        from hamustro_cli.limits import short_of
+
+        why = short_of(exc)
+        if why is None:
+            raise
+        log(ERROR, f"error: {why}")
+        return 3
     if report.skipped:
         log(INFO, f"flush skipped: {report.skipped}")
         return 0

@@ -144,8 +144,13 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
     elif group == "readonly" or isinstance(exc, PermissionError):
         kind, why = SpoolProblem.NOT_WRITABLE, f"{path} is not writable ({text})"
     elif group == "cantopen":
+        from hamustro_cli.limits import few_descriptors
+
         kind = SpoolProblem.CANNOT_OPEN
-        why = f"cannot open {path} ({text}): check that the spool directory exists and is writable"
+        # SQLite says only "unable to open": out of descriptors (ulimit -n) is one reason
+        why = f"cannot open {path} ({text}): " + (
+            few_descriptors() or "check that the spool directory exists and is writable"
+        )
     elif group == "busy":
         kind, why = SpoolProblem.LOCKED, f"{path} stayed locked by another process for too long ({text})"
     else:
