@@ -31,10 +31,17 @@ def _config_path(obj: Any) -> str:
     return config_file_path(obj.config_path, os.environ)
 
 
+MAX_STDIN_VALUE = 64 * 1024  # bytes: more than any key takes (parse_value checks each key's own limit)
+
+
 def _read_stdin_value() -> str:
-    """All of standard input, less one line ending: `printf %s "$S" |` and `echo "$S" |` agree."""
+    """All of standard input, less one line ending: `printf %s "$S" |` and `echo "$S" |` agree.
+    Read no further than MAX_STDIN_VALUE: `< /dev/zero` must not fill the memory."""
+    data = sys.stdin.buffer.read(MAX_STDIN_VALUE + 1)  # bytes: a "\r" in the value stays
+    if len(data) > MAX_STDIN_VALUE:
+        raise InputError(f"standard input holds more than {MAX_STDIN_VALUE // 1024} KiB: not a config value")
     try:
-        text = sys.stdin.buffer.read().decode("utf-8")  # bytes: a "\r" in the value stays
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("standard input is not valid UTF-8") from None
     return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text

@@ -250,3 +250,28 @@ def test_config_sets_at_once_lose_no_update(tmp_path: Path) -> None:
     assert lost == []
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "home") == ["config.toml"]  # nothing left
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["config", "set", "shared_secret_key", "-"], INIT],
+    ids=["config-set-stdin", "config-init-secret-stdin"],
+)
+def test_a_value_from_standard_input_is_read_no_further_than_a_cap(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`< /dev/zero` was read until memory ran out (or the address-space limit killed it)."""
+    path = write_config(tmp_path / "config.toml", collector_url="http://127.0.0.1:9", **SETTINGS)
+    before = path.read_bytes()
+    with open("/dev/zero", "rb") as zero:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hamustro_cli", *command],
+            stdin=zero,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "HAMUSTRO_CONFIG": str(path)},
+            preexec_fn=limited,
+        )
+    one_error(proc, "standard input", "KiB")
+    assert path.read_bytes() == before
