@@ -30,6 +30,7 @@ from hamustro_cli.spooldir import (
     DB_NAME,
     FlushLock,
     check_database_files,
+    flush_running,
     ignore_file_size_signal,
     on_read_only_mount,
     prepare_dir,
@@ -777,7 +778,7 @@ class Spool:
         "e.is_testing, e.state, e.reason, e.attr_id FROM events e JOIN sessions s ON s.id = e.session_id"
     )
 
-    def _where(self, chosen: EventFilter) -> tuple[str, list[Any]]:
+    def _where(self, chosen: EventFilter, dead_mark: bool = False) -> tuple[str, list[Any]]:
         """The filter as a WHERE clause over `events e` joined to `sessions s`."""
         from hamustro_cli.queue import Shown
 
@@ -790,7 +791,8 @@ class Spool:
             clauses.append("e.state = ?")
             params.append(_REJECTED)
         elif chosen.state is not None:
-            marked = self._marked() or (0, 1, 0)  # no mark: an empty range
+            # no mark (or a dead flush's, as if released): an empty range
+            marked = (None if dead_mark else self._marked()) or (0, 1, 0)
             in_batch = "(e.attr_id = ? AND e.id BETWEEN ? AND ?)"
             clauses.append(f"e.state = ? AND {'' if chosen.state is Shown.SENDING else 'NOT '}{in_batch}")
             params.extend((_PENDING, *marked))
@@ -846,13 +848,17 @@ class Spool:
             self.db.text_factory = before
 
     def count(self, chosen: EventFilter) -> int:
-        sql, params = self._chosen_ids(chosen)
+        """How many events `change` would touch now: a mark that no running flush holds is a dead
+        flush's, which `change` drops before choosing, so it is left out here too."""
+        sql, params = self._chosen_ids(chosen, dead_mark=not flush_running(self.directory))
         found: int = self._read(f"SELECT count(*) FROM ({sql})", params)[0][0]
         return found
 
-    def _chosen_ids(self, chosen: EventFilter, only_rejected: bool = False) -> tuple[str, list[Any]]:
+    def _chosen_ids(
+        self, chosen: EventFilter, only_rejected: bool = False, dead_mark: bool = False
+    ) -> tuple[str, list[Any]]:
         """A SELECT of the chosen events' ids, oldest first (and at most `limit` of them)."""
-        where, params = self._where(chosen)
+        where, params = self._where(chosen, dead_mark)
         if only_rejected:
             where += (" AND " if where else " WHERE ") + "e.state = ?"
             params.append(_REJECTED)

@@ -281,3 +281,18 @@ def test_drop_pending_after_a_killed_flush_takes_its_batch_too(queue: Path, tmp_
         assert collector.received() == []
     finally:
         collector.server.stop()
+
+
+def test_the_count_asked_about_includes_a_dead_flushs_batch(queue: Path) -> None:
+    """`events drop` asks "Delete N event(s)?" from this count: it left out the batch a dead
+    flush had marked, which the drop then deleted too (a mark no flush holds is a dead one)."""
+    with Spool(queue) as spool:
+        rows = listed("--state", "pending")
+        spool.mark(1, rows[0]["id"], rows[2]["id"])
+        assert spool.count(EventFilter(state=Shown.PENDING)) == 3
+        lock = FlushLock(queue)
+        assert lock.acquire(wait=False)  # a live flush: its batch is being sent, not pending
+        try:
+            assert spool.count(EventFilter(state=Shown.PENDING)) == 0
+        finally:
+            lock.release()
