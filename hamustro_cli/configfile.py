@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import sys
 import tempfile
 import textwrap
@@ -234,21 +235,52 @@ def writable_target(path: str) -> str:
 @contextlib.contextmanager
 def config_lock(target: str) -> Iterator[None]:
     """Serialise the changes of hamustro processes to the config file at `target`: an flock on
-    the directory holding it (it is replaced by a rename, so a lock on the file itself would be
-    on the old one; the directory leaves no lock file behind). Missing directories are made
-    0700 first, as for the file."""
+    `.NAME.lock` beside it (the file itself is replaced by a rename, so a lock on it would be on
+    the old one; a directory cannot be locked over NFS). The holder removes the lock file before
+    it lets go, and a waiter that then gets the lock on a removed file starts again, so the
+    directory is left as it was. The lock file is never followed as a link nor used when it is
+    not a regular file. Missing directories are made 0700 first, as for the file."""
     import fcntl
 
-    directory = os.path.dirname(os.path.abspath(target))
+    directory, name = os.path.split(os.path.abspath(target))
+    lock_path = os.path.join(directory, f".{name}.lock")
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+    def refused(why: str) -> ConfigError:
+        return ConfigError(f"cannot lock config file {target} ({lock_path}): {why}; nothing was written")
+
     try:
         _make_private_dirs(directory)
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise ConfigError(f"cannot write config file {target}: {exc.strerror or exc}") from None
+        raise refused(exc.strerror or str(exc)) from None
+    while True:
+        try:
+            fd = os.open(lock_path, flags, 0o600)
+        except OSError as exc:
+            raise refused(exc.strerror or str(exc)) from None
+        try:
+            held = os.fstat(fd)
+            if not stat.S_ISREG(held.st_mode):
+                raise refused("not a regular file")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                now = os.lstat(lock_path)
+            except FileNotFoundError:
+                now = None
+        except OSError as exc:
+            os.close(fd)
+            raise refused(exc.strerror or str(exc)) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # the file was removed by the holder before us: lock the new one
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
         os.close(fd)  # releases the lock
 
 
