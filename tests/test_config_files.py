@@ -275,3 +275,17 @@ def test_a_value_from_standard_input_is_read_no_further_than_a_cap(
         )
     one_error(proc, "standard input", "KiB")
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo", "directory"])
+def test_what_sits_at_the_lock_files_name_is_never_followed_or_opened(tmp_path: Path, kind: str) -> None:
+    path = write_config(tmp_path / "config.toml", collector_url="http://127.0.0.1:9", **SETTINGS)
+    lock = tmp_path / ".config.toml.lock"
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    {"link": lambda: lock.symlink_to(victim), "fifo": lambda: os.mkfifo(lock), "directory": lock.mkdir}[
+        kind
+    ]()
+    before = disk(tmp_path)
+    one_error(hamustro("config", "set", "queue_size", "3", config=path), str(lock), "nothing was written")
+    assert disk(tmp_path) == before and victim.read_text() == "keep\n"
