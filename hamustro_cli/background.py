@@ -1,8 +1,8 @@
 """The child end of the background flush that `track` starts (spawn.py is the parent end):
 `python -m hamustro_cli.background`.
 
-Its settings come in HAMUSTRO_* variables; its output goes to flush.log in the spool
-directory, one timestamped line per message.
+Its settings come in HAMUSTRO_* variables alone (no config file is read); its output goes to
+flush.log in the spool directory, one timestamped line per message.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from hamustro_cli.config import load_config
 from hamustro_cli.errors import HamustroError
 from hamustro_cli.log import ERROR, INFO
 from hamustro_cli.tracker import ClientTracker
@@ -38,11 +39,19 @@ def main() -> int:
     except OSError:  # not allowed here: run as we are
         pass
     try:
-        with ClientTracker.from_config(log=log) as tracker:
+        with ClientTracker(config=load_config(use_file=False).require(), log=log) as tracker:
             report = tracker.flush(if_due=True)
     except HamustroError as exc:
         log(ERROR, f"error: {exc}")
         return 2
+    except Exception as exc:  # noqa: BLE001 - resource trouble as one line; the rest re-raised
+        from hamustro_cli.limits import short_of
+
+        why = short_of(exc)
+        if why is None:
+            raise
+        log(ERROR, f"error: {why}")
+        return 3
     if report.skipped:
         log(INFO, f"flush skipped: {report.skipped}")
         return 0

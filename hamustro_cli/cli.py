@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hamustro_cli.cliparts import (  # noqa: F401 - ExitStatus: tests and scripts import it from here
+    LIMIT,
     ExitStatus,
     GlobalOptions,
     complete_dir,
@@ -371,7 +372,7 @@ def _ago(epoch: int | None, now: int) -> str:
 @help_option
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.option("--events", "with_events", is_flag=True, help="Also list queued events, oldest first.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="List at most N events.")
+@click.option("--limit", type=LIMIT, metavar="N", help="List at most N events.")
 @click.option(
     "--check",
     is_flag=True,
@@ -496,7 +497,37 @@ def session(obj: GlobalOptions, as_json: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="hamustro")
+    try:
+        cli(prog_name="hamustro")
+    except Exception as exc:  # noqa: BLE001 - resource trouble, told apart below; the rest re-raised
+        try:
+            from hamustro_cli.limits import short_of
+
+            why = short_of(exc)
+        except Exception:  # noqa: BLE001 - not even a small module loads: no descriptor or memory left
+            why = (
+                f"out of memory or file descriptors ({type(exc).__name__}); raise the limits "
+                "(ulimit -v, ulimit -n) or free memory and run again. Nothing was lost"
+            )
+        if why is None:
+            raise
+        _give_up(why)
+
+
+def _give_up(why: str) -> None:
+    """One `Error:` line and exit 3 (local trouble), without the interpreter's shutdown: out of
+    memory or threads, it can wait for ever on a worker that will not finish."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # noqa: BLE001 - a stream it cannot flush now
+            pass
+    try:
+        os.write(2, f"Error: {why}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
+    os._exit(ExitStatus.SPOOL)
 
 
 if __name__ == "__main__":  # pragma: no cover

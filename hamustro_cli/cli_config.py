@@ -31,10 +31,17 @@ def _config_path(obj: Any) -> str:
     return config_file_path(obj.config_path, os.environ)
 
 
+MAX_STDIN_VALUE = 64 * 1024  # bytes: more than any key takes (parse_value checks each key's own limit)
+
+
 def _read_stdin_value() -> str:
-    """All of standard input, less one line ending: `printf %s "$S" |` and `echo "$S" |` agree."""
+    """All of standard input, less one line ending: `printf %s "$S" |` and `echo "$S" |` agree.
+    Read no further than MAX_STDIN_VALUE: `< /dev/zero` must not fill the memory."""
+    data = sys.stdin.buffer.read(MAX_STDIN_VALUE + 1)  # bytes: a "\r" in the value stays
+    if len(data) > MAX_STDIN_VALUE:
+        raise InputError(f"standard input holds more than {MAX_STDIN_VALUE // 1024} KiB: not a config value")
     try:
-        text = sys.stdin.buffer.read().decode("utf-8")  # bytes: a "\r" in the value stays
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("standard input is not valid UTF-8") from None
     return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
@@ -129,10 +136,10 @@ def config_init(obj: Any, force: bool, secret_stdin: bool, **given: str | None) 
     import platform
     import socket
 
-    from hamustro_cli.configfile import exists_error, init_file, required_values
+    from hamustro_cli.configfile import exists_error, init_file, required_values, writable_target
 
     path = _config_path(obj)
-    if os.path.lexists(path) and not force:
+    if os.path.lexists(writable_target(path)) and not force:  # said before anything is asked
         raise exists_error(path)
     if secret_stdin:
         given["shared_secret_key"] = _read_stdin_value()

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     pass
 
 from hamustro_cli.cliparts import (
+    EVENT_ID,
+    LIMIT,
     GlobalOptions,
     emit_json,
     help_option,
@@ -48,9 +50,7 @@ def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         _time_option("--since", "Only events at or after TIME (epoch seconds or ISO 8601, as --at)."),
         _time_option("--until", "Only events at or before TIME."),
-        click.option(
-            "--limit", type=click.IntRange(min=1), metavar="N", help="At most N events, oldest first."
-        ),
+        click.option("--limit", type=LIMIT, metavar="N", help="At most N events, oldest first."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -67,16 +67,22 @@ def _filter(
     limit: int | None,
     destination: str | None,
 ) -> Any:
-    from hamustro_cli.events import parse_time
+    from hamustro_cli.events import SQLITE_INT_MAX, parse_time
     from hamustro_cli.queue import EventFilter, Shown
+
+    def bound(text: str | None, where: str) -> int | None:
+        """A time as a filter: beyond what SQLite stores no event is, so the bound is exact there."""
+        return (
+            None if text is None else max(-SQLITE_INT_MAX - 1, min(parse_time(text, where), SQLITE_INT_MAX))
+        )
 
     return EventFilter(
         ids=ids,
         state=None if state is None else Shown(state),
         session=session_id,
         event=event_glob,
-        since=None if since is None else parse_time(since, "--since"),
-        until=None if until is None else parse_time(until, "--until"),
+        since=bound(since, "--since"),
+        until=bound(until, "--until"),
         limit=limit,
         destination=destination,
     )
@@ -145,7 +151,7 @@ def events_list(obj: GlobalOptions, as_json: bool, **filters: Any) -> None:
 
 @events.command("show", add_help_option=False)
 @help_option
-@click.argument("event_id", metavar="ID", type=int)
+@click.argument("event_id", metavar="ID", type=EVENT_ID)
 @click.option("--json", "as_json", is_flag=True, help="Print the event and its session as JSON.")
 @click.pass_obj
 @translate
@@ -174,7 +180,7 @@ def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
 
 @events.command("requeue", add_help_option=False)
 @help_option
-@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=EVENT_ID)
 @event_filters
 @click.pass_obj
 @translate
@@ -194,7 +200,7 @@ def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> 
 
 @events.command("drop", add_help_option=False)
 @help_option
-@click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
+@click.argument("ids", metavar="[ID]...", nargs=-1, type=EVENT_ID)
 @event_filters
 @click.option("--yes", "-y", is_flag=True, help="Do not ask; needed when not on a terminal.")
 @click.pass_obj

@@ -17,6 +17,7 @@ from hamustro_cli.errors import (
     SpoolError,
 )
 from hamustro_cli.errors import ExitStatus as ExitStatus  # cli and tests import it from here
+from hamustro_cli.events import SQLITE_INT_MAX
 from hamustro_cli.log import ERROR, WARNING
 
 if TYPE_CHECKING:
@@ -30,6 +31,12 @@ EXIT_FOR = {
     InputError: ExitStatus.USAGE,
     SpoolError: ExitStatus.SPOOL,
 }
+
+
+# Numbers given on the command line that reach the spool: beyond SQLite's INTEGER they would
+# end in an OverflowError, so click refuses them as usage errors (exit 2) naming the argument.
+EVENT_ID = click.IntRange(1, SQLITE_INT_MAX)
+LIMIT = click.IntRange(1, SQLITE_INT_MAX)
 
 
 class GlobalOptions:

@@ -6,6 +6,7 @@ or variable to fix. The shared secret is never echoed back, not even in an error
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -79,6 +80,12 @@ KEYS: dict[str, Key] = {
         Key("flush", "str", "background", doc="what track does when a trigger fires"),
         Key("timeout", "float", 10.0, minimum=0.001, maximum=86_400, doc="seconds for one request"),
         Key("ip", "str", "auto", doc='"auto", "off" or a literal address'),
+        Key(
+            "send_ipv6",
+            "bool",
+            False,
+            doc="send an IPv6 address given as ip or --ip (the collector stores it unmasked)",
+        ),
         Key("max_batch_events", "int", 2000, minimum=1, maximum=100_000, doc="payloads in one request"),
         Key(
             "retries", "int", 3, minimum=0, maximum=100, doc="retries of a transient failure within one flush"
@@ -325,23 +332,82 @@ def _check_value(name: str, value: Any, source: str) -> None:
         raise ConfigError(f"config key {name} {_where(source)}: must not be empty")
 
 
-def read_config_file(path: str) -> dict[str, Any]:
+MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few KiB; anything past this is not one
+
+
+def config_file_problem(path: str, failed: OSError | None = None) -> ConfigError:
+    """Why `path` cannot be a config file: missing, not a regular file (nor a link to one; a
+    dangling link or a link loop named as such), or `failed`, the error opening a regular one."""
     try:
-        with open(path, "rb") as fh:
-            data: dict[str, Any] = tomllib.load(fh)
+        st = os.stat(path)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory") from None
+        if os.path.islink(path):
+            return ConfigError(
+                f"config file {path} is a symbolic link to {os.readlink(path)}, which does not exist"
+            )
+        return ConfigError(f"config file {path} does not exist")
     except PermissionError:
-        raise ConfigError(f"config file {path} is not readable (permission denied)") from None
+        return ConfigError(f"config file {path} is not readable (permission denied)")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return ConfigError(f"config file {path} is a symbolic link loop (it never reaches a file)")
+        return ConfigError(f"config file {path} cannot be read: {exc.strerror}")
+    if stat.S_ISREG(st.st_mode) and failed is not None:
+        if isinstance(failed, PermissionError):
+            return ConfigError(f"config file {path} is not readable (permission denied)")
+        return ConfigError(f"config file {path} cannot be read: {failed.strerror}")
+    from hamustro_cli.spooldir import file_kind
+
+    return ConfigError(f"config file {path} is {file_kind(st.st_mode)}, not a regular file")
+
+
+def read_config_bytes(path: str) -> tuple[bytes, os.stat_result]:
+    """The config file's bytes and its stat. Only a regular file (or a link to one) is opened,
+    without blocking (a FIFO with no writer) and read no further than MAX_CONFIG_BYTES
+    (/dev/zero, a file that grows): checked on the open descriptor, so a swap between the check
+    and the open changes nothing."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise config_file_problem(path)  # never opened: opening a device can act on it
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise config_file_problem(path, exc) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise config_file_problem(path)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a hamustro config"
+        )
+    return b"".join(chunks), st
+
+
+def parse_config_bytes(path: str, data: bytes) -> dict[str, Any]:
+    try:
+        settings: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+        return settings
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not valid UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    return data
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    return parse_config_bytes(path, read_config_bytes(path)[0])
 
 
 def load_config(
@@ -361,9 +427,10 @@ def load_config(
 
     file_values: dict[str, Any] = {}
     found = False
-    if use_file and (explicit or os.path.exists(path)):
+    if use_file and (explicit or os.path.lexists(path)):  # a dangling link there: said, not skipped
         try:
-            file_values = read_config_file(path)
+            data, file_stat = read_config_bytes(path)
+            file_values = parse_config_bytes(path, data)
         except ConfigError as exc:
             if config_path is not None:
                 raise ConfigError(f"{exc} (given with --config)") from None
@@ -374,11 +441,7 @@ def load_config(
         for name in file_values:
             if name not in KEYS:
                 raise ConfigError(f"unknown config key {name!r} in {path}")
-        try:
-            mode = os.stat(path).st_mode
-        except OSError:  # pragma: no cover - raced with a delete
-            mode = 0
-        if file_values.get(SECRET_KEY) and mode & (stat.S_IRGRP | stat.S_IROTH):
+        if file_values.get(SECRET_KEY) and file_stat.st_mode & (stat.S_IRGRP | stat.S_IROTH):
             warnings.append(
                 f"warning: {path} holds shared_secret_key and is readable by other users; "
                 f"run: chmod 600 {path}"
@@ -410,6 +473,16 @@ def load_config(
         values[key.name] = _coerce(key, raw, source, from_env, env)
         sources[key.name] = source
 
+    if values["ip"] not in ("auto", "off"):
+        from hamustro_cli.errors import InputError
+        from hamustro_cli.events import check_ip
+
+        try:
+            values["ip"] = check_ip(
+                values["ip"], f"config key ip {_where(sources['ip'])}", values["send_ipv6"]
+            )
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
     spool = values["spool_dir"] or default_spool_dir(env)
     if values["ca_bundle"] is not None and not os.path.isfile(values["ca_bundle"]):
         raise ConfigError(

@@ -12,10 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hamustro_cli.config import (
@@ -26,7 +27,9 @@ from hamustro_cli.config import (
     Config,
     Key,
     _coerce,
-    read_config_file,
+    config_file_problem,
+    parse_config_bytes,
+    read_config_bytes,
 )
 from hamustro_cli.errors import ConfigError
 
@@ -45,7 +48,9 @@ NOTES: dict[str, str] = {
     "spool_dir": "Default: $XDG_STATE_HOME/hamustro, else ~/.local/state/hamustro.",
     "flush": '"background" starts a detached flush, "inline" flushes before returning, '
     '"off" leaves it to `hamustro flush` (cron, a systemd timer).',
-    "ip": '"auto" is the local address of the route to the collector, found without sending.',
+    "ip": '"auto" is the local IPv4 address of the route to the collector, found without sending; '
+    "over an IPv6-only route no address is sent.",
+    "send_ipv6": "The collector masks the last octet of an IPv4 address but stores an IPv6 one whole.",
     "retries": "Transient: 5xx, 408, 429, refused or reset connections; "
     "after a timeout or a 504, with half as many events.",
     "retry_delay": "With jitter, capped at 30 s, and at least what Retry-After asks.",
@@ -212,7 +217,75 @@ def exists_error(path: str) -> ConfigError:
 
 
 def init_file(path: str, values: Mapping[str, Any], force: bool) -> None:
-    write_private(path, render(values), replace=force)
+    target = writable_target(path)
+    with config_lock(target):
+        if os.path.lexists(target) and not force:
+            raise exists_error(path)
+        write_private(target, render(values), replace=force, shown=path)
+
+
+def writable_target(path: str) -> str:
+    """The file `config set` and `config init` replace: `path`, or the file a link there points
+    to. Only a regular file is ever replaced (never /dev/null, a FIFO, a socket, a directory);
+    a missing one is created, but not through a dangling link (that would make the link's
+    directories, which nobody asked for)."""
+    if not os.path.lexists(path):
+        return path
+    if not os.path.isfile(path):  # follows links: a dangling one, a loop or no regular file
+        raise ConfigError(f"{config_file_problem(path)}; nothing was written")
+    return os.path.realpath(path)
+
+
+@contextlib.contextmanager
+def config_lock(target: str) -> Iterator[None]:
+    """Serialise the changes of hamustro processes to the config file at `target`: an flock on
+    `.NAME.lock` beside it (the file itself is replaced by a rename, so a lock on it would be on
+    the old one; a directory cannot be locked over NFS). The holder removes the lock file before
+    it lets go, and a waiter that then gets the lock on a removed file starts again, so the
+    directory is left as it was. The lock file is never followed as a link nor used when it is
+    not a regular file. Missing directories are made 0700 first, as for the file."""
+    import fcntl
+
+    directory, name = os.path.split(os.path.abspath(target))
+    lock_path = os.path.join(directory, f".{name}.lock")
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+    def refused(why: str) -> ConfigError:
+        return ConfigError(f"cannot lock config file {target} ({lock_path}): {why}; nothing was written")
+
+    try:
+        _make_private_dirs(directory)
+    except OSError as exc:
+        raise refused(exc.strerror or str(exc)) from None
+    while True:
+        try:
+            fd = os.open(lock_path, flags, 0o600)
+        except OSError as exc:
+            raise refused(exc.strerror or str(exc)) from None
+        try:
+            held = os.fstat(fd)
+            if not stat.S_ISREG(held.st_mode):
+                raise refused("not a regular file")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                now = os.lstat(lock_path)
+            except FileNotFoundError:
+                now = None
+        except OSError as exc:
+            os.close(fd)
+            raise refused(exc.strerror or str(exc)) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # the file was removed by the holder before us: lock the new one
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        os.close(fd)  # releases the lock
 
 
 # -- one key, every other byte kept ----------------------------------------------------------------
@@ -296,20 +369,19 @@ def edit(text: str, name: str, value: Any, path: str) -> str:
 
 
 def set_key(path: str, name: str, value: Any) -> None:
-    """Set one key in the config file at `path` (created 0600 when missing), atomically."""
-    if not os.path.exists(path):
-        write_private(path, f"{name} = {toml_value(value)}\n", replace=False)
-        return
-    settings = read_config_file(path)  # a clear error when unreadable or not TOML
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8")
-        same = tomllib.loads(text) == settings
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        same = False
-    if not same:
-        raise ConfigError(f"config file {path} changed while being edited; nothing was written")
-    write_private(path, edit(text, name, value, path), replace=True)
+    """Set one key in the config file at `path` (created 0600 when missing), atomically. Two at
+    once are serialised (config_lock): neither change is lost."""
+    target = writable_target(path)
+    with config_lock(target):
+        if not os.path.lexists(target):
+            write_private(target, f"{name} = {toml_value(value)}\n", replace=False, shown=path)
+            return
+        try:
+            data, _ = read_config_bytes(target)  # a clear error when unreadable, not a file, too big
+            parse_config_bytes(path, data)  # ... or not TOML
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; nothing was written") from None
+        write_private(target, edit(data.decode("utf-8"), name, value, path), replace=True, shown=path)
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -332,12 +404,14 @@ def _make_private_dirs(path: str) -> None:
         os.chmod(directory, 0o700)  # whatever the umask
 
 
-def write_private(path: str, text: str, replace: bool) -> None:
+def write_private(path: str, text: str, replace: bool, shown: str | None = None) -> None:
     """Write `text` as a 0600 file: a temp file beside it, synced, then renamed over it, so a
     crash leaves the old file or the new one, never half of one. A symlinked config (dotfiles)
     stays a symlink: its target is replaced. Without `replace` an existing file is an error
-    (checked by the link that puts the file in place, so a race cannot clobber one)."""
+    (checked by the link that puts the file in place, so a race cannot clobber one). Errors
+    name `shown` (the path as given), else `path`."""
     target = os.path.realpath(path)
+    path = shown or path
     parent = os.path.dirname(target)
     tmp = None
     try:

@@ -167,6 +167,7 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
         counts = spool.counts()
         sync = spool.sync_state(destination)
         held = spool.by_destination()
+        read_only = spool.read_only
     except SpoolError as exc:
         return Check("spool", False, str(exc), _spool_hint(exc, directory), details)
     finally:
@@ -205,6 +206,16 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
     if mode_before is not None and mode_before != dir_mode:
         details["mode_was"] = f"{mode_before:04o}"
 
+    if read_only is not None:
+        details["read_only"] = read_only
+        return Check(
+            "spool",
+            False,
+            f"{directory} can be read but not written ({read_only}): {totals['pending']} pending, "
+            f"{totals['rejected']} rejected; track and flush cannot work",
+            f"make {directory} writable by the user running hamustro (remount it read-write)",
+            details,
+        )
     if unwritable:
         names = ", ".join(os.path.join(directory, n) for n in unwritable)
         return Check(

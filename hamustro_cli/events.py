@@ -17,7 +17,11 @@ if TYPE_CHECKING:
 MAX_EVENT_BYTES = 1024
 MAX_PARAMS_BYTES = 64 * 1024
 UINT32_MAX = 2**32 - 1
-AT_MAX = 2**63 - 1  # `at` is a uint64 on the wire, but the spool stores it as SQLite's signed INTEGER
+SQLITE_INT_MAX = 2**63 - 1  # the largest INTEGER SQLite stores: ids, --limit and times are checked against it
+# `at` is a uint64 on the wire, but the collector stores it as a date it formats with four-digit
+# years (Go's time): later than 9999-12-31T23:59:59Z it stores 10000-01-01 or a year in the billions.
+AT_MAX = 253_402_300_799
+AT_RANGE = "1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z, 0 to 253402300799 epoch seconds"
 SHOWN_MAX = 60  # characters of a user's value quoted in an error message
 
 
@@ -145,7 +149,7 @@ def check_at(value: Any, where: str = "--at") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(f"{where}: expected epoch seconds (a whole number), got {shown(value)}")
     if not 0 <= value <= AT_MAX:
-        raise InputError(f"{where}: {shown(value)} is not a valid epoch time (0..2^63-1)")
+        raise InputError(f"{where}: {shown(value)} is outside the times the collector stores ({AT_RANGE})")
     return value
 
 
@@ -165,7 +169,9 @@ def parse_time(text: str, where: str = "--at") -> int:
     text = text.strip()
     if text.isascii() and text.isdigit():
         if len(text) > 20:  # int() refuses thousands of digits; this is out of range anyway
-            raise InputError(f"{where}: {len(text)} digits is not a valid epoch time (0..2^63-1)")
+            raise InputError(
+                f"{where}: {len(text)} digits is outside the times the collector stores ({AT_RANGE})"
+            )
         return int(text)
     if _TIME_RE is None:
         import re
@@ -233,9 +239,20 @@ def _epoch_fraction(text: str) -> int | None:
     return None
 
 
-def check_ip(value: str, where: str = "--ip") -> str:
+def check_ip(value: str, where: str = "--ip", ipv6: bool = True) -> str:
+    """An address given to send as `ip`, IPv4-mapped ones as IPv4. An IPv6 address, which the
+    collector stores whole (its masked_ip masks IPv4 only), only when `ipv6` (send_ipv6)."""
     if not netaddr.valid_ip(value):
         raise InputError(f"{where}: {shown(value)} is not an IPv4 or IPv6 address")
+    mapped = netaddr.as_ipv4(value)
+    if mapped is not None:
+        return mapped
+    if not ipv6:
+        raise InputError(
+            f"{where}: {shown(value)} is an IPv6 address, which the collector stores whole (it masks "
+            "IPv4 addresses only). To send it anyway: "
+            "hamustro config set send_ipv6 true (or HAMUSTRO_SEND_IPV6=1)"
+        )
     return value
 
 

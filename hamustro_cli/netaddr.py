@@ -1,5 +1,11 @@
 """The `ip` attribute: the local address of the route towards the collector.
 
+Only an IPv4 address is sent unless the user asks for IPv6 (send_ipv6): the collector's
+`masked_ip` masks the last octet of an IPv4 address and stores an IPv6 one whole. So `ip =
+"auto"` sends the IPv4 source of the route to the collector's IPv4 address (a host name is
+resolved IPv4 first); a collector reached only over IPv6 gets no `ip` at all. An IPv4-mapped
+IPv6 address (::ffff:192.0.2.7) is sent as the IPv4 address it is.
+
 Found by connecting a UDP socket, which sends no packet, to the collector's address. `track`
 never waits on DNS: for a host name it uses the address the last flush resolved (cached in
 the spool); until a flush has resolved it, the event is stored with an empty marker and the
@@ -23,6 +29,22 @@ def valid_ip(text: str) -> bool:
         except (OSError, ValueError):
             continue
     return False
+
+
+def as_ipv4(text: str) -> str | None:
+    """`text` as a dotted IPv4 address: itself, or what an IPv4-mapped IPv6 address maps; None
+    for any other address (one the collector cannot mask)."""
+    try:
+        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text))
+    except (OSError, ValueError):
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, text)
+    except (OSError, ValueError):
+        return None
+    if packed[:12] == b"\0" * 10 + b"\xff\xff":
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return None
 
 
 def host_problem(host: str, port: int) -> str | None:
@@ -98,7 +120,8 @@ def split_url(url: str) -> tuple[str, int]:
 
 
 def route_source(remote_ip: str, port: int) -> str | None:
-    """Local address the kernel would use towards remote_ip; no packet is sent."""
+    """Local IPv4 address the kernel would use towards remote_ip (no packet is sent); None for a
+    route over IPv6, whose source address the collector would store unmasked."""
     family = socket.AF_INET6 if ":" in remote_ip else socket.AF_INET
     try:
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -106,7 +129,7 @@ def route_source(remote_ip: str, port: int) -> str | None:
         return None
     try:
         sock.connect((remote_ip, port or 9))
-        return sock.getsockname()[0]
+        return as_ipv4(sock.getsockname()[0])
     except OSError:
         return None
     finally:
@@ -114,11 +137,15 @@ def route_source(remote_ip: str, port: int) -> str | None:
 
 
 def resolve(host: str, port: int) -> str | None:
-    """DNS lookup for flush (which may wait); None when the name does not resolve."""
+    """DNS lookup for flush (which may wait), an IPv4 address first (see above); None when the
+    name does not resolve."""
     if valid_ip(host):
         return host
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return None
-    return infos[0][4][0] if infos else None
+    for family in (socket.AF_INET, socket.AF_UNSPEC):
+        try:
+            infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            continue
+        if infos:
+            return str(infos[0][4][0])
+    return None

@@ -28,7 +28,7 @@ def child_environment(config: Config, environ: dict[str, str] | os._Environ[str]
             ("true" if value else "false") if isinstance(value, bool) else str(value)
         )
     env["HAMUSTRO_SPOOL_DIR"] = config.spool_dir  # absolute (load_config), as the child runs in /
-    env["HAMUSTRO_CONFIG"] = os.devnull  # everything it needs is in the environment
+    # everything it needs is in the environment: the child reads no config file
     return env
 
 

@@ -32,9 +32,13 @@ from hamustro_cli.spooldir import (
     DB_NAME,
     FlushLock,
     check_database_files,
+    flush_running,
     ignore_file_size_signal,
+    on_read_only_mount,
     prepare_dir,
     private_file,
+    problem_kinds,
+    read_only_reason,
     space_advice,
 )
 
@@ -156,8 +160,13 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
     elif group == "readonly" or isinstance(exc, PermissionError):
         kind, why = SpoolProblem.NOT_WRITABLE, f"{path} is not writable ({text})"
     elif group == "cantopen":
+        from hamustro_cli.limits import few_descriptors
+
         kind = SpoolProblem.CANNOT_OPEN
-        why = f"cannot open {path} ({text}): check that the spool directory exists and is writable"
+        # SQLite says only "unable to open": out of descriptors (ulimit -n) is one reason
+        why = f"cannot open {path} ({text}): " + (
+            few_descriptors() or "check that the spool directory exists and is writable"
+        )
     elif group == "busy":
         kind, why = SpoolProblem.LOCKED, f"{path} stayed locked by another process for too long ({text})"
     else:
@@ -201,6 +210,7 @@ class _Transaction:
         self.spool, self.doing = spool, doing
 
     def __enter__(self) -> sqlite3.Connection:
+        self.spool.check_writable(self.doing)
         try:
             self.spool.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -230,21 +240,36 @@ class Spool:
     def __init__(self, directory: str | os.PathLike[str]):
         self.directory = os.fspath(directory)
         self.path = os.path.join(self.directory, DB_NAME)
+        # Why the spool can only be read (a read-only mount, a directory this user cannot write),
+        # or None. Reading commands work; every write refuses, saying this (see transaction).
+        self.read_only: str | None = None
         ignore_file_size_signal()
-        prepare_dir(self.directory)
+        try:
+            prepare_dir(self.directory)
+        except SpoolError as exc:
+            self.read_only = (
+                read_only_reason(self.directory) if exc.kind is problem_kinds().NOT_WRITABLE else None
+            )
+            if self.read_only is None:
+                raise
         # Nothing at the database's names may be a link, a FIFO, a device or another's file:
         # SQLite would follow or open it. (The directory is ours alone, so nobody can plant
         # one between this check and the open.)
-        check_database_files(self.path)
-        if not os.path.lexists(self.path):
-            private_file(self.path)
+        check_database_files(self.path, tighten=self.read_only is None)
+        if self.read_only is not None:
+            self.db = self._connect_read_only()
+        else:
+            if not os.path.lexists(self.path):
+                private_file(self.path)
+            try:
+                self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                # a connection setting: the WAL is cut back to this after each checkpoint
+                self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
+            except sqlite3.Error as exc:
+                raise _spool_error(exc, self.path, "opening the spool") from None
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            # a connection setting: the WAL is cut back to this after each checkpoint
-            self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
-        except sqlite3.Error as exc:
-            raise _spool_error(exc, self.path, "opening the spool") from None
-        try:
+            if self.read_only is not None and _user_version(self.db) != SCHEMA_VERSION:
+                raise self._refusal("bringing its schema up to date")
             if _user_version(self.db) != SCHEMA_VERSION:  # new, older, or not ours at all
                 from hamustro_cli.migrations import migrate
 
@@ -256,6 +281,49 @@ class Spool:
         except (sqlite3.Error, OSError) as exc:
             self.db.close()
             raise _spool_error(exc, self.path, "opening the spool") from None
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A read-only connection to a spool that cannot be written. A WAL database needs its
+        -shm (SQLite's wal.html, "Read-only databases"): `mode=ro` uses the -wal and -shm a live
+        spool has. Without them on a read-only mount (the last writer closed cleanly, so every
+        change is in the database file and nothing can change it through this mount) the file
+        is opened `immutable`; with a -wal but no -shm the changes it holds cannot be read, and
+        that is said."""
+        from urllib.parse import quote
+
+        uri = "file:" + quote(self.path)
+        try:
+            db = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=60, isolation_level=None)
+            _user_version(db)  # the open itself is lazy: this is where it fails
+            return db
+        except sqlite3.Error as exc:
+            first = exc
+        if not os.path.lexists(self.path + "-wal") and on_read_only_mount(self.directory):
+            try:
+                db = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None)
+                _user_version(db)
+                return db
+            except sqlite3.Error as exc:
+                raise _spool_error(exc, self.path, "opening the spool read-only") from None
+        raise SpoolError(
+            f"cannot read the spool {self.path}: {self.read_only}, and SQLite cannot read a WAL "
+            f"database there without its -shm file ({first}); run the command as the spool's "
+            "owner or where it can be written",
+            problem_kinds().NOT_WRITABLE,
+        )
+
+    def _refusal(self, doing: str) -> SpoolError:
+        return SpoolError(
+            f"the spool can only be read: {self.read_only}; {doing} would write to it, so nothing "
+            "was changed (status, events list, events show and doctor still work; make the spool "
+            "writable, e.g. remount it read-write, to queue and send)",
+            problem_kinds().NOT_WRITABLE,
+        )
+
+    def check_writable(self, doing: str) -> None:
+        """SpoolError (NOT_WRITABLE) saying why, when the spool can only be read."""
+        if self.read_only is not None:
+            raise self._refusal(doing)
 
     @property
     def schema_version(self) -> int:
@@ -854,7 +922,7 @@ class Spool:
         "JOIN sessions s ON s.id = e.session_id LEFT JOIN attributes a ON a.id = e.attr_id"
     )
 
-    def _where(self, chosen: EventFilter) -> tuple[str, list[Any]]:
+    def _where(self, chosen: EventFilter, dead_mark: bool = False) -> tuple[str, list[Any]]:
         """The filter as a WHERE clause over `events e` joined to `sessions s` and `attributes a`."""
         from hamustro_cli.queue import Shown
 
@@ -867,7 +935,8 @@ class Spool:
             clauses.append("e.state = ?")
             params.append(_REJECTED)
         elif chosen.state is not None:
-            marked = self._marked() or (0, 1, 0)  # no mark: an empty range
+            # no mark (or a dead flush's, as if released): an empty range
+            marked = (None if dead_mark else self._marked()) or (0, 1, 0)
             in_batch = "(e.attr_id = ? AND e.id BETWEEN ? AND ?)"
             clauses.append(f"e.state = ? AND {'' if chosen.state is Shown.SENDING else 'NOT '}{in_batch}")
             params.extend((_PENDING, *marked))
@@ -924,13 +993,17 @@ class Spool:
             self.db.text_factory = before
 
     def count(self, chosen: EventFilter) -> int:
-        sql, params = self._chosen_ids(chosen)
+        """How many events `change` would touch now: a mark that no running flush holds is a dead
+        flush's, which `change` drops before choosing, so it is left out here too."""
+        sql, params = self._chosen_ids(chosen, dead_mark=not flush_running(self.directory))
         found: int = self._read(f"SELECT count(*) FROM ({sql})", params)[0][0]
         return found
 
-    def _chosen_ids(self, chosen: EventFilter, only_rejected: bool = False) -> tuple[str, list[Any]]:
+    def _chosen_ids(
+        self, chosen: EventFilter, only_rejected: bool = False, dead_mark: bool = False
+    ) -> tuple[str, list[Any]]:
         """A SELECT of the chosen events' ids, oldest first (and at most `limit` of them)."""
-        where, params = self._where(chosen)
+        where, params = self._where(chosen, dead_mark)
         if only_rejected:
             where += (" AND " if where else " WHERE ") + "e.state = ?"
             params.append(_REJECTED)
@@ -960,10 +1033,12 @@ class Spool:
         Never touches the batch a flush is sending: it takes the flush lock (FlushBusy when a
         flush holds it), so a mark found meanwhile is a dead flush's and is dropped first, as
         the next flush would drop it."""
-        return self._without_flush(lambda: self._change(action, chosen))
+        return self._without_flush(f"{action.value} events", lambda: self._change(action, chosen))
 
-    def _without_flush(self, work: Callable[[], int]) -> int:
-        """work() holding the flush lock; FlushBusy, changing nothing, when a flush holds it."""
+    def _without_flush(self, doing: str, work: Callable[[], int]) -> int:
+        """work() holding the flush lock; FlushBusy, changing nothing, when a flush holds it (and
+        a read-only spool refuses, saying why)."""
+        self.check_writable(doing)
         lock = FlushLock(self.directory)
         if not lock.acquire(wait=False):
             raise FlushBusy(
@@ -984,14 +1059,15 @@ class Spool:
             with self.transaction("recording the events' new destination") as db:
                 return _readdress(db, other, destination, only_pending=False)
 
-        return self._without_flush(move)
+        return self._without_flush("claiming events", move)
 
     def _change(self, action: Change, chosen: EventFilter) -> int:
         from hamustro_cli.queue import Change
 
-        ids_sql, params = self._chosen_ids(chosen, only_rejected=action is Change.REQUEUE)
         with self.transaction(f"{action.value} events") as db:
+            # the dead flush's mark goes first: its batch is pending again for the filters below
             _write_metas(db, {"sending": None})
+            ids_sql, params = self._chosen_ids(chosen, only_rejected=action is Change.REQUEUE)
             # the counters move in the same transaction as the rows (the same ids, read twice)
             for attr_row, state, n in db.execute(
                 f"SELECT attr_id, state, count(*) FROM events WHERE id IN ({ids_sql}) "

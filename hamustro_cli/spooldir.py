@@ -25,7 +25,7 @@ FILES = (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", LOCK_NAME, LOG_NAME, LOG_N
 FLUSH_ROOM = 8 * 1024 * 1024
 
 
-def _kinds() -> type[SpoolProblem]:
+def problem_kinds() -> type[SpoolProblem]:
     """The error kinds, loaded only when something is wrong (not on track's path)."""
     from hamustro_cli.problems import SpoolProblem
 
@@ -42,7 +42,7 @@ def _user(uid: int) -> str:
 
 
 def _unsafe(message: str, fix: str) -> SpoolError:
-    return SpoolError(f"{message}; fix: {fix}", _kinds().UNSAFE, fix)
+    return SpoolError(f"{message}; fix: {fix}", problem_kinds().UNSAFE, fix)
 
 
 def _make_dirs(directory: str) -> None:
@@ -81,26 +81,28 @@ def prepare_dir(directory: str) -> None:
         _make_dirs(directory)
     except PermissionError:
         raise SpoolError(
-            f"cannot create spool directory {directory}: permission denied", _kinds().NOT_WRITABLE
+            f"cannot create spool directory {directory}: permission denied", problem_kinds().NOT_WRITABLE
         ) from None
     except NotADirectoryError:
         raise SpoolError(
             f"cannot create spool directory {directory}: a parent is not a directory",
-            _kinds().NOT_A_DIRECTORY,
+            problem_kinds().NOT_A_DIRECTORY,
         ) from None
     except OSError as exc:
         raise SpoolError(
-            f"cannot create spool directory {directory}: {exc.strerror}", _kinds().NOT_WRITABLE
+            f"cannot create spool directory {directory}: {exc.strerror}", problem_kinds().NOT_WRITABLE
         ) from None
     try:
         link = os.lstat(directory)
         st = os.stat(directory)
     except OSError as exc:
         raise SpoolError(
-            f"cannot use spool directory {directory}: {exc.strerror}", _kinds().NOT_WRITABLE
+            f"cannot use spool directory {directory}: {exc.strerror}", problem_kinds().NOT_WRITABLE
         ) from None
     if not stat.S_ISDIR(st.st_mode):
-        raise SpoolError(f"spool path {directory} exists and is not a directory", _kinds().NOT_A_DIRECTORY)
+        raise SpoolError(
+            f"spool path {directory} exists and is not a directory", problem_kinds().NOT_A_DIRECTORY
+        )
     if stat.S_ISLNK(link.st_mode) and link.st_uid not in (0, os.geteuid()):
         # a link to the spool is followed only if we (or root) made it
         raise _unsafe(
@@ -108,10 +110,30 @@ def prepare_dir(directory: str) -> None:
             f"remove the link {directory} (or set spool_dir to a directory of your own)",
         )
     check_dir(directory, st)
+    if not os.access(directory, os.W_OK | os.X_OK):  # before the chmod: a read-only mount refuses it
+        raise SpoolError(
+            f"spool directory {directory} is not writable by this user", problem_kinds().NOT_WRITABLE
+        )
     if st.st_mode & 0o077:
         os.chmod(directory, 0o700)
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise SpoolError(f"spool directory {directory} is not writable by this user", _kinds().NOT_WRITABLE)
+
+
+def read_only_reason(directory: str) -> str | None:
+    """Why a spool directory that prepare_dir found not writable can still be read, in words
+    for a message, or None when it cannot be read either (no database there to read)."""
+    db_path = os.path.join(directory, DB_NAME)
+    if not (os.path.isdir(directory) and os.path.isfile(db_path) and os.access(db_path, os.R_OK)):
+        return None
+    if on_read_only_mount(directory):
+        return f"{directory} is on a read-only file system"
+    return f"{directory} is not writable by this user"
+
+
+def on_read_only_mount(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 _KINDS = (
@@ -124,13 +146,18 @@ _KINDS = (
 )
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words ("a FIFO (named pipe)")."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
 def not_a_file(path: str, mode: int) -> SpoolError:
     """A spool file name taken by something that is not a regular file: never followed or opened."""
-    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    kind = file_kind(mode)
     return SpoolError(
         f"spool file {path} is {kind}, not a regular file; hamustro never follows or opens it. "
         f"Move it away (if it is not yours, find out who put it there)",
-        _kinds().UNSAFE if stat.S_ISLNK(mode) else _kinds().NOT_A_FILE,
+        problem_kinds().UNSAFE if stat.S_ISLNK(mode) else problem_kinds().NOT_A_FILE,
         f"move {path} away",
     )
 
@@ -143,7 +170,9 @@ def check_file(path: str) -> os.stat_result | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise SpoolError(f"cannot use spool file {path}: {exc.strerror}", _kinds().CANNOT_OPEN) from None
+        raise SpoolError(
+            f"cannot use spool file {path}: {exc.strerror}", problem_kinds().CANNOT_OPEN
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise not_a_file(path, st.st_mode)
     if st.st_uid != os.geteuid():
@@ -166,7 +195,9 @@ def open_private(path: str, flags: int) -> int:
             st = None
         if st is not None and not stat.S_ISREG(st.st_mode):
             raise not_a_file(path, st.st_mode) from None
-        raise SpoolError(f"cannot open spool file {path}: {exc.strerror}", _kinds().NOT_WRITABLE) from None
+        raise SpoolError(
+            f"cannot open spool file {path}: {exc.strerror}", problem_kinds().NOT_WRITABLE
+        ) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -190,14 +221,15 @@ def private_file(path: str) -> None:
     os.close(open_private(path, os.O_WRONLY | os.O_APPEND))
 
 
-def check_database_files(db_path: str) -> None:
+def check_database_files(db_path: str, tighten: bool = True) -> None:
     """Before SQLite opens the database: the database, its -wal and its -shm must each be absent
-    or a regular file we own (SQLite itself would follow a link planted there). An existing one
-    others can read (an older version, a copy) becomes owner-only, without gaining permissions."""
+    or a regular file we own (SQLite itself would follow a link planted there). With `tighten`,
+    an existing one others can read (an older version, a copy) becomes owner-only, without
+    gaining permissions."""
     for suffix in ("", "-wal", "-shm"):
         path = db_path + suffix
         st = check_file(path)
-        if st is not None and st.st_mode & 0o077:
+        if tighten and st is not None and st.st_mode & 0o077:
             os.close(open_private(path, os.O_RDONLY))
 
 

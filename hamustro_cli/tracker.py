@@ -176,7 +176,7 @@ class ClientTracker:
     def _event_ip(self, override: str | None) -> str | None:
         """The `ip` attribute for a new event: --ip, the configured literal, the route, or none."""
         if override is not None:
-            return check_ip(override)
+            return check_ip(override, ipv6=self.config.values["send_ipv6"])
         mode = self.config.values["ip"]
         if mode == "off":
             return None
@@ -326,6 +326,7 @@ class ClientTracker:
         # before the spool opens (its -shm alone takes 32 KiB): on a full disk, the ballast's room
         room = None if dry_run else spooldir.room_for_flush(spool_dir)
         spool = self.spool
+        spool.check_writable("flushing")  # even a dry run takes the flush lock
         report = FlushReport(dry_run=dry_run)
         if if_due:
             due = self.due()

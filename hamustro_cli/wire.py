@@ -32,6 +32,7 @@ def _build() -> tuple[Any, Any]:
     try:
         from google import protobuf
     except Exception as exc:  # noqa: BLE001 - ImportError, or whatever a broken install raises
+        _unless_short_of_something(exc)
         raise DependencyError(f"protobuf cannot be imported ({type(exc).__name__}: {exc}); {fix}") from None
     version = str(getattr(protobuf, "__version__", "unknown"))
     found = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
@@ -51,9 +52,19 @@ def _build() -> tuple[Any, Any]:
         collection = get(pool.FindMessageTypeByName("payload.Collection"))
         return collection, get(pool.FindMessageTypeByName("payload.Payload"))
     except Exception as exc:  # noqa: BLE001 - a runtime that cannot build them is unusable
+        _unless_short_of_something(exc)
         raise DependencyError(
             f"protobuf {version} cannot be used ({type(exc).__name__}: {exc}); {fix}"
         ) from None
+
+
+def _unless_short_of_something(exc: Exception) -> None:
+    """Re-raise `exc` when it came from the host running short of memory or descriptors: that
+    is no broken protobuf install, and saying so would send people reinstalling it."""
+    from hamustro_cli.limits import short_of
+
+    if short_of(exc) is not None:
+        raise exc
 
 
 def messages() -> tuple[Any, Any]:

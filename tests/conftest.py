@@ -204,6 +204,18 @@ class ScriptedServer:
         self.server.server_close()
 
 
+def ipv6_loopback() -> bool:
+    """Whether this machine has an IPv6 loopback (::1) to listen on."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 libc = ctypes.CDLL(None, use_errno=True)
 PR_CAPBSET_DROP = 24
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2

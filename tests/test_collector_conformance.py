@@ -14,7 +14,7 @@ import sys
 
 import pytest
 import requests
-from conftest import SECRET
+from conftest import SECRET, ipv6_loopback
 from specschema import spec_classes
 from test_collector import DEVICE, post, sign
 
@@ -97,16 +97,7 @@ def test_a_content_length_that_is_not_a_length_is_400(collector, length):
     assert answer.startswith(b"HTTP/1.1 400 "), answer
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
 @pytest.mark.parametrize("host", ["::1", "[::1]"])
 def test_cli_collector_listens_on_ipv6(tmp_path, host):
     out = tmp_path / "events.jsonl"
@@ -126,7 +117,7 @@ def test_cli_collector_listens_on_ipv6(tmp_path, host):
         proc.wait(timeout=10)
 
 
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
 @pytest.mark.parametrize("host", ["::1", "[::1]"])
 def test_cli_collector_brackets_ipv6_when_the_port_is_taken(tmp_path, host):
     """It said `cannot listen on ::1:PORT`, an address no one can read back."""

@@ -7,12 +7,12 @@ import json
 import pytest
 
 from hamustro_cli.errors import InputError
-from hamustro_cli.events import MAX_EVENT_BYTES, MAX_PARAMS_BYTES, _parse_line, parse_lines
+from hamustro_cli.events import AT_MAX, MAX_EVENT_BYTES, MAX_PARAMS_BYTES, _parse_line, parse_lines
 
 GOOD = [
     {"event": "a"},
     {"event": "page_view", "user_id": 0, "params": {"k": 1, "nested": [1, "x"]}, "is_testing": True, "at": 0},
-    {"event": "x" * MAX_EVENT_BYTES, "user_id": 2**32 - 1, "params": "p" * MAX_PARAMS_BYTES, "at": 2**63 - 1},
+    {"event": "x" * MAX_EVENT_BYTES, "user_id": 2**32 - 1, "params": "p" * MAX_PARAMS_BYTES, "at": AT_MAX},
     {"event": "ünïcode €", "params": {"ключ": "значение"}},
     {"event": " spaced ", "is_testing": False},
 ]
@@ -27,6 +27,7 @@ BAD = [
     {"event": "a", "is_testing": 1},
     {"event": "a", "at": -1},
     {"event": "a", "at": 2**63},
+    {"event": "a", "at": AT_MAX + 1},
     {"event": "a", "at": 1.5},
     {"event": "a", "params": "p" * (MAX_PARAMS_BYTES + 1)},
     {"event": "a", "params": ["list"]},

@@ -242,3 +242,57 @@ def test_list_show_and_status_show_text_that_is_not_utf8_escaped(queue: Path) ->
         list(spool.select(EventFilter()))
         spool.event(event_id)
         assert spool.db.text_factory is str
+
+
+def test_drop_pending_after_a_killed_flush_takes_its_batch_too(queue: Path, tmp_path: Path) -> None:
+    """A flush killed (SIGKILL) while its request hangs leaves its batch marked. `events drop
+    --state pending` took the mark for a live one and left the batch, which the next flush then
+    sent: a dead flush's mark is released before the filters choose."""
+    import signal
+    import socket
+    import time
+
+    silent = socket.socket()  # accepts connections (the backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    write_config(tmp_path / "config.toml", collector_url=url, **{**SETTINGS, "timeout": 3600, "retries": 0})
+    flush = subprocess.Popen([sys.executable, "-m", "hamustro_cli", "flush"], env=os.environ.copy())
+    try:
+        for _ in range(60_000):  # until the batch is marked: a state, not a time
+            with sqlite3.connect(queue / "spool.sqlite3") as db:
+                if db.execute("SELECT 1 FROM meta WHERE key = 'sending'").fetchone():
+                    break
+            time.sleep(0.005)
+        else:
+            raise AssertionError("the flush never marked its batch")
+        flush.send_signal(signal.SIGKILL)
+        flush.wait()
+    finally:
+        if flush.poll() is None:
+            flush.kill()
+        silent.close()
+    assert invoke("events", "drop", "--state", "pending", "--yes").stdout == "dropped 3 event(s)\n"
+    assert [r["state"] for r in listed()] == ["rejected", "rejected"]
+    collector = start_collector(tmp_path, "after")
+    try:
+        write_config(tmp_path / "config.toml", collector_url=collector.url, **SETTINGS)
+        invoke("flush")
+        assert collector.received() == []
+    finally:
+        collector.server.stop()
+
+
+def test_the_count_asked_about_includes_a_dead_flushs_batch(queue: Path) -> None:
+    """`events drop` asks "Delete N event(s)?" from this count: it left out the batch a dead
+    flush had marked, which the drop then deleted too (a mark no flush holds is a dead one)."""
+    with Spool(queue) as spool:
+        rows = listed("--state", "pending")
+        spool.mark(1, rows[0]["id"], rows[2]["id"])
+        assert spool.count(EventFilter(state=Shown.PENDING)) == 3
+        lock = FlushLock(queue)
+        assert lock.acquire(wait=False)  # a live flush: its batch is being sent, not pending
+        try:
+            assert spool.count(EventFilter(state=Shown.PENDING)) == 0
+        finally:
+            lock.release()

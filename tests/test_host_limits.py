@@ -1,0 +1,127 @@
+"""Few file descriptors, little memory (issue 14, class 5): under `ulimit -n` and `ulimit -v`
+every command ends with the contract's exit code and at most one `Error:` line that says what
+ran short, never a traceback, never a hang; a memory error is not called a broken protobuf
+install; `track` exits 0 exactly when its event was queued.
+
+Real processes with `resource.setrlimit` in `preexec_fn`. Below 5 descriptors the interpreter
+itself cannot start (it fails in `site`, before any hamustro code runs), so the descriptor
+limits start there. RLIMIT_NPROC ("no threads") cannot be had here: Linux exempts uid 0 from
+it, and the test interpreter is not one another user may run; a thread that cannot get its
+stack under `ulimit -v` is the case covered (45 MiB: the flush's worker threads fail)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import RunningCollector
+
+from hamustro_cli.spool import DB_NAME, Spool
+
+CONTRACT = {0, 1, 2, 3, 4}
+COMMANDS = [
+    ["track", "x"],
+    ["track", "y", "--flush"],
+    ["flush"],
+    ["flush", "--dry-run"],
+    ["status"],
+    ["events", "list"],
+    ["session"],
+    ["doctor"],
+    ["config", "show"],
+    ["config", "set", "queue_size", "50"],
+]
+
+
+def queued(spool_dir: Path) -> int:
+    if not (spool_dir / DB_NAME).exists():
+        return 0
+    with Spool(spool_dir) as spool:
+        return spool.totals().live
+
+
+def limited(which: int, value: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(which, (value, value))
+
+    return apply
+
+
+def run_limited(command: list[str], which: int, value: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hamustro_cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+        preexec_fn=limited(which, value),
+    )
+
+
+def check_every_command(spool_dir: Path, which: int, value: int) -> list[str]:
+    """Run each command under the limit; return what went wrong (empty when all is well)."""
+    wrong = []
+    for command in COMMANDS:
+        before = queued(spool_dir)
+        try:
+            proc = run_limited(command, which, value)
+        except subprocess.TimeoutExpired:
+            wrong.append(f"{command}: hung")
+            continue
+        said = f"{command} under {value}: exit {proc.returncode}, stderr {proc.stderr[-600:]!r}"
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+        others = [line for line in proc.stderr.splitlines() if not line.startswith(("Error:", "hamustro:"))]
+        if "Traceback" in proc.stderr or others:
+            wrong.append(f"traceback or stray output: {said}")
+        elif proc.returncode not in CONTRACT or len(errors) > 1:
+            wrong.append(f"not the contract: {said}")
+        elif proc.returncode == 3 and not errors:
+            wrong.append(f"exit 3 without its Error line: {said}")
+        elif "protobuf" in proc.stderr:
+            wrong.append(f"resource trouble called a protobuf problem: {said}")
+        if command[0] == "track":
+            after = queued(spool_dir)
+            if (proc.returncode == 0) != (after == before + 1):
+                wrong.append(f"exit {proc.returncode} but {after - before} queued: {said}")
+    return wrong
+
+
+@pytest.fixture
+def ready(config: Path, collector: RunningCollector, spool_dir: Path) -> Path:
+    """A config, a real collector, and a spool with a few events waiting."""
+    for name in ("a", "b", "c"):
+        subprocess.run(
+            [sys.executable, "-m", "hamustro_cli", "track", name], check=True, env=os.environ.copy()
+        )
+    return spool_dir
+
+
+def test_few_file_descriptors(ready: Path) -> None:
+    wrong = []
+    for value in (5, 6, 7, 8):
+        wrong += check_every_command(ready, resource.RLIMIT_NOFILE, value)
+    assert wrong == []
+
+
+def test_little_memory(ready: Path) -> None:
+    wrong = []
+    for mib in (30, 45):
+        wrong += check_every_command(ready, resource.RLIMIT_AS, mib * 2**20)
+    assert wrong == []
+
+
+def test_what_ran_short_is_named(ready: Path) -> None:
+    def error_of(command: list[str], which: int, value: int) -> str:
+        proc = run_limited(command, which, value)
+        assert proc.returncode == 3, (proc.returncode, proc.stderr)
+        return proc.stderr
+
+    assert "ulimit -n" in error_of(["status"], resource.RLIMIT_NOFILE, 6)
+    assert "ulimit -n" in error_of(["status"], resource.RLIMIT_NOFILE, 5)  # SQLite's "unable to open"
+    said = error_of(["flush"], resource.RLIMIT_AS, 30 * 2**20)
+    assert "out of memory" in said and "ulimit -v" in said and "protobuf" not in said
