@@ -293,3 +293,12 @@ def run_on_terminal(args: list[str], answers: Sequence[tuple[str, ...]] = ()) ->
         pass
     os.close(master)
     return proc.wait(timeout=60), shown.decode(errors="replace")
+
+
+def spawned_env() -> dict[str, str]:
+    """The environment `track` gives the background flush (spawn.child_environment: the
+    resolved settings in HAMUSTRO_* variables; the child reads no config file)."""
+    from hamustro_cli.config import load_config
+    from hamustro_cli.spawn import child_environment
+
+    return child_environment(load_config().require(), os.environ)

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import SETTINGS, ScriptedServer, invoke, start_collector, write_config
+from conftest import SETTINGS, ScriptedServer, invoke, spawned_env, start_collector, write_config
 
 from hamustro_cli import answers, doctor
 from hamustro_cli.answers import Kind
@@ -111,7 +111,11 @@ def test_the_background_flush_exits_with_the_code_of_the_answer(isolated):
         _configure(isolated, server.url, queue_size=1)
         _track(1)
         child = subprocess.run(
-            [sys.executable, "-m", "hamustro_cli.background"], capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "hamustro_cli.background"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=spawned_env(),
         )
         assert child.returncode == 4, child.stderr
         assert answers.meaning(403).fix in child.stderr

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SECRET, SETTINGS, invoke, run, write_config
+from conftest import SECRET, SETTINGS, invoke, run, spawned_env, write_config
 from test_bad_input import one_error_line
 
 from hamustro_cli.collector import make_server
@@ -401,7 +401,7 @@ def test_background_flush_goes_on_when_its_log_cannot_be_written(isolated: Path,
             stderr=full,
             stdin=subprocess.DEVNULL,
             timeout=60,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            env={**spawned_env(), "PYTHONDONTWRITEBYTECODE": "1"},
         )
     assert proc.returncode == 0
     assert copies(collector.received()) == Counter(range(1, 8))

@@ -256,10 +256,13 @@ def test_drop_pending_after_a_killed_flush_takes_its_batch_too(queue: Path, tmp_
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    tracked_for = json.loads(invoke("status", "--json").stdout)["destination"]
     write_config(tmp_path / "config.toml", collector_url=url, **{**SETTINGS, "timeout": 3600, "retries": 0})
+    invoke("events", "claim", tracked_for)  # another collector_url is another destination
     flush = subprocess.Popen([sys.executable, "-m", "hamustro_cli", "flush"], env=os.environ.copy())
     try:
         for _ in range(60_000):  # until the batch is marked: a state, not a time
+            assert flush.poll() is None, "the flush ended without marking a batch"
             with sqlite3.connect(queue / "spool.sqlite3") as db:
                 if db.execute("SELECT 1 FROM meta WHERE key = 'sending'").fetchone():
                     break
@@ -276,7 +279,9 @@ def test_drop_pending_after_a_killed_flush_takes_its_batch_too(queue: Path, tmp_
     assert [r["state"] for r in listed()] == ["rejected", "rejected"]
     collector = start_collector(tmp_path, "after")
     try:
+        silent_destination = json.loads(invoke("status", "--json").stdout)["destination"]
         write_config(tmp_path / "config.toml", collector_url=collector.url, **SETTINGS)
+        invoke("events", "claim", silent_destination)  # the two rejected: all it still holds
         invoke("flush")
         assert collector.received() == []
     finally:
