@@ -210,7 +210,8 @@ class _Transaction:
 
 
 class Spool:
-    """One connection to the spool database. Not shared between threads."""
+    """One connection to the spool database, used by one thread at a time (any thread: a
+    ClientTracker shared by threads serializes their use), in the process that opened it."""
 
     def __init__(self, directory: str | os.PathLike[str]):
         self.directory = os.fspath(directory)
@@ -224,7 +225,7 @@ class Spool:
         if not os.path.lexists(self.path):
             private_file(self.path)
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             # a connection setting: the WAL is cut back to this after each checkpoint
             self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         except sqlite3.Error as exc:

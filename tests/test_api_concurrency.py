@@ -1,0 +1,270 @@
+"""The Python API inside real programs (issue 19): one tracker shared by threads, trackers
+used across os.fork and multiprocessing, a new spool opened by many threads at once, and a
+preforking server. Real threads, real processes, a real SQLite file and a real collector."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SECRET
+
+from hamustro_cli import ClientTracker
+
+SETTINGS: dict[str, Any] = {
+    "shared_secret_key": SECRET,
+    "device_id": "dev",
+    "client_id": "threads",
+    "system_version": "1",
+    "product_version": "2",
+    "flush": "off",
+}
+
+
+def make(url: str, spool_dir: Path | str, **extra: Any) -> ClientTracker:
+    return ClientTracker(collector_url=url, spool_dir=spool_dir, **{**SETTINGS, **extra})
+
+
+def check_spool(spool_dir: Path | str, expected: set[tuple[str, int]]) -> None:
+    """The spool holds exactly the expected (event, i) pairs, each once, numbered 1..n without
+    a gap, and SQLite finds the file sound."""
+    db = sqlite3.connect(os.path.join(spool_dir, "spool.sqlite3"))
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        rows = db.execute("SELECT event, parameters, nr FROM events ORDER BY nr").fetchall()
+    finally:
+        db.close()
+    got = [(event, json.loads(params)["i"] if params else 0) for event, params, _ in rows]
+    assert len(got) == len(set(got)), "an event was queued twice"
+    assert set(got) == expected, f"{len(expected - set(got))} event(s) lost"
+    assert [nr for _, _, nr in rows] == list(range(1, len(rows) + 1))
+
+
+def flush_all(collector: Any, spool_dir: Path | str, expected: set[tuple[str, int]]) -> None:
+    """One flush delivers every queued event, exactly once."""
+    before = len(collector.received())
+    with make(collector.url, spool_dir) as tracker:
+        report = tracker.flush()
+        assert report.ok and report.sent == len(expected)
+        assert tracker.status()["pending"] == 0
+    got = collector.received()[before:]
+    pairs = [(e["event"], json.loads(e["parameters"])["i"] if e.get("parameters") else 0) for e in got]
+    assert sorted(pairs) == sorted(expected)
+
+
+def spool_fds(spool_dir: Path | str) -> int:
+    """How many of this process's file descriptors are open on the spool database."""
+    path = os.path.realpath(os.path.join(spool_dir, "spool.sqlite3"))
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found += os.readlink(f"/proc/self/fd/{fd}") == path
+        except OSError:
+            pass
+    return found
+
+
+# -- threads -------------------------------------------------------------------------------------
+
+
+def test_one_tracker_shared_by_32_threads_with_a_flush_running_beside(collector, spool_dir):
+    threads, per_thread = 32, 60
+    tracker = make(collector.url, spool_dir)
+    start = threading.Barrier(threads + 1)
+    opened = threading.Barrier(threads + 1)
+    errors: list[BaseException] = []
+    reports: list[Any] = []
+    done = threading.Event()
+
+    def track(n: int) -> None:
+        start.wait()  # the first use is concurrent: the spool must be opened once
+        try:
+            tracker.track_event(f"t{n}", params={"i": 0})
+        finally:
+            opened.wait()  # the test counts the connections, then a flush starts beside
+        try:
+            for i in range(1, per_thread):
+                tracker.track_event(f"t{n}", params={"i": i})
+        except BaseException as exc:  # noqa: BLE001 - collected and reported by the test
+            errors.append(exc)
+
+    def flush() -> None:
+        try:
+            while not done.is_set():
+                reports.append(tracker.flush())
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    workers = [threading.Thread(target=track, args=(n,)) for n in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    opened.wait()
+    assert spool_fds(spool_dir) == 1  # one connection, though 32 threads opened it at once
+    flusher = threading.Thread(target=flush)
+    flusher.start()
+    for w in workers:
+        w.join()
+    done.set()
+    flusher.join()
+    assert errors == []
+    assert all(r.ok for r in reports)
+    status = tracker.status()  # the main thread still works
+    assert status["pending"] + sum(r.sent for r in reports) == threads * per_thread
+    report = tracker.flush()
+    assert report.ok
+    tracker.close()
+    got = collector.received()
+    pairs = sorted((e["event"], json.loads(e["parameters"])["i"]) for e in got)
+    assert pairs == sorted((f"t{n}", i) for n in range(threads) for i in range(per_thread))
+    assert sorted(e["nr"] for e in got) == list(range(1, threads * per_thread + 1))
+
+
+def test_a_new_spool_opened_by_16_threads_at_once(collector, tmp_path):
+    # SQLite answers BUSY at once (no busy wait) to a connection switching a new file to WAL
+    # while another one is doing the same: every tracker must still succeed.
+    failures = []
+    for attempt in range(40):
+        spool_dir = tmp_path / f"new-{attempt}"
+        trackers = [make(collector.url, spool_dir) for _ in range(16)]
+        start = threading.Barrier(16)
+
+        def track(tracker: ClientTracker, n: int, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                tracker.track_event(f"t{n}")
+            except Exception as exc:  # noqa: BLE001 - collected
+                failures.append(exc)
+            finally:
+                tracker.close()
+
+        workers = [threading.Thread(target=track, args=(t, n)) for n, t in enumerate(trackers)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert failures == [], failures[0]
+        check_spool(spool_dir, {(f"t{n}", 0) for n in range(16)})
+
+
+# -- fork --------------------------------------------------------------------------------------
+
+
+def _in_child(body: Any) -> None:
+    """Run body() in this (forked) child and leave at once with 0, or 1 if it raised."""
+    code = 1
+    try:
+        body()
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def test_fork_then_the_parent_closes_while_children_track(collector, tmp_path):
+    # The loss of issue 19: the parent's close believed it was the last connection (the
+    # children used the connection they inherited, holding none of its locks), checkpointed and
+    # reset the WAL they were writing. Run many times: the loss was in every run.
+    children, per_child = 4, 150
+    for round_ in range(20):
+        spool_dir = tmp_path / f"round-{round_}"
+        tracker = make(collector.url, spool_dir)
+        tracker.track_event("parent", params={"i": 0})
+        pids = []
+        for c in range(children):
+            pid = os.fork()
+            if pid == 0:
+                _in_child(lambda: [tracker.track_event(f"c{c}", params={"i": i}) for i in range(per_child)])  # noqa: B023 - called at once
+            pids.append(pid)
+        tracker.close()  # while the children write
+        statuses = [os.waitpid(pid, 0)[1] for pid in pids]
+        assert statuses == [0] * children
+        expected = {("parent", 0)} | {(f"c{c}", i) for c in range(children) for i in range(per_child)}
+        check_spool(spool_dir, expected)
+        flush_all(collector, spool_dir, expected)
+
+
+_SHARED: ClientTracker | None = None  # the parent's tracker, which a forked worker inherits
+
+
+def _mp_worker(url: str, spool_dir: str, name: str, count: int) -> None:
+    """A multiprocessing worker: the inherited tracker under fork, its own one otherwise (a
+    tracker cannot be pickled)."""
+    tracker = _SHARED if _SHARED is not None else make(url, spool_dir)
+    for i in range(count):
+        tracker.track_event(name, params={"i": i})
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_multiprocessing_start_methods(collector, spool_dir, method):
+    global _SHARED
+    workers, per_worker = 4, 250
+    ctx = multiprocessing.get_context(method)
+    tracker = make(collector.url, spool_dir)
+    tracker.track_event("parent", params={"i": 0})
+    _SHARED = tracker
+    try:
+        procs = [
+            ctx.Process(target=_mp_worker, args=(collector.url, str(spool_dir), f"w{n}", per_worker))
+            for n in range(workers)
+        ]
+        for p in procs:
+            p.start()
+        tracker.close()  # while they write
+        for p in procs:
+            p.join()
+    finally:
+        _SHARED = None
+    assert [p.exitcode for p in procs] == [0] * workers
+    expected = {("parent", 0)} | {(f"w{n}", i) for n in range(workers) for i in range(per_worker)}
+    check_spool(spool_dir, expected)
+    flush_all(collector, spool_dir, expected)
+
+
+# -- long-running services -----------------------------------------------------------------------
+
+
+def children_of_this_process() -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            found.update(int(pid) for pid in f.read().split())
+    return found
+
+
+def test_a_background_flush_is_reaped_when_it_ends(collector, spool_dir):
+    import time
+
+    before = children_of_this_process()
+    with make(collector.url, spool_dir, flush="background", queue_size=1) as tracker:
+        assert tracker.track_event("x").flush == "started"
+        spawned = children_of_this_process() - before
+        assert len(spawned) == 1
+        for _ in range(600):  # until it has delivered and been reaped (at most a minute)
+            if collector.received() and not spawned & children_of_this_process():
+                break
+            time.sleep(0.1)
+        assert [e["event"] for e in collector.received()] == ["x"]
+        assert not spawned & children_of_this_process(), "the finished flush is left a zombie"
+
+
+def test_python_dev_mode_shows_no_warning(collector, spool_dir):
+    import subprocess
+    import sys
+
+    code = (
+        "from hamustro_cli import ClientTracker\n"
+        f"t = ClientTracker(collector_url={collector.url!r}, spool_dir={str(spool_dir)!r}, "
+        f"flush='background', queue_size=1, **{ {k: v for k, v in SETTINGS.items() if k != 'flush'}!r})\n"
+        "assert t.track_event('x').flush == 'started'\n"
+        "t.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stderr) == (0, "")
