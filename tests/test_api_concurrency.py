@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -268,3 +269,72 @@ def test_python_dev_mode_shows_no_warning(collector, spool_dir):
         [sys.executable, "-X", "dev", "-c", code], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stderr) == (0, "")
+
+
+# -- a preforking server: the README's example, run as it is ---------------------------------------
+
+
+def readme_wsgi_example() -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    (app,) = [b for b in blocks if b.startswith("# app.py")]
+    return app
+
+
+def test_readme_wsgi_example_under_gunicorn_preload(collector, config, spool_dir, tmp_path):
+    import http.client
+    import signal
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    pytest.importorskip("gunicorn", reason="gunicorn (the test extra) is not installed")
+    example = readme_wsgi_example()
+    (tmp_path / "app.py").write_text(example)
+    command = example.splitlines()[0].split("served by: ")[1].split()
+    assert command[0] == "gunicorn"
+    server = subprocess.Popen(
+        [sys.executable, "-m", *command[:-1], "--bind", "127.0.0.1:0", command[-1]],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stderr is not None
+        port = None
+        for line in server.stderr:  # gunicorn says where it listens, then each worker it boots
+            found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port, "gunicorn did not start"
+
+        def get(i: int) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                conn.request("GET", f"/r/{i}")
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        requests = 800
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(get, range(requests))) == {200}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
+    assert server.returncode == 0
+    db = sqlite3.connect(os.path.join(spool_dir, "spool.sqlite3"))
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        rows = db.execute("SELECT event, parameters, nr FROM events ORDER BY nr").fetchall()
+    finally:
+        db.close()
+    paths = [json.loads(p)["path"] for e, p, _ in rows if e == "http.request"]
+    assert sorted(paths) == sorted(f"/r/{i}" for i in range(requests))  # each request once
+    assert [e for e, _, _ in rows].count("server.start") == 1
+    assert [nr for _, _, nr in rows] == list(range(1, requests + 2))
+    with ClientTracker.from_config() as tracker:
+        report = tracker.flush()
+    assert report.ok and report.sent == requests + 1
+    assert len(collector.received()) == requests + 1
