@@ -79,7 +79,7 @@ FLAG_NAMES = ("event name", "--user-id", "--params", "--at", "--at")
 
 def new_event(
     event: str,
-    user_id: int | None = None,
+    user_id: int | str | None = None,  # text from the command line only (FLAG_NAMES)
     params: str | Mapping[str, Any] | None = None,
     is_testing: bool = False,
     at: int | float | str | None = None,

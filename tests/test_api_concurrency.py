@@ -32,15 +32,20 @@ def make(url: str, spool_dir: Path | str, **extra: Any) -> ClientTracker:
     return ClientTracker(collector_url=url, spool_dir=spool_dir, **{**SETTINGS, **extra})
 
 
-def check_spool(spool_dir: Path | str, expected: set[tuple[str, int]]) -> None:
-    """The spool holds exactly the expected (event, i) pairs, each once, numbered 1..n without
-    a gap, and SQLite finds the file sound."""
+def sound_rows(spool_dir: Path | str) -> list[tuple[str, str | None, int]]:
+    """(event, parameters, nr) of every queued event by nr, once SQLite has found the file sound."""
     db = sqlite3.connect(os.path.join(spool_dir, "spool.sqlite3"))
     try:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        rows = db.execute("SELECT event, parameters, nr FROM events ORDER BY nr").fetchall()
+        return db.execute("SELECT event, parameters, nr FROM events ORDER BY nr").fetchall()
     finally:
         db.close()
+
+
+def check_spool(spool_dir: Path | str, expected: set[tuple[str, int]]) -> None:
+    """The spool holds exactly the expected (event, i) pairs, each once, numbered 1..n without
+    a gap, and SQLite finds the file sound."""
+    rows = sound_rows(spool_dir)
     got = [(event, json.loads(params)["i"] if params else 0) for event, params, _ in rows]
     assert len(got) == len(set(got)), "an event was queued twice"
     assert set(got) == expected, f"{len(expected - set(got))} event(s) lost"
@@ -324,12 +329,7 @@ def test_readme_wsgi_example_under_gunicorn_preload(collector, config, spool_dir
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
     assert server.returncode == 0
-    db = sqlite3.connect(os.path.join(spool_dir, "spool.sqlite3"))
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        rows = db.execute("SELECT event, parameters, nr FROM events ORDER BY nr").fetchall()
-    finally:
-        db.close()
+    rows = sound_rows(spool_dir)
     paths = [json.loads(p)["path"] for e, p, _ in rows if e == "http.request"]
     assert sorted(paths) == sorted(f"/r/{i}" for i in range(requests))  # each request once
     assert [e for e, _, _ in rows].count("server.start") == 1
