@@ -67,6 +67,7 @@ NR: Final = 1
 MAX_NR = 2**32 - 1  # nr is a uint32 on the wire
 VACUUM_STEP = 256  # pages freed per incremental_vacuum transaction at the end of a flush
 WAL_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept after a checkpoint (journal_size_limit)
+BUSY_TIMEOUT = 60  # seconds a statement waits for another connection's lock
 
 
 class SyncState(NamedTuple):
@@ -144,7 +145,11 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
         kind = SpoolProblem.CANNOT_OPEN
         why = f"cannot open {path} ({text}): check that the spool directory exists and is writable"
     elif group == "busy":
-        kind, why = SpoolProblem.LOCKED, f"{path} stayed locked by another process for too long ({text})"
+        from hamustro_cli.spooldir import lock_holders
+
+        holders = ", ".join(lock_holders(path)) or "another connection"
+        kind = SpoolProblem.LOCKED
+        why = f"{path} is locked by {holders}, which held it past the {BUSY_TIMEOUT} s wait ({text})"
     else:
         kind, why = SpoolProblem.OTHER, f"{path}: {text}"
     return SpoolError(f"spool error while {doing}: {why}", kind)
@@ -225,7 +230,9 @@ class Spool:
         if not os.path.lexists(self.path):
             private_file(self.path)
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self.db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
             # a connection setting: the WAL is cut back to this after each checkpoint
             self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
         except sqlite3.Error as exc:
