@@ -324,20 +324,34 @@ class ClientTracker:
     def _queue(self, events: list[NewEvent], flush: bool | None) -> TrackResult:
         session = self.session
         with self._lock:
-            first, last = self._open().enqueue(session, events)
-        # Committed. From here on nothing may raise: a caller (or a script around `track`) that
-        # sees an error retries, and the event is queued twice.
-        outcome, detail = self._after_queue(session.id, first, last, len(events), flush)
+            spool = self._open()
+            first, last = spool.enqueue(session, events)
+            # Committed. From here on nothing may raise: a caller (or a script around `track`)
+            # that sees an error retries, and the event is queued twice. What the triggers
+            # read is read now, under the same hold of the lock (one wait per event, not two).
+            try:
+                seen: tuple[SyncState, int] | Exception = (spool.sync_state(), spool.pending())
+            except Exception as exc:  # noqa: BLE001 - reported by _after_queue's guard
+                seen = exc
+        outcome, detail = self._after_queue(session.id, first, last, len(events), flush, seen)
         return TrackResult(session.id, last, events[-1][1], outcome, first, len(events), detail)
 
     def _after_queue(
-        self, session_id: str, first: int, last: int, count: int, flush: bool | None
+        self,
+        session_id: str,
+        first: int,
+        last: int,
+        count: int,
+        flush: bool | None,
+        seen: tuple[SyncState, int] | Exception,
     ) -> tuple[str, str | None]:
         """Everything that follows the commit (log line, triggers, inline flush or spawning the
         background one), guarded: whatever goes wrong becomes a failed flush with a detail."""
         try:
             self._log(INFO, f"queued {count} event(s) in session {session_id}, nr {first}..{last}")
-            return self._after_track(flush)
+            if isinstance(seen, Exception):
+                raise seen
+            return self._after_track(flush, self._due(*seen))
         except Exception as exc:  # noqa: BLE001 - the guard itself; the event stays queued
             return Outcome.FAILED, self._describe(exc)
 
@@ -353,9 +367,8 @@ class ClientTracker:
         except Exception:  # noqa: BLE001 - an exception whose text cannot be had
             return type(exc).__name__
 
-    def _after_track(self, flush: bool | None) -> tuple[str, str | None]:
+    def _after_track(self, flush: bool | None, due: triggers.Due) -> tuple[str, str | None]:
         mode = self.config.values["flush"]
-        due = self.due()
         if not due.fires:
             if due.why is triggers.Why.HALTED:
                 return Outcome.HALTED, due.reason
