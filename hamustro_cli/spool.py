@@ -155,6 +155,9 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
     return SpoolError(f"spool error while {doing}: {why}", kind)
 
 
+# connections a forked child found open, abandoned by Spool.close: never closed nor finalized
+_ABANDONED: list[sqlite3.Connection] = []
+
 _TABLES = {"sessions", "events", "meta"}
 _ABSURD_VERSION = 10_000  # no hamustro will ever have written this many migrations
 
@@ -230,6 +233,7 @@ class Spool:
         if not os.path.lexists(self.path):
             private_file(self.path)
         try:
+            self.pid = os.getpid()
             self.db = sqlite3.connect(
                 self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
@@ -258,7 +262,14 @@ class Spool:
             raise _spool_error(exc, self.path, "reading the spool") from None
 
     def close(self) -> None:
-        self.db.close()
+        """Close the connection; in another process than the one that opened it (a child of a
+        fork), abandon it instead: closing it there releases the opener's POSIX locks and can
+        checkpoint and reset a WAL that other processes are writing (sqlite.org/howtocorrupt.html,
+        2.6). The abandoned connection is kept so that it is never finalized either."""
+        if self.pid == os.getpid():
+            self.db.close()
+        else:
+            _ABANDONED.append(self.db)
 
     def integrity_problems(self, limit: int = 5) -> list[str]:
         """SQLite's own check of every page (PRAGMA quick_check): [] when the file is sound."""

@@ -166,7 +166,6 @@ class ClientTracker:
         self._idle = threading.Condition(self._lock)
         self._flushes: dict[int, int] = {}  # thread id: flushes running in it
         self._spool: Spool | None = None
-        self._pid = os.getpid()
         self._closed = False
         _live.add(self)
 
@@ -197,11 +196,9 @@ class ClientTracker:
         """The connection of this process, opened once; the caller holds `_lock`."""
         if self._closed:
             raise ValueError("this ClientTracker is closed: create a new one to track again")
-        if self._pid != os.getpid():  # forked without the at-fork hooks (a fork from C)
-            # never closed (nor finalized) here: a close in the child releases the parent's
-            # locks and can checkpoint a WAL that other processes are writing
-            _inherited.append(self._spool)
-            self._spool, self._pid = None, os.getpid()
+        if self._spool is not None and self._spool.pid != os.getpid():  # a fork without the hooks
+            self._spool.close()  # abandoned, not closed: see Spool.close
+            self._spool = None
         if self._spool is None:
             self._spool = Spool(self.config.spool_dir)
         return self._spool
@@ -215,10 +212,7 @@ class ClientTracker:
 
     def _drop_connection(self) -> None:
         if self._spool is not None:
-            if self._pid == os.getpid():
-                self._spool.close()
-            else:
-                _inherited.append(self._spool)  # see _open
+            self._spool.close()  # in a forked child, abandoned (Spool.close)
             self._spool = None
 
     def __getstate__(self) -> None:
@@ -254,10 +248,7 @@ class ClientTracker:
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._flushes = {}
-        if self._spool is not None:  # the forking thread was flushing: it is not in the child
-            _inherited.append(self._spool)
-            self._spool = None
-        self._pid = os.getpid()
+        self._drop_connection()  # closed before the fork already; abandoned if not (Spool.close)
 
     def __enter__(self) -> ClientTracker:
         return self
@@ -587,8 +578,6 @@ def _oldest_first(oldest_live: int | None) -> float:
 # before any fork (reopening it on next use), and holds its lock over the fork.
 
 _live: weakref.WeakSet[ClientTracker] = weakref.WeakSet()
-# connections a child found open from before its fork: kept, never closed nor finalized there
-_inherited: list[Any] = []
 
 
 def _before_fork() -> None:
