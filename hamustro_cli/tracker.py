@@ -99,6 +99,20 @@ def new_event(
     )
 
 
+GROUP_MAX = 64  # callers committed together at most (see ClientTracker._commit_waiting)
+
+
+class _Waiting:
+    """Events a thread waits to see committed, and once they are: their first and last nr and
+    what the triggers read right after the commit."""
+
+    __slots__ = ("done", "events", "session")
+
+    def __init__(self, session: Session, events: list[NewEvent]):
+        self.session, self.events = session, events
+        self.done: tuple[int, int, tuple[SyncState, int] | Exception] | None = None
+
+
 def _now() -> int:
     return int(time.time())
 
@@ -167,6 +181,9 @@ class ClientTracker:
         self._flushes: dict[int, int] = {}  # thread id: flushes running in it
         self._spool: Spool | None = None
         self._closed = False
+        # what threads wait to commit (see _commit_waiting), under a lock held for moments
+        self._waiting: list[_Waiting] = []
+        self._waiting_lock = threading.Lock()
         _live.add(self)
 
     @classmethod
@@ -248,6 +265,7 @@ class ClientTracker:
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._flushes = {}
+        self._waiting, self._waiting_lock = [], threading.Lock()  # the other threads are gone
         self._drop_connection()  # closed before the fork already; abandoned if not (Spool.close)
 
     def __enter__(self) -> ClientTracker:
@@ -313,19 +331,49 @@ class ClientTracker:
         return self._queue(events, flush)
 
     def _queue(self, events: list[NewEvent], flush: bool | None) -> TrackResult:
-        session = self.session
+        mine = _Waiting(self.session, events)
+        with self._waiting_lock:
+            self._waiting.append(mine)
         with self._lock:
+            done = mine.done or self._commit_waiting(mine)  # None: no other thread committed it
+        first, last, seen = done
+        # Committed. From here on nothing may raise: a caller (or a script around `track`) that
+        # sees an error retries, and the event is queued twice.
+        outcome, detail = self._after_queue(mine.session.id, first, last, len(events), flush, seen)
+        return TrackResult(mine.session.id, last, events[-1][1], outcome, first, len(events), detail)
+
+    def _commit_waiting(self, mine: _Waiting) -> tuple[int, int, tuple[SyncState, int] | Exception]:
+        """Commit `mine` together with what other threads are waiting to queue under the same
+        attributes, in one transaction (a group commit: N threads, one sync to disk), each
+        caller's events numbered in a range of their own; the caller holds `_lock`. If the
+        group fails, the others go back to waiting (each then tries on its own) and `mine` is
+        tried alone, so one caller's error (a batch passing the largest nr) is only its own."""
+        with self._waiting_lock:
+            group = [mine] + [w for w in self._waiting if w is not mine and w.session == mine.session][
+                : GROUP_MAX - 1
+            ]
+            for w in group:
+                self._waiting.remove(w)
+        try:
             spool = self._open()
-            first, last = spool.enqueue(session, events)
-            # Committed. From here on nothing may raise: a caller (or a script around `track`)
-            # that sees an error retries, and the event is queued twice. What the triggers
-            # read is read now, under the same hold of the lock (one wait per event, not two).
-            try:
-                seen: tuple[SyncState, int] | Exception = (spool.sync_state(), spool.pending())
-            except Exception as exc:  # noqa: BLE001 - reported by _after_queue's guard
-                seen = exc
-        outcome, detail = self._after_queue(session.id, first, last, len(events), flush, seen)
-        return TrackResult(session.id, last, events[-1][1], outcome, first, len(events), detail)
+            first, _ = spool.enqueue(mine.session, [e for w in group for e in w.events])
+        except BaseException:
+            if len(group) == 1:
+                raise
+            with self._waiting_lock:
+                self._waiting.extend(group[1:])
+            group = [mine]
+            spool = self._open()
+            first, _ = spool.enqueue(mine.session, mine.events)
+        # What the triggers read is read now, under the same hold of the lock.
+        try:
+            seen: tuple[SyncState, int] | Exception = (spool.sync_state(), spool.pending())
+        except Exception as exc:  # noqa: BLE001 - reported by _after_queue's guard
+            seen = exc
+        for w in group:
+            w.done = (first, first + len(w.events) - 1, seen)
+            first += len(w.events)
+        return mine.done  # type: ignore[return-value]  # set just above: mine is group[0]
 
     def _after_queue(
         self,

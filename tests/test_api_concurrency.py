@@ -17,6 +17,7 @@ import pytest
 from conftest import SECRET
 
 from hamustro_cli import ClientTracker
+from hamustro_cli.tracker import new_event
 
 SETTINGS: dict[str, Any] = {
     "shared_secret_key": SECRET,
@@ -86,17 +87,18 @@ def test_one_tracker_shared_by_32_threads_with_a_flush_running_beside(collector,
     opened = threading.Barrier(threads + 1)
     errors: list[BaseException] = []
     reports: list[Any] = []
+    numbered: dict[tuple[str, int], int] = {}  # the nr each call returned for its event
     done = threading.Event()
 
     def track(n: int) -> None:
         start.wait()  # the first use is concurrent: the spool must be opened once
         try:
-            tracker.track_event(f"t{n}", params={"i": 0})
+            numbered[(f"t{n}", 0)] = tracker.track_event(f"t{n}", params={"i": 0}).nr
         finally:
             opened.wait()  # the test counts the connections, then a flush starts beside
         try:
             for i in range(1, per_thread):
-                tracker.track_event(f"t{n}", params={"i": i})
+                numbered[(f"t{n}", i)] = tracker.track_event(f"t{n}", params={"i": i}).nr
         except BaseException as exc:  # noqa: BLE001 - collected and reported by the test
             errors.append(exc)
 
@@ -130,6 +132,60 @@ def test_one_tracker_shared_by_32_threads_with_a_flush_running_beside(collector,
     pairs = sorted((e["event"], json.loads(e["parameters"])["i"]) for e in got)
     assert pairs == sorted((f"t{n}", i) for n in range(threads) for i in range(per_thread))
     assert sorted(e["nr"] for e in got) == list(range(1, threads * per_thread + 1))
+    # events committed together (one transaction for what threads wait to queue) keep the nr
+    # their own call returned
+    assert {(e["event"], json.loads(e["parameters"])["i"]): e["nr"] for e in got} == numbered
+
+
+def test_threads_committed_together_fail_alone(collector, spool_dir):
+    # One thread's batch that would number past the largest nr is refused, alone: the events
+    # of the threads committed beside it are queued, each once, without a gap.
+    from hamustro_cli.errors import InputError
+    from hamustro_cli.spool import MAX_NR
+
+    tracker = make(collector.url, spool_dir)
+    tracker.track_event("first")
+    db = sqlite3.connect(os.path.join(spool_dir, "spool.sqlite3"))
+    db.execute("UPDATE sessions SET last_nr = ?", (MAX_NR - 100,))
+    db.commit()
+    db.close()
+    threads, per_thread = 8, 10
+    start = threading.Barrier(threads + 1)
+    refused: list[BaseException] = []
+    errors: list[BaseException] = []
+    big = [new_event("big", params={"i": i}) for i in range(200)]
+
+    def track(n: int) -> None:
+        start.wait()
+        try:
+            for i in range(per_thread):
+                tracker.track_event(f"t{n}", params={"i": i})
+        except BaseException as exc:  # noqa: BLE001 - collected
+            errors.append(exc)
+
+    def track_big() -> None:
+        start.wait()
+        for _ in range(5):
+            try:
+                tracker.track_many(big)
+            except InputError as exc:
+                refused.append(exc)
+
+    workers = [threading.Thread(target=track, args=(n,)) for n in range(threads)]
+    workers.append(threading.Thread(target=track_big))
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    tracker.close()
+    assert errors == []
+    assert len(refused) == 5
+    rows = sound_rows(spool_dir)
+    assert [e for e, _, _ in rows].count("big") == 0
+    got = sorted((e, json.loads(p)["i"]) for e, p, _ in rows if e != "first")
+    assert got == sorted((f"t{n}", i) for n in range(threads) for i in range(per_thread))
+    nrs = [nr for e, _, nr in rows if e != "first"]
+    assert nrs == list(range(MAX_NR - 99, MAX_NR - 99 + threads * per_thread))
 
 
 def test_a_new_spool_opened_by_16_threads_at_once(collector, tmp_path):
