@@ -357,11 +357,12 @@ class ClientTracker:
         try:
             spool = self._open()
             first, _ = spool.enqueue(mine.session, [e for w in group for e in w.events])
-        except BaseException:
-            if len(group) == 1:
+        except BaseException as exc:
+            if len(group) > 1:  # the others go back to waiting: each then commits on its own
+                with self._waiting_lock:
+                    self._waiting.extend(group[1:])
+            if len(group) == 1 or not isinstance(exc, Exception):  # alone, or interrupted
                 raise
-            with self._waiting_lock:
-                self._waiting.extend(group[1:])
             group = [mine]
             spool = self._open()
             first, _ = spool.enqueue(mine.session, mine.events)
