@@ -169,22 +169,24 @@ def track(
         raise InputError("missing EVENT (or use --stdin)")
     if params is not None and param_pairs:
         raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
-    if ip is not None:
-        events.check_ip(ip)
     tracker = obj.tracker()
+    if ip is not None:
+        events.check_ip(ip, ipv6=tracker.config.values["send_ipv6"])
     try:
         if from_stdin:
             result = tracker.track_lines(_stdin_lines(), ip=ip, flush=flush, source="stdin")
         else:
-            result = tracker.track_event(
+            from hamustro_cli.tracker import FLAG_NAMES, new_event
+
+            one = new_event(
                 event,  # type: ignore[arg-type]
-                user_id=events.check_user_id(user_id),
+                user_id=user_id,
                 params=events.params_from_pairs(param_pairs) if param_pairs else params,
                 is_testing=testing,
                 at=at,
-                ip=ip,
-                flush=flush,
+                names=FLAG_NAMES,
             )
+            result = tracker.track_many([one], ip=ip, flush=flush)
     except BaseException:
         tracker.close()
         raise

@@ -416,8 +416,10 @@ def load_config(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     use_file: bool = True,
+    given_as: str = "flag",
 ) -> Config:
-    """Resolve every key. `overrides` are values given directly (flags, the Python API)."""
+    """Resolve every key. `overrides` are values given directly: command-line flags, or with
+    `given_as="argument"` a Python caller's keyword arguments (errors name them so)."""
     env = os.environ if env is None else env
     overrides = dict(overrides or {})
     warnings: list[str] = []
@@ -456,7 +458,12 @@ def load_config(
     for key in KEYS.values():
         env_name = ENV_PREFIX + key.name.upper()
         if key.name in overrides and overrides[key.name] is not None:
-            raw, source, from_env = overrides[key.name], "--" + key.name.replace("_", "-"), False
+            source = (
+                f"ClientTracker argument {key.name}"
+                if given_as == "argument"
+                else "--" + key.name.replace("_", "-")
+            )
+            raw, from_env = overrides[key.name], False
             origins[key.name] = "flag"
             if key.kind == "path":
                 raw = os.fspath(raw)

@@ -1,7 +1,9 @@
 """What one event is, and the rules it must pass: pure checks of the values given on the
 command line, through the Python API or as `--stdin` JSON lines. No I/O.
 
-Every error is an InputError naming the value and where it came from (flag, key, line)."""
+Every error is an InputError naming the value and where it came from (flag, key, line, or a
+Python argument: the checks take `where`, and `python=True` for the types a Python caller
+passes, an int `user_id`, string keys in `params`, a float `at`)."""
 
 from __future__ import annotations
 
@@ -68,10 +70,11 @@ def _check_utf8(text: str, where: str) -> None:
         raise InputError(f"{where}: not valid UTF-8 text") from None
 
 
-def check_user_id(value: Any, where: str = "--user-id") -> int | None:
+def check_user_id(value: Any, where: str = "--user-id", *, python: bool = False) -> int | None:
+    """A whole number 0..2^32-1; from the command line as its text, from Python an int only."""
     if value is None:
         return None
-    if isinstance(value, str):
+    if isinstance(value, str) and not python:
         text = value.strip()
         digits = text[1:] if text[:1] in "+-" else text
         if not (digits.isascii() and digits.isdigit()):
@@ -86,13 +89,16 @@ def check_user_id(value: Any, where: str = "--user-id") -> int | None:
     return value
 
 
-def check_params(value: Any, where: str = "--params") -> str | None:
-    """A string goes as is; a mapping becomes a compact JSON object string."""
+def check_params(value: Any, where: str = "--params", *, python: bool = False) -> str | None:
+    """A string goes as is; a mapping becomes a compact JSON object string. From Python, every
+    key of a mapping (at any depth) must be a string: json would turn 1 into "1" unasked."""
     if value is None:
         return None
     if type(value) is dict or isinstance(value, Mapping):
         import json
 
+        if python:
+            _check_string_keys(value, where)
         try:
             value = json.dumps(
                 value, ensure_ascii=False, separators=(",", ":"), sort_keys=False, allow_nan=False
@@ -108,6 +114,25 @@ def check_params(value: Any, where: str = "--params") -> str | None:
     if size > MAX_PARAMS_BYTES:
         raise InputError(f"{where}: {size} bytes, more than the limit of {MAX_PARAMS_BYTES} bytes")
     return value
+
+
+def _check_string_keys(value: Any, where: str) -> None:
+    """Every key of every mapping inside `value` is a string (each container visited once: a
+    cycle is left for json to refuse)."""
+    todo, seen = [value], set()
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        if isinstance(item, Mapping):
+            seen.add(id(item))
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise InputError(f"{where}: keys must be strings, got the key {shown(key)}")
+                todo.append(inner)
+        elif isinstance(item, (list, tuple)):
+            seen.add(id(item))
+            todo.extend(item)
 
 
 def params_from_pairs(pairs: Iterable[str], where: str = "--param") -> str:
@@ -142,12 +167,18 @@ def event_time(now: int, give: str, where: str = "") -> int:
     return now
 
 
-def check_at(value: Any, where: str = "--at") -> int:
-    """Epoch seconds (UTC), from an integer or a time text (see `parse_time`)."""
+def check_at(value: Any, where: str = "--at", *, python: bool = False) -> int:
+    """Epoch seconds (UTC), from an integer or a time text (see `parse_time`); from Python also
+    a float (`time.time()`), truncated toward the past as a fractional text is."""
     if isinstance(value, str):
         value = parse_time(value, where)
+    if python and isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InputError(f"{where}: {shown(value)} is not a valid epoch time (0..2^63-1)")
+        value = int(value // 1)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InputError(f"{where}: expected epoch seconds (a whole number), got {shown(value)}")
+        expected = "an int or a float" if python else "a whole number"
+        raise InputError(f"{where}: expected epoch seconds ({expected}), got {shown(value)}")
     if not 0 <= value <= AT_MAX:
         raise InputError(f"{where}: {shown(value)} is outside the times the collector stores ({AT_RANGE})")
     return value

@@ -119,7 +119,7 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
         # Both are properties of the file: set once, outside any transaction, auto_vacuum
         # before the first table.
         db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        db.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(db)
     db.execute("BEGIN IMMEDIATE")
     try:
         version = schema_version(db)  # another process may have migrated meanwhile
@@ -137,6 +137,33 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
             db.execute("ROLLBACK")
         raise
     switch_auto_vacuum(db, VACUUM_MAX_BYTES)
+
+
+SQLITE_BUSY = 5
+WAL_SWITCH_WAIT = 60.0  # seconds, the busy timeout the spool's connections are opened with
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """`PRAGMA journal_mode=WAL` on a new spool. When other connections are creating the same
+    spool this moment (many threads or processes tracking at once into a new spool dir),
+    SQLite answers SQLITE_BUSY at once, without waiting in its busy handler (two connections
+    both waiting to upgrade their lock would deadlock): try again, briefly, until the wait a
+    busy connection would have had."""
+    import time
+
+    deadline = time.monotonic() + WAL_SWITCH_WAIT
+    pause = 0.001
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            busy = (code & 0xFF) == SQLITE_BUSY if code is not None else "locked" in str(exc)
+            if not busy or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def switch_auto_vacuum(db: sqlite3.Connection, max_bytes: int) -> bool:

@@ -46,7 +46,7 @@ def spawn_background_flush(config: Config) -> None:
         pass
     fd = open_private(log_path, os.O_WRONLY | os.O_APPEND)  # never through a planted link
     try:
-        subprocess.Popen(
+        child = subprocess.Popen(
             [sys.executable, "-m", CHILD_MODULE],
             stdin=subprocess.DEVNULL,
             stdout=fd,
@@ -58,3 +58,9 @@ def spawn_background_flush(config: Config) -> None:
         )
     finally:
         os.close(fd)
+    # Reaped the moment it ends, by a thread that waits for it (a long-running program would
+    # otherwise keep a zombie until its next spawn). The thread holds the only reference: a
+    # program that exits first leaves it running, without a "still running" ResourceWarning.
+    import threading
+
+    threading.Thread(target=child.wait, name="hamustro-reap", daemon=True).start()

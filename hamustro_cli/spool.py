@@ -74,6 +74,7 @@ NR: Final = 1
 MAX_NR = 2**32 - 1  # nr is a uint32 on the wire
 VACUUM_STEP = 256  # pages freed per incremental_vacuum transaction at the end of a flush
 WAL_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept after a checkpoint (journal_size_limit)
+BUSY_TIMEOUT = 60  # seconds a statement waits for another connection's lock
 
 
 class SyncState(NamedTuple):
@@ -168,11 +169,18 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
             few_descriptors() or "check that the spool directory exists and is writable"
         )
     elif group == "busy":
-        kind, why = SpoolProblem.LOCKED, f"{path} stayed locked by another process for too long ({text})"
+        from hamustro_cli.spooldir import lock_holders
+
+        holders = ", ".join(lock_holders(path)) or "another connection"
+        kind = SpoolProblem.LOCKED
+        why = f"{path} is locked by {holders}, which held it past the {BUSY_TIMEOUT} s wait ({text})"
     else:
         kind, why = SpoolProblem.OTHER, f"{path}: {text}"
     return SpoolError(f"spool error while {doing}: {why}", kind)
 
+
+# connections a forked child found open, abandoned by Spool.close: never closed nor finalized
+_ABANDONED: list[sqlite3.Connection] = []
 
 _TABLES = {"sessions", "events", "meta"}
 _ABSURD_VERSION = 10_000  # no hamustro will ever have written this many migrations
@@ -235,7 +243,8 @@ class _Transaction:
 
 
 class Spool:
-    """One connection to the spool database. Not shared between threads."""
+    """One connection to the spool database, used by one thread at a time (any thread: a
+    ClientTracker shared by threads serializes their use), in the process that opened it."""
 
     def __init__(self, directory: str | os.PathLike[str]):
         self.directory = os.fspath(directory)
@@ -256,13 +265,16 @@ class Spool:
         # SQLite would follow or open it. (The directory is ours alone, so nobody can plant
         # one between this check and the open.)
         check_database_files(self.path, tighten=self.read_only is None)
+        self.pid = os.getpid()  # a connection is never used in another process (see close)
         if self.read_only is not None:
             self.db = self._connect_read_only()
         else:
             if not os.path.lexists(self.path):
                 private_file(self.path)
             try:
-                self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+                self.db = sqlite3.connect(
+                    self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+                )
                 # a connection setting: the WAL is cut back to this after each checkpoint
                 self.db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
             except sqlite3.Error as exc:
@@ -293,14 +305,22 @@ class Spool:
 
         uri = "file:" + quote(self.path)
         try:
-            db = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=60, isolation_level=None)
+            db = sqlite3.connect(
+                uri + "?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,
+            )
             _user_version(db)  # the open itself is lazy: this is where it fails
             return db
         except sqlite3.Error as exc:
             first = exc
         if not os.path.lexists(self.path + "-wal") and on_read_only_mount(self.directory):
             try:
-                db = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None)
+                db = sqlite3.connect(
+                    uri + "?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False
+                )
                 _user_version(db)
                 return db
             except sqlite3.Error as exc:
@@ -333,7 +353,14 @@ class Spool:
             raise _spool_error(exc, self.path, "reading the spool") from None
 
     def close(self) -> None:
-        self.db.close()
+        """Close the connection; in another process than the one that opened it (a child of a
+        fork), abandon it instead: closing it there releases the opener's POSIX locks and can
+        checkpoint and reset a WAL that other processes are writing (sqlite.org/howtocorrupt.html,
+        2.6). The abandoned connection is kept so that it is never finalized either."""
+        if self.pid == os.getpid():
+            self.db.close()
+        else:
+            _ABANDONED.append(self.db)
 
     def integrity_problems(self, limit: int = 5) -> list[str]:
         """SQLite's own check of every page (PRAGMA quick_check): [] when the file is sound."""

@@ -442,3 +442,43 @@ def keep_reserve(directory: str) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def lock_holders(db_path: str) -> list[str]:
+    """Who holds POSIX locks on the database, its WAL or its shared-memory file, as "process
+    PID (COMMAND)", read from /proc/locks (Linux; elsewhere, or unreadable, none found). This
+    process is named "this process"."""
+    inodes = set()
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            inodes.add(os.stat(db_path + suffix).st_ino)
+        except OSError:
+            pass
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    pids: list[int] = []
+    for line in lines:
+        fields = line.split()
+        if "->" in fields or len(fields) < 6:  # a process waiting for a lock holds none
+            continue
+        pid, file_id = fields[4], fields[5]
+        try:
+            found = int(pid), int(file_id.rsplit(":", 1)[1])
+        except (ValueError, IndexError):
+            continue
+        if found[1] in inodes and found[0] > 0 and found[0] not in pids:
+            pids.append(found[0])
+    return [_process(pid) for pid in sorted(pids)]
+
+
+def _process(pid: int) -> str:
+    if pid == os.getpid():
+        return "this process"
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f"process {pid} ({f.read().strip()})"
+    except OSError:
+        return f"process {pid}"

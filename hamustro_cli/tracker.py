@@ -7,12 +7,14 @@ only when a flush runs (ARCHITECTURE.md, Keeping `track` light).
 from __future__ import annotations
 
 import os
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hamustro_cli import destination, netaddr, spooldir, triggers
-from hamustro_cli.config import KEYS, Config, load_config
+from hamustro_cli.config import KEYS, REQUIRED, Config, load_config
 from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
 from hamustro_cli.events import (
     NewEvent,
@@ -26,7 +28,7 @@ from hamustro_cli.events import (
 )
 from hamustro_cli.log import INFO, Log, to_logging
 from hamustro_cli.session import Session
-from hamustro_cli.spool import DB_NAME, Spool
+from hamustro_cli.spool import DB_NAME, Spool, SyncState
 from hamustro_cli.spooldir import FlushLock, flush_running
 
 if TYPE_CHECKING:
@@ -67,6 +69,48 @@ class TrackResult(NamedTuple):
             "at": self.at,
             "flush": self.flush,
         }
+
+
+# How each argument of one event is named in errors: as a Python caller passed it, or as the
+# command line's flags (cli.track).
+PYTHON_NAMES = ("event", "user_id", "params", "at", "at=")
+FLAG_NAMES = ("event name", "--user-id", "--params", "--at", "--at")
+
+
+def new_event(
+    event: str,
+    user_id: int | str | None = None,  # text from the command line only (FLAG_NAMES)
+    params: str | Mapping[str, Any] | None = None,
+    is_testing: bool = False,
+    at: int | float | str | None = None,
+    names: tuple[str, ...] = PYTHON_NAMES,
+) -> NewEvent:
+    """One event, checked, dated now unless `at` is given; errors name the arguments by
+    `names` (PYTHON_NAMES also checks the types a Python caller passes)."""
+    python = names is PYTHON_NAMES
+    name, user, parameters, when, give = names
+    return NewEvent(
+        event=check_event_name(event, name),
+        at=event_time(_clock_now(), give) if at is None else check_at(at, when, python=python),
+        user_id=check_user_id(user_id, user, python=python),
+        ip=None,
+        parameters=check_params(params, parameters, python=python),
+        is_testing=bool(is_testing),
+    )
+
+
+GROUP_MAX = 64  # callers committed together at most (see ClientTracker._commit_waiting)
+
+
+class _Waiting:
+    """Events a thread waits to see committed, and once they are: their first and last nr and
+    what the triggers read right after the commit."""
+
+    __slots__ = ("done", "events", "session")
+
+    def __init__(self, session: Session, events: list[NewEvent]):
+        self.session, self.events = session, events
+        self.done: tuple[int, int, tuple[SyncState, int] | Exception] | None = None
 
 
 def _now() -> int:
@@ -117,11 +161,31 @@ class ClientTracker:
             unknown = set(given) - set(KEYS)
             if unknown:
                 raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-            config = load_config(env={}, overrides=given, use_file=False).require()
+            missing = [k for k in REQUIRED if given.get(k) in (None, "")]
+            if missing:  # the constructor reads no file and no environment: say what it needs
+                raise ConfigError(
+                    f"missing required config key {', '.join(missing)}: pass "
+                    f"{', '.join(k + '=...' for k in missing)} to ClientTracker, or use "
+                    "ClientTracker.from_config() to read the config file and HAMUSTRO_* variables"
+                )
+            config = load_config(env={}, overrides=given, use_file=False, given_as="argument").require()
         self.config = config
         self.log: Log = log or to_logging
+        # One connection per tracker and process, opened on first use under `_lock`, which
+        # every use of it holds (threads wait only as long as one statement or commit takes).
+        # A flush uses a connection of its own for its whole run (`_flushes` counts them), so
+        # tracking never waits on the network. Before a fork the connection is closed (see
+        # _before_fork): SQLite forbids using one opened before fork() in the child.
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._flushes: dict[int, int] = {}  # thread id: flushes running in it
         self._spool: Spool | None = None
         self._destination: str | None = None
+        self._closed = False
+        # what threads wait to commit (see _commit_waiting), under a lock held for moments
+        self._waiting: list[_Waiting] = []
+        self._waiting_lock = threading.Lock()
+        _live.add(self)
 
     @classmethod
     def from_config(
@@ -158,14 +222,69 @@ class ClientTracker:
 
     @property
     def spool(self) -> Spool:
+        """The tracker's connection to the spool, for one thread at a time (the tracker's own
+        methods may be called from any thread)."""
+        with self._lock:
+            return self._open()
+
+    def _open(self) -> Spool:
+        """The connection of this process, opened once; the caller holds `_lock`."""
+        if self._closed:
+            raise ValueError("this ClientTracker is closed: create a new one to track again")
+        if self._spool is not None and self._spool.pid != os.getpid():  # a fork without the hooks
+            self._spool.close()  # abandoned, not closed: see Spool.close
+            self._spool = None
         if self._spool is None:
             self._spool = Spool(self.config.spool_dir)
         return self._spool
 
     def close(self) -> None:
+        """Close the spool connection; any later use raises ValueError. A flush running in
+        another thread finishes on its own connection."""
+        with self._lock:
+            self._closed = True
+            self._drop_connection()
+
+    def _drop_connection(self) -> None:
         if self._spool is not None:
-            self._spool.close()
+            self._spool.close()  # in a forked child, abandoned (Spool.close)
             self._spool = None
+
+    def __getstate__(self) -> None:
+        raise TypeError(
+            "a ClientTracker cannot be pickled: it holds a spool connection and the shared "
+            "secret, which must not travel in a pickle; create one in each process instead "
+            "(ClientTracker.from_config(), or the same arguments)"
+        )
+
+    def _log(self, level: int, message: str) -> None:
+        """self.log, whose failure changes nothing: the caller's callback may raise."""
+        try:
+            self.log(level, message)
+        except Exception:  # noqa: BLE001, S110 - a broken log must not stop queuing or sending
+            pass
+
+    # -- fork: nothing of SQLite crosses it (see the module's _before_fork) -----------------
+
+    def _before_fork(self) -> None:
+        """In the parent, before fork(): wait for the flushes of other threads (each holds a
+        connection), close the connection, and hold the lock over the fork, so the child
+        inherits neither an open connection nor SQLite's record of its locks."""
+        self._lock.acquire()
+        me = threading.get_ident()
+        while any(n and ident != me for ident, n in self._flushes.items()):
+            self._idle.wait()
+        self._drop_connection()
+
+    def _after_fork_in_parent(self) -> None:
+        self._lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)
+        self._flushes = {}
+        self._waiting, self._waiting_lock = [], threading.Lock()  # the other threads are gone
+        self._drop_connection()  # closed before the fork already; abandoned if not (Spool.close)
 
     def __enter__(self) -> ClientTracker:
         return self
@@ -176,14 +295,18 @@ class ClientTracker:
     def _event_ip(self, override: str | None) -> str | None:
         """The `ip` attribute for a new event: --ip, the configured literal, the route, or none."""
         if override is not None:
-            return check_ip(override, ipv6=self.config.values["send_ipv6"])
+            return check_ip(override, "ip", ipv6=self.config.values["send_ipv6"])
         mode = self.config.values["ip"]
         if mode == "off":
             return None
         if mode != "auto":
             return str(mode)
         host, port = netaddr.split_url(self.config.values["collector_url"])
-        remote = host if netaddr.valid_ip(host) else self.spool.resolved_address(host)
+        if netaddr.valid_ip(host):
+            remote: str | None = host
+        else:
+            with self._lock:
+                remote = self._open().resolved_address(host)
         if not remote:
             return netaddr.UNKNOWN
         return netaddr.route_source(remote, port) or netaddr.UNKNOWN
@@ -197,20 +320,14 @@ class ClientTracker:
         params: str | Mapping[str, Any] | None = None,
         is_testing: bool = False,
         *,
-        at: int | str | None = None,
+        at: int | float | str | None = None,
         ip: str | None = None,
         flush: bool | None = None,
     ) -> TrackResult:
-        """Queue one event durably, then apply the protocol's flush triggers."""
-        new = NewEvent(
-            event=check_event_name(event),
-            at=event_time(_clock_now(), "--at") if at is None else check_at(at),
-            user_id=check_user_id(user_id),
-            ip=None,
-            parameters=check_params(params),
-            is_testing=bool(is_testing),
-        )
-        return self.track_many([new], ip=ip, flush=flush)
+        """Queue one event durably, then apply the protocol's flush triggers. Bad arguments
+        raise InputError naming them (`user_id` an int, `params` a str or a mapping with
+        string keys, `at` epoch seconds as an int or a float, or a time text)."""
+        return self.track_many([new_event(event, user_id, params, is_testing, at)], ip=ip, flush=flush)
 
     def track_many(
         self, events: list[NewEvent], *, ip: str | None = None, flush: bool | None = None
@@ -232,21 +349,68 @@ class ClientTracker:
         return self._queue(events, flush)
 
     def _queue(self, events: list[NewEvent], flush: bool | None) -> TrackResult:
-        session = self.session
-        first, last = self.spool.enqueue(session, events, self.destination)
+        mine = _Waiting(self.session, events)
+        with self._waiting_lock:
+            self._waiting.append(mine)
+        with self._lock:
+            done = mine.done or self._commit_waiting(mine)  # None: no other thread committed it
+        first, last, seen = done
         # Committed. From here on nothing may raise: a caller (or a script around `track`) that
         # sees an error retries, and the event is queued twice.
-        outcome, detail = self._after_queue(session.id, first, last, len(events), flush)
-        return TrackResult(session.id, last, events[-1][1], outcome, first, len(events), detail)
+        outcome, detail = self._after_queue(mine.session.id, first, last, len(events), flush, seen)
+        return TrackResult(mine.session.id, last, events[-1][1], outcome, first, len(events), detail)
+
+    def _commit_waiting(self, mine: _Waiting) -> tuple[int, int, tuple[SyncState, int] | Exception]:
+        """Commit `mine` together with what other threads are waiting to queue under the same
+        attributes, in one transaction (a group commit: N threads, one sync to disk), each
+        caller's events numbered in a range of their own; the caller holds `_lock`. If the
+        group fails, the others go back to waiting (each then tries on its own) and `mine` is
+        tried alone, so one caller's error (a batch passing the largest nr) is only its own."""
+        where = self.destination  # one tracker, one destination: the whole group's
+        with self._waiting_lock:
+            group = [mine] + [w for w in self._waiting if w is not mine and w.session == mine.session][
+                : GROUP_MAX - 1
+            ]
+            for w in group:
+                self._waiting.remove(w)
+        try:
+            spool = self._open()
+            first, _ = spool.enqueue(mine.session, [e for w in group for e in w.events], where)
+        except BaseException as exc:
+            if len(group) > 1:  # the others go back to waiting: each then commits on its own
+                with self._waiting_lock:
+                    self._waiting.extend(group[1:])
+            if len(group) == 1 or not isinstance(exc, Exception):  # alone, or interrupted
+                raise
+            group = [mine]
+            spool = self._open()
+            first, _ = spool.enqueue(mine.session, mine.events, where)
+        # What the triggers read is read now, under the same hold of the lock.
+        try:
+            seen: tuple[SyncState, int] | Exception = (spool.sync_state(where), spool.pending(where))
+        except Exception as exc:  # noqa: BLE001 - reported by _after_queue's guard
+            seen = exc
+        for w in group:
+            w.done = (first, first + len(w.events) - 1, seen)
+            first += len(w.events)
+        return mine.done  # type: ignore[return-value]  # set just above: mine is group[0]
 
     def _after_queue(
-        self, session_id: str, first: int, last: int, count: int, flush: bool | None
+        self,
+        session_id: str,
+        first: int,
+        last: int,
+        count: int,
+        flush: bool | None,
+        seen: tuple[SyncState, int] | Exception,
     ) -> tuple[str, str | None]:
         """Everything that follows the commit (log line, triggers, inline flush or spawning the
         background one), guarded: whatever goes wrong becomes a failed flush with a detail."""
         try:
-            self.log(INFO, f"queued {count} event(s) in session {session_id}, nr {first}..{last}")
-            return self._after_track(flush)
+            self._log(INFO, f"queued {count} event(s) in session {session_id}, nr {first}..{last}")
+            if isinstance(seen, Exception):
+                raise seen
+            return self._after_track(flush, self._due(*seen))
         except Exception as exc:  # noqa: BLE001 - the guard itself; the event stays queued
             return Outcome.FAILED, self._describe(exc)
 
@@ -262,16 +426,15 @@ class ClientTracker:
         except Exception:  # noqa: BLE001 - an exception whose text cannot be had
             return type(exc).__name__
 
-    def _after_track(self, flush: bool | None) -> tuple[str, str | None]:
+    def _after_track(self, flush: bool | None, due: triggers.Due) -> tuple[str, str | None]:
         mode = self.config.values["flush"]
-        due = self.due()
         if not due.fires:
             if due.why is triggers.Why.HALTED:
                 return Outcome.HALTED, due.reason
             return (Outcome.BACKOFF if due.why is triggers.Why.BACKING_OFF else Outcome.NOT_DUE), None
         if flush is False or (flush is None and mode == "off"):
             return Outcome.OFF, None
-        self.log(INFO, f"flush due: {due.reason}")
+        self._log(INFO, f"flush due: {due.reason}")
         # The event is queued: whatever goes wrong from here is a failed flush, never an error
         # of track (a script that retried would queue the event twice).
         try:
@@ -299,11 +462,16 @@ class ClientTracker:
 
     def due(self, at: int | None = None) -> triggers.Due:
         """Do the protocol's triggers fire now (or at `at`), and if not, when next?"""
-        queue_size = self.config.values["queue_size"]
+        with self._lock:
+            spool = self._open()
+            mine = self._known_destination()
+            return self._due(spool.sync_state(mine), spool.pending(mine), at)
+
+    def _due(self, sync: SyncState, pending: int, at: int | None = None) -> triggers.Due:
         return triggers.due(
-            self.spool.sync_state(self._known_destination()),
-            self.spool.pending(self._known_destination()),
-            queue_size,
+            sync,
+            pending,
+            self.config.values["queue_size"],
             self.config.values["queue_retention"],
             _now() if at is None else at,
         )
@@ -318,26 +486,57 @@ class ClientTracker:
         wait: bool = True,
         progress: Callable[[int], None] | None = None,
     ) -> FlushReport:
-        """Send pending events, one session at a time, in batches; delete only after a 200."""
+        """Send pending events, one session at a time, in batches; delete only after a 200.
+        May run in one thread while others track: it uses a connection of its own."""
+        self.config.require()
+        me = threading.get_ident()
+        with self._lock:
+            if self._closed:
+                raise ValueError("this ClientTracker is closed: create a new one to flush")
+            self._flushes[me] = self._flushes.get(me, 0) + 1
+        try:
+            # before the spool opens (its -shm alone takes 32 KiB): on a full disk, the
+            # ballast's room
+            room = None if dry_run else spooldir.room_for_flush(self.config.spool_dir)
+            spool = Spool(self.config.spool_dir)
+            try:
+                spool.check_writable("flushing")  # even a dry run takes the flush lock
+                return self._flush(spool, room, if_due, dry_run, retry_rejected, wait, progress)
+            finally:
+                spool.close()
+        finally:
+            with self._lock:
+                left = self._flushes.pop(me, 1) - 1
+                if left > 0:
+                    self._flushes[me] = left
+                self._idle.notify_all()
+
+    def _flush(
+        self,
+        spool: Spool,
+        room: str | None,
+        if_due: bool,
+        dry_run: bool,
+        retry_rejected: bool,
+        wait: bool,
+        progress: Callable[[int], None] | None,
+    ) -> FlushReport:
+        """flush() on its own connection `spool`; `room` says why the disk has no room to record
+        answers (spooldir.room_for_flush), None when it has."""
         from hamustro_cli.reports import FlushReport, Skip
 
-        self.config.require()
-        spool_dir = self.config.spool_dir
-        # before the spool opens (its -shm alone takes 32 KiB): on a full disk, the ballast's room
-        room = None if dry_run else spooldir.room_for_flush(spool_dir)
-        spool = self.spool
-        spool.check_writable("flushing")  # even a dry run takes the flush lock
+        mine = self.destination
         report = FlushReport(dry_run=dry_run)
         if if_due:
-            due = self.due()
+            due = self._due(spool.sync_state(mine), spool.pending(mine))
             if not due.fires:
                 report.skipped_because(Skip.NOT_DUE, f"not due: {due.reason}")
                 report.halted = due.why is triggers.Why.HALTED
-                return self._left(report)
+                return self._left(spool, report)
         lock = FlushLock(self.config.spool_dir)
         if not lock.acquire(wait=wait and not if_due):
             report.skipped_because(Skip.LOCKED, "another flush is running")
-            return self._left(report)
+            return self._left(spool, report)
         from hamustro_cli import sending
 
         try:
@@ -351,51 +550,54 @@ class ClientTracker:
             if retry_rejected and not dry_run:
                 # under the lock: a running flush must not see its batch's range gain events
                 moved = spool.retry_rejected(self.destination)
-                self.log(INFO, f"moved {moved} rejected event(s) back to the queue")
+                self._log(INFO, f"moved {moved} rejected event(s) back to the queue")
             recovered = spool.release()  # a mark left by a flush that died
             if recovered:
-                self.log(INFO, f"{recovered} event(s) left by an interrupted flush are pending again")
+                self._log(INFO, f"{recovered} event(s) left by an interrupted flush are pending again")
             if not dry_run:
                 report.claimed = spool.claim_unrecorded(self.destination)
                 if report.claimed:
-                    self.log(
+                    self._log(
                         INFO,
                         f"{report.claimed} event(s) queued before destinations were recorded are "
                         f"now this config's (destination {self.destination})",
                     )
-            if if_due and not self.due().fires:
+            if if_due and not self._due(spool.sync_state(mine), spool.pending(mine)).fires:
                 report.skipped_because(Skip.NOT_DUE, "not due (another flush just ran)")
             elif dry_run:
                 sending.dry_run(spool, self.config.values["max_batch_events"], report, self.destination)
             else:
                 sending.Sender.from_config(
-                    spool, self.config, report, self.log, progress, self.destination
+                    spool, self.config, report, self._log, progress, self.destination
                 ).send_all()
                 if report.sent:
                     with spool.relaxed_sync():  # freeing pages puts no event at risk
                         spool.reclaim()  # give the delivered events' disk back, in short steps
         finally:
             if not dry_run and self.config.values["disk_reserve"]:
-                spooldir.keep_reserve(spool_dir)
+                spooldir.keep_reserve(self.config.spool_dir)
             lock.release()
-        return self._left(report)
+        return self._left(spool, report)
 
-    def _left(self, report: FlushReport) -> FlushReport:
+    def _left(self, spool: Spool, report: FlushReport) -> FlushReport:
         """Fill in what the spool still holds: this destination's live events (`pending`) and
         other destinations' events (`elsewhere`), which a flush with this config leaves alone."""
         mine = self.destination
-        held = self.spool.by_destination()
+        held = spool.by_destination()
         others = destination.others(held, mine)
         report.pending = sum(live for d, (live, _) in held.items() if d in (mine, None))
         report.elsewhere = sum(others.values())
         if others:
-            self.log(INFO, "left " + destination.others_advice(others))
+            self._log(INFO, "left " + destination.others_advice(others))
         return report
 
     # -- looking --------------------------------------------------------------------------
 
     def status(self, events: bool = False, limit: int | None = None) -> dict[str, Any]:
-        spool = self.spool
+        with self._lock:
+            return self._status(self._open(), events, limit)
+
+    def _status(self, spool: Spool, events: bool, limit: int | None) -> dict[str, Any]:
         counts = spool.counts()
         sessions = spool.session_rows()
         try:
@@ -424,7 +626,7 @@ class ClientTracker:
         mine = self._known_destination()
         sync = spool.sync_state(mine)
         now = _now()
-        due = self.due(now)
+        due = self._due(sync, spool.pending(mine), now)
         # what can hold sending now, not what is stored: a backoff set under a clock that ran
         # ahead (or beyond every cap) is void, and is neither shown nor fails `status --check`
         _, backoff_until = triggers.trusted_times(sync, now)
@@ -485,11 +687,13 @@ class ClientTracker:
         data = attrs.to_dict()
         last_nr, pending = 0, 0
         if os.path.exists(os.path.join(self.config.spool_dir, DB_NAME)):
-            for row in self.spool.session_rows().values():
-                if row.attributes.id == attrs.id:
-                    last_nr = row.last_nr
-                    found = self.spool.counts().get(row.id)
-                    pending = found.live if found else 0
+            with self._lock:
+                spool = self._open()
+                for row in spool.session_rows().values():
+                    if row.attributes.id == attrs.id:
+                        last_nr = row.last_nr
+                        found = spool.counts().get(row.id)
+                        pending = found.live if found else 0
         data.update(last_nr=last_nr, pending=pending)
         return data
 
@@ -503,3 +707,34 @@ def _learned_size(spool: Spool, destination: str | None, limit: int) -> int | No
     smaller than max_batch_events (sending.BatchSizer); None otherwise."""
     learned = spool.batch_size(destination)
     return learned.size if learned is not None and learned.size < limit else None
+
+
+# -- fork -------------------------------------------------------------------------------------
+# SQLite forbids using in a child a connection opened before fork(), and even a fresh one in the
+# child is unsafe while the parent's is open: SQLite's record of the process's POSIX locks is
+# copied into the child, which then believes it holds locks it does not, and a close in the
+# parent that believes itself the last connection checkpoints and resets the WAL the children
+# are writing (sqlite.org/howtocorrupt.html, 2.6). So every live tracker closes its connection
+# before any fork (reopening it on next use), and holds its lock over the fork.
+
+_live: weakref.WeakSet[ClientTracker] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for tracker in list(_live):
+        tracker._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for tracker in list(_live):
+        tracker._after_fork_in_parent()
+
+
+def _after_fork_in_child() -> None:
+    for tracker in list(_live):
+        tracker._after_fork_in_child()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

@@ -92,3 +92,81 @@ def test_track_after_flush_on_the_same_tracker_still_syncs(collector, spool_dir,
         assert synchronous(t) == FULL
         t.track_event("after")
         assert synchronous(t) == FULL
+
+
+# -- issue 19: what a Python program meets ------------------------------------------------------
+
+
+def test_a_log_callback_that_raises_changes_nothing(collector, spool_dir):
+    def broken(level: int, message: str) -> None:
+        raise RuntimeError("log is broken")
+
+    with make(collector, spool_dir, log=broken, queue_size=1) as t:
+        t.config.values["flush"] = "inline"
+        result = t.track_event("logged")
+        assert (result.flush, result.flush_detail) == ("sent", None)
+        assert t.flush().ok
+    assert [e["event"] for e in collector.received()] == ["logged"]
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "message"),
+    [
+        ("user_id", "7", "user_id: expected a whole number from 0 to 4294967295, got '7'"),
+        ("user_id", 2**32, "user_id: 4294967296 is outside"),
+        ("params", {1: "x"}, "params: keys must be strings, got the key 1"),
+        ("params", {"a": [{"b": {2: 0}}]}, "params: keys must be strings, got the key 2"),
+        ("at", float("nan"), "at: nan is not a valid epoch time"),
+        ("at", True, "at: expected epoch seconds (an int or a float), got True"),
+    ],
+)
+def test_python_arguments_are_checked_as_python_and_named(collector, spool_dir, argument, value, message):
+    with make(collector, spool_dir) as t:
+        with pytest.raises(InputError) as raised:
+            t.track_event("x", **{argument: value})
+        assert str(raised.value).startswith(message)
+        assert "--" not in str(raised.value)
+        assert t.status()["pending"] == 0
+
+
+def test_at_takes_a_float_as_time_time_gives(collector, spool_dir):
+    with make(collector, spool_dir) as t:
+        assert t.track_event("x", at=1764331200.9).at == 1764331200
+        assert t.track_event("x", at=1764331200).at == 1764331200
+
+
+def test_constructor_errors_name_its_arguments(collector, spool_dir):
+    with pytest.raises(ConfigError) as raised:
+        make(collector, spool_dir, queue_size=0)
+    assert "(from ClientTracker argument queue_size)" in str(raised.value)
+    assert "--queue-size" not in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        ClientTracker(collector_url=collector.url, device_id="d", client_id="c", system_version="1",
+                      product_version="1", spool_dir=spool_dir)  # fmt: skip
+    text = str(raised.value)
+    assert "pass shared_secret_key=... to ClientTracker" in text
+    assert "config file" not in text.split(", or use")[0]
+
+
+def test_a_closed_tracker_refuses_to_be_used(collector, spool_dir):
+    t = make(collector, spool_dir)
+    t.track_event("x")
+    t.close()
+    for use in (lambda: t.track_event("y"), t.status, t.flush, t.due):
+        with pytest.raises(ValueError, match="this ClientTracker is closed"):
+            use()
+    t.close()  # twice is fine, as for a file
+    with make(collector, spool_dir) as again:
+        assert again.status()["pending"] == 1
+
+
+@pytest.mark.parametrize("used", [False, True])
+def test_a_tracker_is_not_pickled(collector, spool_dir, used):
+    import pickle
+
+    with make(collector, spool_dir) as t:
+        if used:
+            t.track_event("x")
+        with pytest.raises(TypeError, match="cannot be pickled") as raised:
+            pickle.dumps(t)
+        assert SECRET not in str(raised.value)

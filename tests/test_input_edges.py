@@ -150,7 +150,8 @@ def test_settings_that_break_after_queuing_never_cost_a_retry(
 
 def test_library_track_survives_a_log_callback_that_raises(spool_dir: Path, collector: Any) -> None:
     """A Python program's log function that fails (a closed file) must not turn a queued event into
-    an exception: the program would track it again."""
+    an exception (the program would track it again), nor change what the tracker does (issue 19:
+    it used to report every flush as failed)."""
 
     def log(level: int, message: str) -> None:
         raise ValueError("I/O operation on closed file")
@@ -158,7 +159,7 @@ def test_library_track_survives_a_log_callback_that_raises(spool_dir: Path, coll
     settings = {k: v for k, v in SETTINGS.items() if k != "flush"}
     with ClientTracker(collector_url=collector.url, spool_dir=str(spool_dir), log=log, **settings) as t:
         result = t.track_event("logged", flush=False)
-    assert result.flush == "failed" and "closed file" in (result.flush_detail or "")
+    assert result.flush in ("off", "not-due") and result.flush_detail is None
     assert queued(spool_dir) == ["logged"]
 
 
