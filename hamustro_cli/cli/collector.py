@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    pass
-
-from hamustro_cli.cliparts import (
-    GlobalOptions,
-    complete_file,
-    help_option,
-)
-
-# -- collector --------------------------------------------------------------------------------
+from hamustro_cli.cli.options import GlobalOptions, complete_file, help_option
 
 
 @click.command(add_help_option=False)

@@ -6,23 +6,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from hamustro_cli.cli.options import help_option, translate
+from hamustro_cli.cli.output import emit_json
 from hamustro_cli.errors import ConfigError, InputError
-
-if TYPE_CHECKING:
-    pass
-
-from hamustro_cli.cliparts import (
-    emit_json,
-    help_option,
-    translate,
-)
-
-# -- config -----------------------------------------------------------------------------------
-# The library part is configfile.py; these commands only gather input and print.
 
 
 def _config_path(obj: Any) -> str:
