@@ -53,7 +53,7 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
             report = tracker.flush(if_due=if_due, dry_run=dry_run, retry_rejected=retry_rejected)
     if as_json:
         emit_json(report.to_json())
-    elif report.skipped:
+    elif report.skip is not None:
         obj.log(INFO, f"nothing sent: {report.skipped}")
     elif not obj.quiet:
         if dry_run:
