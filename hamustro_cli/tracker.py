@@ -15,7 +15,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hamustro_cli import destination, netaddr, spooldir, triggers
-from hamustro_cli.config import KEYS, REQUIRED, Config, load_config
+from hamustro_cli.config import KEYS, REQUIRED, Config, load_config, without_secret
 from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
 from hamustro_cli.events import (
     NewEvent,
@@ -420,10 +420,7 @@ class ClientTracker:
         """An exception as one line of a warning: its type and text, the secret masked, capped."""
         try:
             text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, HamustroError) else str(exc)
-            secret = self.config.values.get("shared_secret_key")
-            if secret:
-                text = text.replace(str(secret), "***")
-            text = " ".join(text.split())
+            text = " ".join(without_secret(text, self.config.values).split())
             return text if len(text) <= 300 else text[:300] + "..."
         except Exception:  # noqa: BLE001 - an exception whose text cannot be had
             return type(exc).__name__

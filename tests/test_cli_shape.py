@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
@@ -190,3 +191,46 @@ def test_the_source_check_sees_a_decision_on_text():
         "== exception text",
         "decides on .skipped",
     ]
+
+
+# -- one home for each rule -----------------------------------------------------------------------
+
+
+def _modules() -> dict[str, ast.Module]:
+    return {
+        path.relative_to(PACKAGE).as_posix(): ast.parse(path.read_text(), str(path))
+        for path in PACKAGE.rglob("*.py")
+        if path.stem != "payload_pb2"
+    }
+
+
+def _text(node: ast.AST) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+RULES: dict[str, Callable[[ast.AST], bool]] = {
+    # the TOML reader: tomllib, or tomli before Python 3.11
+    "toml reader": lambda n: (
+        isinstance(n, ast.Import) and any(a.name in ("tomllib", "tomli") for a in n.names)
+    ),
+    # environment variable names (HAMUSTRO_<KEY>), written as code rather than in help texts
+    "HAMUSTRO_ prefix": lambda n: (_text(n) or "").startswith("HAMUSTRO_") and " " not in (_text(n) or ""),
+    # flag names from key names (collector_url: --collector-url)
+    "flag names": lambda n: (
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr == "replace"
+        and [_text(a) for a in n.args] == ["_", "-"]
+    ),
+    # the secret masked in a text, and shown only as set or unset
+    "secret mask": lambda n: _text(n) == "***",
+    "secret shown": lambda n: (
+        isinstance(n, ast.IfExp) and (_text(n.body), _text(n.orelse)) == ("set", "unset")
+    ),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_each_config_rule_is_written_once_in_config_py(rule):
+    homes = {name for name, tree in _modules().items() if any(RULES[rule](n) for n in ast.walk(tree))}
+    assert homes == {"config.py"}, rule

@@ -49,6 +49,14 @@ class GlobalOptions:
         cfg.require(REQUIRED if required is None else required)
         return cfg
 
+    def config_file(self) -> str:
+        """The config file in use (--config, $HAMUSTRO_CONFIG, else the app dir's), found or not."""
+        import os
+
+        from hamustro_cli.config import config_file_path
+
+        return config_file_path(self.config_path, os.environ)
+
     def tracker(self, required: tuple[str, ...] | None = None) -> ClientTracker:
         from hamustro_cli.tracker import ClientTracker
 
