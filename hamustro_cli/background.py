@@ -12,7 +12,7 @@ import sys
 import time
 
 from hamustro_cli.config import load_config
-from hamustro_cli.errors import HamustroError
+from hamustro_cli.errors import HamustroError, exit_status
 from hamustro_cli.log import ERROR, INFO
 from hamustro_cli.tracker import ClientTracker
 
@@ -43,7 +43,7 @@ def main() -> int:
             report = tracker.flush(if_due=True)
     except HamustroError as exc:
         log(ERROR, f"error: {exc}")
-        return 2
+        return int(exit_status(exc))
     except Exception as exc:  # noqa: BLE001 - resource trouble as one line; the rest re-raised
         from hamustro_cli.limits import short_of
 
@@ -51,8 +51,8 @@ def main() -> int:
         if why is None:
             raise
         log(ERROR, f"error: {why}")
-        return 3
-    if report.skipped:
+        return int(exit_status(exc))
+    if report.skip is not None:
         log(INFO, f"flush skipped: {report.skipped}")
         return 0
     log(
@@ -60,7 +60,7 @@ def main() -> int:
         f"flush done: sent {report.sent}, failed {report.failed}, rejected {report.rejected}, "
         f"pending {report.pending}",
     )
-    return int(report.exit_status)
+    return int(exit_status(report))
 
 
 if __name__ == "__main__":

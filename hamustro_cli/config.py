@@ -20,9 +20,33 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on old Pythons
     import tomli as tomllib
 
+parse_toml = tomllib.loads  # the one TOML reader (tomli before Python 3.11)
+TOMLDecodeError = tomllib.TOMLDecodeError
+
 ENV_PREFIX = "HAMUSTRO_"
 SECRET_KEY = "shared_secret_key"
 FLUSH_MODES = ("background", "inline", "off")
+
+
+def env_name(key: str) -> str:
+    """The environment variable that sets `key` (shared_secret_key: HAMUSTRO_SHARED_SECRET_KEY)."""
+    return ENV_PREFIX + key.upper()
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag named for `key` (collector_url: --collector-url)."""
+    return "--" + key.replace("_", "-")
+
+
+def secret_state(value: Any) -> str:
+    """What is ever shown of the secret: whether it is set."""
+    return "set" if value else "unset"
+
+
+def without_secret(text: str, values: Mapping[str, Any]) -> str:
+    """`text` with the secret in `values` (a config's) masked, for messages that quote others'."""
+    secret = values.get(SECRET_KEY)
+    return text.replace(str(secret), "***") if secret else text
 
 
 class Key(NamedTuple):
@@ -146,8 +170,8 @@ def config_file_path(flag: str | os.PathLike[str] | None, env: Mapping[str, str]
     config.toml, `~` read from `env`."""
     if flag is not None:
         return expand_user(os.fspath(flag), env)
-    if env.get(ENV_PREFIX + "CONFIG"):
-        return expand_user(env[ENV_PREFIX + "CONFIG"], env)
+    if env.get(env_name("config")):
+        return expand_user(env[env_name("config")], env)
     return default_config_path(env)
 
 
@@ -195,7 +219,7 @@ class Config:
                 else f"in a config file ({self.config_path} does not exist)"
             )
             names = ", ".join(missing)
-            envs = ", ".join(ENV_PREFIX + k.upper() for k in missing)
+            envs = ", ".join(env_name(k) for k in missing)
             raise ConfigError(f"missing required config key {names}: set it {where} or in {envs}")
         return self
 
@@ -398,11 +422,11 @@ def read_config_bytes(path: str) -> tuple[bytes, os.stat_result]:
 
 def parse_config_bytes(path: str, data: bytes) -> dict[str, Any]:
     try:
-        settings: dict[str, Any] = tomllib.loads(data.decode("utf-8"))
+        settings: dict[str, Any] = parse_toml(data.decode("utf-8"))
         return settings
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not valid UTF-8 TOML") from None
-    except tomllib.TOMLDecodeError as exc:
+    except TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
@@ -424,7 +448,7 @@ def load_config(
     overrides = dict(overrides or {})
     warnings: list[str] = []
 
-    explicit = config_path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
+    explicit = config_path is not None or bool(env.get(env_name("config")))
     path = config_file_path(config_path, env)
 
     file_values: dict[str, Any] = {}
@@ -436,8 +460,8 @@ def load_config(
         except ConfigError as exc:
             if config_path is not None:
                 raise ConfigError(f"{exc} (given with --config)") from None
-            if env.get(ENV_PREFIX + "CONFIG"):
-                raise ConfigError(f"{exc} (set by environment variable {ENV_PREFIX}CONFIG)") from None
+            if env.get(env_name("config")):
+                raise ConfigError(f"{exc} (set by environment variable {env_name('config')})") from None
             raise
         found = True
         for name in file_values:
@@ -456,19 +480,15 @@ def load_config(
     sources: dict[str, str] = {}
     origins: dict[str, str] = {}
     for key in KEYS.values():
-        env_name = ENV_PREFIX + key.name.upper()
+        variable = env_name(key.name)
         if key.name in overrides and overrides[key.name] is not None:
-            source = (
-                f"ClientTracker argument {key.name}"
-                if given_as == "argument"
-                else "--" + key.name.replace("_", "-")
-            )
+            source = f"ClientTracker argument {key.name}" if given_as == "argument" else flag_name(key.name)
             raw, from_env = overrides[key.name], False
             origins[key.name] = "flag"
             if key.kind == "path":
                 raw = os.fspath(raw)
-        elif env_name in env:
-            raw, source, from_env = env[env_name], f"environment variable {env_name}", True
+        elif variable in env:
+            raw, source, from_env = env[variable], f"environment variable {variable}", True
             origins[key.name] = "environment"
         elif key.name in file_values:
             raw, source, from_env = file_values[key.name], f"{path}", False

@@ -13,30 +13,28 @@ import contextlib
 import os
 import re
 import stat
-import sys
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hamustro_cli.config import (
-    ENV_PREFIX,
     KEYS,
     REQUIRED,
     SECRET_KEY,
     Config,
     Key,
+    TOMLDecodeError,
     _coerce,
     config_file_problem,
+    env_name,
+    flag_name,
     parse_config_bytes,
+    parse_toml,
     read_config_bytes,
+    secret_state,
 )
 from hamustro_cli.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on old Pythons
-    import tomli as tomllib
 
 # What the template says about a key beyond its one-line doc in config.KEYS.
 NOTES: dict[str, str] = {
@@ -185,22 +183,22 @@ def required_values(
     values: dict[str, Any] = {}
     missing = []
     for name in REQUIRED:
-        env_name = ENV_PREFIX + name.upper()
+        variable = env_name(name)
         if given.get(name) is not None:
-            option = "standard input" if name == SECRET_KEY else "--" + name.replace("_", "-")
+            option = "standard input" if name == SECRET_KEY else flag_name(name)
             values[name] = parse_value(name, given[name], option)  # type: ignore[arg-type]
-        elif env.get(env_name):
-            values[name] = parse_value(name, env[env_name], f"environment variable {env_name}")
-            note(f"{name}: from environment variable {env_name}")
+        elif env.get(variable):
+            values[name] = parse_value(name, env[variable], f"environment variable {variable}")
+            note(f"{name}: from environment variable {variable}")
         elif ask is not None:
             values[name] = ask(KEYS[name])
         else:
             missing.append(name)
     if missing:
         how = [
-            "--secret-stdin (or " + ENV_PREFIX + SECRET_KEY.upper() + ")"
+            f"--secret-stdin (or {env_name(name)})"
             if name == SECRET_KEY
-            else f"--{name.replace('_', '-')} (or {ENV_PREFIX}{name.upper()})"
+            else f"{flag_name(name)} (or {env_name(name)})"
             for name in missing
         ]
         raise ConfigError(
@@ -304,9 +302,9 @@ def _tail_comment(body: str, parsed: dict[str, Any]) -> str:
     for match in re.finditer("#", body):
         head = body[: match.start()]
         try:
-            if tomllib.loads(head) == parsed:
+            if parse_toml(head) == parsed:
                 return body[len(head.rstrip(" \t")) :]
-        except tomllib.TOMLDecodeError:
+        except TOMLDecodeError:
             continue
     return ""
 
@@ -317,8 +315,8 @@ def _rewrite_assignment(lines: list[str], i: int, prefix: str, name: str, litera
         chunk = "".join(lines[i : j + 1])
         body = chunk.rstrip("\r\n")
         try:
-            parsed = tomllib.loads(body)
-        except tomllib.TOMLDecodeError:
+            parsed = parse_toml(body)
+        except TOMLDecodeError:
             continue
         if list(parsed) != [name]:
             return None
@@ -334,7 +332,7 @@ def edit(text: str, name: str, value: Any, path: str) -> str:
     the template's commented-out `# name = ...` line becomes the assignment; without that, a
     line is appended. The result is parsed back, and anything but the old settings with this
     one key changed is refused, so an unusual file is never damaged."""
-    expected = {**tomllib.loads(text), name: value}
+    expected = {**parse_toml(text), name: value}
     literal = toml_value(value)
     lines = _lines(text)
     eol = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
@@ -358,9 +356,9 @@ def edit(text: str, name: str, value: Any, path: str) -> str:
             continue
         new = "".join(attempt)
         try:
-            if tomllib.loads(new) == expected:
+            if parse_toml(new) == expected:
                 return new
-        except tomllib.TOMLDecodeError:
+        except TOMLDecodeError:
             continue
     raise ConfigError(
         f"cannot change {name} in {path} without disturbing the rest of the file: "
@@ -458,7 +456,7 @@ def describe(cfg: Config) -> dict[str, Any]:
         if name == "spool_dir" and value is None:
             value = cfg.spool_dir
         if name == SECRET_KEY:
-            value = "set" if value else "unset"
+            value = secret_state(value)
         keys[name] = {
             "value": value,
             "source": cfg.origins.get(name, "default"),

@@ -21,7 +21,7 @@ from typing import Any
 
 from hamustro_cli import answers
 from hamustro_cli.answers import Kind
-from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config
+from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config, secret_state
 from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
 from hamustro_cli.problems import SpoolProblem
@@ -64,7 +64,7 @@ def _skipped(name: str, because: str) -> Check:
 def _shown(key: str, value: Any) -> Any:
     """A JSON-safe value; the secret only as set/unset, never its value."""
     if key == SECRET_KEY:
-        return "set" if value else "unset"
+        return secret_state(value)
     return value
 
 

@@ -1,10 +1,11 @@
-"""The library's exceptions and the contract's exit codes. The CLI maps exceptions to codes
-(cliparts.EXIT_FOR); a flush's code comes from the kind of the collector's answer (answers.py)."""
+"""The library's exceptions and the contract's exit codes, click-free: `exit_status` gives the
+code of an exception or of a report (a flush's code comes from the kinds of the collector's
+answers: answers.py), for every command and for the background flush."""
 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from hamustro_cli.problems import SpoolProblem
@@ -51,3 +52,29 @@ class FlushBusy(HamustroError):
 
 class DependencyError(HamustroError):
     """An installed library hamustro needs (protobuf) is missing, too old or broken."""
+
+
+class Reported(Protocol):
+    """What a command did, as far as its exit code goes (reports.FlushReport)."""
+
+    @property
+    def exit_status(self) -> ExitStatus: ...
+
+
+EXIT_FOR: tuple[tuple[type[HamustroError], ExitStatus], ...] = (
+    (FlushBusy, ExitStatus.UNDELIVERED),
+    (ConfigError, ExitStatus.USAGE),
+    (InputError, ExitStatus.USAGE),
+    (SpoolError, ExitStatus.SPOOL),
+)
+
+
+def exit_status(outcome: BaseException | Reported) -> ExitStatus:
+    """The exit code of how a command ended: a library error by its class (another library
+    error: USAGE), local trouble (no memory, no descriptors, a full disk: limits.short_of) as
+    SPOOL, a report by what it met."""
+    if not isinstance(outcome, BaseException):
+        return outcome.exit_status
+    if isinstance(outcome, HamustroError):
+        return next((code for kind, code in EXIT_FOR if isinstance(outcome, kind)), ExitStatus.USAGE)
+    return ExitStatus.SPOOL

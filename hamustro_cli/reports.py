@@ -34,11 +34,17 @@ class FlushReport:
         self.skipped: str | None = None  # why, for people
         self.error: str | None = None
         self.halted = False  # sending is stopped (an answer of Kind.PERSON): a person must act
+        self.halted_reason: str | None = None  # why, for people (set with `halted`: halt())
         self.dry_run = dry_run
         self.would_reject = 0  # a dry run: stored rows the wire cannot carry, which a flush sets aside
 
     def skipped_because(self, skip: Skip, why: str) -> FlushReport:
         self.skip, self.skipped = skip, why
+        return self
+
+    def halt(self, reason: str | None) -> FlushReport:
+        """Sending is stopped until a person acts; `reason` says why (the stored stop's text)."""
+        self.halted, self.halted_reason = True, reason
         return self
 
     def add_batch(
@@ -78,7 +84,7 @@ class FlushReport:
             met.append(Kind.PERSON.exit_status)
         if self.rejected:
             met.append(Kind.SPLIT.exit_status)
-        if not self.ok and not self.skipped:
+        if not self.ok and self.skip is None:
             met.append(Kind.TRY_LATER.exit_status)
         return max(met)
 

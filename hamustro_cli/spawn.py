@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from hamustro_cli.config import Config
+from hamustro_cli.config import ENV_PREFIX, Config, env_name
 from hamustro_cli.spooldir import LOG_NAME, open_private
 
 CHILD_MODULE = "hamustro_cli.background"
@@ -20,14 +20,12 @@ def child_environment(config: Config, environ: dict[str, str] | os._Environ[str]
     """The resolved settings in HAMUSTRO_* variables (never in argv, where other users could
     read the secret), so that the child flushes with exactly this configuration; HAMUSTRO_*
     variables the caller's config ignored (the Python API reads none) are dropped."""
-    env = {k: v for k, v in environ.items() if not k.startswith("HAMUSTRO_")}
+    env = {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX)}
     for key, value in config.values.items():
         if config.sources.get(key) == "default" or value is None:
             continue
-        env["HAMUSTRO_" + key.upper()] = (
-            ("true" if value else "false") if isinstance(value, bool) else str(value)
-        )
-    env["HAMUSTRO_SPOOL_DIR"] = config.spool_dir  # absolute (load_config), as the child runs in /
+        env[env_name(key)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    env[env_name("spool_dir")] = config.spool_dir  # absolute (load_config), as the child runs in /
     # everything it needs is in the environment: the child reads no config file
     return env
 

@@ -11,10 +11,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hamustro_cli import destination, netaddr, spooldir, triggers
-from hamustro_cli.config import KEYS, REQUIRED, Config, load_config
+from hamustro_cli.config import KEYS, REQUIRED, Config, load_config, without_secret
 from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
 from hamustro_cli.events import (
     NewEvent,
@@ -35,8 +36,9 @@ if TYPE_CHECKING:
     from hamustro_cli.reports import FlushReport
 
 
-class Outcome:
-    """What `track` did about sending (the `flush` field of its result and of `--json`)."""
+class Outcome(str, Enum):
+    """What `track` did about sending (the `flush` field of its result and of `--json`, which
+    prints the value: the strings stay as they are, since scripts read them)."""
 
     NOT_DUE = "not-due"
     STARTED = "started"  # a background flush was started
@@ -52,7 +54,7 @@ class TrackResult(NamedTuple):
     session: str
     nr: int
     at: int
-    flush: str  # an Outcome
+    flush: Outcome
     first_nr: int = 0
     count: int = 1  # type: ignore[assignment]  # (shadows tuple.count; kept for the API)
     flush_detail: str | None = None
@@ -67,7 +69,7 @@ class TrackResult(NamedTuple):
             "last_nr": self.nr,
             "nr": self.nr,
             "at": self.at,
-            "flush": self.flush,
+            "flush": self.flush.value,
         }
 
 
@@ -403,7 +405,7 @@ class ClientTracker:
         count: int,
         flush: bool | None,
         seen: tuple[SyncState, int] | Exception,
-    ) -> tuple[str, str | None]:
+    ) -> tuple[Outcome, str | None]:
         """Everything that follows the commit (log line, triggers, inline flush or spawning the
         background one), guarded: whatever goes wrong becomes a failed flush with a detail."""
         try:
@@ -418,15 +420,12 @@ class ClientTracker:
         """An exception as one line of a warning: its type and text, the secret masked, capped."""
         try:
             text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, HamustroError) else str(exc)
-            secret = self.config.values.get("shared_secret_key")
-            if secret:
-                text = text.replace(str(secret), "***")
-            text = " ".join(text.split())
+            text = " ".join(without_secret(text, self.config.values).split())
             return text if len(text) <= 300 else text[:300] + "..."
         except Exception:  # noqa: BLE001 - an exception whose text cannot be had
             return type(exc).__name__
 
-    def _after_track(self, flush: bool | None, due: triggers.Due) -> tuple[str, str | None]:
+    def _after_track(self, flush: bool | None, due: triggers.Due) -> tuple[Outcome, str | None]:
         mode = self.config.values["flush"]
         if not due.fires:
             if due.why is triggers.Why.HALTED:
@@ -528,10 +527,12 @@ class ClientTracker:
         mine = self.destination
         report = FlushReport(dry_run=dry_run)
         if if_due:
-            due = self._due(spool.sync_state(mine), spool.pending(mine))
+            sync = spool.sync_state(mine)
+            due = self._due(sync, spool.pending(mine))
             if not due.fires:
                 report.skipped_because(Skip.NOT_DUE, f"not due: {due.reason}")
-                report.halted = due.why is triggers.Why.HALTED
+                if due.why is triggers.Why.HALTED:
+                    report.halt(sync.halted)
                 return self._left(spool, report)
         lock = FlushLock(self.config.spool_dir)
         if not lock.acquire(wait=wait and not if_due):
@@ -570,6 +571,8 @@ class ClientTracker:
                 sending.Sender.from_config(
                     spool, self.config, report, self._log, progress, self.destination
                 ).send_all()
+                if report.halted:  # the Sender stopped sending: the reason it stored beside the flag
+                    report.halt(spool.sync_state(mine).halted)
                 if report.sent:
                     with spool.relaxed_sync():  # freeing pages puts no event at risk
                         spool.reclaim()  # give the delivered events' disk back, in short steps

@@ -12,7 +12,14 @@ SQL = re.compile(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|PRAGMA)\b")
 
 
 def modules() -> dict[str, ast.Module]:
-    return {p.stem: ast.parse(p.read_text(), str(p)) for p in PACKAGE.glob("*.py") if p.stem != "payload_pb2"}
+    """By dotted name under the package (cli/events.py: "cli.events", cli/__init__.py: "cli")."""
+    return {
+        ".".join(p.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__"): ast.parse(
+            p.read_text(), str(p)
+        )
+        for p in PACKAGE.rglob("*.py")
+        if p.stem != "payload_pb2"
+    }
 
 
 def imports(tree: ast.Module) -> set[str]:
@@ -22,9 +29,11 @@ def imports(tree: ast.Module) -> set[str]:
             if node.module == "hamustro_cli":
                 found.update(a.name for a in node.names)
             else:
-                found.add(node.module.split(".")[1])
+                found.add(node.module.removeprefix("hamustro_cli."))
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("hamustro_cli."))
+            found.update(
+                a.name.removeprefix("hamustro_cli.") for a in node.names if a.name.startswith("hamustro_cli.")
+            )
     return found
 
 

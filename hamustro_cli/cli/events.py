@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import click
 
+from hamustro_cli.cli.options import EVENT_ID, LIMIT, GlobalOptions, help_option, translate
+from hamustro_cli.cli.output import emit_json, json_text, write_lines
 from hamustro_cli.errors import InputError
-
-if TYPE_CHECKING:
-    pass
-
-from hamustro_cli.cliparts import (
-    EVENT_ID,
-    LIMIT,
-    GlobalOptions,
-    emit_json,
-    help_option,
-    json_text,
-    translate,
-)
-
-# -- events -----------------------------------------------------------------------------------
 
 
 def _time_option(name: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -107,17 +94,15 @@ def _event_line(e: dict[str, Any]) -> str:
 
 def stream(rows: Any, as_json: bool, header: bool = True) -> None:
     """One line an event, written as it is read: memory stays flat on any spool."""
-    write = sys.stdout.write
-    if header and not as_json:
-        write(f"{'ID':>8} {'AT':<20} {'SESSION':<8} {'NR':>6} {'STATE':<8} EVENT\n")
     dumps = json_text()
-    try:
-        for e in rows:
-            write((dumps(e) if as_json else _event_line(e)) + "\n")
-    except BrokenPipeError:  # `| head`: the reader has what it wanted
-        import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    def lines() -> Iterator[str]:
+        if header and not as_json:
+            yield f"{'ID':>8} {'AT':<20} {'SESSION':<8} {'NR':>6} {'STATE':<8} EVENT\n"
+        for e in rows:
+            yield (dumps(e) if as_json else _event_line(e)) + "\n"
+
+    write_lines(lines())
 
 
 @click.group(add_help_option=False)

@@ -1,5 +1,6 @@
-"""What every `hamustro` command shares: the exit codes, the global options, the translation
-of library errors, and the hand-made --help (see below)."""
+"""What every `hamustro` command takes: the global options (GlobalOptions, click's `obj`), the
+option helpers (number ranges, completion, the hand-made --help and --version: see below) and
+the translation of library errors into the contract's exit codes (errors.exit_status)."""
 
 from __future__ import annotations
 
@@ -9,28 +10,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from hamustro_cli import __version__
-from hamustro_cli.errors import (
-    ConfigError,
-    FlushBusy,
-    HamustroError,
-    InputError,
-    SpoolError,
-)
-from hamustro_cli.errors import ExitStatus as ExitStatus  # cli and tests import it from here
+from hamustro_cli.errors import HamustroError, exit_status
 from hamustro_cli.events import SQLITE_INT_MAX
 from hamustro_cli.log import ERROR, WARNING
 
 if TYPE_CHECKING:
     from hamustro_cli.config import Config
     from hamustro_cli.tracker import ClientTracker
-
-
-EXIT_FOR = {
-    FlushBusy: ExitStatus.UNDELIVERED,
-    ConfigError: ExitStatus.USAGE,
-    InputError: ExitStatus.USAGE,
-    SpoolError: ExitStatus.SPOOL,
-}
 
 
 # Numbers given on the command line that reach the spool: beyond SQLite's INTEGER they would
@@ -63,6 +49,14 @@ class GlobalOptions:
         cfg.require(REQUIRED if required is None else required)
         return cfg
 
+    def config_file(self) -> str:
+        """The config file in use (--config, $HAMUSTRO_CONFIG, else the app dir's), found or not."""
+        import os
+
+        from hamustro_cli.config import config_file_path
+
+        return config_file_path(self.config_path, os.environ)
+
     def tracker(self, required: tuple[str, ...] | None = None) -> ClientTracker:
         from hamustro_cli.tracker import ClientTracker
 
@@ -70,9 +64,8 @@ class GlobalOptions:
 
 
 def fail(exc: HamustroError) -> NoReturn:
-    code = next((c for t, c in EXIT_FOR.items() if isinstance(exc, t)), ExitStatus.USAGE)
     error = click.ClickException(str(exc))
-    error.exit_code = int(code)  # type: ignore[misc]  # click reads it per instance
+    error.exit_code = int(exit_status(exc))  # type: ignore[misc]  # click reads it per instance
     raise error
 
 
@@ -88,25 +81,6 @@ def translate(func: Callable[..., Any]) -> Callable[..., Any]:
             fail(exc)
 
     return wrapper
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json_text()(data))
-
-
-def json_text() -> Callable[[Any], str]:
-    """json.dumps for what commands print. A value stored as a BLOB where text belongs (a
-    tampered or damaged spool) is written as its text, bad bytes escaped (\\xff), where
-    json.dumps would end the command in a traceback."""
-    import json
-
-    return json.JSONEncoder(default=_blob_text).encode
-
-
-def _blob_text(value: Any) -> str:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 # Plain string options and hand-made --version and --help: click.Path, click.version_option
@@ -139,12 +113,18 @@ def complete_dir(ctx: click.Context, param: click.Parameter, incomplete: str) ->
     return [CompletionItem(incomplete, type="dir")]
 
 
-help_option = click.option(
-    "-h",
-    "--help",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=lambda ctx, param, value: print_help(ctx, value),
-    help="Show this message and exit.",
-)
+def _eager_flag(
+    *names: str, action: Callable[[click.Context, bool], None], help: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        *names,
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=lambda ctx, param, value: action(ctx, value),
+        help=help,
+    )
+
+
+help_option = _eager_flag("-h", "--help", action=print_help, help="Show this message and exit.")
+version_option = _eager_flag("--version", action=print_version, help="Show the version and exit.")

@@ -6,30 +6,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from hamustro_cli.cli.options import GlobalOptions, help_option, translate
+from hamustro_cli.cli.output import emit_json
 from hamustro_cli.errors import ConfigError, InputError
-
-if TYPE_CHECKING:
-    pass
-
-from hamustro_cli.cliparts import (
-    emit_json,
-    help_option,
-    translate,
-)
-
-# -- config -----------------------------------------------------------------------------------
-# The library part is configfile.py; these commands only gather input and print.
-
-
-def _config_path(obj: Any) -> str:
-    from hamustro_cli.config import config_file_path
-
-    return config_file_path(obj.config_path, os.environ)
-
 
 MAX_STDIN_VALUE = 64 * 1024  # bytes: more than any key takes (parse_value checks each key's own limit)
 
@@ -78,9 +61,9 @@ def config_group() -> None:
 @config_group.command("path", add_help_option=False)
 @help_option
 @click.pass_obj
-def config_path_command(obj: Any) -> None:
+def config_path_command(obj: GlobalOptions) -> None:
     """Print the config file in use (it may not exist yet)."""
-    click.echo(os.path.abspath(_config_path(obj)))
+    click.echo(os.path.abspath(obj.config_file()))
 
 
 @config_group.command("show", add_help_option=False)
@@ -88,16 +71,11 @@ def config_path_command(obj: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the values and their origins as JSON.")
 @click.pass_obj
 @translate
-def config_show(obj: Any, as_json: bool) -> None:
+def config_show(obj: GlobalOptions, as_json: bool) -> None:
     """Every setting, its value and where it came from; the secret only as set/unset."""
-    from hamustro_cli.config import load_config
     from hamustro_cli.configfile import describe, show_lines
 
-    cfg = load_config(obj.config_path, obj.spool_dir)
-    description = describe(cfg)
-    if not getattr(obj, "quiet", False):
-        for warning in cfg.warnings:
-            click.echo(f"hamustro: {warning}", err=True)
+    description = describe(obj.config(required=()))  # its warnings said as every command says them
     if as_json:
         emit_json(description)
     else:
@@ -107,13 +85,13 @@ def config_show(obj: Any, as_json: bool) -> None:
 def _required_key_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--collector-url, --device-id, ...: one option per required key but the secret (a flag
     would show it in the process list), described from config.KEYS."""
-    from hamustro_cli.config import ENV_PREFIX, KEYS, REQUIRED, SECRET_KEY
+    from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, env_name, flag_name
 
     for name in reversed(REQUIRED):
         if name != SECRET_KEY:
             doc = KEYS[name].doc
-            help_text = f"{doc[:1].upper()}{doc[1:]} (else ${ENV_PREFIX}{name.upper()}, else asked)."
-            func = click.option("--" + name.replace("_", "-"), name, metavar="TEXT", help=help_text)(func)
+            help_text = f"{doc[:1].upper()}{doc[1:]} (else ${env_name(name)}, else asked)."
+            func = click.option(flag_name(name), name, metavar="TEXT", help=help_text)(func)
     return func
 
 
@@ -126,7 +104,7 @@ def _required_key_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @_required_key_options
 @click.pass_obj
 @translate
-def config_init(obj: Any, force: bool, secret_stdin: bool, **given: str | None) -> None:
+def config_init(obj: GlobalOptions, force: bool, secret_stdin: bool, **given: str | None) -> None:
     """Write a commented config file (0600) with every key, asking for the required ones.
 
     Each required value comes from its option, else its HAMUSTRO_<KEY> variable, else a
@@ -138,7 +116,7 @@ def config_init(obj: Any, force: bool, secret_stdin: bool, **given: str | None) 
 
     from hamustro_cli.configfile import exists_error, init_file, required_values, writable_target
 
-    path = _config_path(obj)
+    path = obj.config_file()
     if os.path.lexists(writable_target(path)) and not force:  # said before anything is asked
         raise exists_error(path)
     if secret_stdin:
@@ -166,14 +144,14 @@ def config_init(obj: Any, force: bool, secret_stdin: bool, **given: str | None) 
 @click.argument("value", required=False)
 @click.pass_obj
 @translate
-def config_set(obj: Any, key: str, value: str | None) -> None:
+def config_set(obj: GlobalOptions, key: str, value: str | None) -> None:
     """Set KEY to VALUE in the config file, keeping its comments and layout.
 
     VALUE is read as the HAMUSTRO_<KEY> variable would be; "-" reads it from standard input
     (the way to pass the secret); without VALUE it is asked on a terminal, the secret without
     echo. The file is created 0600 when missing and replaced atomically.
     """
-    from hamustro_cli.config import ENV_PREFIX, KEYS, SECRET_KEY
+    from hamustro_cli.config import KEYS, SECRET_KEY, env_name
     from hamustro_cli.configfile import parse_value, set_key
 
     if key not in KEYS:
@@ -192,9 +170,9 @@ def config_set(obj: Any, key: str, value: str | None) -> None:
         parsed = _ask(KEYS[key])
     else:
         raise InputError(f"missing VALUE for {key} (give it, or - to read it from standard input)")
-    path = _config_path(obj)
+    path = obj.config_file()
     set_key(path, key, parsed)
-    env_name = ENV_PREFIX + key.upper()
-    if env_name in os.environ or (key == "spool_dir" and obj.spool_dir is not None):
-        shadow = "--spool-dir" if env_name not in os.environ else f"environment variable {env_name}"
+    variable = env_name(key)
+    if variable in os.environ or (key == "spool_dir" and obj.spool_dir is not None):
+        shadow = "--spool-dir" if variable not in os.environ else f"environment variable {variable}"
         click.echo(f"hamustro: warning: {key} is also set by {shadow}, which takes precedence", err=True)

@@ -3,21 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
-if TYPE_CHECKING:
-    pass
-
-from hamustro_cli.cliparts import (
-    ExitStatus,
-    GlobalOptions,
-    emit_json,
-    help_option,
-)
-
-# -- doctor -----------------------------------------------------------------------------------
+from hamustro_cli.cli.options import GlobalOptions, help_option
+from hamustro_cli.cli.output import emit_json
+from hamustro_cli.errors import ExitStatus
 
 
 @click.command(add_help_option=False)

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    pass
-
-from hamustro_cli.cliparts import (
-    GlobalOptions,
-    complete_file,
-    help_option,
-)
-
-# -- collector --------------------------------------------------------------------------------
+from hamustro_cli.cli.options import GlobalOptions, complete_file, help_option
+from hamustro_cli.config import SECRET_KEY, env_name
 
 
 @click.command(add_help_option=False)
@@ -25,7 +17,7 @@ from hamustro_cli.cliparts import (
     "--host",
     default="127.0.0.1",
     show_default=True,
-    envvar="HAMUSTRO_HOST",
+    envvar=env_name("host"),
     help="Address to listen on ($HAMUSTRO_HOST).",
 )
 @click.option(
@@ -33,12 +25,12 @@ from hamustro_cli.cliparts import (
     type=click.IntRange(0, 65535),
     default=8080,
     show_default=True,
-    envvar="HAMUSTRO_PORT",
+    envvar=env_name("port"),
     help="Port to listen on; 0 picks a free one ($HAMUSTRO_PORT).",
 )
 @click.option(
     "--secret",
-    envvar="HAMUSTRO_SHARED_SECRET_KEY",
+    envvar=env_name(SECRET_KEY),
     required=True,
     help="Shared secret that signs requests ($HAMUSTRO_SHARED_SECRET_KEY; prefer it "
     "to the flag, which other users can see).",
