@@ -19,8 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import tomllib
 from conftest import SETTINGS, write_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # as the package reads it (config.py)
+    import tomli as tomllib
 
 MEMORY_LIMIT = 1024 * 1024 * 1024  # a reader without bound dies here instead of taking the machine
 

@@ -315,10 +315,11 @@ def test_collector_command_keeps_the_secret(isolated: Path, spool_dir: Path) -> 
         text=True,
         env={**os.environ, "HAMUSTRO_SHARED_SECRET_KEY": SECRET},
     )
+    assert proc.stderr is not None
     try:
         ready, _, _ = select.select([proc.stderr], [], [], 20)
         assert ready, "collector did not start"
-        first = proc.stderr.readline()  # type: ignore[union-attr]
+        first = proc.stderr.readline()
         url = first.rsplit(" ", 1)[-1].strip()
         assert url.startswith("http://127.0.0.1:"), first
         configure(isolated, url)
