@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import SECRET, SETTINGS, invoke, run, spawned_env, write_config
-from test_bad_input import one_error_line
+from test_cli_bad_input import one_error_line
 
 from hamustro_cli.collector import make_server
 from hamustro_cli.spooldir import FLUSH_ROOM, RESERVE_NAME

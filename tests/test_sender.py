@@ -3,7 +3,7 @@ what it sends, in which order and how many events at a time, and what it leaves 
 (delivered events gone, refused ones set aside, the rest pending) and in its report and sync
 state, for each kind of answer. The transport's interface (`send(body)` returning an `Answer`,
 `timeout`, `retries`, `close()`) is ours, so this fakes no dependency; the spool is a real SQLite
-file. End to end, over HTTP against a real collector: test_delivery.py, test_answers.py."""
+file. End to end, over HTTP against a real collector: test_end_to_end_delivery.py, test_answers.py."""
 
 from __future__ import annotations
 
