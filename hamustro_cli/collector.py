@@ -95,7 +95,8 @@ class CollectorServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        address, port = self.server_address[:2]
+        host = address.decode() if isinstance(address, bytes) else address  # typeshed: str | bytes
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}"
 

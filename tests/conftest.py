@@ -24,7 +24,7 @@ from hamustro_cli.cli import cli
 from hamustro_cli.collector import CollectorServer, make_server
 
 SECRET = "test-secret-7f3a9c"
-SETTINGS = {
+SETTINGS: dict[str, Any] = {
     "shared_secret_key": SECRET,
     "device_id": "device-42",
     "client_id": "client-a",
@@ -128,7 +128,8 @@ class _Click81Result(Result):
 def invoke(*args: str, input: str | None = None, expect: int | None = 0) -> Any:
     """Run the CLI in-process; check the exit code unless expect is None."""
     if "mix_stderr" in inspect.signature(CliRunner).parameters:  # click < 8.2
-        result = CliRunner(mix_stderr=False).invoke(cli, list(args), input=input, catch_exceptions=False)
+        apart: dict[str, Any] = {"mix_stderr": False}  # not a parameter from 8.2 on
+        result = CliRunner(**apart).invoke(cli, list(args), input=input, catch_exceptions=False)
         result.__class__ = _Click81Result
     else:
         result = CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)

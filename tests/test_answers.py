@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SETTINGS, ScriptedServer, invoke, spawned_env, start_collector, write_config
@@ -28,7 +29,7 @@ def _configure(isolated: Path, url: str, **extra: object) -> Path:
     return write_config(isolated / "config.toml", collector_url=url, **extra, **SETTINGS)
 
 
-def _status() -> dict:
+def _status() -> dict[str, Any]:
     return json.loads(invoke("status", "--json").stdout)
 
 
@@ -118,7 +119,8 @@ def test_the_background_flush_exits_with_the_code_of_the_answer(isolated):
             env=spawned_env(),
         )
         assert child.returncode == 4, child.stderr
-        assert answers.meaning(403).fix in child.stderr
+        fix = answers.meaning(403).fix
+        assert fix is not None and fix in child.stderr
     finally:
         server.close()
 

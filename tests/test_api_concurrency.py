@@ -182,7 +182,7 @@ def test_threads_committed_together_fail_alone(collector, spool_dir):
     assert len(refused) == 5
     rows = sound_rows(spool_dir)
     assert [e for e, _, _ in rows].count("big") == 0
-    got = sorted((e, json.loads(p)["i"]) for e, p, _ in rows if e != "first")
+    got = sorted((e, json.loads(p or "")["i"]) for e, p, _ in rows if e != "first")
     assert got == sorted((f"t{n}", i) for n in range(threads) for i in range(per_thread))
     nrs = [nr for e, _, nr in rows if e != "first"]
     assert nrs == list(range(MAX_NR - 99, MAX_NR - 99 + threads * per_thread))
@@ -386,7 +386,7 @@ def test_readme_wsgi_example_under_gunicorn_preload(collector, config, spool_dir
         server.communicate(timeout=60)
     assert server.returncode == 0
     rows = sound_rows(spool_dir)
-    paths = [json.loads(p)["path"] for e, p, _ in rows if e == "http.request"]
+    paths = [json.loads(p or "")["path"] for e, p, _ in rows if e == "http.request"]
     assert sorted(paths) == sorted(f"/r/{i}" for i in range(requests))  # each request once
     assert [e for e, _, _ in rows].count("server.start") == 1
     assert [nr for _, _, nr in rows] == list(range(1, requests + 2))

@@ -147,6 +147,7 @@ def test_cli_collector_process_serves_and_reports_port(tmp_path):
         text=True,
         env={"HAMUSTRO_SHARED_SECRET_KEY": SECRET, "PATH": "/usr/bin:/bin"},
     )
+    assert proc.stderr is not None
     try:
         line = proc.stderr.readline()
         assert "listening on http://127.0.0.1:" in line

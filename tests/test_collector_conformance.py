@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 import requests
@@ -24,7 +25,7 @@ from hamustro_cli.answers import Kind
 SESSION = hashlib.md5(f"{DEVICE}:c:s:p".encode()).hexdigest()
 
 
-def collection(drop: str | None = None, payload: dict | None = None) -> bytes:
+def collection(drop: str | None = None, payload: dict[str, Any] | None = None) -> bytes:
     """A Collection whose session matches its fields, one field dropped: only the required
     field check can refuse it (the session check would pass)."""
     cls, _ = spec_classes()
@@ -107,6 +108,7 @@ def test_cli_collector_listens_on_ipv6(tmp_path, host):
         text=True,
         env={"HAMUSTRO_SHARED_SECRET_KEY": SECRET, "PATH": "/usr/bin:/bin"},
     )
+    assert proc.stderr is not None
     try:
         line = proc.stderr.readline()
         assert "listening on http://[::1]:" in line, line

@@ -464,7 +464,7 @@ def test_the_template_documents_every_key():
     for key in KEYS.values():
         index = next(i for i, line in enumerate(lines) if re.match(rf"(# )?{key.name} = ", line))
         assert lines[index - 1].startswith("# ") and lines[index - 1] != "#", key.name
-        block = []
+        block: list[str] = []
         for line in reversed(lines[:index]):
             if not line.startswith("# "):
                 break

@@ -24,16 +24,20 @@ TIMER = CONTRIB / "hamustro-flush.timer"
 CRONTAB = CONTRIB / "crontab.example"
 
 
+class _CaseSensitive(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr  # keys are case-sensitive in systemd
+
+
 def parse_unit(path: Path) -> configparser.ConfigParser:
     """systemd unit syntax is close enough to INI: sections, Key=Value, # and ; comments."""
-    parser = configparser.ConfigParser(
+    parser = _CaseSensitive(
         interpolation=None,
         strict=True,
         delimiters=("=",),
         comment_prefixes=("#", ";"),
         empty_lines_in_values=False,
     )
-    parser.optionxform = str  # keys are case-sensitive in systemd
     parser.read_string(path.read_text(), source=str(path))
     return parser
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import SECRET, SETTINGS, invoke, run, spawned_env, write_config
-from test_bad_input import one_error_line
+from test_cli_bad_input import one_error_line
 
 from hamustro_cli.collector import make_server
 from hamustro_cli.spooldir import FLUSH_ROOM, RESERVE_NAME
@@ -437,6 +437,6 @@ def test_acks_are_sliced_so_one_ack_writes_a_bounded_wal() -> None:
     parts = list(ack_slices(batch))
     assert [row for part in parts for row in part] == batch
     for part in parts:
-        text = sum(len(row[3]) + len(row[6]) for row in part)
+        text = sum(len(row[3]) + len(row[6] or "") for row in part)
         assert len(part) == 1 or text <= ACK_SLICE_BYTES
-    assert len(parts) > 4 and [len(p) for p in parts if len(p[0][6]) > ACK_SLICE_BYTES] == [1]
+    assert len(parts) > 4 and [len(p) for p in parts if len(p[0][6] or "") > ACK_SLICE_BYTES] == [1]

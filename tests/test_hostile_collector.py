@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SETTINGS, run, write_config
@@ -122,7 +123,7 @@ def _config(isolated: Path, url: str, **extra: object) -> None:
     write_config(isolated / "config.toml", collector_url=url, **values)
 
 
-def _status() -> dict:
+def _status() -> dict[str, Any]:
     result = run("status", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)

@@ -68,5 +68,7 @@ def test_sdist_holds_what_the_tests_and_readme_need(tmp_path: Path):
     }
     assert not stray, f"stray files in the sdist: {sorted(stray)}"
     with tarfile.open(sdist) as tar:
-        pkg_info = tar.extractfile(f"{sdist.name.removesuffix('.tar.gz')}/PKG-INFO").read().decode()
+        member = tar.extractfile(f"{sdist.name.removesuffix('.tar.gz')}/PKG-INFO")
+        assert member is not None, "PKG-INFO is not a regular file in the sdist"
+        pkg_info = member.read().decode()
     assert "License-Expression: MIT" in pkg_info and "License-File: LICENSE" in pkg_info

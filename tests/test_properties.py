@@ -101,6 +101,7 @@ def outcome(line: str) -> tuple[str, Any]:
 def test_json_lines_are_queued_or_refused(line: str) -> None:
     """Fast and thorough paths agree: both accept (the same tuple) or both refuse."""
     got = outcome(line)
+    slow: tuple[str, list[tuple[Any, ...]] | None]
     try:
         slow = ("ok", [tuple(_parse_line(line, "stdin line 1", 7, None))])
     except InputError:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SECRET, SETTINGS, run, start_collector, write_config
+from conftest import SECRET, SETTINGS, invoke, run, start_collector, write_config
 
 from hamustro_cli.spool import Spool
 from hamustro_cli.spooldir import DB_NAME, LOG_NAME
@@ -178,6 +178,14 @@ def test_wrong_secret_405_keeps_both_secrets(
 
 
 NUMERIC_SECRET = 918273645546
+CONFIG_ERROR_COMMANDS = [
+    ["track", "e"],
+    ["track", "--stdin"],
+    ["flush"],
+    ["flush", "--dry-run"],
+    ["status", "--json"],
+    ["session", "--json"],
+]
 
 
 @pytest.mark.parametrize(
@@ -232,19 +240,21 @@ def test_config_errors_keep_the_secret(
         env = {"HAMUSTRO_SHARED_SECRET_KEY": ""}
         expect_key = "HAMUSTRO_SHARED_SECRET_KEY"
     path.write_text(text)
+    # Every command at every verbosity in-process (the messages are the point); once more as a
+    # real process at the most verbose, where the interpreter's own stderr and logging set up
+    # from nothing would show what the runner's capture might not.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     for flags in VERBOSITY:
-        for args in (
-            ["track", "e"],
-            ["track", "--stdin"],
-            ["flush"],
-            ["flush", "--dry-run"],
-            ["status", "--json"],
-            ["session", "--json"],
-        ):
-            proc = run(*flags, *args, input='{"event": "x"}\n', env=env)
-            assert proc.returncode == 2, (case, args, proc.stderr)
-            assert expect_key in proc.stderr, (case, proc.stderr)
-            assert_no_secret(f"{case}: {' '.join(flags + args)}", seen(proc), *secrets)
+        for args in CONFIG_ERROR_COMMANDS:
+            result = invoke(*flags, *args, input='{"event": "x"}\n', expect=None)
+            assert result.exit_code == 2, (case, args, result.output)
+            assert expect_key in result.stderr, (case, result.stderr)
+            assert_no_secret(f"{case}: {' '.join(flags + args)}", result.output, *secrets)
+    proc = run("-vv", "track", "--stdin", input='{"event": "x"}\n', env=env)
+    assert proc.returncode == 2, (case, proc.stderr)
+    assert expect_key in proc.stderr, (case, proc.stderr)
+    assert_no_secret(f"{case}: -vv track --stdin (a process)", seen(proc), *secrets)
     if spool_dir.exists():
         assert_spool_has_no_secret(spool_dir, *secrets)
 
@@ -315,10 +325,11 @@ def test_collector_command_keeps_the_secret(isolated: Path, spool_dir: Path) -> 
         text=True,
         env={**os.environ, "HAMUSTRO_SHARED_SECRET_KEY": SECRET},
     )
+    assert proc.stderr is not None
     try:
         ready, _, _ = select.select([proc.stderr], [], [], 20)
         assert ready, "collector did not start"
-        first = proc.stderr.readline()  # type: ignore[union-attr]
+        first = proc.stderr.readline()
         url = first.rsplit(" ", 1)[-1].strip()
         assert url.startswith("http://127.0.0.1:"), first
         configure(isolated, url)

@@ -19,7 +19,7 @@ NOBODY = 65534
 DB = "spool.sqlite3"
 
 
-def track(*extra: str) -> object:
+def track(*extra: str) -> subprocess.CompletedProcess[str]:
     return run("track", "ev", *extra)
 
 

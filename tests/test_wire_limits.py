@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 import pytest
 from conftest import SETTINGS, invoke, run, start_collector, write_config
@@ -190,7 +191,7 @@ def test_dry_run_reports_rows_a_flush_would_set_aside_and_changes_nothing(config
     assert collector.received() == []
 
 
-def _raw_rows(spool_dir) -> list[tuple]:
+def _raw_rows(spool_dir) -> list[tuple[Any, ...]]:
     """Every stored column, text as its bytes (it may not be UTF-8)."""
     with sqlite3.connect(spool_dir / DB) as db:
         return db.execute(

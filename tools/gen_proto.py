@@ -5,7 +5,7 @@ Run: python tools/gen_proto.py   (needs the `dev` extra: grpcio-tools, for proto
 The module holds the schema as a serialized FileDescriptorProto; wire.py builds its message
 classes from it at run time, in a private descriptor pool, with protobuf's public API only.
 Unlike protoc's gencode, that works on every protobuf runtime from 3.20.3 to 7.x and checks
-no runtime version. tests/test_proto.py runs this generation (when grpcio-tools is installed)
+no runtime version. tests/test_wire_schema.py runs this generation (when grpcio-tools is installed)
 and fails when the committed file is stale.
 """
 

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from conftest import SETTINGS, ScriptedServer, invoke, run, start_collector, write_config
 from specschema import decode
@@ -20,7 +21,7 @@ from hamustro_cli.spool import DB_NAME
 HAMUSTRO = [sys.executable, "-m", "hamustro_cli"]
 
 
-def status(*extra: str) -> dict:
+def status(*extra: str) -> dict[str, Any]:
     return json.loads(invoke("status", "--json", *extra).stdout)
 
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SECRET, SETTINGS, ScriptedServer, invoke, run, start_collector, write_config
@@ -22,7 +23,7 @@ def expected_session(raw_device: str, client: str, sysver: str, prodver: str) ->
     return device, session
 
 
-def verify_signature(request: dict) -> None:
+def verify_signature(request: dict[str, Any]) -> None:
     headers = {k.lower(): v for k, v in request["headers"].items()}
     assert headers["content-type"] == "application/protobuf"
     stamp = headers["x-hamustro-time"]

@@ -185,7 +185,7 @@ def test_readable_config_file_is_a_warning(config, collector):
     config.chmod(0o644)
     check = doctor.run_checks(config, None)[0]
     assert check.ok and check.state == "warn"
-    assert "chmod 600" in check.hint
+    assert check.hint is not None and "chmod 600" in check.hint
     assert doctor.render([check]).startswith("warn  config: ")
 
 
@@ -345,7 +345,7 @@ def test_spool_reports_halted_sending(isolated, tmp_path):
         invoke("flush", expect=4)
         spool = doctor.run_checks(path, None)[1]
         assert spool.ok and spool.state == "warn"
-        assert "405" in spool.hint and "hamustro flush" in spool.hint
+        assert spool.hint is not None and "405" in spool.hint and "hamustro flush" in spool.hint
         assert spool.details["pending"] == 1
         assert other.received() == []
     finally:

@@ -656,7 +656,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("setup", "args", "stdin_text", "code", "needles"), CASES)
-def test_bad_input(
+def test_bad_input_gets_its_exit_code_one_error_naming_it_and_changes_nothing(
     setup: Callable[[Ctx], dict[str, Any]],
     args: list[str],
     stdin_text: str | None,
@@ -735,7 +735,7 @@ def test_unknown_environment_variables_are_ignored(
     ],
     ids=["user-id", "stdin", "env-type", "params-limit"],
 )
-def test_bad_input_real_process(
+def test_bad_input_in_a_real_process_goes_to_stderr_with_exit_2(
     args: list[str],
     stdin_text: str | None,
     env: dict[str, str],

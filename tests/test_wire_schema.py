@@ -20,7 +20,7 @@ from hamustro_cli.records import QueuedEvent
 from hamustro_cli.session import Session
 
 sys.path.insert(0, str(ROOT / "tools"))
-import gen_proto  # noqa: E402
+import gen_proto  # type: ignore[import-not-found]  # noqa: E402  (tools/ is put on the path above)
 
 PROTO = ROOT / "proto" / "payload.proto"
 

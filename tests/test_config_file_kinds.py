@@ -23,7 +23,7 @@ from conftest import SETTINGS, write_config
 
 if sys.version_info >= (3, 11):
     import tomllib
-else:  # the package's own dependency there
+else:  # as the package reads it (config.py)
     import tomli as tomllib
 
 MEMORY_LIMIT = 1024 * 1024 * 1024  # a reader without bound dies here instead of taking the machine

@@ -1,6 +1,5 @@
-"""Unit tests beside the end-to-end suites: the spool's state changes on a real SQLite file,
-the trigger rules with a fixed clock, and the transport's retries with a fake sleep against a
-real HTTP server on 127.0.0.1."""
+"""The spool's state changes on a real SQLite file (marks, acks, releases, rejects, sessions,
+sync state, threads and processes sharing it), and its errors told apart by SQLite's result code."""
 
 from __future__ import annotations
 
@@ -10,14 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import SECRET, ScriptedServer
 
-from hamustro_cli import triggers
 from hamustro_cli.events import NewEvent
 from hamustro_cli.records import Counts
 from hamustro_cli.session import Session
-from hamustro_cli.spool import ID, NR, Spool, State, SyncState
-from hamustro_cli.transport import MAX_WAIT, Transport
+from hamustro_cli.spool import ID, NR, Spool, State
 
 SESSION = Session.from_settings("dev", "client", "1", "2")
 OTHER = Session.from_settings("dev", "client", "1", "3")
@@ -156,120 +152,6 @@ def test_processes_enqueue_while_a_batch_is_marked_and_acked(tmp_path):
         spool.ack(row, batch[0][ID], batch[-1][ID], sync_time=1)
         assert spool.totals()[:2] == (60, 0)
     assert sorted(nr for nr, _ in states(tmp_path)) == list(range(11, 71))
-
-
-# -- the triggers ---------------------------------------------------------------------------
-
-NOW = 1_800_000_000
-
-
-RECENT = SyncState(created_at=NOW - 60)
-
-
-def due(sync: SyncState = RECENT, pending: int = 1) -> triggers.Due:
-    return triggers.due(sync, pending, queue_size=20, queue_retention=10, now=NOW)
-
-
-def test_triggers_with_a_fixed_clock():
-    assert due(pending=0).why is triggers.Why.NOTHING_PENDING
-    assert due(pending=20)[:2] == (True, triggers.Why.QUEUE_SIZE)
-    waiting = due()
-    assert waiting[:2] == (False, triggers.Why.WAITING) and waiting.next_at == NOW - 60 + 600
-    old = due(SyncState(created_at=NOW - 3600, last_sync_time=NOW - 601))
-    assert old[:2] == (True, triggers.Why.RETENTION) and old.next_at == NOW
-    halted = due(SyncState(halted="405"), pending=100)
-    assert halted[:2] == (False, triggers.Why.HALTED) and halted.next_at is None
-
-
-def test_backoff_holds_even_a_full_queue_until_it_ends():
-    sync = SyncState(created_at=NOW - 3600, backoff_until=NOW + 30)
-    held = due(sync, pending=20)
-    assert held[:2] == (False, triggers.Why.BACKING_OFF) and held.next_at == NOW + 30
-    # below queue_size, the next send is when both backoff and retention allow it
-    assert due(SyncState(created_at=NOW, backoff_until=NOW + 30)).next_at == NOW + 600
-    over = due(sync._replace(backoff_until=NOW), pending=20)
-    assert over[:2] == (True, triggers.Why.QUEUE_SIZE)
-
-
-def test_backoff_doubles_to_an_hour_and_honours_retry_after():
-    assert [triggers.backoff_until(f, 0, None, 1.0) for f in (1, 2, 3, 7, 8, 10**9)] == [
-        60,
-        120,
-        240,
-        3600,
-        3600,
-        3600,
-    ]
-    assert triggers.backoff_until(1, 0, None, 0.75) == 45
-    assert triggers.backoff_until(1, 0, 900.0, 1.0) == 900
-    assert triggers.backoff_until(1, 0, 10.0**9, 1.0) == triggers.RETRY_AFTER_CAP
-
-
-# -- the transport's retries ----------------------------------------------------------------
-
-
-@pytest.fixture
-def scripted():
-    servers: list[ScriptedServer] = []
-
-    def make(statuses: list[int], headers: dict[str, str] | None = None) -> ScriptedServer:
-        servers.append(ScriptedServer(statuses, headers))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
-
-
-def transport(url: str, retries: int = 3) -> Transport:
-    return Transport(url, SECRET, timeout=10, retries=retries, retry_delay=0.5)
-
-
-def test_transient_failures_are_retried_with_growing_waits(scripted):
-    server = scripted([503, 502, 200])
-    waits: list[float] = []
-    answer = transport(server.url).send(b"body", sleep=waits.append)
-    assert answer.ok and answer.attempts == 3 and server.hits == 3
-    assert 0.25 <= waits[0] <= 0.5 and 0.5 <= waits[1] <= 1.0
-    assert all(r["body"] == b"body" for r in server.requests)
-
-
-def test_retries_stop_after_the_configured_count(scripted):
-    server = scripted([503])
-    waits: list[float] = []
-    answer = transport(server.url, retries=2).send(b"x", sleep=waits.append)
-    assert answer.status == 503 and answer.transient and answer.attempts == 3
-    assert server.hits == 3 and len(waits) == 2
-
-
-@pytest.mark.parametrize("status", [400, 405, 404])
-def test_a_final_answer_is_never_retried(scripted, status):
-    server = scripted([status, 200])
-    waits: list[float] = []
-    answer = transport(server.url).send(b"x", sleep=waits.append)
-    assert answer.status == status and answer.attempts == 1 and waits == [] and server.hits == 1
-
-
-def test_retry_after_is_waited_for_or_left_to_the_persisted_backoff(scripted):
-    short = scripted([429, 200], {"Retry-After": "7"})
-    waits: list[float] = []
-    assert transport(short.url).send(b"x", sleep=waits.append).ok
-    assert waits == [7.0]
-    long = scripted([503], {"Retry-After": str(int(MAX_WAIT) + 60)})
-    waits = []
-    answer = transport(long.url).send(b"x", sleep=waits.append)
-    assert answer.status == 503 and answer.retry_after == MAX_WAIT + 60 and waits == []
-    assert long.hits == 1
-
-
-def test_no_answer_at_all_is_transient_and_retried(scripted):
-    server = scripted([200])
-    url = server.url
-    server.close()  # nothing listens there any more
-    waits: list[float] = []
-    answer = transport(url, retries=1).send(b"x", sleep=waits.append)
-    assert answer.status is None and answer.transient and answer.attempts == 2 and len(waits) == 1
-    assert "cannot reach" in answer.detail
 
 
 # -- spool errors told apart by SQLite's result code, not its words ---------------------------
