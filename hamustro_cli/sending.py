@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Final
 
 from hamustro_cli import netaddr, spooldir, triggers, wire
 from hamustro_cli.answers import TOO_LARGE, Kind, Meaning
@@ -22,7 +21,7 @@ from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.records import BatchSize, QueuedEvent
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import Session
-from hamustro_cli.spool import ID, MAX_NR, NR, Spool
+from hamustro_cli.spool import MAX_NR, Spool
 from hamustro_cli.transport import Answer, Transport
 
 Progress = Callable[[int], None]
@@ -42,8 +41,6 @@ MAX_AT = 2**64 - 1
 # Stored text acked per transaction (see ack_slices), and what a row costs besides its text.
 ACK_SLICE_BYTES = 1024 * 1024
 ROW_OVERHEAD = 64
-EVENT: Final = 3  # columns of a batch row (laid out as QueuedEvent)
-PARAMETERS: Final = 6
 # A collector that timed out (it may have stored the batch) or said 413 gets half as many events
 # a request; the size doubles back after GROW_AFTER full batches in a row each delivered within
 # QUICK of the timeout (so that twice as many would most likely pass too), up to max_batch_events.
@@ -127,14 +124,13 @@ def _int_problem(name: str, value: object, low: int, high: int, required: bool) 
 
 def wire_problem(row: QueuedEvent) -> str | None:
     """Why a stored row cannot go on the wire (a tampered or old spool), or None."""
-    _id, nr, at, event, user_id, ip, parameters, _is_testing = row
     for problem in (
-        _int_problem("nr", nr, 1, MAX_NR, True),
-        _int_problem("at", at, 0, MAX_AT, True),
-        _text_problem("event", event, True),
-        _int_problem("user_id", user_id, 0, MAX_NR, False),
-        _text_problem("ip", ip, False),
-        _text_problem("parameters", parameters, False),
+        _int_problem("nr", row.nr, 1, MAX_NR, True),
+        _int_problem("at", row.at, 0, MAX_AT, True),
+        _text_problem("event", row.event, True),
+        _int_problem("user_id", row.user_id, 0, MAX_NR, False),
+        _text_problem("ip", row.ip, False),
+        _text_problem("parameters", row.parameters, False),
     ):
         if problem:
             return "stored event cannot be sent: " + problem
@@ -200,7 +196,7 @@ def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = Non
     while rows:
         error: Exception | None = None
         try:
-            if min(row[NR] for row in rows) >= 1:  # nr 0 encodes, but is no event's number
+            if min(row.nr for row in rows) >= 1:  # nr 0 encodes, but is no event's number
                 return rows, wire.encode(attrs, rows, local_ip), refused
         except Exception as exc:  # noqa: BLE001 - a row the encoder refuses: screened below
             error = exc
@@ -208,8 +204,8 @@ def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = Non
         if not bad:
             raise error or ValueError("a batch failed its check but no row has a problem")
         refused += bad
-        bad_ids = {row[ID] for row, _ in bad}
-        rows = [row for row in rows if row[ID] not in bad_ids]
+        bad_ids = {row.id for row, _ in bad}
+        rows = [row for row in rows if row.id not in bad_ids]
     return [], b"", refused
 
 
@@ -220,7 +216,7 @@ def ack_slices(batch: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
     part: list[QueuedEvent] = []
     size = 0
     for row in batch:
-        cost = len(row[EVENT]) + len(row[PARAMETERS] or "") + ROW_OVERHEAD
+        cost = len(row.event) + len(row.parameters or "") + ROW_OVERHEAD
         if part and size + cost > ACK_SLICE_BYTES:
             yield part
             part, size = [], 0
@@ -243,7 +239,7 @@ def dry_run(spool: Spool, max_batch_events: int, report: FlushReport, destinatio
             report.would_reject += len(refused)
             if rows:
                 report.add_batch(attrs, rows, len(body), None, None)
-            batch = spool.next_batch(row_id, size, after=batch[-1][ID])
+            batch = spool.next_batch(row_id, size, after=batch[-1].id)
 
 
 def local_address(spool: Spool, collector_url: str) -> str | None:
@@ -362,12 +358,12 @@ class Sender:
                 batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, sizer.size))
                 while batch:
                     self._batch_splits = min(BATCH_SPLIT_BUDGET, self._flush_splits)
-                    self._write(partial(spool.mark, row_id, batch[0][ID], batch[-1][ID]))
+                    self._write(partial(spool.mark, row_id, batch[0].id, batch[-1].id))
                     in_flight = pool.submit(self.transport.send, body)
                     size = sizer.size
                     try:
                         following, next_body = self._encoded(
-                            attrs, row_id, spool.next_batch(row_id, size, after=batch[-1][ID])
+                            attrs, row_id, spool.next_batch(row_id, size, after=batch[-1].id)
                         )
                         delivered = self._settle(attrs, row_id, batch, body, in_flight.result())
                     except _Smaller as smaller:
@@ -419,7 +415,7 @@ class Sender:
     def _set_aside(
         self, attrs: Session, row_id: int, rows: list[QueuedEvent], reason: str, status: int = 400
     ) -> None:
-        self.spool.reject(row_id, [e[ID] for e in rows], reason)
+        self.spool.reject(row_id, [e.id for e in rows], reason)
         self.report.rejected += len(rows)
         self.log(
             WARNING, f"warning: {len(rows)} event(s) of session {attrs.id} set aside as rejected: {reason}"
@@ -447,7 +443,7 @@ class Sender:
             recorded = 0
             for part in ack_slices(batch):
                 try:
-                    self._write(partial(self.spool.ack, row_id, part[0][ID], part[-1][ID], _now(), first_ack))
+                    self._write(partial(self.spool.ack, row_id, part[0].id, part[-1].id, _now(), first_ack))
                 except SpoolError as exc:
                     self._unrecorded(attrs, batch[recorded:], exc)  # this slice and the ones after it
                 first_ack = False
@@ -455,7 +451,7 @@ class Sender:
             report.sent += len(batch)
             if self._short and not self._hold:
                 self.spool.reclaim()
-            self.log(INFO, f"sent {len(batch)} event(s) of session {attrs.id} (nr {first[NR]}..{last[NR]})")
+            self.log(INFO, f"sent {len(batch)} event(s) of session {attrs.id} (nr {first.nr}..{last.nr})")
             if self.progress:
                 self.progress(len(batch))
             self.sizer.passed(len(batch), answer.elapsed)
@@ -516,8 +512,8 @@ class Sender:
         batch would be the same), and back off if that can still be written. The next flush
         sends only when there is room again (tracker.flush), so this batch goes at most twice."""
         detail = (
-            f"the collector took {len(batch)} event(s) of session {attrs.id} (nr {batch[0][NR]}.."
-            f"{batch[-1][NR]}), but the spool could not record it, so they will be sent once more: {exc}"
+            f"the collector took {len(batch)} event(s) of session {attrs.id} (nr {batch[0].nr}.."
+            f"{batch[-1].nr}), but the spool could not record it, so they will be sent once more: {exc}"
         )
         try:
             # recorded as one that may pass later (a backoff), not as a stop: room is all it needs

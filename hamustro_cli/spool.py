@@ -23,7 +23,7 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hamustro_cli.errors import FlushBusy, InputError, SpoolError
 from hamustro_cli.events import NewEvent
@@ -48,7 +48,15 @@ if TYPE_CHECKING:
     from typing import TypeVar
 
     from hamustro_cli.queue import Change, EventFilter
-    from hamustro_cli.records import AttrRow, BatchSize, Counts, Mismatch, QueuedEvent, SessionRow
+    from hamustro_cli.records import (
+        AttrRow,
+        BatchSize,
+        Counts,
+        ListedEvent,
+        Mismatch,
+        QueuedEvent,
+        SessionRow,
+    )
 
     _T = TypeVar("_T")
 
@@ -68,9 +76,6 @@ class State(IntEnum):
 
 _PENDING, _REJECTED = int(State.PENDING), int(State.REJECTED)
 
-# columns of a batch row (laid out as QueuedEvent)
-ID: Final = 0
-NR: Final = 1
 MAX_NR = 2**32 - 1  # nr is a uint32 on the wire
 VACUUM_STEP = 256  # pages freed per incremental_vacuum transaction at the end of a flush
 WAL_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept after a checkpoint (journal_size_limit)
@@ -182,6 +187,8 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
 # connections a forked child found open, abandoned by Spool.close: never closed nor finalized
 _ABANDONED: list[sqlite3.Connection] = []
 
+# where a ListedEvent field comes from when it is not the `events` column of its name
+_LISTED_FROM = {"session": "s.session", "destination": "a.destination"}
 _TABLES = {"sessions", "events", "meta"}
 _ABSURD_VERSION = 10_000  # no hamustro will ever have written this many migrations
 
@@ -551,14 +558,15 @@ class Spool:
 
     def next_batch(self, attr_row: int, limit: int, after: int = 0) -> list[QueuedEvent]:
         """The attribute set's oldest `limit` pending events with ids above `after` (a plain read:
-        `mark` claims them), as row tuples laid out like QueuedEvent. Index them with ID, NR, ...:
-        building a QueuedEvent per row costs a flush 6% of its time."""
+        `mark` claims them). The SELECT is made from QueuedEvent's fields: a column added there
+        is read here, and mypy sees every use of it."""
+        from hamustro_cli.records import QueuedEvent  # here, not at the top: keeps `track` light
+
         sql = (
-            "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
+            f"SELECT {', '.join(QueuedEvent._fields)} FROM events "
             "WHERE state = ? AND attr_id = ? AND id > ? ORDER BY id LIMIT ?"
         )
-        rows: list[QueuedEvent] = self._read_escaped(sql, (_PENDING, attr_row, after, limit))
-        return rows  # tuples, typed by layout
+        return list(map(QueuedEvent._make, self._read_escaped(sql, (_PENDING, attr_row, after, limit))))
 
     def _read_escaped(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows for the sender. Text that is not UTF-8 (a tampered or damaged file) is read with
@@ -943,11 +951,17 @@ class Spool:
 
         return self.select(EventFilter(limit=limit))
 
-    _EVENT_COLUMNS = (
-        "SELECT e.id, s.session, e.nr, e.at, e.event, e.user_id, e.ip, e.parameters, "
-        "e.is_testing, e.state, e.reason, e.attr_id, a.destination FROM events e "
-        "JOIN sessions s ON s.id = e.session_id LEFT JOIN attributes a ON a.id = e.attr_id"
-    )
+    @staticmethod
+    def _listing() -> str:
+        """The SELECT of ListedEvent's fields, `events e` joined to its session and attribute set."""
+        from hamustro_cli.records import ListedEvent, QueuedEvent  # not at the top: keeps `track` light
+
+        names = (*QueuedEvent._fields, *ListedEvent._fields[1:])
+        columns = ", ".join(_LISTED_FROM.get(name, f"e.{name}") for name in names)
+        return (
+            f"SELECT {columns} FROM events e JOIN sessions s ON s.id = e.session_id "
+            "LEFT JOIN attributes a ON a.id = e.attr_id"
+        )
 
     def _where(self, chosen: EventFilter, dead_mark: bool = False) -> tuple[str, list[Any]]:
         """The filter as a WHERE clause over `events e` joined to `sessions s` and `attributes a`."""
@@ -983,7 +997,7 @@ class Spool:
         """The chosen events, oldest first, one at a time from the cursor: memory stays flat
         whatever the spool holds (`events list --json` on a million events)."""
         where, params = self._where(chosen)
-        sql = self._EVENT_COLUMNS + where + " ORDER BY e.id"
+        sql = self._listing() + where + " ORDER BY e.id"
         if chosen.limit is not None:
             sql += " LIMIT ?"
             params.append(chosen.limit)
@@ -995,7 +1009,7 @@ class Spool:
                 if not rows:
                     break
                 for r in rows:
-                    yield _event_dict(r, marked)
+                    yield _event_dict(_listed(r), marked)
         except sqlite3.Error as exc:
             raise _spool_error(exc, self.path, "reading the spool") from None
 
@@ -1045,11 +1059,12 @@ class Spool:
 
     def event(self, event_id: int) -> tuple[dict[str, Any], Session] | None:
         """One event and the attributes it was tracked under (what its Collection carries), or None."""
-        rows = self._leniently(lambda: self._read(self._EVENT_COLUMNS + " WHERE e.id = ?", (event_id,)))
+        rows = self._leniently(lambda: self._read(self._listing() + " WHERE e.id = ?", (event_id,)))
         if not rows:
             return None
-        attrs = self._leniently(self.attr_rows)[rows[0][11]].attributes
-        return _event_dict(rows[0], self._marked()), attrs
+        row = _listed(rows[0])
+        attrs = self._leniently(self.attr_rows)[row.attr_id].attributes
+        return _event_dict(row, self._marked()), attrs
 
     # -- the queue by hand: every change `hamustro events` makes goes through here ------------
 
@@ -1112,27 +1127,37 @@ class Spool:
         return changed
 
 
-def _event_dict(r: Sequence[Any], marked: tuple[int, int, int] | None) -> dict[str, Any]:
-    """A row of _EVENT_COLUMNS as `events list --json` and `status --events` show it."""
-    if r[9] == _REJECTED:
+def _listed(r: Sequence[Any]) -> ListedEvent:
+    """A row of Spool._listing as its record."""
+    from hamustro_cli.records import ListedEvent, QueuedEvent  # not at the top: keeps `track` light
+
+    n = len(QueuedEvent._fields)
+    session, state, reason, attr_id, destination = r[n:]
+    return ListedEvent(QueuedEvent._make(r[:n]), session, state, reason, attr_id, destination)
+
+
+def _event_dict(listed: ListedEvent, marked: tuple[int, int, int] | None) -> dict[str, Any]:
+    """An event as `events list --json` and `status --events` show it."""
+    e = listed.queued
+    if listed.state == _REJECTED:
         shown = "rejected"
-    elif marked and r[11] == marked[0] and marked[1] <= r[0] <= marked[2]:
+    elif marked and listed.attr_id == marked[0] and marked[1] <= e.id <= marked[2]:
         shown = "sending"
     else:
         shown = "pending"
     return {
-        "id": r[0],
-        "session": r[1],
-        "nr": r[2],
-        "at": r[3],
-        "event": r[4],
-        "user_id": r[5],
-        "ip": r[6] or None,
-        "parameters": r[7],
-        "is_testing": bool(r[8]),
+        "id": e.id,
+        "session": listed.session,
+        "nr": e.nr,
+        "at": e.at,
+        "event": e.event,
+        "user_id": e.user_id,
+        "ip": e.ip or None,
+        "parameters": e.parameters,
+        "is_testing": bool(e.is_testing),
         "state": shown,  # a queue.Shown value
-        "reason": r[10],
-        "destination": r[12],  # its destination's fingerprint (None: tracked before they were kept)
+        "reason": listed.reason,
+        "destination": listed.destination,  # its fingerprint (None: tracked before they were kept)
     }
 
 

@@ -99,18 +99,16 @@ def encode(session: Session, events: Sequence[QueuedEvent], fallback_ip: str | N
     if session.product_git_hash is not None:
         coll.product_git_hash = session.product_git_hash
     add = coll.payloads.add
-    # Rows are QueuedEvents or the plain tuples Spool.claim returns: same layout.
-    for _id, nr, at, event, user_id, ip, parameters, is_testing in events:
-        p = add(at=at, event=event, nr=nr)
-        if user_id is not None:
-            p.user_id = user_id
-        if ip == "":
-            ip = fallback_ip
+    for e in events:
+        p = add(at=e.at, event=e.event, nr=e.nr)
+        if e.user_id is not None:
+            p.user_id = e.user_id
+        ip = fallback_ip if e.ip == "" else e.ip
         if ip:
             p.ip = ip
-        if parameters is not None:
-            p.parameters = parameters
-        if is_testing:
+        if e.parameters is not None:
+            p.parameters = e.parameters
+        if e.is_testing:
             p.is_testing = True
     return coll.SerializeToString()
 
