@@ -27,6 +27,7 @@ LOOP = """\
 import sqlite3, sys, time, types
 import requests
 from hamustro_cli import wire
+from hamustro_cli.records import QueuedEvent
 
 path, url, secret, limit = sys.argv[1], sys.argv[2] + wire.TRACK_PATH, sys.argv[3], int(sys.argv[4])
 db = sqlite3.connect(path, isolation_level=None)
@@ -43,11 +44,11 @@ for sid, session, device_id, client_id, system_version, product_version, system,
     )
     after = 0
     while True:
-        rows = db.execute(
+        rows = list(map(QueuedEvent._make, db.execute(
             "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
             "WHERE state = 0 AND attr_id = ? AND id > ? ORDER BY id LIMIT ?",
             (sid, after, limit),
-        ).fetchall()
+        )))
         if not rows:
             break
         body = wire.encode(attrs, rows)
@@ -55,9 +56,9 @@ for sid, session, device_id, client_id, system_version, product_version, system,
         if r.status_code != 200:
             sys.exit(f"collector answered {r.status_code}")
         db.execute(
-            "DELETE FROM events WHERE attr_id = ? AND id BETWEEN ? AND ?", (sid, rows[0][0], rows[-1][0])
+            "DELETE FROM events WHERE attr_id = ? AND id BETWEEN ? AND ?", (sid, rows[0].id, rows[-1].id)
         )
-        after = rows[-1][0]
+        after = rows[-1].id
         sent += len(rows)
 print(sent)
 """

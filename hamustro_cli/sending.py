@@ -16,12 +16,13 @@ from hamustro_cli import netaddr, spooldir, triggers, wire
 from hamustro_cli.answers import TOO_LARGE, Kind, Meaning
 from hamustro_cli.config import Config
 from hamustro_cli.errors import DependencyError, SpoolError
+from hamustro_cli.events import AT_MAX, UINT32_MAX
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
 from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.records import BatchSize, QueuedEvent
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import Session
-from hamustro_cli.spool import MAX_NR, Spool
+from hamustro_cli.spool import Spool
 from hamustro_cli.transport import Answer, Transport
 
 Progress = Callable[[int], None]
@@ -37,7 +38,6 @@ NOT_TRIED = (
     "together, not tried one by one (the flush's budget of split requests was spent): "
     "'hamustro flush --retry-rejected' tries them again"
 )
-MAX_AT = 2**64 - 1
 # Stored text acked per transaction (see ack_slices), and what a row costs besides its text.
 ACK_SLICE_BYTES = 1024 * 1024
 ROW_OVERHEAD = 64
@@ -118,17 +118,17 @@ def _int_problem(name: str, value: object, low: int, high: int, required: bool) 
     if type(value) is not int:
         return f"{name} is not an integer ({value!r:.40})"
     if not low <= value <= high:
-        return f"{name} {value} is out of the wire's range ({low}..{high})"
+        return f"{name} {value} is out of the range a flush sends ({low}..{high})"
     return None
 
 
 def wire_problem(row: QueuedEvent) -> str | None:
     """Why a stored row cannot go on the wire (a tampered or old spool), or None."""
     for problem in (
-        _int_problem("nr", row.nr, 1, MAX_NR, True),
-        _int_problem("at", row.at, 0, MAX_AT, True),
+        _int_problem("nr", row.nr, 1, UINT32_MAX, True),
+        _int_problem("at", row.at, 0, AT_MAX, True),  # what `track` takes: what the collector stores
         _text_problem("event", row.event, True),
-        _int_problem("user_id", row.user_id, 0, MAX_NR, False),
+        _int_problem("user_id", row.user_id, 0, UINT32_MAX, False),
         _text_problem("ip", row.ip, False),
         _text_problem("parameters", row.parameters, False),
     ):
@@ -188,15 +188,18 @@ Screened = tuple[list[QueuedEvent], bytes, list[tuple[QueuedEvent, str]]]
 
 def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = None) -> Screened:
     """(the rows the wire can carry, their Collection, the rest with why they cannot go: a
-    tampered or old spool). The row by row check runs only when encoding fails or an nr is
-    below 1. Changes nothing: the caller sets the rest aside (a flush) or counts it (a dry run)."""
+    tampered or old spool). The row by row check runs only when encoding fails, an nr is
+    below 1 or an `at` above AT_MAX. Changes nothing: the caller sets the rest aside (a flush)
+    or counts it (a dry run)."""
     refused: list[tuple[QueuedEvent, str]] = []
     if rows and (problem := attributes_problem(attrs)):
         return [], b"", [(row, problem) for row in rows]
     while rows:
         error: Exception | None = None
         try:
-            if min(row.nr for row in rows) >= 1:  # nr 0 encodes, but is no event's number
+            # nr 0 encodes, but is no event's number; an `at` past AT_MAX encodes, but the collector
+            # stores it as a year past 9999
+            if min(row.nr for row in rows) >= 1 and max(row.at for row in rows) <= AT_MAX:
                 return rows, wire.encode(attrs, rows, local_ip), refused
         except Exception as exc:  # noqa: BLE001 - a row the encoder refuses: screened below
             error = exc

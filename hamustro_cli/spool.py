@@ -26,7 +26,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hamustro_cli.errors import FlushBusy, InputError, SpoolError
-from hamustro_cli.events import NewEvent
+from hamustro_cli.events import UINT32_MAX, NewEvent
 from hamustro_cli.session import Session
 from hamustro_cli.spooldir import (
     DB_NAME,
@@ -76,7 +76,7 @@ class State(IntEnum):
 
 _PENDING, _REJECTED = int(State.PENDING), int(State.REJECTED)
 
-MAX_NR = 2**32 - 1  # nr is a uint32 on the wire
+MAX_NR = UINT32_MAX  # nr is a uint32 on the wire
 VACUUM_STEP = 256  # pages freed per incremental_vacuum transaction at the end of a flush
 WAL_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept after a checkpoint (journal_size_limit)
 BUSY_TIMEOUT = 60  # seconds a statement waits for another connection's lock

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from hamustro_cli.events import NewEvent
+from hamustro_cli.events import AT_MAX, NewEvent
 from hamustro_cli.records import QueuedEvent
 from hamustro_cli.session import Session
 from hamustro_cli.spool import Spool
@@ -51,3 +51,21 @@ def test_no_module_outside_the_spool_reads_a_row_by_position():
                 if not isinstance(node.slice, ast.Slice) and not isinstance(node.value.slice, ast.Slice):
                     found.append(f"{path.name}: {ast.unparse(node)}")
     assert [f for f in found if f not in NOT_A_ROW] == []
+
+
+def test_a_flush_sets_aside_a_stored_at_that_track_would_refuse():
+    """One largest `at` (events.AT_MAX) for `track` and for a flush: a tampered or old row later
+    than 9999-12-31 is set aside with its reason, not sent for the collector to store as a
+    year in the billions."""
+    from hamustro_cli.sending import screened
+
+    ok = QueuedEvent(1, 1, AT_MAX, "last", None, None, None, False)
+    late = QueuedEvent(2, 2, AT_MAX + 1, "later", None, None, None, False)
+    rows, body, refused = screened(SESSION, [ok, late])
+    assert rows == [ok] and body
+    assert [(row, why) for row, why in refused] == [
+        (
+            late,
+            f"stored event cannot be sent: at {AT_MAX + 1} is out of the range a flush sends (0..{AT_MAX})",
+        )
+    ]
