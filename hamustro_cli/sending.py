@@ -539,7 +539,9 @@ class Sender:
         failures = self.spool.sync_state(self.destination).failures + 1
         error = {"at": t, "status": answer.status, "message": answer.detail, "attempts": answer.attempts}
         if answer.kind.halts:  # nothing changes until a person acts
-            self.spool.record_failure(error, failures, halted=answer.detail, destination=self.destination)
+            self.spool.record_failure(
+                error, failures, halt_reason=answer.detail, destination=self.destination
+            )
             self.report.halted = True
         else:
             until = triggers.backoff_until(failures, t, answer.retry_after, random.uniform(0.75, 1.0))

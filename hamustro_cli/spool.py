@@ -80,6 +80,8 @@ MAX_NR = UINT32_MAX  # nr is a uint32 on the wire
 VACUUM_STEP = 256  # pages freed per incremental_vacuum transaction at the end of a flush
 WAL_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept after a checkpoint (journal_size_limit)
 BUSY_TIMEOUT = 60  # seconds a statement waits for another connection's lock
+# the reason of a halt that came without one (or whose stored reason is empty): still a halt
+HALTED_UNSAID = "the collector gave an answer only a person can fix, and no reason"
 
 
 class SyncState(NamedTuple):
@@ -90,7 +92,8 @@ class SyncState(NamedTuple):
     last_sync_time: int | None = None
     backoff_until: int | None = None
     failures: int = 0
-    halted: str | None = None  # why sending stopped (the collector rejected the signature)
+    halted: bool = False  # sending stopped until a person acts (an answer of Kind.PERSON)
+    halt_reason: str = ""  # why, when halted: what the collector answered (never empty then)
     failed_at: int | None = None  # when the last failure was recorded (the clock then)
 
     @property
@@ -692,7 +695,8 @@ class Spool:
             last_sync_time=_int(metas["last_sync_time"]),
             backoff_until=_int(metas["backoff_until"]),
             failures=_int(metas["failures"]) or 0,
-            halted=metas["halted"] or None,
+            halted=metas["halted"] is not None,
+            halt_reason="" if metas["halted"] is None else metas["halted"] or HALTED_UNSAID,
         )
 
     def record_failure(
@@ -701,16 +705,16 @@ class Spool:
         failures: int,
         *,
         backoff_until: int | None = None,
-        halted: str | None = None,
+        halt_reason: str | None = None,
         destination: str | None = None,
     ) -> None:
         """A flush for `destination` could not deliver: count it, keep its error, and back off
-        or stop."""
+        or stop (given a `halt_reason`: halted until a person acts)."""
         changes: dict[str, str | None] = {"failures": str(failures), "last_error": _to_json(error)}
         if type(error.get("at")) is int:  # when it failed, by the clock then (see triggers.trusted_times)
             changes["failed_at"] = str(error["at"])
-        if halted is not None:
-            changes["halted"] = halted
+        if halt_reason is not None:
+            changes["halted"] = halt_reason or HALTED_UNSAID
         if backoff_until is not None:
             changes["backoff_until"] = str(backoff_until)
         self._set_metas("recording a failed send", _scoped_all(changes, destination))

@@ -643,7 +643,7 @@ class ClientTracker:
             "due_reason": due.reason,
             "next_due_at": due.next_at,
             "backoff_until": backoff_until,
-            "halted": sync.halted,
+            "halted": sync.halt_reason if sync.halted else None,
             # live, not recorded: a full disk may leave no room to record anything
             "no_room": spooldir.room_problem(self.config.spool_dir),
             "batch_size": _learned_size(spool, mine, self.config.values["max_batch_events"]),

@@ -96,13 +96,13 @@ def test_sync_state_records_and_ignores_malformed_values(tmp_path):
     with Spool(tmp_path) as spool:
         assert spool.sync_state().created_at > 0
         spool.record_failure({"message": "down"}, 1, backoff_until=500)
-        spool.record_failure({"message": "bad secret"}, 2, halted="405")
+        spool.record_failure({"message": "bad secret"}, 2, halt_reason="405")
         state = spool.sync_state()
-        assert (state.failures, state.backoff_until, state.halted) == (2, 500, "405")
+        assert (state.failures, state.backoff_until, state.halted, state.halt_reason) == (2, 500, True, "405")
         assert spool.last_error() == {"message": "bad secret"}
         spool.record_success(keep_error=False)
         state = spool.sync_state()
-        assert (state.failures, state.backoff_until, state.halted) == (0, None, None)
+        assert (state.failures, state.backoff_until, state.halted) == (0, None, False)
         assert spool.last_error() is None
     with sqlite3.connect(tmp_path / "spool.sqlite3") as db:
         db.execute("INSERT INTO meta VALUES ('backoff_until', 'soon'), ('last_error', '[1')")
@@ -177,7 +177,7 @@ def test_triggers_with_a_fixed_clock():
     assert waiting[:2] == (False, triggers.Why.WAITING) and waiting.next_at == NOW - 60 + 600
     old = due(SyncState(created_at=NOW - 3600, last_sync_time=NOW - 601))
     assert old[:2] == (True, triggers.Why.RETENTION) and old.next_at == NOW
-    halted = due(SyncState(halted="405"), pending=100)
+    halted = due(SyncState(halted=True, halt_reason="405"), pending=100)
     assert halted[:2] == (False, triggers.Why.HALTED) and halted.next_at is None
 
 
