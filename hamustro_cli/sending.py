@@ -21,7 +21,7 @@ from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
 from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.records import BatchSize, QueuedEvent
 from hamustro_cli.reports import FlushReport
-from hamustro_cli.session import Session
+from hamustro_cli.session import COLLECTION_FIELDS, Session
 from hamustro_cli.spool import Spool
 from hamustro_cli.transport import Answer, Transport
 
@@ -140,17 +140,9 @@ def wire_problem(row: QueuedEvent) -> str | None:
 def attributes_problem(attrs: Session) -> str | None:
     """Why a stored attribute set cannot go on the wire (a tampered or damaged spool), or None:
     then none of its events can, whatever they hold."""
-    for name, required in (
-        ("session", True),
-        ("device_id", True),
-        ("client_id", True),
-        ("system_version", True),
-        ("product_version", True),
-        ("system", False),
-        ("product_git_hash", False),
-    ):
-        value = attrs.id if name == "session" else getattr(attrs, name)
-        problem = _text_problem(name, value, required)
+    values = attrs.to_dict()
+    for name, required in COLLECTION_FIELDS:
+        problem = _text_problem(name, values[name], required)
         if problem:
             return "stored session attributes cannot be sent: " + problem
     return None

@@ -87,17 +87,7 @@ def __getattr__(name: str) -> Any:
 def encode(session: Session, events: Sequence[QueuedEvent], fallback_ip: str | None = None) -> bytes:
     """One Collection holding `events`, all of `session`. Events stored with an unknown
     address (ip "" while the route was not yet known) get `fallback_ip`."""
-    coll = messages()[0](
-        device_id=session.device_id,
-        client_id=session.client_id,
-        session=session.session,
-        system_version=session.system_version,
-        product_version=session.product_version,
-    )
-    if session.system is not None:
-        coll.system = session.system
-    if session.product_git_hash is not None:
-        coll.product_git_hash = session.product_git_hash
+    coll = messages()[0](**{name: value for name, value in session.to_dict().items() if value is not None})
     add = coll.payloads.add
     for e in events:
         p = add(at=e.at, event=e.event, nr=e.nr)
