@@ -30,6 +30,7 @@ from hamustro_cli.events import UINT32_MAX, NewEvent
 from hamustro_cli.session import Session
 from hamustro_cli.spooldir import (
     DB_NAME,
+    SCHEMA_VERSION,
     FlushLock,
     check_database_files,
     flush_running,
@@ -61,10 +62,6 @@ if TYPE_CHECKING:
     _T = TypeVar("_T")
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "NewEvent", "Spool", "State", "SyncState"]
-
-# migrations.SCHEMA_VERSION, known here so that opening an up-to-date spool (every `track`)
-# need not load the migrations (tests/test_layout.py checks that the two agree).
-SCHEMA_VERSION = 3
 
 
 class State(IntEnum):
