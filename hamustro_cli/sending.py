@@ -226,15 +226,15 @@ def dry_run(spool: Spool, max_batch_events: int, report: FlushReport, destinatio
     rows it would set aside (report.would_reject); change and send nothing."""
     sets = spool.attr_rows()
     size = BatchSizer(spool, max_batch_events, 0, destination).size
-    for row_id in spool.pending_sets(destination):
-        attrs = sets[row_id].attributes
-        batch = spool.next_batch(row_id, size)
+    for attr_id in spool.pending_sets(destination):
+        attrs = sets[attr_id].attributes
+        batch = spool.next_batch(attr_id, size)
         while batch:
             rows, body, refused = screened(attrs, batch)
             report.would_reject += len(refused)
             if rows:
                 report.add_batch(attrs, rows, len(body), None, None)
-            batch = spool.next_batch(row_id, size, after=batch[-1].id)
+            batch = spool.next_batch(attr_id, size, after=batch[-1].id)
 
 
 def local_address(spool: Spool, collector_url: str) -> str | None:
@@ -347,20 +347,20 @@ class Sender:
             if not order:
                 return
             sets = spool.attr_rows()
-            for row_id in order:  # one attribute set at a time, each drained before the next
-                attrs = sets[row_id].attributes
+            for attr_id in order:  # one attribute set at a time, each drained before the next
+                attrs = sets[attr_id].attributes
                 sizer = self.sizer
-                batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, sizer.size))
+                batch, body = self._encoded(attrs, attr_id, spool.next_batch(attr_id, sizer.size))
                 while batch:
                     self._batch_splits = min(BATCH_SPLIT_BUDGET, self._flush_splits)
-                    self._write(partial(spool.mark, row_id, batch[0].id, batch[-1].id))
+                    self._write(partial(spool.mark, attr_id, batch[0].id, batch[-1].id))
                     in_flight = pool.submit(self.transport.send, body)
                     size = sizer.size
                     try:
                         following, next_body = self._encoded(
-                            attrs, row_id, spool.next_batch(row_id, size, after=batch[-1].id)
+                            attrs, attr_id, spool.next_batch(attr_id, size, after=batch[-1].id)
                         )
-                        delivered = self._settle(attrs, row_id, batch, body, in_flight.result())
+                        delivered = self._settle(attrs, attr_id, batch, body, in_flight.result())
                     except _Smaller as smaller:
                         released = spool.release()
                         sizer.shrink(smaller.tried, too_large=not smaller.maybe_stored)
@@ -373,7 +373,7 @@ class Sender:
                             INFO,
                             f"{smaller.answer.detail}; trying again with {sizer.size} event(s) a batch",
                         )
-                        batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, sizer.size))
+                        batch, body = self._encoded(attrs, attr_id, spool.next_batch(attr_id, sizer.size))
                         continue
                     except _Stop:
                         self.report.failed += spool.release()
@@ -390,12 +390,12 @@ class Sender:
                         spool.release()  # split or set aside: drop the batch's mark
                     if sizer.size != size:  # what was read ahead has the old size: read again
                         following, next_body = self._encoded(
-                            attrs, row_id, spool.next_batch(row_id, sizer.size)
+                            attrs, attr_id, spool.next_batch(attr_id, sizer.size)
                         )
                     batch, body = following, next_body
 
     def _encoded(
-        self, attrs: Session, row_id: int, rows: list[QueuedEvent]
+        self, attrs: Session, attr_id: int, rows: list[QueuedEvent]
     ) -> tuple[list[QueuedEvent], bytes]:
         """The rows and their Collection; rows the wire cannot carry (see `screened`) are set
         aside as rejected with the reason, and the rest are encoded without them."""
@@ -404,13 +404,13 @@ class Sender:
         for row, problem in refused:
             by_problem.setdefault(problem, []).append(row)
         for problem, group in by_problem.items():  # one change and one warning per reason
-            self._set_aside(attrs, row_id, group, problem)
+            self._set_aside(attrs, attr_id, group, problem)
         return rows, body
 
     def _set_aside(
-        self, attrs: Session, row_id: int, rows: list[QueuedEvent], reason: str, status: int = 400
+        self, attrs: Session, attr_id: int, rows: list[QueuedEvent], reason: str, status: int = 400
     ) -> None:
-        self.spool.reject(row_id, [e.id for e in rows], reason)
+        self.spool.reject(attr_id, [e.id for e in rows], reason)
         self.report.rejected += len(rows)
         self.log(
             WARNING, f"warning: {len(rows)} event(s) of session {attrs.id} set aside as rejected: {reason}"
@@ -422,7 +422,7 @@ class Sender:
             self.progress(len(rows))
 
     def _settle(
-        self, attrs: Session, row_id: int, batch: list[QueuedEvent], body: bytes, answer: Answer
+        self, attrs: Session, attr_id: int, batch: list[QueuedEvent], body: bytes, answer: Answer
     ) -> bool:
         """Act on the collector's answer for one batch (what it means: answers.py). On a 400,
         split the batch (sending the halves here) to set aside only the payloads the collector
@@ -438,7 +438,7 @@ class Sender:
             recorded = 0
             for part in ack_slices(batch):
                 try:
-                    self._write(partial(self.spool.ack, row_id, part[0].id, part[-1].id, _now(), first_ack))
+                    self._write(partial(self.spool.ack, attr_id, part[0].id, part[-1].id, _now(), first_ack))
                 except SpoolError as exc:
                     self._unrecorded(attrs, batch[recorded:], exc)  # this slice and the ones after it
                 first_ack = False
@@ -458,7 +458,7 @@ class Sender:
                 raise _Stop(answer)
         if meaning.smaller and meaning.kind in (Kind.TRY_LATER, Kind.SPLIT):
             if len(batch) == 1 and meaning.kind is Kind.SPLIT:  # too large (413) on its own
-                self._set_aside(attrs, row_id, batch, f"{TOO_LARGE}: {answer.detail}", 413)
+                self._set_aside(attrs, attr_id, batch, f"{TOO_LARGE}: {answer.detail}", 413)
                 self.sizer.one_too_large()
                 return False
             # Not split here: halving the size and reading again takes log2(n) requests to
@@ -466,7 +466,7 @@ class Sender:
             raise _Smaller(answer, len(batch))
         if meaning.kind is not Kind.SPLIT:
             raise _Stop(answer)
-        collection_ok = self._accepts_collection(attrs, row_id)
+        collection_ok = self._accepts_collection(attrs, attr_id)
         if not collection_ok or len(batch) == 1:
             reason = (
                 answer.detail
@@ -474,17 +474,17 @@ class Sender:
                 else "collector refused the collection attributes of this session (400 for an empty "
                 "collection): " + answer.detail
             )
-            self._set_aside(attrs, row_id, batch, reason)
+            self._set_aside(attrs, attr_id, batch, reason)
             return False
         if self._batch_splits < 2:
-            self._set_aside(attrs, row_id, batch, NOT_TRIED.format(detail=answer.detail, n=len(batch)))
+            self._set_aside(attrs, attr_id, batch, NOT_TRIED.format(detail=answer.detail, n=len(batch)))
             return False
         self._batch_splits -= 2
         self._flush_splits -= 2
         half = len(batch) // 2
         for part in (batch[:half], batch[half:]):
             part_body = wire.encode(attrs, part, self.local_ip)
-            self._settle(attrs, row_id, part, part_body, self.transport.send(part_body))
+            self._settle(attrs, attr_id, part, part_body, self.transport.send(part_body))
         return False
 
     def _write(self, write: Callable[[], None]) -> None:
@@ -517,14 +517,14 @@ class Sender:
             pass
         raise SpoolError(detail, exc.kind, exc.fix) from None
 
-    def _accepts_collection(self, attrs: Session, row_id: int) -> bool:
+    def _accepts_collection(self, attrs: Session, attr_id: int) -> bool:
         """Is it some payloads the collector refuses, or the collection itself (its attributes)?"""
-        if row_id not in self._collection_ok:
+        if attr_id not in self._collection_ok:
             empty = self.transport.send(wire.encode(attrs, []))
             if empty.kind not in (Kind.EMPTY, Kind.SPLIT) or empty.meaning.smaller:
                 raise _Stop(empty)
-            self._collection_ok[row_id] = empty.kind is Kind.EMPTY
-        return self._collection_ok[row_id]
+            self._collection_ok[attr_id] = empty.kind is Kind.EMPTY
+        return self._collection_ok[attr_id]
 
     def _record_failure(self, answer: Answer, log: bool = True) -> None:
         t = _now()

@@ -459,7 +459,7 @@ class Spool:
                     "VALUES (?, ?, ?, ?) RETURNING id",
                     attr_key,
                 ).fetchone()
-            attr_row: int = found[0]
+            attr_id: int = found[0]
             first = last - count + 1
             if last > MAX_NR:  # raised inside the transaction: rolled back, nothing queued
                 raise InputError(
@@ -472,11 +472,11 @@ class Spool:
                 "is_testing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 # by position: NewEvents, or the plain tuples parse_lines makes in the same layout
                 [
-                    (session_row, attr_row, nr, at, event, user_id, ip, parameters, is_testing)
+                    (session_row, attr_id, nr, at, event, user_id, ip, parameters, is_testing)
                     for nr, (event, at, user_id, ip, parameters, is_testing) in enumerate(events, first)
                 ],
             )
-            _count(db, attr_row, _PENDING, count)
+            _count(db, attr_id, _PENDING, count)
             if any(e[3] == "" for e in events):  # the route was not known: a flush fills it in
                 _write_metas(db, {"unknown_ip": "1"})
         return first, last
@@ -543,20 +543,20 @@ class Spool:
         if destination is not None:
             sql += " AND (a.destination = ? OR a.destination IS NULL)"
             params += (destination,)
-        for (attr_row,) in self._read(sql, params):
-            first = self._oldest(_PENDING, attr_row)
+        for (attr_id,) in self._read(sql, params):
+            first = self._oldest(_PENDING, attr_id)
             if first is not None:
-                oldest.append((first, attr_row))
-        return [attr_row for _, attr_row in sorted(oldest)]
+                oldest.append((first, attr_id))
+        return [attr_id for _, attr_id in sorted(oldest)]
 
-    def _oldest(self, state: int, attr_row: int) -> int | None:
+    def _oldest(self, state: int, attr_id: int) -> int | None:
         """Id of the attribute set's oldest event in `state` (one index seek)."""
         found: int | None = self._read(
-            "SELECT min(id) FROM events WHERE state = ? AND attr_id = ?", (state, attr_row)
+            "SELECT min(id) FROM events WHERE state = ? AND attr_id = ?", (state, attr_id)
         )[0][0]
         return found
 
-    def next_batch(self, attr_row: int, limit: int, after: int = 0) -> list[QueuedEvent]:
+    def next_batch(self, attr_id: int, limit: int, after: int = 0) -> list[QueuedEvent]:
         """The attribute set's oldest `limit` pending events with ids above `after` (a plain read:
         `mark` claims them). The SELECT is made from QueuedEvent's fields: a column added there
         is read here, and mypy sees every use of it."""
@@ -566,7 +566,7 @@ class Spool:
             f"SELECT {', '.join(QueuedEvent._fields)} FROM events "
             "WHERE state = ? AND attr_id = ? AND id > ? ORDER BY id LIMIT ?"
         )
-        return list(map(QueuedEvent._make, self._read_escaped(sql, (_PENDING, attr_row, after, limit))))
+        return list(map(QueuedEvent._make, self._read_escaped(sql, (_PENDING, attr_id, after, limit))))
 
     def _read_escaped(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows for the sender. Text that is not UTF-8 (a tampered or damaged file) is read with
@@ -580,23 +580,23 @@ class Spool:
                 raise _spool_error(exc, self.path, "reading the spool") from None
         return self._decoding("surrogateescape", lambda: self._read(sql, params))
 
-    def mark(self, attr_row: int, first_id: int, last_id: int) -> None:
+    def mark(self, attr_id: int, first_id: int, last_id: int) -> None:
         """Claim a batch as being sent, before its request goes out.
 
         The mark is one meta record, the batch's id range, not a write to every row: rewriting
         1,000 rows (and their index entries) per batch cost a third of a flush's time. Only the
         flush holding the lock marks, and new events always get higher ids, so the attribute
         set's pending events in that range are exactly the batch, or what is left of it."""
-        self._set_metas("marking a batch as being sent", {"sending": f"{attr_row} {first_id} {last_id}"})
+        self._set_metas("marking a batch as being sent", {"sending": f"{attr_id} {first_id} {last_id}"})
 
     def _marked(self) -> tuple[int, int, int] | None:
-        """(attribute set row, first id, last id) of the marked batch."""
+        """(attribute set id, first id, last id) of the marked batch."""
         raw = self._get_metas("sending").get("sending")
         try:
-            session_row, first, last = (int(x) for x in (raw or "").split())
+            attr_id, first, last = (int(x) for x in (raw or "").split())
         except ValueError:
             return None
-        return session_row, first, last
+        return attr_id, first, last
 
     def _count_range(self, marked: tuple[int, int, int]) -> int:
         rows = self._read(
@@ -606,9 +606,7 @@ class Spool:
         found: int = rows[0][0]
         return found
 
-    def ack(
-        self, attr_row: int, first_id: int, last_id: int, sync_time: int, first_ack: bool = False
-    ) -> None:
+    def ack(self, attr_id: int, first_id: int, last_id: int, sync_time: int, first_ack: bool = False) -> None:
         """The collector answered 200 for this slice of the marked batch: delete it and record
         the sync time. The slice that ends the batch drops its mark in the same transaction (after
         it, new events may take ids inside the range). The first 200 of a flush also ends any
@@ -616,16 +614,16 @@ class Spool:
         with self.transaction("deleting delivered events") as db:
             deleted = db.execute(
                 "DELETE FROM events WHERE state = ? AND attr_id = ? AND id BETWEEN ? AND ?",
-                (_PENDING, attr_row, first_id, last_id),
+                (_PENDING, attr_id, first_id, last_id),
             ).rowcount
-            _count(db, attr_row, _PENDING, -deleted)
+            _count(db, attr_id, _PENDING, -deleted)
             row = db.execute("SELECT value FROM meta WHERE key = 'sending'").fetchone()
-            if row and row[0].split()[::2] == [str(attr_row), str(last_id)]:
+            if row and row[0].split()[::2] == [str(attr_id), str(last_id)]:
                 db.execute("DELETE FROM meta WHERE key = 'sending'")
             changes: dict[str, str | None] = {"last_sync_time": str(sync_time)}
             if first_ack:
                 changes.update(backoff_until=None, failures=None, halted=None, failed_at=None)
-            found = db.execute("SELECT destination FROM attributes WHERE id = ?", (attr_row,)).fetchone()
+            found = db.execute("SELECT destination FROM attributes WHERE id = ?", (attr_id,)).fetchone()
             _write_metas(db, _scoped_all(changes, found[0] if found else None))
 
     def release(self) -> int:
@@ -637,16 +635,16 @@ class Spool:
         self._set_metas("releasing a batch", {"sending": None})
         return count
 
-    def reject(self, attr_row: int, ids: Sequence[int], reason: str) -> None:
+    def reject(self, attr_id: int, ids: Sequence[int], reason: str) -> None:
         """Set events of one attribute set aside: the collector refused them (400). They stay
         until retry_rejected."""
         with self.transaction("setting rejected events aside") as db:
             cursor = db.executemany(
                 "UPDATE events SET state = ?, reason = ? WHERE id = ? AND attr_id = ? AND state = ?",
-                [(_REJECTED, reason, i, attr_row, _PENDING) for i in ids],
+                [(_REJECTED, reason, i, attr_id, _PENDING) for i in ids],
             )
-            _count(db, attr_row, _PENDING, -cursor.rowcount)
-            _count(db, attr_row, _REJECTED, cursor.rowcount)
+            _count(db, attr_id, _PENDING, -cursor.rowcount)
+            _count(db, attr_id, _REJECTED, cursor.rowcount)
 
     def retry_rejected(self, destination: str | None = None) -> int:
         """Rejected events back to pending: only those a flush for `destination` sends (as
@@ -657,13 +655,13 @@ class Spool:
             if destination is not None:
                 sql += " WHERE destination = ? OR destination IS NULL"
             sets = db.execute(sql, () if destination is None else (destination,)).fetchall()
-            for (attr_row,) in sets:
+            for (attr_id,) in sets:
                 changed: int = db.execute(
                     "UPDATE events SET state = ?, reason = NULL WHERE state = ? AND attr_id = ?",
-                    (_PENDING, _REJECTED, attr_row),
+                    (_PENDING, _REJECTED, attr_id),
                 ).rowcount
-                _count(db, attr_row, _REJECTED, -changed)
-                _count(db, attr_row, _PENDING, changed)
+                _count(db, attr_id, _REJECTED, -changed)
+                _count(db, attr_id, _PENDING, changed)
                 moved += changed
         return moved
 
@@ -786,7 +784,7 @@ class Spool:
         return {r[0]: SessionRow(id=r[0], attributes=Session(*r[1:6]), last_nr=r[6]) for r in rows}
 
     def attr_rows(self) -> dict[int, AttrRow]:
-        """{attribute set row: AttrRow}: the full attributes each set's events are sent with
+        """{attribute set id: AttrRow}: the full attributes each set's events are sent with
         (text that is not UTF-8 as lone surrogates: see _read_escaped)."""
         rows = self._read_escaped(
             "SELECT a.id, s.id, s.session, s.device_id, s.client_id, s.system_version, "
@@ -801,13 +799,13 @@ class Spool:
         """{session row: Counts}, from the counters plus two index seeks per attribute set
         holding events (its oldest pending and oldest rejected event)."""
         by_session: dict[int, list[Any]] = {}
-        for attr_row, session_row, state, n in self._read(
+        for attr_id, session_row, state, n in self._read(
             "SELECT c.attr_id, a.session_id, c.state, c.n FROM counts c "
             "JOIN attributes a ON a.id = c.attr_id WHERE c.n != 0"
         ):
             entry = by_session.setdefault(session_row, [0, 0, 0, None, None])
             entry[0 if state == _PENDING else 2] += n
-            found = self._oldest(state, attr_row)
+            found = self._oldest(state, attr_id)
             if found is not None:
                 if state == _PENDING:
                     entry[3] = found if entry[3] is None else min(entry[3], found)
@@ -1112,14 +1110,14 @@ class Spool:
             _write_metas(db, {"sending": None})
             ids_sql, params = self._chosen_ids(chosen, only_rejected=action is Change.REQUEUE)
             # the counters move in the same transaction as the rows (the same ids, read twice)
-            for attr_row, state, n in db.execute(
+            for attr_id, state, n in db.execute(
                 f"SELECT attr_id, state, count(*) FROM events WHERE id IN ({ids_sql}) "
                 "GROUP BY attr_id, state",
                 params,
             ).fetchall():
-                _count(db, attr_row, state, -n)
+                _count(db, attr_id, state, -n)
                 if action is Change.REQUEUE:
-                    _count(db, attr_row, _PENDING, n)
+                    _count(db, attr_id, _PENDING, n)
             if action is Change.REQUEUE:
                 sql = f"UPDATE events SET state = {_PENDING}, reason = NULL WHERE id IN ({ids_sql})"
             else:
@@ -1167,7 +1165,7 @@ def _user_version(db: sqlite3.Connection) -> int:
     return version
 
 
-def _count(db: sqlite3.Connection, attr_row: int, state: int, delta: int) -> None:
+def _count(db: sqlite3.Connection, attr_id: int, state: int, delta: int) -> None:
     """Add `delta` to the number of the attribute set's events in `state`, inside the caller's
     transaction. Every change of an event's state goes through here, in the transaction that
     changes the rows."""
@@ -1175,7 +1173,7 @@ def _count(db: sqlite3.Connection, attr_row: int, state: int, delta: int) -> Non
         db.execute(
             "INSERT INTO counts (attr_id, state, n) VALUES (?, ?, ?) "
             "ON CONFLICT (attr_id, state) DO UPDATE SET n = n + excluded.n",
-            (attr_row, state, delta),
+            (attr_id, state, delta),
         )
 
 
