@@ -33,6 +33,13 @@ class ListedEvent(NamedTuple):
     destination: str | None
 
 
+class Held(NamedTuple):
+    """The events one destination holds (Spool.by_destination), from the counters."""
+
+    live: int  # pending or being sent
+    rejected: int
+
+
 class SessionRow(NamedTuple):
     id: int
     attributes: Session  # the session's id attributes; system and product_git_hash are None

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         AttrRow,
         BatchSize,
         Counts,
+        Held,
         ListedEvent,
         Mismatch,
         QueuedEvent,
@@ -497,10 +498,12 @@ class Spool:
             )
         return int(rows[0][0])
 
-    def by_destination(self) -> dict[str | None, tuple[int, int]]:
-        """{destination: (live, rejected)} for every destination holding events (None: tracked
-        before destinations were recorded), from the counters."""
-        found: dict[str | None, tuple[int, int]] = {}
+    def by_destination(self) -> dict[str | None, Held]:
+        """{destination: Held} for every destination holding events (None: tracked before
+        destinations were recorded), from the counters."""
+        from hamustro_cli.records import Held  # here, not at the top: keeps `track` light
+
+        found: dict[str | None, Held] = {}
         for destination, state, n in self._read(
             "SELECT a.destination, c.state, total(c.n) FROM counts c JOIN attributes a "
             "ON a.id = c.attr_id WHERE c.n != 0 GROUP BY a.destination, c.state"
@@ -511,7 +514,7 @@ class Spool:
             elif state == _REJECTED:
                 rejected += int(n)
             if live or rejected:
-                found[destination] = (live, rejected)
+                found[destination] = Held(live, rejected)
         return found
 
     def claim_unrecorded(self, destination: str) -> int:

@@ -585,7 +585,7 @@ class ClientTracker:
         mine = self.destination
         held = spool.by_destination()
         others = destination.others(held, mine)
-        report.pending = sum(live for d, (live, _) in held.items() if d in (mine, None))
+        report.pending = sum(h.live for d, h in held.items() if d in (mine, None))
         report.elsewhere = sum(others.values())
         if others:
             self._log(INFO, "left " + destination.others_advice(others))
@@ -671,11 +671,11 @@ class ClientTracker:
             "destinations": [
                 {
                     "destination": d,
-                    "pending": live,
-                    "rejected": rejected,
+                    "pending": h.live,
+                    "rejected": h.rejected,
                     "current": mine is not None and d == mine,
                 }
-                for d, (live, rejected) in held
+                for d, h in held
             ],
             "other_destinations": others,
         }

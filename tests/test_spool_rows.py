@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 from hamustro_cli.events import AT_MAX, NewEvent
-from hamustro_cli.records import QueuedEvent
+from hamustro_cli.records import Held, QueuedEvent
 from hamustro_cli.session import Session
 from hamustro_cli.spool import Spool
 
@@ -69,3 +69,13 @@ def test_a_flush_sets_aside_a_stored_at_that_track_would_refuse():
             f"stored event cannot be sent: at {AT_MAX + 1} is out of the range a flush sends (0..{AT_MAX})",
         )
     ]
+
+
+def test_by_destination_returns_held_records(tmp_path):
+    with Spool(tmp_path) as spool:
+        spool.enqueue(SESSION, [NewEvent("a", 10), NewEvent("b", 11)], "d1")
+        (row,) = spool.pending_sets("d1")
+        spool.reject(row, [spool.next_batch(row, 1)[0].id], "refused")
+        held = spool.by_destination()
+    assert list(held) == ["d1"] and type(held["d1"]) is Held
+    assert (held["d1"].live, held["d1"].rejected) == (1, 1)
