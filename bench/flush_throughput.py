@@ -24,10 +24,11 @@ FLOOR_BATCH = 2000  # the tool's default max_batch_events; both sides are given 
 # argv: spool database, collector URL, secret, batch size. Reads the spool with sqlite3 (the
 # sessions and events tables), so only hamustro_cli.wire's encode and headers are borrowed.
 LOOP = """\
-import sqlite3, sys, time, types
+import sqlite3, sys, time
 import requests
 from hamustro_cli import wire
 from hamustro_cli.records import QueuedEvent
+from hamustro_cli.session import Session
 
 path, url, secret, limit = sys.argv[1], sys.argv[2] + wire.TRACK_PATH, sys.argv[3], int(sys.argv[4])
 db = sqlite3.connect(path, isolation_level=None)
@@ -38,10 +39,7 @@ for sid, session, device_id, client_id, system_version, product_version, system,
     "SELECT a.id, s.session, s.device_id, s.client_id, s.system_version, s.product_version, a.system, "
     "a.product_git_hash FROM attributes a JOIN sessions s ON s.id = a.session_id ORDER BY a.id"
 ).fetchall():
-    attrs = types.SimpleNamespace(
-        session=session, device_id=device_id, client_id=client_id, system_version=system_version,
-        product_version=product_version, system=system, product_git_hash=git_hash,
-    )
+    attrs = Session(session, device_id, client_id, system_version, product_version, system, git_hash)
     after = 0
     while True:
         rows = list(map(QueuedEvent._make, db.execute(
