@@ -24,9 +24,11 @@ FLOOR_BATCH = 2000  # the tool's default max_batch_events; both sides are given 
 # argv: spool database, collector URL, secret, batch size. Reads the spool with sqlite3 (the
 # sessions and events tables), so only hamustro_cli.wire's encode and headers are borrowed.
 LOOP = """\
-import sqlite3, sys, time, types
+import sqlite3, sys, time
 import requests
 from hamustro_cli import wire
+from hamustro_cli.records import QueuedEvent
+from hamustro_cli.session import Session
 
 path, url, secret, limit = sys.argv[1], sys.argv[2] + wire.TRACK_PATH, sys.argv[3], int(sys.argv[4])
 db = sqlite3.connect(path, isolation_level=None)
@@ -37,17 +39,14 @@ for sid, session, device_id, client_id, system_version, product_version, system,
     "SELECT a.id, s.session, s.device_id, s.client_id, s.system_version, s.product_version, a.system, "
     "a.product_git_hash FROM attributes a JOIN sessions s ON s.id = a.session_id ORDER BY a.id"
 ).fetchall():
-    attrs = types.SimpleNamespace(
-        session=session, device_id=device_id, client_id=client_id, system_version=system_version,
-        product_version=product_version, system=system, product_git_hash=git_hash,
-    )
+    attrs = Session(session, device_id, client_id, system_version, product_version, system, git_hash)
     after = 0
     while True:
-        rows = db.execute(
+        rows = list(map(QueuedEvent._make, db.execute(
             "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
             "WHERE state = 0 AND attr_id = ? AND id > ? ORDER BY id LIMIT ?",
             (sid, after, limit),
-        ).fetchall()
+        )))
         if not rows:
             break
         body = wire.encode(attrs, rows)
@@ -55,9 +54,9 @@ for sid, session, device_id, client_id, system_version, product_version, system,
         if r.status_code != 200:
             sys.exit(f"collector answered {r.status_code}")
         db.execute(
-            "DELETE FROM events WHERE attr_id = ? AND id BETWEEN ? AND ?", (sid, rows[0][0], rows[-1][0])
+            "DELETE FROM events WHERE attr_id = ? AND id BETWEEN ? AND ?", (sid, rows[0].id, rows[-1].id)
         )
-        after = rows[-1][0]
+        after = rows[-1].id
         sent += len(rows)
 print(sent)
 """

@@ -33,18 +33,9 @@ from json.encoder import encode_basestring_ascii
 from typing import IO, Any
 
 from hamustro_cli import wire
-from hamustro_cli.session import session_id
+from hamustro_cli.session import COLLECTION_FIELDS, session_id
 
 TESTING = {True: "true", False: "false"}
-COLLECTION_FIELDS = (
-    "device_id",
-    "client_id",
-    "session",
-    "system_version",
-    "product_version",
-    "system",
-    "product_git_hash",
-)
 
 
 class CollectorServer(ThreadingHTTPServer):
@@ -275,7 +266,7 @@ class CollectorHandler(BaseHTTPRequestHandler):
     def _write(self, coll: Any) -> None:
         # Formatted by hand rather than json.dumps of a dict per event: the same JSON, about
         # four times faster, and the client waits for this before its 200.
-        head = {n: (_text(getattr(coll, n)) if coll.HasField(n) else None) for n in COLLECTION_FIELDS}
+        head = {n: (_text(getattr(coll, n)) if coll.HasField(n) else None) for n, _ in COLLECTION_FIELDS}
         prefix = json.dumps(head)[:-1] + ', "at": '
         q = encode_basestring_ascii
         lines = [

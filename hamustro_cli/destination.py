@@ -12,7 +12,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hamustro_cli.records import Held
 
 KEYS = ("collector_url", "client_id", "shared_secret_key")  # what names a destination, in order
 FINGERPRINT_CHARS = 16  # hex digits kept: 64 bits, plenty to tell a machine's destinations apart
@@ -43,10 +46,10 @@ def of_settings(values: Mapping[str, Any]) -> str | None:
     return fingerprint(*(str(value) for value in named))
 
 
-def others(held: Mapping[str | None, tuple[int, int]], mine: str) -> dict[str, int]:
+def others(held: Mapping[str | None, Held], mine: str) -> dict[str, int]:
     """{destination: events} of `Spool.by_destination()` that a flush for `mine` leaves alone
     (not those from before destinations were recorded: it claims them)."""
-    return {d: live + rejected for d, (live, rejected) in held.items() if d is not None and d != mine}
+    return {d: h.live + h.rejected for d, h in held.items() if d is not None and d != mine}
 
 
 def others_advice(counts: Mapping[str, int]) -> str:

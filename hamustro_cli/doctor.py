@@ -267,9 +267,9 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
             "(nothing to do; please report it, with 'hamustro doctor --json')"
         )
     if sync.halted:
-        details["halted"] = sync.halted
+        details["halted"] = sync.halt_reason
         notes.append(
-            f"sending is stopped: {sync.halted}; once that is fixed and the credentials check "
+            f"sending is stopped: {sync.halt_reason}; once that is fixed and the credentials check "
             "passes, run 'hamustro flush' to resume"
         )
     from hamustro_cli.triggers import trusted_times

@@ -24,6 +24,7 @@ import sqlite3
 
 from hamustro_cli.errors import SpoolError
 from hamustro_cli.problems import SpoolProblem
+from hamustro_cli.spooldir import SCHEMA_VERSION
 
 MIGRATIONS: list[tuple[str, ...]] = [
     (
@@ -93,7 +94,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
 ]
 VACUUM_MAX_BYTES = 16 * 1024 * 1024  # a spool this small is vacuumed at once when it is upgraded
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def schema_version(db: sqlite3.Connection) -> int:

@@ -20,6 +20,26 @@ class QueuedEvent(NamedTuple):
     is_testing: bool
 
 
+class ListedEvent(NamedTuple):
+    """An event as `events` and `status --events` read it (spool.Spool.select): what a flush
+    would send, and where it stands. Each field after `queued` is the `events` column of its
+    name, but for those spool._LISTED_FROM takes from a join."""
+
+    queued: QueuedEvent
+    session: str
+    state: int
+    reason: str | None
+    attr_id: int
+    destination: str | None
+
+
+class Held(NamedTuple):
+    """The events one destination holds (Spool.by_destination), from the counters."""
+
+    live: int  # pending or being sent
+    rejected: int
+
+
 class SessionRow(NamedTuple):
     id: int
     attributes: Session  # the session's id attributes; system and product_git_hash are None

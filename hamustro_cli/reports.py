@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hamustro_cli.answers import Kind
 from hamustro_cli.errors import ExitStatus
 from hamustro_cli.session import Session
+
+if TYPE_CHECKING:
+    from hamustro_cli.records import QueuedEvent
 
 
 class Skip(IntEnum):
@@ -50,18 +53,18 @@ class FlushReport:
     def add_batch(
         self,
         session: Session,
-        batch: Sequence[Sequence[Any]],
+        batch: Sequence[QueuedEvent],
         size: int,
         status: int | None,
         attempts: int | None,
     ) -> None:
-        """One batch (rows laid out as spool.QueuedEvent) and the collector's answer to it."""
+        """One batch and the collector's answer to it."""
         entry: dict[str, Any] = {
             "session": session.id,
             "events": len(batch),
             "bytes": size,
-            "first_nr": batch[0][1],
-            "last_nr": batch[-1][1],
+            "first_nr": batch[0].nr,
+            "last_nr": batch[-1].nr,
             "status": status,
         }
         if attempts is not None:

@@ -11,18 +11,18 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Final
 
 from hamustro_cli import netaddr, spooldir, triggers, wire
 from hamustro_cli.answers import TOO_LARGE, Kind, Meaning
 from hamustro_cli.config import Config
 from hamustro_cli.errors import DependencyError, SpoolError
+from hamustro_cli.events import AT_MAX, UINT32_MAX
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
 from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.records import BatchSize, QueuedEvent
 from hamustro_cli.reports import FlushReport
-from hamustro_cli.session import Session
-from hamustro_cli.spool import ID, MAX_NR, NR, Spool
+from hamustro_cli.session import COLLECTION_FIELDS, Session
+from hamustro_cli.spool import Spool
 from hamustro_cli.transport import Answer, Transport
 
 Progress = Callable[[int], None]
@@ -38,12 +38,9 @@ NOT_TRIED = (
     "together, not tried one by one (the flush's budget of split requests was spent): "
     "'hamustro flush --retry-rejected' tries them again"
 )
-MAX_AT = 2**64 - 1
 # Stored text acked per transaction (see ack_slices), and what a row costs besides its text.
 ACK_SLICE_BYTES = 1024 * 1024
 ROW_OVERHEAD = 64
-EVENT: Final = 3  # columns of a batch row (laid out as QueuedEvent)
-PARAMETERS: Final = 6
 # A collector that timed out (it may have stored the batch) or said 413 gets half as many events
 # a request; the size doubles back after GROW_AFTER full batches in a row each delivered within
 # QUICK of the timeout (so that twice as many would most likely pass too), up to max_batch_events.
@@ -121,20 +118,19 @@ def _int_problem(name: str, value: object, low: int, high: int, required: bool) 
     if type(value) is not int:
         return f"{name} is not an integer ({value!r:.40})"
     if not low <= value <= high:
-        return f"{name} {value} is out of the wire's range ({low}..{high})"
+        return f"{name} {value} is out of the range a flush sends ({low}..{high})"
     return None
 
 
 def wire_problem(row: QueuedEvent) -> str | None:
     """Why a stored row cannot go on the wire (a tampered or old spool), or None."""
-    _id, nr, at, event, user_id, ip, parameters, _is_testing = row
     for problem in (
-        _int_problem("nr", nr, 1, MAX_NR, True),
-        _int_problem("at", at, 0, MAX_AT, True),
-        _text_problem("event", event, True),
-        _int_problem("user_id", user_id, 0, MAX_NR, False),
-        _text_problem("ip", ip, False),
-        _text_problem("parameters", parameters, False),
+        _int_problem("nr", row.nr, 1, UINT32_MAX, True),
+        _int_problem("at", row.at, 0, AT_MAX, True),  # what `track` takes: what the collector stores
+        _text_problem("event", row.event, True),
+        _int_problem("user_id", row.user_id, 0, UINT32_MAX, False),
+        _text_problem("ip", row.ip, False),
+        _text_problem("parameters", row.parameters, False),
     ):
         if problem:
             return "stored event cannot be sent: " + problem
@@ -144,17 +140,9 @@ def wire_problem(row: QueuedEvent) -> str | None:
 def attributes_problem(attrs: Session) -> str | None:
     """Why a stored attribute set cannot go on the wire (a tampered or damaged spool), or None:
     then none of its events can, whatever they hold."""
-    for name, required in (
-        ("session", True),
-        ("device_id", True),
-        ("client_id", True),
-        ("system_version", True),
-        ("product_version", True),
-        ("system", False),
-        ("product_git_hash", False),
-    ):
-        value = attrs.id if name == "session" else getattr(attrs, name)
-        problem = _text_problem(name, value, required)
+    values = attrs.to_dict()
+    for name, required in COLLECTION_FIELDS:
+        problem = _text_problem(name, values[name], required)
         if problem:
             return "stored session attributes cannot be sent: " + problem
     return None
@@ -192,15 +180,18 @@ Screened = tuple[list[QueuedEvent], bytes, list[tuple[QueuedEvent, str]]]
 
 def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = None) -> Screened:
     """(the rows the wire can carry, their Collection, the rest with why they cannot go: a
-    tampered or old spool). The row by row check runs only when encoding fails or an nr is
-    below 1. Changes nothing: the caller sets the rest aside (a flush) or counts it (a dry run)."""
+    tampered or old spool). The row by row check runs only when encoding fails, an nr is
+    below 1 or an `at` above AT_MAX. Changes nothing: the caller sets the rest aside (a flush)
+    or counts it (a dry run)."""
     refused: list[tuple[QueuedEvent, str]] = []
     if rows and (problem := attributes_problem(attrs)):
         return [], b"", [(row, problem) for row in rows]
     while rows:
         error: Exception | None = None
         try:
-            if min(row[NR] for row in rows) >= 1:  # nr 0 encodes, but is no event's number
+            # nr 0 encodes, but is no event's number; an `at` past AT_MAX encodes, but the collector
+            # stores it as a year past 9999
+            if min(row.nr for row in rows) >= 1 and max(row.at for row in rows) <= AT_MAX:
                 return rows, wire.encode(attrs, rows, local_ip), refused
         except Exception as exc:  # noqa: BLE001 - a row the encoder refuses: screened below
             error = exc
@@ -208,8 +199,8 @@ def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = Non
         if not bad:
             raise error or ValueError("a batch failed its check but no row has a problem")
         refused += bad
-        bad_ids = {row[ID] for row, _ in bad}
-        rows = [row for row in rows if row[ID] not in bad_ids]
+        bad_ids = {row.id for row, _ in bad}
+        rows = [row for row in rows if row.id not in bad_ids]
     return [], b"", refused
 
 
@@ -220,7 +211,7 @@ def ack_slices(batch: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
     part: list[QueuedEvent] = []
     size = 0
     for row in batch:
-        cost = len(row[EVENT]) + len(row[PARAMETERS] or "") + ROW_OVERHEAD
+        cost = len(row.event) + len(row.parameters or "") + ROW_OVERHEAD
         if part and size + cost > ACK_SLICE_BYTES:
             yield part
             part, size = [], 0
@@ -235,15 +226,15 @@ def dry_run(spool: Spool, max_batch_events: int, report: FlushReport, destinatio
     rows it would set aside (report.would_reject); change and send nothing."""
     sets = spool.attr_rows()
     size = BatchSizer(spool, max_batch_events, 0, destination).size
-    for row_id in spool.pending_sets(destination):
-        attrs = sets[row_id].attributes
-        batch = spool.next_batch(row_id, size)
+    for attr_id in spool.pending_sets(destination):
+        attrs = sets[attr_id].attributes
+        batch = spool.next_batch(attr_id, size)
         while batch:
             rows, body, refused = screened(attrs, batch)
             report.would_reject += len(refused)
             if rows:
                 report.add_batch(attrs, rows, len(body), None, None)
-            batch = spool.next_batch(row_id, size, after=batch[-1][ID])
+            batch = spool.next_batch(attr_id, size, after=batch[-1].id)
 
 
 def local_address(spool: Spool, collector_url: str) -> str | None:
@@ -356,20 +347,20 @@ class Sender:
             if not order:
                 return
             sets = spool.attr_rows()
-            for row_id in order:  # one attribute set at a time, each drained before the next
-                attrs = sets[row_id].attributes
+            for attr_id in order:  # one attribute set at a time, each drained before the next
+                attrs = sets[attr_id].attributes
                 sizer = self.sizer
-                batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, sizer.size))
+                batch, body = self._encoded(attrs, attr_id, spool.next_batch(attr_id, sizer.size))
                 while batch:
                     self._batch_splits = min(BATCH_SPLIT_BUDGET, self._flush_splits)
-                    self._write(partial(spool.mark, row_id, batch[0][ID], batch[-1][ID]))
+                    self._write(partial(spool.mark, attr_id, batch[0].id, batch[-1].id))
                     in_flight = pool.submit(self.transport.send, body)
                     size = sizer.size
                     try:
                         following, next_body = self._encoded(
-                            attrs, row_id, spool.next_batch(row_id, size, after=batch[-1][ID])
+                            attrs, attr_id, spool.next_batch(attr_id, size, after=batch[-1].id)
                         )
-                        delivered = self._settle(attrs, row_id, batch, body, in_flight.result())
+                        delivered = self._settle(attrs, attr_id, batch, body, in_flight.result())
                     except _Smaller as smaller:
                         released = spool.release()
                         sizer.shrink(smaller.tried, too_large=not smaller.maybe_stored)
@@ -382,7 +373,7 @@ class Sender:
                             INFO,
                             f"{smaller.answer.detail}; trying again with {sizer.size} event(s) a batch",
                         )
-                        batch, body = self._encoded(attrs, row_id, spool.next_batch(row_id, sizer.size))
+                        batch, body = self._encoded(attrs, attr_id, spool.next_batch(attr_id, sizer.size))
                         continue
                     except _Stop:
                         self.report.failed += spool.release()
@@ -399,12 +390,12 @@ class Sender:
                         spool.release()  # split or set aside: drop the batch's mark
                     if sizer.size != size:  # what was read ahead has the old size: read again
                         following, next_body = self._encoded(
-                            attrs, row_id, spool.next_batch(row_id, sizer.size)
+                            attrs, attr_id, spool.next_batch(attr_id, sizer.size)
                         )
                     batch, body = following, next_body
 
     def _encoded(
-        self, attrs: Session, row_id: int, rows: list[QueuedEvent]
+        self, attrs: Session, attr_id: int, rows: list[QueuedEvent]
     ) -> tuple[list[QueuedEvent], bytes]:
         """The rows and their Collection; rows the wire cannot carry (see `screened`) are set
         aside as rejected with the reason, and the rest are encoded without them."""
@@ -413,13 +404,13 @@ class Sender:
         for row, problem in refused:
             by_problem.setdefault(problem, []).append(row)
         for problem, group in by_problem.items():  # one change and one warning per reason
-            self._set_aside(attrs, row_id, group, problem)
+            self._set_aside(attrs, attr_id, group, problem)
         return rows, body
 
     def _set_aside(
-        self, attrs: Session, row_id: int, rows: list[QueuedEvent], reason: str, status: int = 400
+        self, attrs: Session, attr_id: int, rows: list[QueuedEvent], reason: str, status: int = 400
     ) -> None:
-        self.spool.reject(row_id, [e[ID] for e in rows], reason)
+        self.spool.reject(attr_id, [e.id for e in rows], reason)
         self.report.rejected += len(rows)
         self.log(
             WARNING, f"warning: {len(rows)} event(s) of session {attrs.id} set aside as rejected: {reason}"
@@ -431,7 +422,7 @@ class Sender:
             self.progress(len(rows))
 
     def _settle(
-        self, attrs: Session, row_id: int, batch: list[QueuedEvent], body: bytes, answer: Answer
+        self, attrs: Session, attr_id: int, batch: list[QueuedEvent], body: bytes, answer: Answer
     ) -> bool:
         """Act on the collector's answer for one batch (what it means: answers.py). On a 400,
         split the batch (sending the halves here) to set aside only the payloads the collector
@@ -447,7 +438,7 @@ class Sender:
             recorded = 0
             for part in ack_slices(batch):
                 try:
-                    self._write(partial(self.spool.ack, row_id, part[0][ID], part[-1][ID], _now(), first_ack))
+                    self._write(partial(self.spool.ack, attr_id, part[0].id, part[-1].id, _now(), first_ack))
                 except SpoolError as exc:
                     self._unrecorded(attrs, batch[recorded:], exc)  # this slice and the ones after it
                 first_ack = False
@@ -455,7 +446,7 @@ class Sender:
             report.sent += len(batch)
             if self._short and not self._hold:
                 self.spool.reclaim()
-            self.log(INFO, f"sent {len(batch)} event(s) of session {attrs.id} (nr {first[NR]}..{last[NR]})")
+            self.log(INFO, f"sent {len(batch)} event(s) of session {attrs.id} (nr {first.nr}..{last.nr})")
             if self.progress:
                 self.progress(len(batch))
             self.sizer.passed(len(batch), answer.elapsed)
@@ -467,7 +458,7 @@ class Sender:
                 raise _Stop(answer)
         if meaning.smaller and meaning.kind in (Kind.TRY_LATER, Kind.SPLIT):
             if len(batch) == 1 and meaning.kind is Kind.SPLIT:  # too large (413) on its own
-                self._set_aside(attrs, row_id, batch, f"{TOO_LARGE}: {answer.detail}", 413)
+                self._set_aside(attrs, attr_id, batch, f"{TOO_LARGE}: {answer.detail}", 413)
                 self.sizer.one_too_large()
                 return False
             # Not split here: halving the size and reading again takes log2(n) requests to
@@ -475,7 +466,7 @@ class Sender:
             raise _Smaller(answer, len(batch))
         if meaning.kind is not Kind.SPLIT:
             raise _Stop(answer)
-        collection_ok = self._accepts_collection(attrs, row_id)
+        collection_ok = self._accepts_collection(attrs, attr_id)
         if not collection_ok or len(batch) == 1:
             reason = (
                 answer.detail
@@ -483,17 +474,17 @@ class Sender:
                 else "collector refused the collection attributes of this session (400 for an empty "
                 "collection): " + answer.detail
             )
-            self._set_aside(attrs, row_id, batch, reason)
+            self._set_aside(attrs, attr_id, batch, reason)
             return False
         if self._batch_splits < 2:
-            self._set_aside(attrs, row_id, batch, NOT_TRIED.format(detail=answer.detail, n=len(batch)))
+            self._set_aside(attrs, attr_id, batch, NOT_TRIED.format(detail=answer.detail, n=len(batch)))
             return False
         self._batch_splits -= 2
         self._flush_splits -= 2
         half = len(batch) // 2
         for part in (batch[:half], batch[half:]):
             part_body = wire.encode(attrs, part, self.local_ip)
-            self._settle(attrs, row_id, part, part_body, self.transport.send(part_body))
+            self._settle(attrs, attr_id, part, part_body, self.transport.send(part_body))
         return False
 
     def _write(self, write: Callable[[], None]) -> None:
@@ -516,8 +507,8 @@ class Sender:
         batch would be the same), and back off if that can still be written. The next flush
         sends only when there is room again (tracker.flush), so this batch goes at most twice."""
         detail = (
-            f"the collector took {len(batch)} event(s) of session {attrs.id} (nr {batch[0][NR]}.."
-            f"{batch[-1][NR]}), but the spool could not record it, so they will be sent once more: {exc}"
+            f"the collector took {len(batch)} event(s) of session {attrs.id} (nr {batch[0].nr}.."
+            f"{batch[-1].nr}), but the spool could not record it, so they will be sent once more: {exc}"
         )
         try:
             # recorded as one that may pass later (a backoff), not as a stop: room is all it needs
@@ -526,22 +517,24 @@ class Sender:
             pass
         raise SpoolError(detail, exc.kind, exc.fix) from None
 
-    def _accepts_collection(self, attrs: Session, row_id: int) -> bool:
+    def _accepts_collection(self, attrs: Session, attr_id: int) -> bool:
         """Is it some payloads the collector refuses, or the collection itself (its attributes)?"""
-        if row_id not in self._collection_ok:
+        if attr_id not in self._collection_ok:
             empty = self.transport.send(wire.encode(attrs, []))
             if empty.kind not in (Kind.EMPTY, Kind.SPLIT) or empty.meaning.smaller:
                 raise _Stop(empty)
-            self._collection_ok[row_id] = empty.kind is Kind.EMPTY
-        return self._collection_ok[row_id]
+            self._collection_ok[attr_id] = empty.kind is Kind.EMPTY
+        return self._collection_ok[attr_id]
 
     def _record_failure(self, answer: Answer, log: bool = True) -> None:
         t = _now()
         failures = self.spool.sync_state(self.destination).failures + 1
         error = {"at": t, "status": answer.status, "message": answer.detail, "attempts": answer.attempts}
         if answer.kind.halts:  # nothing changes until a person acts
-            self.spool.record_failure(error, failures, halted=answer.detail, destination=self.destination)
-            self.report.halted = True
+            self.spool.record_failure(
+                error, failures, halt_reason=answer.detail, destination=self.destination
+            )
+            self.report.halt(answer.detail)
         else:
             until = triggers.backoff_until(failures, t, answer.retry_after, random.uniform(0.75, 1.0))
             self.spool.record_failure(error, failures, backoff_until=until, destination=self.destination)

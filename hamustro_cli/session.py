@@ -13,6 +13,20 @@ def sha256hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# The protocol's Collection fields a Session carries, in the protocol's order, and whether each
+# is required; the one list the encoder, a flush's check of stored attributes and the collector
+# read (`session` is Session.id).
+COLLECTION_FIELDS: tuple[tuple[str, bool], ...] = (
+    ("device_id", True),
+    ("client_id", True),
+    ("session", True),
+    ("system_version", True),
+    ("product_version", True),
+    ("system", False),
+    ("product_git_hash", False),
+)
+
+
 def session_id(device_id_hash: str, client_id: str, system_version: str, product_version: str) -> str:
     """md5hex(sha256hex(raw device id) + ":" + client_id + ":" + system_version + ":" + product_version)."""
     text = f"{device_id_hash}:{client_id}:{system_version}:{product_version}"
@@ -71,6 +85,7 @@ class Session(NamedTuple):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The attributes under their protocol names (`session` for the id)."""
+        """The attributes under their protocol names (`session` for the id): COLLECTION_FIELDS'
+        names."""
         data = self._asdict()
         return {"session": data.pop("id"), **data}

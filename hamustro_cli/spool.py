@@ -23,13 +23,14 @@ import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hamustro_cli.errors import FlushBusy, InputError, SpoolError
-from hamustro_cli.events import NewEvent
+from hamustro_cli.events import UINT32_MAX, NewEvent
 from hamustro_cli.session import Session
 from hamustro_cli.spooldir import (
     DB_NAME,
+    SCHEMA_VERSION,
     FlushLock,
     check_database_files,
     flush_running,
@@ -48,15 +49,20 @@ if TYPE_CHECKING:
     from typing import TypeVar
 
     from hamustro_cli.queue import Change, EventFilter
-    from hamustro_cli.records import AttrRow, BatchSize, Counts, Mismatch, QueuedEvent, SessionRow
+    from hamustro_cli.records import (
+        AttrRow,
+        BatchSize,
+        Counts,
+        Held,
+        ListedEvent,
+        Mismatch,
+        QueuedEvent,
+        SessionRow,
+    )
 
     _T = TypeVar("_T")
 
 __all__ = ["DB_NAME", "SCHEMA_VERSION", "NewEvent", "Spool", "State", "SyncState"]
-
-# migrations.SCHEMA_VERSION, known here so that opening an up-to-date spool (every `track`)
-# need not load the migrations (tests/test_layout.py checks that the two agree).
-SCHEMA_VERSION = 3
 
 
 class State(IntEnum):
@@ -68,13 +74,12 @@ class State(IntEnum):
 
 _PENDING, _REJECTED = int(State.PENDING), int(State.REJECTED)
 
-# columns of a batch row (laid out as QueuedEvent)
-ID: Final = 0
-NR: Final = 1
-MAX_NR = 2**32 - 1  # nr is a uint32 on the wire
+MAX_NR = UINT32_MAX  # nr is a uint32 on the wire
 VACUUM_STEP = 256  # pages freed per incremental_vacuum transaction at the end of a flush
 WAL_LIMIT = 4 * 1024 * 1024  # bytes of WAL kept after a checkpoint (journal_size_limit)
 BUSY_TIMEOUT = 60  # seconds a statement waits for another connection's lock
+# the reason of a halt that came without one (or whose stored reason is empty): still a halt
+HALTED_UNSAID = "the collector gave an answer only a person can fix, and no reason"
 
 
 class SyncState(NamedTuple):
@@ -85,7 +90,8 @@ class SyncState(NamedTuple):
     last_sync_time: int | None = None
     backoff_until: int | None = None
     failures: int = 0
-    halted: str | None = None  # why sending stopped (the collector rejected the signature)
+    halted: bool = False  # sending stopped until a person acts (an answer of Kind.PERSON)
+    halt_reason: str = ""  # why, when halted: what the collector answered (never empty then)
     failed_at: int | None = None  # when the last failure was recorded (the clock then)
 
     @property
@@ -182,6 +188,8 @@ def _spool_error(exc: BaseException, path: str, doing: str) -> SpoolError:
 # connections a forked child found open, abandoned by Spool.close: never closed nor finalized
 _ABANDONED: list[sqlite3.Connection] = []
 
+# where a ListedEvent field comes from when it is not the `events` column of its name
+_LISTED_FROM = {"session": "s.session", "destination": "a.destination"}
 _TABLES = {"sessions", "events", "meta"}
 _ABSURD_VERSION = 10_000  # no hamustro will ever have written this many migrations
 
@@ -452,7 +460,7 @@ class Spool:
                     "VALUES (?, ?, ?, ?) RETURNING id",
                     attr_key,
                 ).fetchone()
-            attr_row: int = found[0]
+            attr_id: int = found[0]
             first = last - count + 1
             if last > MAX_NR:  # raised inside the transaction: rolled back, nothing queued
                 raise InputError(
@@ -465,11 +473,11 @@ class Spool:
                 "is_testing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 # by position: NewEvents, or the plain tuples parse_lines makes in the same layout
                 [
-                    (session_row, attr_row, nr, at, event, user_id, ip, parameters, is_testing)
+                    (session_row, attr_id, nr, at, event, user_id, ip, parameters, is_testing)
                     for nr, (event, at, user_id, ip, parameters, is_testing) in enumerate(events, first)
                 ],
             )
-            _count(db, attr_row, _PENDING, count)
+            _count(db, attr_id, _PENDING, count)
             if any(e[3] == "" for e in events):  # the route was not known: a flush fills it in
                 _write_metas(db, {"unknown_ip": "1"})
         return first, last
@@ -490,10 +498,12 @@ class Spool:
             )
         return int(rows[0][0])
 
-    def by_destination(self) -> dict[str | None, tuple[int, int]]:
-        """{destination: (live, rejected)} for every destination holding events (None: tracked
-        before destinations were recorded), from the counters."""
-        found: dict[str | None, tuple[int, int]] = {}
+    def by_destination(self) -> dict[str | None, Held]:
+        """{destination: Held} for every destination holding events (None: tracked before
+        destinations were recorded), from the counters."""
+        from hamustro_cli.records import Held  # here, not at the top: keeps `track` light
+
+        found: dict[str | None, Held] = {}
         for destination, state, n in self._read(
             "SELECT a.destination, c.state, total(c.n) FROM counts c JOIN attributes a "
             "ON a.id = c.attr_id WHERE c.n != 0 GROUP BY a.destination, c.state"
@@ -504,7 +514,7 @@ class Spool:
             elif state == _REJECTED:
                 rejected += int(n)
             if live or rejected:
-                found[destination] = (live, rejected)
+                found[destination] = Held(live, rejected)
         return found
 
     def claim_unrecorded(self, destination: str) -> int:
@@ -536,29 +546,35 @@ class Spool:
         if destination is not None:
             sql += " AND (a.destination = ? OR a.destination IS NULL)"
             params += (destination,)
-        for (attr_row,) in self._read(sql, params):
-            first = self._oldest(_PENDING, attr_row)
+        for (attr_id,) in self._read(sql, params):
+            first = self._oldest(_PENDING, attr_id)
             if first is not None:
-                oldest.append((first, attr_row))
-        return [attr_row for _, attr_row in sorted(oldest)]
+                oldest.append((first, attr_id))
+        return [attr_id for _, attr_id in sorted(oldest)]
 
-    def _oldest(self, state: int, attr_row: int) -> int | None:
+    def _oldest(self, state: int, attr_id: int) -> int | None:
         """Id of the attribute set's oldest event in `state` (one index seek)."""
         found: int | None = self._read(
-            "SELECT min(id) FROM events WHERE state = ? AND attr_id = ?", (state, attr_row)
+            "SELECT min(id) FROM events WHERE state = ? AND attr_id = ?", (state, attr_id)
         )[0][0]
         return found
 
-    def next_batch(self, attr_row: int, limit: int, after: int = 0) -> list[QueuedEvent]:
+    def next_batch(self, attr_id: int, limit: int, after: int = 0) -> list[QueuedEvent]:
         """The attribute set's oldest `limit` pending events with ids above `after` (a plain read:
-        `mark` claims them), as row tuples laid out like QueuedEvent. Index them with ID, NR, ...:
-        building a QueuedEvent per row costs a flush 6% of its time."""
+        `mark` claims them). The SELECT is made from QueuedEvent's fields: a column added there
+        is read here, and mypy sees every use of it."""
+        from functools import partial  # both here, not at the top: keep `track` light
+
+        from hamustro_cli.records import QueuedEvent
+
         sql = (
-            "SELECT id, nr, at, event, user_id, ip, parameters, is_testing FROM events "
+            f"SELECT {', '.join(QueuedEvent._fields)} FROM events "
             "WHERE state = ? AND attr_id = ? AND id > ? ORDER BY id LIMIT ?"
         )
-        rows: list[QueuedEvent] = self._read_escaped(sql, (_PENDING, attr_row, after, limit))
-        return rows  # tuples, typed by layout
+        rows = self._read_escaped(sql, (_PENDING, attr_id, after, limit))
+        # tuple.__new__ in C, without _make's length check (the SELECT has the fields): a third
+        # cheaper, and a flush builds one per event
+        return list(map(partial(tuple.__new__, QueuedEvent), rows))
 
     def _read_escaped(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows for the sender. Text that is not UTF-8 (a tampered or damaged file) is read with
@@ -572,23 +588,23 @@ class Spool:
                 raise _spool_error(exc, self.path, "reading the spool") from None
         return self._decoding("surrogateescape", lambda: self._read(sql, params))
 
-    def mark(self, attr_row: int, first_id: int, last_id: int) -> None:
+    def mark(self, attr_id: int, first_id: int, last_id: int) -> None:
         """Claim a batch as being sent, before its request goes out.
 
         The mark is one meta record, the batch's id range, not a write to every row: rewriting
         1,000 rows (and their index entries) per batch cost a third of a flush's time. Only the
         flush holding the lock marks, and new events always get higher ids, so the attribute
         set's pending events in that range are exactly the batch, or what is left of it."""
-        self._set_metas("marking a batch as being sent", {"sending": f"{attr_row} {first_id} {last_id}"})
+        self._set_metas("marking a batch as being sent", {"sending": f"{attr_id} {first_id} {last_id}"})
 
     def _marked(self) -> tuple[int, int, int] | None:
-        """(attribute set row, first id, last id) of the marked batch."""
+        """(attribute set id, first id, last id) of the marked batch."""
         raw = self._get_metas("sending").get("sending")
         try:
-            session_row, first, last = (int(x) for x in (raw or "").split())
+            attr_id, first, last = (int(x) for x in (raw or "").split())
         except ValueError:
             return None
-        return session_row, first, last
+        return attr_id, first, last
 
     def _count_range(self, marked: tuple[int, int, int]) -> int:
         rows = self._read(
@@ -598,9 +614,7 @@ class Spool:
         found: int = rows[0][0]
         return found
 
-    def ack(
-        self, attr_row: int, first_id: int, last_id: int, sync_time: int, first_ack: bool = False
-    ) -> None:
+    def ack(self, attr_id: int, first_id: int, last_id: int, sync_time: int, first_ack: bool = False) -> None:
         """The collector answered 200 for this slice of the marked batch: delete it and record
         the sync time. The slice that ends the batch drops its mark in the same transaction (after
         it, new events may take ids inside the range). The first 200 of a flush also ends any
@@ -608,16 +622,16 @@ class Spool:
         with self.transaction("deleting delivered events") as db:
             deleted = db.execute(
                 "DELETE FROM events WHERE state = ? AND attr_id = ? AND id BETWEEN ? AND ?",
-                (_PENDING, attr_row, first_id, last_id),
+                (_PENDING, attr_id, first_id, last_id),
             ).rowcount
-            _count(db, attr_row, _PENDING, -deleted)
+            _count(db, attr_id, _PENDING, -deleted)
             row = db.execute("SELECT value FROM meta WHERE key = 'sending'").fetchone()
-            if row and row[0].split()[::2] == [str(attr_row), str(last_id)]:
+            if row and row[0].split()[::2] == [str(attr_id), str(last_id)]:
                 db.execute("DELETE FROM meta WHERE key = 'sending'")
             changes: dict[str, str | None] = {"last_sync_time": str(sync_time)}
             if first_ack:
                 changes.update(backoff_until=None, failures=None, halted=None, failed_at=None)
-            found = db.execute("SELECT destination FROM attributes WHERE id = ?", (attr_row,)).fetchone()
+            found = db.execute("SELECT destination FROM attributes WHERE id = ?", (attr_id,)).fetchone()
             _write_metas(db, _scoped_all(changes, found[0] if found else None))
 
     def release(self) -> int:
@@ -629,16 +643,16 @@ class Spool:
         self._set_metas("releasing a batch", {"sending": None})
         return count
 
-    def reject(self, attr_row: int, ids: Sequence[int], reason: str) -> None:
+    def reject(self, attr_id: int, ids: Sequence[int], reason: str) -> None:
         """Set events of one attribute set aside: the collector refused them (400). They stay
         until retry_rejected."""
         with self.transaction("setting rejected events aside") as db:
             cursor = db.executemany(
                 "UPDATE events SET state = ?, reason = ? WHERE id = ? AND attr_id = ? AND state = ?",
-                [(_REJECTED, reason, i, attr_row, _PENDING) for i in ids],
+                [(_REJECTED, reason, i, attr_id, _PENDING) for i in ids],
             )
-            _count(db, attr_row, _PENDING, -cursor.rowcount)
-            _count(db, attr_row, _REJECTED, cursor.rowcount)
+            _count(db, attr_id, _PENDING, -cursor.rowcount)
+            _count(db, attr_id, _REJECTED, cursor.rowcount)
 
     def retry_rejected(self, destination: str | None = None) -> int:
         """Rejected events back to pending: only those a flush for `destination` sends (as
@@ -649,13 +663,13 @@ class Spool:
             if destination is not None:
                 sql += " WHERE destination = ? OR destination IS NULL"
             sets = db.execute(sql, () if destination is None else (destination,)).fetchall()
-            for (attr_row,) in sets:
+            for (attr_id,) in sets:
                 changed: int = db.execute(
                     "UPDATE events SET state = ?, reason = NULL WHERE state = ? AND attr_id = ?",
-                    (_PENDING, _REJECTED, attr_row),
+                    (_PENDING, _REJECTED, attr_id),
                 ).rowcount
-                _count(db, attr_row, _REJECTED, -changed)
-                _count(db, attr_row, _PENDING, changed)
+                _count(db, attr_id, _REJECTED, -changed)
+                _count(db, attr_id, _PENDING, changed)
                 moved += changed
         return moved
 
@@ -684,7 +698,8 @@ class Spool:
             last_sync_time=_int(metas["last_sync_time"]),
             backoff_until=_int(metas["backoff_until"]),
             failures=_int(metas["failures"]) or 0,
-            halted=metas["halted"] or None,
+            halted=metas["halted"] is not None,
+            halt_reason="" if metas["halted"] is None else metas["halted"] or HALTED_UNSAID,
         )
 
     def record_failure(
@@ -693,16 +708,16 @@ class Spool:
         failures: int,
         *,
         backoff_until: int | None = None,
-        halted: str | None = None,
+        halt_reason: str | None = None,
         destination: str | None = None,
     ) -> None:
         """A flush for `destination` could not deliver: count it, keep its error, and back off
-        or stop."""
+        or stop (given a `halt_reason`: halted until a person acts)."""
         changes: dict[str, str | None] = {"failures": str(failures), "last_error": _to_json(error)}
         if type(error.get("at")) is int:  # when it failed, by the clock then (see triggers.trusted_times)
             changes["failed_at"] = str(error["at"])
-        if halted is not None:
-            changes["halted"] = halted
+        if halt_reason is not None:
+            changes["halted"] = halt_reason or HALTED_UNSAID
         if backoff_until is not None:
             changes["backoff_until"] = str(backoff_until)
         self._set_metas("recording a failed send", _scoped_all(changes, destination))
@@ -777,7 +792,7 @@ class Spool:
         return {r[0]: SessionRow(id=r[0], attributes=Session(*r[1:6]), last_nr=r[6]) for r in rows}
 
     def attr_rows(self) -> dict[int, AttrRow]:
-        """{attribute set row: AttrRow}: the full attributes each set's events are sent with
+        """{attribute set id: AttrRow}: the full attributes each set's events are sent with
         (text that is not UTF-8 as lone surrogates: see _read_escaped)."""
         rows = self._read_escaped(
             "SELECT a.id, s.id, s.session, s.device_id, s.client_id, s.system_version, "
@@ -792,13 +807,13 @@ class Spool:
         """{session row: Counts}, from the counters plus two index seeks per attribute set
         holding events (its oldest pending and oldest rejected event)."""
         by_session: dict[int, list[Any]] = {}
-        for attr_row, session_row, state, n in self._read(
+        for attr_id, session_row, state, n in self._read(
             "SELECT c.attr_id, a.session_id, c.state, c.n FROM counts c "
             "JOIN attributes a ON a.id = c.attr_id WHERE c.n != 0"
         ):
             entry = by_session.setdefault(session_row, [0, 0, 0, None, None])
             entry[0 if state == _PENDING else 2] += n
-            found = self._oldest(state, attr_row)
+            found = self._oldest(state, attr_id)
             if found is not None:
                 if state == _PENDING:
                     entry[3] = found if entry[3] is None else min(entry[3], found)
@@ -943,11 +958,17 @@ class Spool:
 
         return self.select(EventFilter(limit=limit))
 
-    _EVENT_COLUMNS = (
-        "SELECT e.id, s.session, e.nr, e.at, e.event, e.user_id, e.ip, e.parameters, "
-        "e.is_testing, e.state, e.reason, e.attr_id, a.destination FROM events e "
-        "JOIN sessions s ON s.id = e.session_id LEFT JOIN attributes a ON a.id = e.attr_id"
-    )
+    @staticmethod
+    def _listing() -> str:
+        """The SELECT of ListedEvent's fields, `events e` joined to its session and attribute set."""
+        from hamustro_cli.records import ListedEvent, QueuedEvent  # not at the top: keeps `track` light
+
+        names = (*QueuedEvent._fields, *ListedEvent._fields[1:])
+        columns = ", ".join(_LISTED_FROM.get(name, f"e.{name}") for name in names)
+        return (
+            f"SELECT {columns} FROM events e JOIN sessions s ON s.id = e.session_id "
+            "LEFT JOIN attributes a ON a.id = e.attr_id"
+        )
 
     def _where(self, chosen: EventFilter, dead_mark: bool = False) -> tuple[str, list[Any]]:
         """The filter as a WHERE clause over `events e` joined to `sessions s` and `attributes a`."""
@@ -983,7 +1004,7 @@ class Spool:
         """The chosen events, oldest first, one at a time from the cursor: memory stays flat
         whatever the spool holds (`events list --json` on a million events)."""
         where, params = self._where(chosen)
-        sql = self._EVENT_COLUMNS + where + " ORDER BY e.id"
+        sql = self._listing() + where + " ORDER BY e.id"
         if chosen.limit is not None:
             sql += " LIMIT ?"
             params.append(chosen.limit)
@@ -995,7 +1016,7 @@ class Spool:
                 if not rows:
                     break
                 for r in rows:
-                    yield _event_dict(r, marked)
+                    yield _event_dict(_listed(r), marked)
         except sqlite3.Error as exc:
             raise _spool_error(exc, self.path, "reading the spool") from None
 
@@ -1045,11 +1066,12 @@ class Spool:
 
     def event(self, event_id: int) -> tuple[dict[str, Any], Session] | None:
         """One event and the attributes it was tracked under (what its Collection carries), or None."""
-        rows = self._leniently(lambda: self._read(self._EVENT_COLUMNS + " WHERE e.id = ?", (event_id,)))
+        rows = self._leniently(lambda: self._read(self._listing() + " WHERE e.id = ?", (event_id,)))
         if not rows:
             return None
-        attrs = self._leniently(self.attr_rows)[rows[0][11]].attributes
-        return _event_dict(rows[0], self._marked()), attrs
+        row = _listed(rows[0])
+        attrs = self._leniently(self.attr_rows)[row.attr_id].attributes
+        return _event_dict(row, self._marked()), attrs
 
     # -- the queue by hand: every change `hamustro events` makes goes through here ------------
 
@@ -1096,14 +1118,14 @@ class Spool:
             _write_metas(db, {"sending": None})
             ids_sql, params = self._chosen_ids(chosen, only_rejected=action is Change.REQUEUE)
             # the counters move in the same transaction as the rows (the same ids, read twice)
-            for attr_row, state, n in db.execute(
+            for attr_id, state, n in db.execute(
                 f"SELECT attr_id, state, count(*) FROM events WHERE id IN ({ids_sql}) "
                 "GROUP BY attr_id, state",
                 params,
             ).fetchall():
-                _count(db, attr_row, state, -n)
+                _count(db, attr_id, state, -n)
                 if action is Change.REQUEUE:
-                    _count(db, attr_row, _PENDING, n)
+                    _count(db, attr_id, _PENDING, n)
             if action is Change.REQUEUE:
                 sql = f"UPDATE events SET state = {_PENDING}, reason = NULL WHERE id IN ({ids_sql})"
             else:
@@ -1112,27 +1134,37 @@ class Spool:
         return changed
 
 
-def _event_dict(r: Sequence[Any], marked: tuple[int, int, int] | None) -> dict[str, Any]:
-    """A row of _EVENT_COLUMNS as `events list --json` and `status --events` show it."""
-    if r[9] == _REJECTED:
+def _listed(r: Sequence[Any]) -> ListedEvent:
+    """A row of Spool._listing as its record."""
+    from hamustro_cli.records import ListedEvent, QueuedEvent  # not at the top: keeps `track` light
+
+    n = len(QueuedEvent._fields)
+    session, state, reason, attr_id, destination = r[n:]
+    return ListedEvent(QueuedEvent._make(r[:n]), session, state, reason, attr_id, destination)
+
+
+def _event_dict(listed: ListedEvent, marked: tuple[int, int, int] | None) -> dict[str, Any]:
+    """An event as `events list --json` and `status --events` show it."""
+    e = listed.queued
+    if listed.state == _REJECTED:
         shown = "rejected"
-    elif marked and r[11] == marked[0] and marked[1] <= r[0] <= marked[2]:
+    elif marked and listed.attr_id == marked[0] and marked[1] <= e.id <= marked[2]:
         shown = "sending"
     else:
         shown = "pending"
     return {
-        "id": r[0],
-        "session": r[1],
-        "nr": r[2],
-        "at": r[3],
-        "event": r[4],
-        "user_id": r[5],
-        "ip": r[6] or None,
-        "parameters": r[7],
-        "is_testing": bool(r[8]),
+        "id": e.id,
+        "session": listed.session,
+        "nr": e.nr,
+        "at": e.at,
+        "event": e.event,
+        "user_id": e.user_id,
+        "ip": e.ip or None,
+        "parameters": e.parameters,
+        "is_testing": bool(e.is_testing),
         "state": shown,  # a queue.Shown value
-        "reason": r[10],
-        "destination": r[12],  # its destination's fingerprint (None: tracked before they were kept)
+        "reason": listed.reason,
+        "destination": listed.destination,  # its fingerprint (None: tracked before they were kept)
     }
 
 
@@ -1141,7 +1173,7 @@ def _user_version(db: sqlite3.Connection) -> int:
     return version
 
 
-def _count(db: sqlite3.Connection, attr_row: int, state: int, delta: int) -> None:
+def _count(db: sqlite3.Connection, attr_id: int, state: int, delta: int) -> None:
     """Add `delta` to the number of the attribute set's events in `state`, inside the caller's
     transaction. Every change of an event's state goes through here, in the transaction that
     changes the rows."""
@@ -1149,7 +1181,7 @@ def _count(db: sqlite3.Connection, attr_row: int, state: int, delta: int) -> Non
         db.execute(
             "INSERT INTO counts (attr_id, state, n) VALUES (?, ?, ?) "
             "ON CONFLICT (attr_id, state) DO UPDATE SET n = n + excluded.n",
-            (attr_row, state, delta),
+            (attr_id, state, delta),
         )
 
 

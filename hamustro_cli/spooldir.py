@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from hamustro_cli.problems import SpoolProblem
 
 DB_NAME = "spool.sqlite3"
+# The database's format: how many of migrations.MIGRATIONS it has run (its user_version). Here,
+# not counted there, so that opening an up-to-date spool (every `track`) need not load the
+# migrations (tests/test_layout.py checks that it counts them).
+SCHEMA_VERSION = 3
 LOCK_NAME = "flush.lock"
 LOG_NAME = "flush.log"
 RESERVE_NAME = "space.reserve"

@@ -532,7 +532,7 @@ class ClientTracker:
             if not due.fires:
                 report.skipped_because(Skip.NOT_DUE, f"not due: {due.reason}")
                 if due.why is triggers.Why.HALTED:
-                    report.halt(sync.halted)
+                    report.halt(sync.halt_reason)
                 return self._left(spool, report)
         lock = FlushLock(self.config.spool_dir)
         if not lock.acquire(wait=wait and not if_due):
@@ -571,8 +571,6 @@ class ClientTracker:
                 sending.Sender.from_config(
                     spool, self.config, report, self._log, progress, self.destination
                 ).send_all()
-                if report.halted:  # the Sender stopped sending: the reason it stored beside the flag
-                    report.halt(spool.sync_state(mine).halted)
                 if report.sent:
                     with spool.relaxed_sync():  # freeing pages puts no event at risk
                         spool.reclaim()  # give the delivered events' disk back, in short steps
@@ -588,7 +586,7 @@ class ClientTracker:
         mine = self.destination
         held = spool.by_destination()
         others = destination.others(held, mine)
-        report.pending = sum(live for d, (live, _) in held.items() if d in (mine, None))
+        report.pending = sum(h.live for d, h in held.items() if d in (mine, None))
         report.elsewhere = sum(others.values())
         if others:
             self._log(INFO, "left " + destination.others_advice(others))
@@ -646,7 +644,7 @@ class ClientTracker:
             "due_reason": due.reason,
             "next_due_at": due.next_at,
             "backoff_until": backoff_until,
-            "halted": sync.halted,
+            "halted": sync.halt_reason if sync.halted else None,
             # live, not recorded: a full disk may leave no room to record anything
             "no_room": spooldir.room_problem(self.config.spool_dir),
             "batch_size": _learned_size(spool, mine, self.config.values["max_batch_events"]),
@@ -674,11 +672,11 @@ class ClientTracker:
             "destinations": [
                 {
                     "destination": d,
-                    "pending": live,
-                    "rejected": rejected,
+                    "pending": h.live,
+                    "rejected": h.rejected,
                     "current": mine is not None and d == mine,
                 }
-                for d, (live, rejected) in held
+                for d, h in held
             ],
             "other_destinations": others,
         }

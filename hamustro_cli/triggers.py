@@ -38,7 +38,9 @@ def due(sync: SyncState, pending: int, queue_size: int, queue_retention: int, no
     """Do the triggers fire at `now`, and if not, when next? `pending` comes from the spool's
     counters (Spool.pending)."""
     if sync.halted:
-        return Due(False, Why.HALTED, f"halted: {sync.halted} (run 'hamustro flush' after fixing it)", None)
+        return Due(
+            False, Why.HALTED, f"halted: {sync.halt_reason} (run 'hamustro flush' after fixing it)", None
+        )
     if pending < 1:
         return Due(False, Why.NOTHING_PENDING, "nothing pending", None)
     last_sync, backoff_until = trusted_times(sync, now)

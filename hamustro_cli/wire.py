@@ -87,30 +87,18 @@ def __getattr__(name: str) -> Any:
 def encode(session: Session, events: Sequence[QueuedEvent], fallback_ip: str | None = None) -> bytes:
     """One Collection holding `events`, all of `session`. Events stored with an unknown
     address (ip "" while the route was not yet known) get `fallback_ip`."""
-    coll = messages()[0](
-        device_id=session.device_id,
-        client_id=session.client_id,
-        session=session.session,
-        system_version=session.system_version,
-        product_version=session.product_version,
-    )
-    if session.system is not None:
-        coll.system = session.system
-    if session.product_git_hash is not None:
-        coll.product_git_hash = session.product_git_hash
+    coll = messages()[0](**{name: value for name, value in session.to_dict().items() if value is not None})
     add = coll.payloads.add
-    # Rows are QueuedEvents or the plain tuples Spool.claim returns: same layout.
-    for _id, nr, at, event, user_id, ip, parameters, is_testing in events:
-        p = add(at=at, event=event, nr=nr)
-        if user_id is not None:
-            p.user_id = user_id
-        if ip == "":
-            ip = fallback_ip
+    for e in events:
+        p = add(at=e.at, event=e.event, nr=e.nr)
+        if e.user_id is not None:
+            p.user_id = e.user_id
+        ip = fallback_ip if e.ip == "" else e.ip
         if ip:
             p.ip = ip
-        if parameters is not None:
-            p.parameters = parameters
-        if is_testing:
+        if e.parameters is not None:
+            p.parameters = e.parameters
+        if e.is_testing:
             p.is_testing = True
     body: bytes = coll.SerializeToString()  # protobuf has no stubs installed: typed here
     return body

@@ -100,7 +100,7 @@ def test_a_halted_flush_report_says_why_beside_the_flag(isolated):
         with ClientTracker(config=load_config().require()) as tracker:
             stopped = tracker.flush()
             again = tracker.flush(if_due=True)
-            stored = tracker.spool.sync_state(tracker.destination).halted
+            stored = tracker.spool.sync_state(tracker.destination).halt_reason
     finally:
         server.close()
     assert stored and "403" in stored

@@ -20,8 +20,9 @@ from specschema import decode
 from test_schema import kill_migration_at_its_end, make_v1_spool
 
 from hamustro_cli.destination import fingerprint
-from hamustro_cli.migrations import MIGRATIONS, SCHEMA_VERSION
+from hamustro_cli.migrations import MIGRATIONS
 from hamustro_cli.spool import Spool
+from hamustro_cli.spooldir import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRETS = {"a": "secret-of-a-41c9", "b": "secret-of-b-9e02"}

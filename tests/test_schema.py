@@ -18,10 +18,11 @@ from conftest import SETTINGS, invoke, start_collector, write_config
 from specschema import decode
 
 from hamustro_cli.events import NewEvent
-from hamustro_cli.migrations import MIGRATIONS, SCHEMA_VERSION
+from hamustro_cli.migrations import MIGRATIONS
 from hamustro_cli.records import Counts
 from hamustro_cli.session import Session
-from hamustro_cli.spool import ID, Spool, State
+from hamustro_cli.spool import Spool, State
+from hamustro_cli.spooldir import SCHEMA_VERSION
 from hamustro_cli.tracker import ClientTracker
 
 A = Session.from_settings("dev", "client", "1", "2", "a", "hash-a")
@@ -204,24 +205,24 @@ def test_counters_follow_every_change_of_state(tmp_path):
         consistent(spool)
         (a, b) = spool.pending_sets()
         batch = spool.next_batch(a, 6)
-        spool.mark(a, batch[0][ID], batch[-1][ID])
-        spool.ack(a, batch[0][ID], batch[1][ID], sync_time=1)  # partial ack
+        spool.mark(a, batch[0].id, batch[-1].id)
+        spool.ack(a, batch[0].id, batch[1].id, sync_time=1)  # partial ack
         consistent(spool)
         assert spool.totals()[:3] == (2, 4, 0)
-        spool.reject(a, [batch[2][ID], batch[3][ID]], "refused")  # reject
+        spool.reject(a, [batch[2].id, batch[3].id], "refused")  # reject
         consistent(spool)
         assert spool.release() == 2  # release
         consistent(spool)
         assert spool.totals()[:3] == (4, 0, 2)
-        spool.reject(a, [batch[2][ID]], "again")  # already rejected: counted once
+        spool.reject(a, [batch[2].id], "again")  # already rejected: counted once
         consistent(spool)
         assert spool.retry_rejected() == 2  # retry_rejected
         consistent(spool)
         rest = spool.next_batch(a, 10)
-        spool.mark(a, rest[0][ID], rest[-1][ID])
-        spool.ack(a, rest[0][ID], rest[-1][ID], sync_time=2)  # the ack that ends the batch
+        spool.mark(a, rest[0].id, rest[-1].id)
+        spool.ack(a, rest[0].id, rest[-1].id, sync_time=2)  # the ack that ends the batch
         consistent(spool)
-        spool.mark(b, *[r[ID] for r in spool.next_batch(b, 10)])  # a flush that dies here...
+        spool.mark(b, *[r.id for r in spool.next_batch(b, 10)])  # a flush that dies here...
     with Spool(tmp_path) as spool:
         assert spool.totals()[:2] == (0, 2)
         assert spool.release() == 2  # ...its mark recovered by the next
@@ -300,8 +301,8 @@ def test_reclaim_gives_pages_back_a_step_per_transaction(tmp_path):
             spool.enqueue(A, [NewEvent("e", 1_700_000_000, parameters="x" * 500) for _ in range(500)])
         (row,) = spool.pending_sets()
         batch = spool.next_batch(row, 2000)
-        spool.mark(row, batch[0][ID], batch[-1][ID])
-        spool.ack(row, batch[0][ID], batch[-1][ID], sync_time=1)
+        spool.mark(row, batch[0].id, batch[-1].id)
+        spool.ack(row, batch[0].id, batch[-1].id, sync_time=1)
         (free,) = spool.db.execute("PRAGMA freelist_count").fetchone()
         (pages,) = spool.db.execute("PRAGMA page_count").fetchone()
         assert free > 200, (free, pages)  # a million bytes of events deleted

@@ -53,7 +53,7 @@ def spool(tmp_path: Path) -> Iterator[Spool]:
 
 
 def queue(spool: Spool, n: int) -> None:
-    spool.enqueue(SESSION, [NewEvent(f"e{i}", 1_700_000_000_000 + i) for i in range(n)])
+    spool.enqueue(SESSION, [NewEvent(f"e{i}", 1_700_000_000 + i) for i in range(n)])
 
 
 def flush(spool: Spool, transport: Scripted, max_batch_events: int = 4) -> FlushReport:
@@ -121,7 +121,7 @@ def test_try_later_stops_the_flush_keeps_every_event_and_backs_off(spool: Spool)
     totals = spool.totals()
     assert (totals.pending, totals.sending) == (2, 0)  # the mark was released
     state = spool.sync_state()
-    assert state.failures == 1 and state.backoff_until is not None and state.halted is None
+    assert state.failures == 1 and state.backoff_until is not None and not state.halted
     assert not report.halted and transport.closed
 
 
@@ -135,7 +135,7 @@ def test_an_answer_a_person_must_act_on_halts_with_its_reason_and_keeps_the_even
     assert meaning(status).kind is Kind.PERSON
     assert report.halted and report.failed == 3 and report.sent == 0
     state = spool.sync_state()
-    assert state.halted == report.error and state.halted and state.backoff_until is None
+    assert state.halt_reason == report.error and state.halted and state.backoff_until is None
     assert spool.totals().pending == 3 and spool.totals().sending == 0
 
 

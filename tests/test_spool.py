@@ -13,7 +13,7 @@ import pytest
 from hamustro_cli.events import NewEvent
 from hamustro_cli.records import Counts
 from hamustro_cli.session import Session
-from hamustro_cli.spool import ID, NR, Spool, State
+from hamustro_cli.spool import Spool, State
 
 SESSION = Session.from_settings("dev", "client", "1", "2")
 OTHER = Session.from_settings("dev", "client", "1", "3")
@@ -36,11 +36,11 @@ def test_mark_then_ack_deletes_the_batch_and_drops_the_mark(tmp_path):
         queue(spool, 5)
         (row,) = spool.pending_sets()
         batch = spool.next_batch(row, 3)
-        assert [r[NR] for r in batch] == [1, 2, 3]
-        assert spool.totals() == Counts(5, 0, 0, batch[0][ID], batch[0][ID])  # a read claims nothing
-        spool.mark(row, batch[0][ID], batch[-1][ID])
+        assert [r.nr for r in batch] == [1, 2, 3]
+        assert spool.totals() == Counts(5, 0, 0, batch[0].id, batch[0].id)  # a read claims nothing
+        spool.mark(row, batch[0].id, batch[-1].id)
         assert spool.totals()[:3] == (2, 3, 0)
-        spool.ack(row, batch[0][ID], batch[-1][ID], sync_time=1234)
+        spool.ack(row, batch[0].id, batch[-1].id, sync_time=1234)
         assert spool.totals()[:3] == (2, 0, 0)
         assert spool.release() == 0  # the ack that ended the batch dropped its mark
         assert spool.sync_state().last_sync_time == 1234
@@ -52,8 +52,8 @@ def test_release_puts_the_unacked_rest_back(tmp_path):
         queue(spool, 4)
         (row,) = spool.pending_sets()
         batch = spool.next_batch(row, 4)
-        spool.mark(row, batch[0][ID], batch[-1][ID])
-        spool.ack(row, batch[0][ID], batch[1][ID], sync_time=1)  # the first half of a split
+        spool.mark(row, batch[0].id, batch[-1].id)
+        spool.ack(row, batch[0].id, batch[1].id, sync_time=1)  # the first half of a split
         assert spool.totals()[:2] == (0, 2)
         assert spool.release() == 2
         assert spool.totals()[:2] == (2, 0)
@@ -64,9 +64,9 @@ def test_reject_and_retry_rejected(tmp_path):
         queue(spool, 3)
         (row,) = spool.pending_sets()
         batch = spool.next_batch(row, 3)
-        spool.reject(row, [batch[1][ID]], "bad payload")
+        spool.reject(row, [batch[1].id], "bad payload")
         assert states(tmp_path) == [(1, State.PENDING), (2, State.REJECTED), (3, State.PENDING)]
-        assert [r[NR] for r in spool.next_batch(row, 10)] == [1, 3]
+        assert [r.nr for r in spool.next_batch(row, 10)] == [1, 3]
         events = list(spool.iter_events())
         assert [(e["state"], e["reason"]) for e in events] == [
             ("pending", None),
@@ -92,13 +92,13 @@ def test_sync_state_records_and_ignores_malformed_values(tmp_path):
     with Spool(tmp_path) as spool:
         assert spool.sync_state().created_at > 0
         spool.record_failure({"message": "down"}, 1, backoff_until=500)
-        spool.record_failure({"message": "bad secret"}, 2, halted="405")
+        spool.record_failure({"message": "bad secret"}, 2, halt_reason="405")
         state = spool.sync_state()
-        assert (state.failures, state.backoff_until, state.halted) == (2, 500, "405")
+        assert (state.failures, state.backoff_until, state.halted, state.halt_reason) == (2, 500, True, "405")
         assert spool.last_error() == {"message": "bad secret"}
         spool.record_success(keep_error=False)
         state = spool.sync_state()
-        assert (state.failures, state.backoff_until, state.halted) == (0, None, None)
+        assert (state.failures, state.backoff_until, state.halted) == (0, None, False)
         assert spool.last_error() is None
     with sqlite3.connect(tmp_path / "spool.sqlite3") as db:
         db.execute("INSERT INTO meta VALUES ('backoff_until', 'soon'), ('last_error', '[1')")
@@ -139,7 +139,7 @@ def test_processes_enqueue_while_a_batch_is_marked_and_acked(tmp_path):
         queue(spool, 10)
         (row,) = spool.pending_sets()
         batch = spool.next_batch(row, 10)
-        spool.mark(row, batch[0][ID], batch[-1][ID])
+        spool.mark(row, batch[0].id, batch[-1].id)
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=_enqueue_in_process, args=(str(tmp_path),)) for _ in range(3)]
         for p in procs:
@@ -149,7 +149,7 @@ def test_processes_enqueue_while_a_batch_is_marked_and_acked(tmp_path):
         assert all(p.exitcode == 0 for p in procs)
         # new events got higher ids: the mark's range still holds exactly the batch
         assert spool.totals()[:2] == (60, 10)
-        spool.ack(row, batch[0][ID], batch[-1][ID], sync_time=1)
+        spool.ack(row, batch[0].id, batch[-1].id, sync_time=1)
         assert spool.totals()[:2] == (60, 0)
     assert sorted(nr for nr, _ in states(tmp_path)) == list(range(11, 71))
 

@@ -230,8 +230,8 @@ def test_a_spool_created_between_two_reads_is_not_taken_for_a_foreign_database(s
     """Several first `track`s at once: one creates the spool while another is checking whether
     the file is ours. The checker must judge one snapshot, not the version from before the
     creation and the tables from after it (seen once in CI: `track` exited 3)."""
-    from hamustro_cli.migrations import SCHEMA_VERSION
     from hamustro_cli.spool import _check_ours
+    from hamustro_cli.spooldir import SCHEMA_VERSION
 
     spool_dir.mkdir(mode=0o700)
     path = str(spool_dir / DB)

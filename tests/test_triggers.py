@@ -24,7 +24,7 @@ def test_triggers_with_a_fixed_clock():
     assert waiting[:2] == (False, triggers.Why.WAITING) and waiting.next_at == NOW - 60 + 600
     old = due(SyncState(created_at=NOW - 3600, last_sync_time=NOW - 601))
     assert old[:2] == (True, triggers.Why.RETENTION) and old.next_at == NOW
-    halted = due(SyncState(halted="405"), pending=100)
+    halted = due(SyncState(halted=True, halt_reason="405"), pending=100)
     assert halted[:2] == (False, triggers.Why.HALTED) and halted.next_at is None
 
 
