@@ -316,10 +316,8 @@ def _spool_hint(exc: SpoolError, directory: str) -> str:
 
 
 def check_health(cfg: Config, log: Log = no_log) -> Check:
-    import requests
-
     from hamustro_cli.transport import (
-        DeadlinePassed,
+        REQUEST_FAILED,
         exchange,
         http_session,
         request_problem,
@@ -337,7 +335,7 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
             warnings.simplefilter("ignore")
             with http_session() as http:  # the whole exchange within timeout, as a flush's
                 resp = exchange(http, "GET", url, cfg.values["timeout"], verify=verify_option(cfg.values))
-    except (requests.exceptions.RequestException, DeadlinePassed, ValueError) as exc:
+    except REQUEST_FAILED as exc:
         problem = request_problem(exc, url, cfg.values["timeout"])
         return Check("collector", False, problem.detail, problem.meaning.fix, details)
     elapsed = time.monotonic() - started

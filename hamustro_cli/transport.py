@@ -19,11 +19,17 @@ import random
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-import requests
+with warnings.catch_warnings():
+    # requests warns when no character-detection package imports (chardet, charset_normalizer:
+    # also when memory is short, under ulimit -v, where that warning would stand before our one
+    # Error line). Nothing here lets requests guess an encoding: Reply.text decodes the body.
+    warnings.filterwarnings("ignore", "Unable to find acceptable character detection", module="requests")
+    import requests
 
 from hamustro_cli import answers, wire
 from hamustro_cli.answers import Failure, Kind, Meaning
@@ -124,6 +130,11 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
 
 class DeadlinePassed(Exception):
     """The whole exchange took longer than its timeout (it was cut off)."""
+
+
+# What a request can fail with before any answer (request_problem says which kind): requests'
+# own errors, the deadline, and ValueError (urllib3's LocationParseError and kin: a bad URL).
+REQUEST_FAILED = (requests.exceptions.RequestException, DeadlinePassed, ValueError)
 
 
 class Reply:
@@ -457,8 +468,7 @@ class Transport:
             reply = exchange(
                 self.http, "POST", self.url, self.timeout, body=body, headers=headers, verify=self.verify
             )
-        except (requests.exceptions.RequestException, DeadlinePassed, ValueError) as exc:
-            # ValueError: urllib3's LocationParseError and kin: the URL itself is bad
+        except REQUEST_FAILED as exc:
             problem = request_problem(exc, self.url, self.timeout)
             return Answer(None, problem.meaning, elapsed=time.monotonic() - started)
         elapsed = time.monotonic() - started
