@@ -52,6 +52,13 @@ def assert_spool_has_no_secret(spool_dir: Path, *secrets: str) -> list[str]:
     return names
 
 
+def cli(outputs: list[tuple[str, str]], *args: str) -> Any:
+    """The CLI in-process (its output, not a process, is the point), the output noted in outputs."""
+    result = invoke(*args, expect=None)
+    outputs.append((" ".join(args), result.stdout + result.stderr))
+    return result
+
+
 def wait_for(predicate: Any, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -150,19 +157,13 @@ def test_wrong_secret_405_keeps_both_secrets(
     other = start_collector(tmp_path, name="strict", secret=server_secret)
     try:
         configure(isolated, other.url, shared_secret_key=client_secret)
-        outputs: list[tuple[str, str]] = []  # in-process: the output, not a process, is the point
-
-        def cli(*args: str) -> Any:
-            result = invoke(*args, expect=None)
-            outputs.append((" ".join(args), result.stdout + result.stderr))
-            return result
-
+        outputs: list[tuple[str, str]] = []
         for flags in VERBOSITY:
-            assert cli(*flags, "track", "e").exit_code == 0
-            result = cli(*flags, "flush")
+            assert cli(outputs, *flags, "track", "e").exit_code == 0
+            result = cli(outputs, *flags, "flush")
             assert result.exit_code == 4  # signature refused: a person must act
             assert "shared_secret_key" in result.stderr
-            cli(*flags, "flush", "--json")
+            cli(outputs, *flags, "flush", "--json")
         for args in (
             ["status"],
             ["status", "--json", "--events"],
@@ -170,10 +171,10 @@ def test_wrong_secret_405_keeps_both_secrets(
             ["track", "after-halt", "--json"],
             ["flush", "--if-due", "-vv"],
         ):
-            cli(*args)
-        status = json.loads(cli("status", "--json").stdout)
+            cli(outputs, *args)
+        status = json.loads(cli(outputs, "status", "--json").stdout)
         assert status["halted"] and status["pending"] == 4  # 3 tracks + after-halt
-        assert "shared_secret_key" in cli("status").stdout
+        assert "shared_secret_key" in cli(outputs, "status").stdout
         for label, text in outputs:
             assert_no_secret(label, text, client_secret, server_secret)
         assert_spool_has_no_secret(spool_dir, client_secret, server_secret)
@@ -265,19 +266,21 @@ def test_config_errors_keep_the_secret(
         assert_spool_has_no_secret(spool_dir, *secrets)
 
 
-def test_unreachable_collector_keeps_the_secret(isolated: Path, spool_dir: Path) -> None:
+def test_unreachable_collector_keeps_the_secret(
+    isolated: Path, spool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     configure(isolated, f"http://127.0.0.1:{closed_port()}", retries=1, retry_delay=0.01, timeout=2)
-    outputs = [run("track", "e")]
+    outputs: list[tuple[str, str]] = []
+    cli(outputs, "track", "e")
     for flags in VERBOSITY:
-        proc = run(*flags, "flush")
-        assert proc.returncode == 1
-        outputs += [proc, run(*flags, "flush", "--json"), run(*flags, "status", "--json")]
-    proc = run(
-        "-vv", "track", "inline", "--flush", env={"HAMUSTRO_FLUSH": "inline", "HAMUSTRO_QUEUE_SIZE": "1"}
-    )
-    outputs.append(proc)
-    for proc in outputs:
-        assert_no_secret(" ".join(proc.args[3:]), seen(proc))
+        assert cli(outputs, *flags, "flush").exit_code == 1
+        cli(outputs, *flags, "flush", "--json")
+        cli(outputs, *flags, "status", "--json")
+    monkeypatch.setenv("HAMUSTRO_FLUSH", "inline")
+    monkeypatch.setenv("HAMUSTRO_QUEUE_SIZE", "1")
+    cli(outputs, "-vv", "track", "inline", "--flush")
+    for label, text in outputs:
+        assert_no_secret(label, text)
     assert_spool_has_no_secret(spool_dir)
 
 
