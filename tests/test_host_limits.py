@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RunningCollector
+from conftest import RunningCollector, invoke
 
 from hamustro_cli.spool import DB_NAME, Spool
 
@@ -95,9 +95,8 @@ def check_every_command(spool_dir: Path, which: int, value: int) -> list[str]:
 def ready(config: Path, collector: RunningCollector, spool_dir: Path) -> Path:
     """A config, a real collector, and a spool with a few events waiting."""
     for name in ("a", "b", "c"):
-        subprocess.run(
-            [sys.executable, "-m", "hamustro_cli", "track", name], check=True, env=os.environ.copy()
-        )
+        invoke("track", name)  # in-process: the limits apply to the commands under test
+    assert queued(spool_dir) == 3
     return spool_dir
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SETTINGS, run, write_config
+from conftest import SETTINGS, invoke, write_config
 from specschema import decode
 
 from hamustro_cli.transport import MAX_RETRY_AFTER, parse_retry_after, shown
@@ -82,7 +82,7 @@ class Drip:
     """Sends `head` at once, then `tail` one byte every `pause` seconds; notes whether the
     client hung up before the tail was all sent (a send fails once the client is gone)."""
 
-    def __init__(self, head: bytes, tail: bytes, pause: float = 0.2):
+    def __init__(self, head: bytes, tail: bytes, pause: float = 0.1):
         self.head, self.tail, self.pause = head, tail, pause
         self.hung_up_after: list[int] = []  # bytes of the tail sent when the client was gone
         self.finished = 0  # exchanges whose whole tail went out
@@ -110,7 +110,7 @@ def queued_against(isolated: Path) -> Iterator[Callable[..., RawCollector]]:
         server = RawCollector(answer)
         servers.append(server)
         _config(isolated, server.url, **extra)
-        assert run("track", "a").returncode == 0
+        assert invoke("track", "a", expect=None).exit_code == 0
         return server
 
     yield start
@@ -124,8 +124,8 @@ def _config(isolated: Path, url: str, **extra: object) -> None:
 
 
 def _status() -> dict[str, Any]:
-    result = run("status", "--json")
-    assert result.returncode == 0, result.stderr
+    result = invoke("status", "--json", expect=None)
+    assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
 
@@ -189,21 +189,21 @@ RAW_RETRY_AFTER = [v.encode("utf-8") for v in HOSTILE_RETRY_AFTER if v.strip()] 
 @pytest.mark.parametrize("value", RAW_RETRY_AFTER)
 def test_any_retry_after_on_a_200_is_still_delivered_and_deleted(queued_against, value):
     server = queued_against(_answer(b"HTTP/1.1 200 OK", b"Retry-After: " + value))
-    flushed = run("flush")
-    assert flushed.returncode == 0, flushed.stderr
+    flushed = invoke("flush", expect=None)
+    assert flushed.exit_code == 0, flushed.stderr
     assert "Traceback" not in flushed.stderr
     assert _events(server.bodies) == ["a"]
     assert _status()["pending"] == 0
-    again = run("flush")  # nothing left to send again
-    assert again.returncode == 0 and _events(server.bodies) == ["a"]
+    again = invoke("flush", expect=None)  # nothing left to send again
+    assert again.exit_code == 0 and _events(server.bodies) == ["a"]
 
 
 @pytest.mark.parametrize("value", [b"\xb2", b"9" * 5000, b"Fri, 31 Dec 9999 23:59:59 GMT", b"\xff\xfe"])
 def test_any_retry_after_on_a_503_is_a_bounded_backoff(queued_against, value):
     queued_against(_answer(b"HTTP/1.1 503 Busy", b"Retry-After: " + value))
     before = time.time()
-    flushed = run("flush")
-    assert flushed.returncode == 1 and "Traceback" not in flushed.stderr
+    flushed = invoke("flush", expect=None)
+    assert flushed.exit_code == 1 and "Traceback" not in flushed.stderr
     st = _status()
     assert st["pending"] == 1
     assert before <= st["backoff_until"] <= time.time() + MAX_RETRY_AFTER + 1
@@ -239,8 +239,8 @@ DELIVERED = {
 @pytest.mark.parametrize("answer", list(DELIVERED.values()), ids=list(DELIVERED))
 def test_a_200_is_delivered_whatever_else_the_answer_holds(queued_against, answer):
     server = queued_against(answer)
-    flushed = run("flush")
-    assert flushed.returncode == 0, flushed.stderr
+    flushed = invoke("flush", expect=None)
+    assert flushed.exit_code == 0, flushed.stderr
     assert _events(server.bodies) == ["a"]
     assert _status()["pending"] == 0
 
@@ -258,8 +258,8 @@ NOT_HTTP = {
 @pytest.mark.parametrize("answer", list(NOT_HTTP.values()), ids=list(NOT_HTTP))
 def test_an_answer_that_is_not_usable_http_fails_cleanly_and_keeps_the_event(queued_against, answer):
     queued_against(answer)
-    flushed = run("flush")
-    assert flushed.returncode == 1
+    flushed = invoke("flush", expect=None)
+    assert flushed.exit_code == 1
     assert "Traceback" not in flushed.stderr
     errors = [line for line in flushed.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and _clean(errors[0]) and len(errors[0]) < 400
@@ -273,8 +273,8 @@ def test_too_many_headers_leave_the_status_to_decide(queued_against, status, exi
     server = queued_against(
         _answer(b"HTTP/1.1 %d No" % status, *(b"X-%d: y" % i for i in range(150)), b"Retry-After: 5")
     )
-    flushed = run("flush")
-    assert flushed.returncode == exit_code and "Traceback" not in flushed.stderr, flushed
+    flushed = invoke("flush", expect=None)
+    assert flushed.exit_code == exit_code and "Traceback" not in flushed.stderr, flushed
     st = _status()
     assert st["pending"] == 1 and st["last_error"]["status"] == status
     assert _events(server.bodies) == ["a"]
@@ -286,17 +286,17 @@ NASTY = "\x1b]0;owned\x07\x1b[2J\nfake: line\r\u202eevil" + "z" * 20_000
 def test_collector_text_is_escaped_and_capped_in_errors_and_status(queued_against):
     """A redirect's Location and a 400's body reach people only escaped and cut short."""
     queued_against(_answer(b"HTTP/1.1 302 Found", b"Location: " + NASTY.encode("utf-8")))
-    flushed = run("flush")
-    assert flushed.returncode == 4  # a redirect: a person must act
+    flushed = invoke("flush", expect=None)
+    assert flushed.exit_code == 4  # a redirect: a person must act
     errors = [line for line in flushed.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and _clean(errors[0]) and len(errors[0]) < 600
     assert "\\x1b" in errors[0]  # shown escaped, not dropped
     st = _status()
     assert _clean(st["last_error"]["message"]) and len(st["last_error"]["message"]) < 600
-    human = run("status")
+    human = invoke("status", expect=None)
     assert "\x1b" not in human.stdout and "fake: line" not in human.stdout.splitlines()
     queued_against(_answer(b"HTTP/1.1 400 Bad", body=NASTY.encode("utf-8")))
-    flushed = run("-v", "flush")
+    flushed = invoke("-v", "flush", expect=None)
     assert "\x1b" not in flushed.stderr
     st = _status()
     # the collection itself is refused: the event queued for this collector (the first one is the
@@ -313,8 +313,9 @@ def test_shown_escapes_controls_and_caps():
 
 # -- timeout bounds the whole exchange ---------------------------------------------------------
 
-# ~18 s at 0.2 s a byte against a 3 s timeout: a wide margin for a loaded machine to get the
-# head out before the deadline (a 1 s timeout once cut a loaded run off before the status)
+# ~9 s at 0.1 s a byte against a 1.5 s timeout: the flush runs in-process (no interpreter to
+# start inside the deadline; a 1 s timeout once cut a loaded run of a separate process off before
+# the status), and the tail outlasts the timeout by a wide margin
 DRIP_TAIL = b"X-Slow: " + b"y" * 60 + b"\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -332,26 +333,26 @@ DRIP_TAIL = b"X-Slow: " + b"y" * 60 + b"\r\nContent-Length: 0\r\n\r\n"
 )
 def test_a_dripping_answer_cannot_hold_a_flush_past_timeout(queued_against, head, delivered, said):
     drip = Drip(head, DRIP_TAIL)
-    server = queued_against(drip, timeout=3)
-    flushed = run("flush", timeout=60)
+    server = queued_against(drip, timeout=1.5)
+    flushed = invoke("flush", expect=None)
     assert drip.done.wait(30)
     # The client hung up while the collector was still dripping.
     assert drip.finished == 0 and drip.hung_up_after and drip.hung_up_after[0] < len(DRIP_TAIL) - 1
     assert "Traceback" not in flushed.stderr
     if delivered:
-        assert flushed.returncode == 0 and _status()["pending"] == 0
+        assert flushed.exit_code == 0 and _status()["pending"] == 0
     else:
-        assert flushed.returncode == 1 and said in flushed.stderr
+        assert flushed.exit_code == 1 and said in flushed.stderr
         assert _status()["pending"] == 1
     assert _events(server.bodies) == ["a"]
 
 
 def test_doctor_health_check_is_bounded_by_timeout(queued_against):
     drip = Drip(b"HTTP/1.1 2", DRIP_TAIL)
-    queued_against(drip, timeout=3)
-    result = run("doctor", "--json", timeout=60)
+    queued_against(drip, timeout=1.5)
+    result = invoke("doctor", "--json", expect=None)
     assert drip.done.wait(30)
     assert drip.finished == 0 and drip.hung_up_after
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["collector"]["state"] == "fail"
-    assert "within 3 s" in checks["collector"]["verdict"]
+    assert "within 1.5 s" in checks["collector"]["verdict"]

@@ -112,27 +112,28 @@ BAD_ATTRIBUTES = {
 
 @pytest.mark.parametrize("name", sorted(BAD_ATTRIBUTES))
 def test_a_session_whose_attributes_the_wire_cannot_carry_is_set_aside_and_the_rest_delivered(
-    config, collector, spool_dir, name
+    config, collector, spool_dir, name, monkeypatch
 ):
     """A session row whose text is not UTF-8 (a tampered or damaged spool) made `status` and
     every `flush` exit 3, so no session was ever delivered again. Its events are now set aside
     as rejected, saying why, in one change; the other sessions are delivered; `status` shows it."""
     invoke("track", "good")
-    other = {"HAMUSTRO_PRODUCT_VERSION": "other"}  # another session, the same destination
-    assert run("track", "stuck1", env=other).returncode == 0
-    assert run("track", "stuck2", env=other).returncode == 0
+    with monkeypatch.context() as env:  # another session, the same destination
+        env.setenv("HAMUSTRO_PRODUCT_VERSION", "other")
+        assert invoke("track", "stuck1", expect=None).exit_code == 0
+        assert invoke("track", "stuck2", expect=None).exit_code == 0
     with sqlite3.connect(spool_dir / DB) as db:
         db.execute(BAD_ATTRIBUTES[name])
-    status = run("status", "--json")
-    assert status.returncode == 0, status.stderr
+    status = invoke("status", "--json", expect=None)
+    assert status.exit_code == 0, status.stderr
     assert json.loads(status.stdout)["pending"] == 3
-    dry = run("flush", "--dry-run")
-    assert dry.returncode == 0 and "1 event(s) in 1 batch(es)" in dry.stdout, dry
+    dry = invoke("flush", "--dry-run", expect=None)
+    assert dry.exit_code == 0 and "1 event(s) in 1 batch(es)" in dry.stdout, dry
     assert "2 event(s) a flush would set aside" in dry.stderr, dry.stderr
     assert _states(spool_dir) == {0: 3}  # the dry run changed nothing
-    result = run("flush")
+    result = invoke("flush", expect=None)
     assert "Traceback" not in result.stderr, result.stderr
-    assert result.returncode == 4, result  # ATTENTION: events were set aside
+    assert result.exit_code == 4, result  # ATTENTION: events were set aside
     assert [e["event"] for e in collector.received()] == ["good"]
     assert _states(spool_dir) == {2: 2}
     reasons = set(_rejected(spool_dir))
@@ -143,8 +144,8 @@ def test_a_session_whose_attributes_the_wire_cannot_carry_is_set_aside_and_the_r
     # one warning for the set (not one per event), and the summary saying where to look
     assert result.stderr.count("set aside as rejected: stored session attributes") == 1, result.stderr
     assert "'hamustro events list --state rejected' says why" in result.stderr
-    shown = run("status")
-    assert shown.returncode == 0 and "2 rejected" in shown.stdout, shown
+    shown = invoke("status", expect=None)
+    assert shown.exit_code == 0 and "2 rejected" in shown.stdout, shown
     assert "stored as the wire cannot carry" in shown.stdout
 
 
@@ -178,13 +179,13 @@ def test_dry_run_reports_rows_a_flush_would_set_aside_and_changes_nothing(config
     with sqlite3.connect(spool_dir / DB) as db:
         db.execute(BAD_ROWS[name])
     before = _raw_rows(spool_dir)
-    result = run("flush", "--dry-run", "--json")
-    assert result.returncode == 0 and "Traceback" not in result.stderr, result
+    result = invoke("flush", "--dry-run", "--json", expect=None)
+    assert result.exit_code == 0 and "Traceback" not in result.stderr, result
     report = json.loads(result.stdout)
     assert report["would_reject"] == 1 and report["dry_run"] is True
     assert [(b["events"], b["status"]) for b in report["batches"]] == [(2, None)]
-    text = run("flush", "--dry-run")
-    assert text.returncode == 0 and "Traceback" not in text.stderr, text
+    text = invoke("flush", "--dry-run", expect=None)
+    assert text.exit_code == 0 and "Traceback" not in text.stderr, text
     assert "2 event(s) in 1 batch(es)" in text.stdout
     assert "1 event(s) a flush would set aside" in text.stderr
     assert _raw_rows(spool_dir) == before and _rejected(spool_dir) == []
