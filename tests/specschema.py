@@ -97,3 +97,13 @@ def decode(body: bytes) -> Any:
     msg.ParseFromString(body)
     assert msg.IsInitialized()
     return msg
+
+
+LABEL_REQUIRED = 2  # FieldDescriptorProto.Label
+
+
+def label(field: Any) -> int:
+    """FieldDescriptorProto.Label of a field: protobuf 7 has no .label, before 6 only .label."""
+    if hasattr(field, "is_repeated"):
+        return 3 if field.is_repeated else LABEL_REQUIRED if field.is_required else 1
+    return int(field.label)

@@ -6,13 +6,17 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from specschema import LABEL_REQUIRED, label
+
 from hamustro_cli import wire
 from hamustro_cli.session import COLLECTION_FIELDS, Session
 
 
 def test_the_collection_field_list_is_the_protocols():
     collection = wire.messages()[0]
-    fields = [(f.name, f.is_required) for f in collection.DESCRIPTOR.fields if f.name != "payloads"]
+    fields = [
+        (f.name, label(f) == LABEL_REQUIRED) for f in collection.DESCRIPTOR.fields if f.name != "payloads"
+    ]
     assert fields == list(COLLECTION_FIELDS)
 
 

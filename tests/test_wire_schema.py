@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SETTINGS, run, write_config
-from specschema import ROOT, compile_messages, normalized, spec_messages
+from specschema import ROOT, compile_messages, label, normalized, spec_messages
 
 from hamustro_cli import wire
 from hamustro_cli.payload_descriptor import SERIALIZED
@@ -48,13 +48,6 @@ def test_committed_descriptor_is_the_proto_file_compiled():
     committed = descriptor_pb2.FileDescriptorProto.FromString(SERIALIZED)
     assert committed == compile_messages(PROTO.read_text(), name="payload.proto")
     assert committed.SerializeToString(deterministic=True) == SERIALIZED
-
-
-def label(field) -> int:
-    """FieldDescriptorProto.Label of a field: protobuf 7 has no .label, before 6 only .label."""
-    if hasattr(field, "is_repeated"):
-        return 3 if field.is_repeated else 2 if field.is_required else 1
-    return field.label
 
 
 def test_built_classes_have_the_spec_messages():
