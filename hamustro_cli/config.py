@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from hamustro_cli.errors import ConfigError
+from hamustro_cli.spooldir import FLUSH_ROOM
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +27,7 @@ TOMLDecodeError = tomllib.TOMLDecodeError
 ENV_PREFIX = "HAMUSTRO_"
 SECRET_KEY = "shared_secret_key"
 FLUSH_MODES = ("background", "inline", "off")
+WHEN_FULL = ("refuse", "drop_oldest", "drop_newest")  # what track does at a bound of the spool (caps.py)
 
 
 def env_name(key: str) -> str:
@@ -125,6 +127,26 @@ KEYS: dict[str, Key] = {
         Key("tls_verify", "bool", True, doc="verify the collector's TLS certificate"),
         Key("ca_bundle", "path", doc="CA bundle file used to verify the collector", max_chars=MAX_PATH_CHARS),
         Key("disk_reserve", "bool", True, doc="keep 8 MiB in the spool directory for a flush on a full disk"),
+        Key(
+            "spool_max_events",
+            "int",
+            0,
+            minimum=0,
+            maximum=2**53,
+            doc="events kept in the spool, 0 = no cap",
+        ),
+        Key(
+            "spool_max_mb", "int", 0, minimum=0, maximum=2**30, doc="MiB the spool's events take, 0 = no cap"
+        ),
+        Key(
+            "spool_keep_free_mb",
+            "int",
+            FLUSH_ROOM // (1024 * 1024),
+            minimum=0,
+            maximum=2**30,
+            doc="MiB track leaves free on the spool's file system, 0 = none",
+        ),
+        Key("when_full", "str", "refuse", doc='"refuse", "drop_oldest" or "drop_newest"'),
     )
 }
 REQUIRED = tuple(k.name for k in KEYS.values() if k.required)
@@ -343,6 +365,11 @@ def _check_value(name: str, value: Any, source: str) -> None:
     elif name == "flush" and value not in FLUSH_MODES:
         raise ConfigError(
             f"config key flush {_where(source)}: expected one of {', '.join(FLUSH_MODES)}, got {_clip(value)}"
+        )
+    elif name == "when_full" and value not in WHEN_FULL:
+        raise ConfigError(
+            f"config key when_full {_where(source)}: expected one of {', '.join(WHEN_FULL)}, "
+            f"got {_clip(value)}"
         )
     elif name == "ip" and value not in ("auto", "off"):
         from hamustro_cli.netaddr import valid_ip

@@ -57,6 +57,14 @@ NOTES: dict[str, str] = {
     "disk_reserve": "A file (space.reserve) allocated while the disk has room for it and as much "
     "again; a flush on a full disk frees it, so it can record what the collector answers and drain "
     "the spool. Off: a flush still sends only with 8 MiB free.",
+    "spool_max_events": "Rejected events count too. At the cap, track does what when_full says.",
+    "spool_max_mb": "The pages the events take in the database (the WAL, at most 4 MiB, comes on top).",
+    "spool_keep_free_mb": "Like journald's SystemKeepFree: track never takes the file system below "
+    "this, counting space.reserve (disk_reserve) as free, since a flush gets it back. The default, "
+    "8 MiB, is what a flush needs to record the collector's answers. A flush is never held by it.",
+    "when_full": '"refuse": track exits 3, nothing queued; "drop_oldest": the oldest events make room; '
+    '"drop_newest": the new events are dropped (a warning, exit 0). Every drop is counted '
+    "(hamustro status, hamustro metrics).",
 }
 # Shown (commented out, or as the example's values) for keys without a default.
 EXAMPLES: dict[str, Any] = {

@@ -167,6 +167,7 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
         counts = spool.counts()
         sync = spool.sync_state(destination)
         held = spool.by_destination()
+        kept = spool.counters()
         read_only = spool.read_only
     except SpoolError as exc:
         return Check("spool", False, str(exc), _spool_hint(exc, directory), details)
@@ -197,6 +198,8 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
         loose_files=loose,
         sessions=len(counts),
         **totals,
+        dropped=kept.dropped_total,
+        dropped_by_reason=kept.dropped,
     )
     if wrong:
         details["recounted"] = [
@@ -281,6 +284,11 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
             f"backing off after failed sends for {int(backoff - time.time())} s more "
             "('hamustro flush' tries at once)"
         )
+    if kept.dropped:
+        from hamustro_cli.caps import dropped_text
+
+        notes.append(f"{dropped_text(kept.dropped)} (the spool's bounds: spool_max_events, spool_max_mb, ")
+        notes[-1] += "spool_keep_free_mb and when_full in 'hamustro config show')"
     if totals["rejected"]:
         notes.append(
             "the collector refused some events; see 'hamustro status --events', "

@@ -96,3 +96,16 @@ class BatchSize(NamedTuple):
 
     size: int
     streak: int
+
+
+class Counters(NamedTuple):
+    """The spool's kept counters (Spool.counters): they only grow."""
+
+    tracked: int  # events queued
+    sent: int  # events the collector took
+    flush_failures: int  # flushes that could not deliver
+    dropped: dict[str, int]  # events dropped undelivered, by caps.Reason value
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())

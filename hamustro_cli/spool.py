@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from hamustro_cli import caps as bounds
 from hamustro_cli.errors import FlushBusy, InputError, SpoolError
 from hamustro_cli.events import UINT32_MAX, NewEvent
 from hamustro_cli.session import Session
@@ -34,12 +35,14 @@ from hamustro_cli.spooldir import (
     FlushLock,
     check_database_files,
     flush_running,
+    free_bytes,
     ignore_file_size_signal,
     on_read_only_mount,
     prepare_dir,
     private_file,
     problem_kinds,
     read_only_reason,
+    reserve_bytes,
     space_advice,
 )
 
@@ -48,10 +51,12 @@ if TYPE_CHECKING:
     from contextlib import AbstractContextManager
     from typing import TypeVar
 
+    from hamustro_cli.caps import Caps
     from hamustro_cli.queue import Change, EventFilter
     from hamustro_cli.records import (
         AttrRow,
         BatchSize,
+        Counters,
         Counts,
         Held,
         ListedEvent,
@@ -429,57 +434,29 @@ class Spool:
     # -- queuing ----------------------------------------------------------------------------
 
     def enqueue(
-        self, session: Session, events: Sequence[NewEvent], destination: str | None = None
+        self,
+        session: Session,
+        events: Sequence[NewEvent],
+        destination: str | None = None,
+        caps: Caps | None = None,
     ) -> tuple[int, int]:
         """Queue events in one transaction, for `destination` (a fingerprint; None: not recorded,
-        the next flush claims them); returns the first and last nr given to them."""
+        the next flush claims them); returns the first and last nr given to them.
+
+        Within `caps` (caps.py): at a bound, caps.SpoolFull (nothing queued), or events dropped
+        and counted in this transaction (the oldest, or with caps.EventsDropped raised after the
+        commit, these)."""
         count = len(events)
         if not count:
             raise ValueError("no events to queue")
+        dropped = None
         with self.transaction("queuing events") as db:
-            row = db.execute(
-                "UPDATE sessions SET last_nr = last_nr + ? WHERE session = ? RETURNING id, last_nr",
-                (count, session.id),
-            ).fetchone()
-            if row is None:
-                row = db.execute(
-                    "INSERT INTO sessions (session, device_id, client_id, system_version, "
-                    "product_version, last_nr) VALUES (?, ?, ?, ?, ?, ?) RETURNING id, last_nr",
-                    (*session[:5], count),
-                ).fetchone()
-            session_row, last = row
-            attr_key = (session_row, session.system, session.product_git_hash, destination)
-            found = db.execute(
-                "SELECT id FROM attributes WHERE session_id = ? AND system IS ? AND product_git_hash IS ? "
-                "AND destination IS ?",
-                attr_key,
-            ).fetchone()
-            if found is None:
-                found = db.execute(
-                    "INSERT INTO attributes (session_id, system, product_git_hash, destination) "
-                    "VALUES (?, ?, ?, ?) RETURNING id",
-                    attr_key,
-                ).fetchone()
-            attr_id: int = found[0]
-            first = last - count + 1
-            if last > MAX_NR:  # raised inside the transaction: rolled back, nothing queued
-                raise InputError(
-                    f"session {session.id} has numbered {first - 1} events; {count} more would pass "
-                    f"{MAX_NR}, the largest nr the wire carries. Nothing was queued: start a new "
-                    "session (a new client_id or product_version)"
-                )
-            db.executemany(
-                "INSERT INTO events (session_id, attr_id, nr, at, event, user_id, ip, parameters, "
-                "is_testing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                # by position: NewEvents, or the plain tuples parse_lines makes in the same layout
-                [
-                    (session_row, attr_id, nr, at, event, user_id, ip, parameters, is_testing)
-                    for nr, (event, at, user_id, ip, parameters, is_testing) in enumerate(events, first)
-                ],
-            )
-            _count(db, attr_id, _PENDING, count)
-            if any(e[3] == "" for e in events):  # the route was not known: a flush fills it in
-                _write_metas(db, {"unknown_ip": "1"})
+            if caps is not None:
+                dropped = _make_room(db, caps, count, self.directory)
+            if dropped is None:
+                first, last = _insert(db, session, events, destination)
+        if dropped is not None:
+            raise dropped
         return first, last
 
     def pending(self, destination: str | None = None) -> int:
@@ -625,6 +602,7 @@ class Spool:
                 (_PENDING, attr_id, first_id, last_id),
             ).rowcount
             _count(db, attr_id, _PENDING, -deleted)
+            _bump(db, {"sent_total": deleted})
             row = db.execute("SELECT value FROM meta WHERE key = 'sending'").fetchone()
             if row and row[0].split()[::2] == [str(attr_id), str(last_id)]:
                 db.execute("DELETE FROM meta WHERE key = 'sending'")
@@ -720,7 +698,9 @@ class Spool:
             changes["halted"] = halt_reason or HALTED_UNSAID
         if backoff_until is not None:
             changes["backoff_until"] = str(backoff_until)
-        self._set_metas("recording a failed send", _scoped_all(changes, destination))
+        with self.transaction("recording a failed send") as db:
+            _write_metas(db, _scoped_all(changes, destination))
+            _bump(db, {"flush_failures_total": 1})  # every failed flush, counted for `metrics`
 
     def record_error(self, error: dict[str, Any], destination: str | None = None) -> None:
         """Keep an error (a refused batch, an unusable protobuf) for `status`, without counting
@@ -1073,6 +1053,37 @@ class Spool:
         attrs = self._leniently(self.attr_rows)[row.attr_id].attributes
         return _event_dict(row, self._marked()), attrs
 
+    # -- what `metrics`, `status` and `doctor` report: kept counters, O(1) at any backlog ------
+
+    def counters(self) -> Counters:
+        """The counters kept in meta, each moved in the transaction of what it counts: events
+        queued, delivered, dropped (by caps.Reason) and failed flushes. They only grow."""
+        from hamustro_cli.records import Counters
+
+        rows = self._read(
+            "SELECT key, value FROM meta WHERE key IN ('tracked_total', 'sent_total', "
+            "'flush_failures_total') OR (key >= ? AND key < ?)",
+            (_DROPPED, _DROPPED[:-1] + chr(ord(_DROPPED[-1]) + 1)),
+        )
+        found = {key: _int(str(value)) or 0 for key, value in rows}
+        dropped = {key[len(_DROPPED) :]: n for key, n in found.items() if key.startswith(_DROPPED) and n}
+        return Counters(
+            tracked=found.get("tracked_total", 0),
+            sent=found.get("sent_total", 0),
+            flush_failures=found.get("flush_failures_total", 0),
+            dropped=dict(sorted(dropped.items())),
+        )
+
+    def oldest_pending_at(self) -> int | None:
+        """The `at` of the oldest event still to be delivered (pending or in the batch being
+        sent), by queue order: one index seek per attribute set holding pending events."""
+        firsts = [
+            found
+            for (attr_id,) in self._read("SELECT attr_id FROM counts WHERE state = ? AND n > 0", (_PENDING,))
+            if (found := self._oldest(_PENDING, attr_id)) is not None
+        ]
+        return self.at_of(min(firsts)) if firsts else None
+
     # -- the queue by hand: every change `hamustro events` makes goes through here ------------
 
     def change(self, action: Change, chosen: EventFilter) -> int:
@@ -1131,6 +1142,8 @@ class Spool:
             else:
                 sql = f"DELETE FROM events WHERE id IN ({ids_sql})"
             changed: int = db.execute(sql, params).rowcount
+            if action is Change.DROP:
+                _bump(db, {_dropped_key(bounds.Reason.EVENTS_DROP): changed})
         return changed
 
 
@@ -1166,6 +1179,134 @@ def _event_dict(listed: ListedEvent, marked: tuple[int, int, int] | None) -> dic
         "reason": listed.reason,
         "destination": listed.destination,  # its fingerprint (None: tracked before they were kept)
     }
+
+
+def _insert(
+    db: sqlite3.Connection, session: Session, events: Sequence[NewEvent], destination: str | None
+) -> tuple[int, int]:
+    """Queue events inside the caller's transaction (Spool.enqueue): the session's next nrs, the
+    attribute set, the rows, their counter and `tracked_total`."""
+    count = len(events)
+    row = db.execute(
+        "UPDATE sessions SET last_nr = last_nr + ? WHERE session = ? RETURNING id, last_nr",
+        (count, session.id),
+    ).fetchone()
+    if row is None:
+        row = db.execute(
+            "INSERT INTO sessions (session, device_id, client_id, system_version, "
+            "product_version, last_nr) VALUES (?, ?, ?, ?, ?, ?) RETURNING id, last_nr",
+            (*session[:5], count),
+        ).fetchone()
+    session_row, last = row
+    attr_key = (session_row, session.system, session.product_git_hash, destination)
+    found = db.execute(
+        "SELECT id FROM attributes WHERE session_id = ? AND system IS ? AND product_git_hash IS ? "
+        "AND destination IS ?",
+        attr_key,
+    ).fetchone()
+    if found is None:
+        found = db.execute(
+            "INSERT INTO attributes (session_id, system, product_git_hash, destination) "
+            "VALUES (?, ?, ?, ?) RETURNING id",
+            attr_key,
+        ).fetchone()
+    attr_id: int = found[0]
+    first = last - count + 1
+    if last > MAX_NR:  # raised inside the transaction: rolled back, nothing queued
+        raise InputError(
+            f"session {session.id} has numbered {first - 1} events; {count} more would pass "
+            f"{MAX_NR}, the largest nr the wire carries. Nothing was queued: start a new "
+            "session (a new client_id or product_version)"
+        )
+    db.executemany(
+        "INSERT INTO events (session_id, attr_id, nr, at, event, user_id, ip, parameters, "
+        "is_testing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        # by position: NewEvents, or the plain tuples parse_lines makes in the same layout
+        [
+            (session_row, attr_id, nr, at, event, user_id, ip, parameters, is_testing)
+            for nr, (event, at, user_id, ip, parameters, is_testing) in enumerate(events, first)
+        ],
+    )
+    _count(db, attr_id, _PENDING, count)
+    if any(e[3] == "" for e in events):  # the route was not known: a flush fills it in
+        _write_metas(db, {"unknown_ip": "1"})
+    _bump(db, {"tracked_total": count})
+    return first, last
+
+
+_DROPPED = "dropped:"  # meta key prefix of the dropped counters: dropped:REASON
+
+
+def _dropped_key(reason: bounds.Reason) -> str:
+    return _DROPPED + reason.value
+
+
+def _bump(db: sqlite3.Connection, counters: dict[str, int]) -> None:
+    """Add to counters kept in meta, inside the caller's transaction (a counter never goes back:
+    a value that is not a number, a tampered file, counts as 0)."""
+    for key, n in counters.items():
+        if n:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET value = max(0, CAST(value AS INTEGER)) + excluded.value",
+                (key, n),
+            )
+
+
+def _make_room(db: sqlite3.Connection, caps: Caps, count: int, directory: str) -> bounds.EventsDropped | None:
+    """Apply the spool's bounds to `count` new events inside enqueue's transaction, from figures
+    that cost nothing at any backlog: the counters (one row per attribute set and state), the
+    database header's page counts, one statvfs; only those of the bounds in force are read.
+    Raises caps.SpoolFull (refuse, or nothing left to drop); drops the oldest events and
+    counts them; or, for drop_newest, counts the new events and returns what to raise once
+    that is committed."""
+    held = used = free = 0
+    if caps.max_events:
+        held = int(db.execute("SELECT total(n) FROM counts").fetchone()[0])
+    if caps.max_bytes:
+        pages = [db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "freelist_count")]
+        used = (pages[0] - pages[1]) * db.execute("PRAGMA page_size").fetchone()[0]
+    if caps.keep_free:
+        try:  # the ballast counts as free: it is room kept for a flush, given back when one needs it
+            free = free_bytes(directory) + reserve_bytes(directory)
+        except OSError:  # cannot tell: the write itself will say if there is no room
+            free = caps.keep_free
+    why = bounds.full(caps, count, held, used, free)
+    if why is None:
+        return None
+    if caps.when_full == "drop_newest":
+        _bump(db, {_dropped_key(why.reason): count})
+        return bounds.EventsDropped(caps, why, count)
+    if caps.when_full == "drop_oldest" and not (
+        why.reason is bounds.Reason.SPOOL_MAX_EVENTS and count > caps.max_events
+    ):
+        dropped = _drop_oldest(db, why.excess)
+        if dropped:
+            _bump(db, {_dropped_key(why.reason): dropped})
+            return None
+    advice = space_advice(directory, caps.keep_free) if why.reason is bounds.Reason.KEEP_FREE else ""
+    raise bounds.SpoolFull(caps, why, count, advice)
+
+
+def _drop_oldest(db: sqlite3.Connection, n: int) -> int:
+    """Delete the `n` oldest events (pending or rejected; never the batch a flush is sending,
+    which the collector may already hold) inside the caller's transaction, their counters with
+    them; returns how many."""
+    mark = db.execute("SELECT value FROM meta WHERE key = 'sending'").fetchone()
+    try:
+        attr_id, first, last = (int(x) for x in (mark[0] if mark else "").split())
+    except ValueError:
+        attr_id, first, last = -1, 0, -1
+    gone: dict[tuple[int, int], int] = {}
+    for a, state in db.execute(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events "
+        "WHERE NOT (attr_id = ? AND id BETWEEN ? AND ?) ORDER BY id LIMIT ?) RETURNING attr_id, state",
+        (attr_id, first, last, n),
+    ).fetchall():
+        gone[a, state] = gone.get((a, state), 0) + 1
+    for (a, state), k in gone.items():
+        _count(db, a, state, -k)
+    return sum(gone.values())
 
 
 def _user_version(db: sqlite3.Connection) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from hamustro_cli import caps as bounds
 from hamustro_cli import destination, netaddr, spooldir, triggers
 from hamustro_cli.config import KEYS, REQUIRED, Config, load_config, without_secret
 from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
@@ -33,6 +34,7 @@ from hamustro_cli.spool import DB_NAME, Spool, SyncState
 from hamustro_cli.spooldir import FlushLock, flush_running
 
 if TYPE_CHECKING:
+    from hamustro_cli.records import Counters
     from hamustro_cli.reports import FlushReport
 
 
@@ -115,6 +117,11 @@ class _Waiting:
         self.done: tuple[int, int, tuple[SyncState, int] | Exception] | None = None
 
 
+def _dropped(counters: Counters) -> dict[str, Any]:
+    """`status`'s `dropped` (events dropped undelivered, ever) and `dropped_by_reason`."""
+    return {"dropped": counters.dropped_total, "dropped_by_reason": counters.dropped}
+
+
 def _now() -> int:
     return int(time.time())
 
@@ -172,6 +179,7 @@ class ClientTracker:
                 )
             config = load_config(env={}, overrides=given, use_file=False, given_as="argument").require()
         self.config = config
+        self.caps = bounds.from_values(config.values, config.sources)  # the spool's bounds
         self.log: Log = log or to_logging
         # One connection per tracker and process, opened on first use under `_lock`, which
         # every use of it holds (threads wait only as long as one statement or commit takes).
@@ -377,7 +385,10 @@ class ClientTracker:
                 self._waiting.remove(w)
         try:
             spool = self._open()
-            first, _ = spool.enqueue(mine.session, [e for w in group for e in w.events], where)
+            # a group that does not fit is refused whole (nothing counted), then each caller tries
+            # alone: whose events are dropped never depends on who was grouped with whom
+            whole = self.caps._replace(when_full="refuse") if len(group) > 1 else self.caps
+            first, _ = spool.enqueue(mine.session, [e for w in group for e in w.events], where, whole)
         except BaseException as exc:
             if len(group) > 1:  # the others go back to waiting: each then commits on its own
                 with self._waiting_lock:
@@ -386,7 +397,7 @@ class ClientTracker:
                 raise
             group = [mine]
             spool = self._open()
-            first, _ = spool.enqueue(mine.session, mine.events, where)
+            first, _ = spool.enqueue(mine.session, mine.events, where, self.caps)
         # What the triggers read is read now, under the same hold of the lock.
         try:
             seen: tuple[SyncState, int] | Exception = (spool.sync_state(where), spool.pending(where))
@@ -652,6 +663,8 @@ class ClientTracker:
             "flush_running": flush_running(self.config.spool_dir),
             "queue_size": self.config.values["queue_size"],
             "queue_retention": self.config.values["queue_retention"],
+            "oldest_pending_at": spool.oldest_pending_at(),
+            **_dropped(spool.counters()),
         }
         result.update(self._destinations(spool))
         if events:

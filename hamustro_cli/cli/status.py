@@ -85,6 +85,10 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
             "wire cannot carry; 'hamustro events list --state rejected' says why, "
             "'hamustro flush --retry-rejected' resends)"
         )
+    if data["dropped"]:
+        from hamustro_cli.caps import dropped_text
+
+        echo(f"dropped:    {dropped_text(data['dropped_by_reason'])}, by the spool's bounds or by hand")
     echo(f"last sync:  {_ago(data['last_sync_time'], now)}")
     error = data["last_error"]
     if error:

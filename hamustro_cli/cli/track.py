@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from hamustro_cli.caps import EventsDropped
 from hamustro_cli.cli.options import GlobalOptions, help_option, translate
 from hamustro_cli.errors import InputError
 from hamustro_cli.log import WARNING
@@ -95,6 +96,10 @@ def track(
                 names=FLAG_NAMES,
             )
             result = tracker.track_many([one], ip=ip, flush=flush)
+    except EventsDropped as exc:  # when_full = "drop_newest": what the config asked for, said once
+        tracker.close()
+        obj.log(WARNING, f"warning: {exc}")
+        return
     except BaseException:
         tracker.close()
         raise
