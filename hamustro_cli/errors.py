@@ -46,6 +46,11 @@ class SpoolError(HamustroError):
         self.fix = fix  # the command that fixes it, when there is one
 
 
+class OutputError(HamustroError):
+    """A file a command was asked to write (`metrics --textfile`) cannot be written: local
+    trouble (no room, no permission), exit 3; what was there stays whole."""
+
+
 class FlushBusy(HamustroError):
     """A flush holds the lock, so changing the queue by hand now could touch what it sends."""
 
@@ -66,6 +71,7 @@ EXIT_FOR: tuple[tuple[type[HamustroError], ExitStatus], ...] = (
     (ConfigError, ExitStatus.USAGE),
     (InputError, ExitStatus.USAGE),
     (SpoolError, ExitStatus.SPOOL),
+    (OutputError, ExitStatus.SPOOL),
 )
 
 

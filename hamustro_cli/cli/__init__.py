@@ -33,6 +33,7 @@ class Commands(click.Group):
         "doctor": "doctor",
         "events": "events",
         "flush": "flush",
+        "metrics": "metrics",
         "session": "session",
         "status": "status",
     }

@@ -12,6 +12,8 @@ import click
 from hamustro_cli.cli.options import LIMIT, GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json, json_text
 from hamustro_cli.errors import ExitStatus
+from hamustro_cli.events import SQLITE_INT_MAX
+from hamustro_cli.log import ERROR
 
 
 def _ago(epoch: int | None, now: int) -> str:
@@ -42,12 +44,40 @@ def _ago(epoch: int | None, now: int) -> str:
     "for a flush), 1 when the last "
     "flush failed and is backing off.",
 )
+@click.option(
+    "--max-age",
+    metavar="DURATION",
+    help="With --check (implied): exit 4 when the oldest pending event is older (90s, 15m, 2h, 1d, seconds).",
+)
+@click.option(
+    "--max-pending",
+    type=click.IntRange(0, SQLITE_INT_MAX),
+    metavar="N",
+    help="With --check (implied): exit 4 when more than N events wait to be sent.",
+)
 @click.pass_obj
 @translate
-def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | None, check: bool) -> None:
+def status(
+    obj: GlobalOptions,
+    as_json: bool,
+    with_events: bool,
+    limit: int | None,
+    check: bool,
+    max_age: str | None,
+    max_pending: int | None,
+) -> None:
     """What is queued, and why it is or is not being sent."""
+    from hamustro_cli import health
+
+    age = None if max_age is None else health.parse_duration(max_age)
+    check = check or age is not None or max_pending is not None
     with obj.tracker(required=()) as tracker:
         data = tracker.status()
+        passed = health.breaches(
+            data["oldest_pending_at"], data["pending"] + data["sending"], int(time.time()), age, max_pending
+        )
+        if check:
+            data["check_failed"] = [b._asdict() for b in passed]
         # the events are streamed from the spool's cursor, never held: a million stay cheap
         rows = tracker.spool.iter_events(limit) if with_events else None
         if as_json:
@@ -55,7 +85,9 @@ def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | No
         else:
             _status_text(data, rows)
     if check:
-        if data["halted"] or data["rejected"] or data["no_room"]:
+        for breach in passed:
+            obj.log(ERROR, f"status --check: {breach.message}")  # even with -q: the point of it
+        if passed or data["halted"] or data["rejected"] or data["no_room"]:
             sys.exit(ExitStatus.ATTENTION)
         if data["backoff_until"]:  # set by a failed flush, cleared by the next delivery
             sys.exit(ExitStatus.UNDELIVERED)
