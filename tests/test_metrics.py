@@ -121,11 +121,18 @@ def test_counters_follow_tracking_sending_failing_and_dropping(isolated: Path, t
     )
 
 
-def test_halted_sending_is_a_gauge_of_1(isolated: Path, collector: Any) -> None:
+def test_halted_sending_is_a_gauge_and_one_line_from_flush_if_due(isolated: Path, collector: Any) -> None:
+    """Halted: the gauge is 1, and `flush --if-due` (cron's, quiet) exits 4 with one line on
+    stderr, so that cron mails someone."""
     use(isolated, collector.url, shared_secret_key="wrong")
     track("a")
     invoke("flush", expect=4)
     assert scrape()["hamustro_sending_halted", ()] == 1
+    result = invoke("-q", "flush", "--if-due", expect=4)
+    assert result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
+    assert (
+        result.stderr.startswith("hamustro: sending is stopped: ") and "run 'hamustro flush'" in result.stderr
+    )
 
 
 def test_label_values_are_escaped(isolated: Path) -> None:

@@ -9,7 +9,7 @@ import click
 from hamustro_cli.cli.options import GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json
 from hamustro_cli.errors import exit_status
-from hamustro_cli.log import INFO, WARNING
+from hamustro_cli.log import ERROR, INFO, WARNING
 
 
 @click.command(add_help_option=False)
@@ -53,7 +53,7 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
             report = tracker.flush(if_due=if_due, dry_run=dry_run, retry_rejected=retry_rejected)
     if as_json:
         emit_json(report.to_json())
-    elif report.skip is not None:
+    elif report.skip is not None and not report.halted:
         obj.log(INFO, f"nothing sent: {report.skipped}")
     elif not obj.quiet:
         if dry_run:
@@ -68,6 +68,10 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
                 f"sent {report.sent} event(s) in {sum(1 for b in report.batches if b['status'] == 200)} "
                 f"batch(es); {report.pending} pending, {report.rejected} rejected{elsewhere}"
             )
+    if report.skip is not None and report.halted:  # --if-due exits 4: one line, even with -q, for cron's mail
+        obj.log(
+            ERROR, f"sending is stopped: {report.halted_reason}; once that is fixed, run 'hamustro flush'"
+        )
     if report.would_reject:
         obj.log(
             WARNING,
