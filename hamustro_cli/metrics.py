@@ -44,7 +44,7 @@ def collect(tracker: ClientTracker) -> list[Family]:
     spool = tracker.spool
     totals = spool.totals()
     kept = spool.counters()
-    sync = spool.sync_state(tracker._known_destination())
+    sync = tracker.sync_state()
     dropped = {reason.value: 0 for reason in Reason}
     dropped.update(kept.dropped)
     return [

@@ -230,6 +230,12 @@ class ClientTracker:
         except ConfigError:
             return None
 
+    def sync_state(self) -> SyncState:
+        """Where sending to this config's destination stands (as recorded before destinations
+        were, when the settings lack what names one: `metrics` on a spool alone)."""
+        with self._lock:
+            return self._open().sync_state(self._known_destination())
+
     @property
     def spool(self) -> Spool:
         """The tracker's connection to the spool, for one thread at a time (the tracker's own
