@@ -63,7 +63,8 @@ def enqueue_ratios(work: b.Workdir, n: int, calls: int) -> dict[str, float]:
     from hamustro_cli import caps
     from hamustro_cli.config import load_config
     from hamustro_cli.session import Session
-    from hamustro_cli.spool import NewEvent, Spool
+    from hamustro_cli.spool import NewEvent
+    from hamustro_cli.spool.full import Spool
 
     bounds = {}
     for name, values in configs(n).items():

@@ -18,7 +18,7 @@ from hamustro_cli import caps
 from hamustro_cli.config import KEYS
 from hamustro_cli.events import NewEvent
 from hamustro_cli.session import Session
-from hamustro_cli.spool import Spool
+from hamustro_cli.spool.full import Spool
 from hamustro_cli.spooldir import FLUSH_ROOM
 from hamustro_cli.tracker import ClientTracker
 
