@@ -88,6 +88,27 @@ def enqueue_ratios(work: b.Workdir, n: int, calls: int) -> dict[str, float]:
     return {name: b.median(t) for name, t in times.items()}
 
 
+def added_work(work: b.Workdir, n: int, calls: int) -> float:
+    """Median seconds of what the bounds and counters add to one enqueue (every bound on, none
+    reached: spool._make_room's reads and the tracked_total UPDATE), timed alone inside a
+    transaction that is rolled back."""
+    from hamustro_cli import caps
+    from hamustro_cli.spool import _bump, _make_room
+    from hamustro_cli.spool.full import Spool
+
+    given = caps.Caps(max_events=2 * n, max_bytes=100_000 * caps.MIB, keep_free=8 * caps.MIB)
+    times = []
+    with Spool(work.spool_dir) as spool:
+        for _ in range(calls):
+            spool.db.execute("BEGIN IMMEDIATE")
+            start = time.perf_counter()
+            _make_room(spool.db, given, 1, spool.directory)
+            _bump(spool.db, {"tracked_total": 1})
+            times.append(time.perf_counter() - start)
+            spool.db.execute("ROLLBACK")
+    return b.median(times)
+
+
 def metrics_cost(big: b.Workdir, one: b.Workdir, pairs: int) -> tuple[float, float]:
     cmd = [*b.hamustro(), "metrics"]
     env_big, env_one = big.env(), one.env()
@@ -140,7 +161,13 @@ def main() -> None:
         b.fill_spool(big.spool_dir, args.events, sessions=1)
         b.fill_spool(one.spool_dir, 1, sessions=1)
         report("track", track_ratios(big, args.events, args.pairs))
-        report("enqueue", enqueue_ratios(big, args.events, args.calls))
+        enqueued = enqueue_ratios(big, args.events, args.calls)
+        report("enqueue", enqueued)
+        extra = added_work(big, args.events, args.calls)
+        print(
+            f"  the bounds' and counters' own work in one enqueue: {extra * 1e6:.1f} us "
+            f"({extra / enqueued['no bound'] * 100:.2f}% of an enqueue without bounds)"
+        )
         t_big, t_one = metrics_cost(big, one, args.pairs)
         print(
             f"  hamustro metrics at {args.events:,}: {b.ms(t_big)}, at one event: {b.ms(t_one)} "
