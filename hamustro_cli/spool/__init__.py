@@ -15,6 +15,12 @@ How many events each attribute set has in each state is kept in `counts`, change
 `_count` in the same transaction as the rows, so no command counts rows (`track`'s trigger
 check, `status` and `flush --if-due` cost the same at any backlog). `check_counts` recounts.
 
+The spool's bounds (caps.py) are applied by `enqueue` in its transaction (`_make_room`, from
+the counters, the header's page counts and one statvfs). Counters that only grow are kept in
+meta and moved by `_bump` in the transaction of what they count: `tracked_total` (enqueue),
+`sent_total` (ack), `flush_failures_total` (record_failure), `dropped:REASON` (each drop, a
+caps.Reason); `counting.counters` reads them.
+
 This module holds only what `track` needs (opening the spool, its transactions, queuing, and
 the reads its trigger check makes: `TrackSpool`), so that `track` loads one module of it. The
 other jobs are mixins in the package's other modules, brought together in `full.Spool`, which
