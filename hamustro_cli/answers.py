@@ -78,7 +78,10 @@ TOO_LARGE = "too large for the collector on its own (413)"
 
 _FAILURES = {
     Failure.TLS: Meaning(
-        Kind.TRY_LATER, "", "set ca_bundle to the CA that signed the collector's certificate"
+        Kind.TRY_LATER,
+        "",
+        "set ca_bundle to the CA that signed the collector's certificate (and client_cert, "
+        "client_key when it asks for a client certificate)",
     ),
     # The collector may have stored the batch before the time was up (it keeps storing when the
     # client has hung up): the next attempt is smaller.

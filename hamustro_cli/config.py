@@ -124,10 +124,19 @@ KEYS: dict[str, Key] = {
         ),
         Key("tls_verify", "bool", True, doc="verify the collector's TLS certificate"),
         Key("ca_bundle", "path", doc="CA bundle file used to verify the collector", max_chars=MAX_PATH_CHARS),
+        Key(
+            "client_cert",
+            "path",
+            doc="PEM file of this client's TLS certificate (and its key, unless client_key is set)",
+            max_chars=MAX_PATH_CHARS,
+        ),
+        Key("client_key", "path", doc="PEM file of client_cert's private key", max_chars=MAX_PATH_CHARS),
         Key("disk_reserve", "bool", True, doc="keep 8 MiB in the spool directory for a flush on a full disk"),
     )
 }
 REQUIRED = tuple(k.name for k in KEYS.values() if k.required)
+CLIENT_CERT_KEYS = ("client_cert", "client_key")
+MAX_PEM_BYTES = 1024 * 1024  # a certificate chain or a key is a few KiB; past this it is not one
 SESSION_KEYS = ("device_id", "client_id", "system_version", "product_version")
 
 
@@ -356,6 +365,32 @@ def _check_value(name: str, value: Any, source: str) -> None:
         raise ConfigError(f"config key {name} {_where(source)}: must not be empty")
 
 
+def _check_pem_file(name: str, path: str, source: str) -> None:
+    """A certificate or key file: a readable regular file (or a link to one) of at most
+    MAX_PEM_BYTES. Only stat and access: its contents are read when a flush or doctor loads the
+    pair (transport.client_cert), never on track's path."""
+    problem = None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        problem = "does not exist"
+    except PermissionError:
+        problem = "cannot be reached (permission denied on a directory above it)"
+    except OSError as exc:
+        problem = f"cannot be read: {exc.strerror}"
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            from hamustro_cli.spooldir import file_kind
+
+            problem = f"is {file_kind(st.st_mode)}, not a regular file"
+        elif st.st_size > MAX_PEM_BYTES:
+            problem = f"is larger than {MAX_PEM_BYTES // 1024} KiB: not a PEM certificate or key"
+        elif not os.access(path, os.R_OK):
+            problem = "is not readable (permission denied)"
+    if problem:
+        raise ConfigError(f"config key {name} {_where(source)}: {path} {problem}")
+
+
 MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few KiB; anything past this is not one
 
 
@@ -515,6 +550,14 @@ def load_config(
         raise ConfigError(
             f"config key ca_bundle ({_where(sources['ca_bundle'])[1:-1]}): "
             f"{values['ca_bundle']} is not a readable file"
+        )
+    for name in CLIENT_CERT_KEYS:
+        if values[name] is not None:
+            _check_pem_file(name, values[name], sources[name])
+    if values["client_key"] is not None and values["client_cert"] is None:
+        raise ConfigError(
+            f"config key client_key {_where(sources['client_key'])} is set without client_cert: "
+            "set client_cert to the certificate of that key"
         )
     if values["tls_verify"] is False:
         warnings.append(

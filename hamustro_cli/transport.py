@@ -33,6 +33,7 @@ with warnings.catch_warnings():
 
 from hamustro_cli import answers, wire
 from hamustro_cli.answers import Failure, Kind, Meaning
+from hamustro_cli.errors import ConfigError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
 
 MAX_WAIT = 30.0  # longest pause between two tries within one flush (seconds)
@@ -369,6 +370,7 @@ def exchange(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     verify: bool | str = True,
+    cert: str | tuple[str, str] | None = None,
 ) -> Reply:
     """One request and its whole answer within `timeout` seconds (http from http_session()).
 
@@ -387,6 +389,7 @@ def exchange(
                 timeout=timeout,
                 allow_redirects=False,
                 verify=verify,
+                cert=cert,
                 stream=True,
             )
         except requests.exceptions.RequestException:
@@ -426,6 +429,7 @@ class Transport:
         retries: int = 3,
         retry_delay: float = 0.5,
         log: Log | None = None,
+        cert: str | tuple[str, str] | None = None,
     ):
         self.url = collector_url.rstrip("/") + wire.TRACK_PATH
         self._secret = secret
@@ -436,6 +440,7 @@ class Transport:
         self.http = http_session()
         # Passed with each request: requests lets REQUESTS_CA_BUNDLE override a Session's verify.
         self.verify = verify
+        self.cert = cert  # requests' cert=: the client certificate (and key), checked by client_cert()
         if verify is False:
             # The CLI already warned once (config.load_config); urllib3 would repeat it per request.
             import urllib3
@@ -444,9 +449,15 @@ class Transport:
 
     @classmethod
     def from_config(
-        cls, values: Mapping[str, Any], log: Log | None = None, retries: int | None = None
+        cls,
+        values: Mapping[str, Any],
+        log: Log | None = None,
+        retries: int | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> Transport:
-        """A transport as the settings describe it (`retries` overrides the configured count)."""
+        """A transport as the settings describe it (`retries` overrides the configured count).
+        Raises ConfigError when client_cert and client_key do not load (`sources` names where
+        they came from)."""
         return cls(
             values["collector_url"],
             values["shared_secret_key"],
@@ -455,6 +466,7 @@ class Transport:
             values["retries"] if retries is None else retries,
             values["retry_delay"],
             log,
+            client_cert(values, sources),
         )
 
     def close(self) -> None:
@@ -466,7 +478,14 @@ class Transport:
         started = time.monotonic()
         try:
             reply = exchange(
-                self.http, "POST", self.url, self.timeout, body=body, headers=headers, verify=self.verify
+                self.http,
+                "POST",
+                self.url,
+                self.timeout,
+                body=body,
+                headers=headers,
+                verify=self.verify,
+                cert=self.cert,
             )
         except REQUEST_FAILED as exc:
             problem = request_problem(exc, self.url, self.timeout)
@@ -509,6 +528,46 @@ class Transport:
 def verify_option(values: Mapping[str, Any]) -> bool | str:
     """requests' verify= from the config: the CA bundle when one is set, else tls_verify."""
     return str(values["ca_bundle"]) if values["ca_bundle"] else bool(values["tls_verify"])
+
+
+def client_cert(
+    values: Mapping[str, Any], sources: Mapping[str, str] | None = None
+) -> str | tuple[str, str] | None:
+    """requests' cert= from client_cert and client_key (config.py has checked that they are
+    readable regular files), after loading them as Python's ssl does for the connection: a
+    certificate that is not one, a key that is not its key or that is encrypted is a
+    ConfigError (exit 2), not a TLS failure that a flush would retry for ever. An encrypted key
+    is refused here, before OpenSSL could ask for its passphrase on the terminal."""
+    cert, key = values.get("client_cert"), values.get("client_key")
+    if not cert:
+        return None
+    import ssl
+
+    asked: list[bool] = []
+
+    def no_passphrase() -> bytes:
+        asked.append(True)
+        return b""
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key, password=no_passphrase)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        keys = ("client_cert", "client_key") if key else ("client_cert",)
+        names = " and ".join(keys)
+        where = ", ".join(f"{n} from {(sources or {}).get(n, 'the settings')}" for n in keys)
+        files = f"{cert} and {key}" if key else cert
+        if asked:
+            why = "the key is encrypted; hamustro needs it unencrypted (openssl pkey -in KEY -out NEW)"
+        else:
+            why = f"not a PEM certificate and its matching private key ({_ssl_reason(exc)})"
+        raise ConfigError(f"config keys {names} ({where}): {files}: {why}") from None
+    return (cert, key) if key else cert
+
+
+def _ssl_reason(exc: Exception) -> str:
+    """OpenSSL's reason (KEY_VALUES_MISMATCH, NO_START_LINE...) or the error's words."""
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else shown(getattr(exc, "strerror", None) or str(exc))
 
 
 def _short(exc: BaseException) -> str:
