@@ -31,10 +31,13 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "Unable to find acceptable character detection", module="requests")
     import requests
 
-from hamustro_cli import answers, wire
+from hamustro_cli import __version__, answers, wire
 from hamustro_cli.answers import Failure, Kind, Meaning
 from hamustro_cli.errors import ConfigError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
+
+# Who calls, for the collector's logs (and requests' own part, as curl-like tools do).
+USER_AGENT = f"hamustro-cli/{__version__} {requests.utils.default_user_agent()}"
 
 MAX_WAIT = 30.0  # longest pause between two tries within one flush (seconds)
 MAX_RETRY_AFTER = 24 * 3600.0  # a longer Retry-After counts as this (seconds)
@@ -353,8 +356,10 @@ class _GuardedAdapter(requests.adapters.HTTPAdapter):
 
 
 def http_session() -> requests.Session:
-    """A requests Session whose exchanges exchange() can bound as a whole."""
+    """A requests Session whose exchanges exchange() can bound as a whole, and that says who
+    calls (USER_AGENT)."""
     http = requests.Session()
+    http.headers["User-Agent"] = USER_AGENT
     adapter = _GuardedAdapter()
     http.mount("http://", adapter)
     http.mount("https://", adapter)
