@@ -86,6 +86,8 @@ HEADER = """\
 # click.get_app_dir("hamustro") (~/.config/hamustro/config.toml on Linux).
 # Every key can also be set in the environment as HAMUSTRO_<KEY>, e.g.
 # HAMUSTRO_SHARED_SECRET_KEY. Precedence: flag, environment, this file, default.
+# Proxies are not set here: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (lower case too)
+# in the environment, as for curl; credentials go in the proxy's URL and are never shown.
 # This file holds the shared secret: keep it private (mode 0600).
 """
 REQUIRED_RULE = "# --- required " + "-" * 80

@@ -344,6 +344,7 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
         client_cert,
         exchange,
         http_session,
+        proxy_for,
         request_problem,
         shown,
         verify_option,
@@ -354,8 +355,10 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
     except ConfigError:  # the config check says what is wrong with them
         return _skipped("collector", "the client certificate does not load (see config)")
     url = cfg.values["collector_url"].rstrip("/") + HEALTH_PATH
-    details: dict[str, Any] = {"url": url, "status": None}
-    log(INFO, f"GET {url}")
+    proxy = proxy_for(url)  # without its credentials
+    details: dict[str, Any] = {"url": url, "status": None, "proxy": proxy}
+    via = f" through proxy {proxy}" if proxy else ""
+    log(INFO, f"GET {url}{via}")
     started = time.monotonic()
     try:
         with warnings.catch_warnings():
@@ -382,7 +385,7 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
     except (ValueError, AttributeError):
         up = False
     if status == 200 and up:
-        return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms)", None, details)
+        return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms){via}", None, details)
     if status == 200:
         return Check(
             "collector",
@@ -397,7 +400,7 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
     return Check(
         "collector",
         False,
-        f"{url}: {said.what}",
+        f"{url}{via}: {said.what}",
         said.fix or "the collector is not healthy; try again later or ask its operator",
         details,
     )

@@ -58,12 +58,16 @@ def request_problem(exc: Exception, url: str, timeout: float) -> RequestProblem:
         kind, what = Failure.TLS, f"TLS error talking to {url}: {_short(exc)}"
     elif isinstance(exc, (requests.exceptions.Timeout, DeadlinePassed)):
         kind, what = Failure.TIMEOUT, f"no answer from {url} within {timeout:g} s"
+    elif isinstance(exc, requests.exceptions.ProxyError):
+        proxy = proxy_for(url) or "the proxy"
+        kind, what = Failure.UNREACHABLE, f"cannot reach {url} through proxy {proxy}: {_short(exc)}"
     elif isinstance(exc, requests.exceptions.ConnectionError):
         kind, what = Failure.UNREACHABLE, f"cannot reach {url}: {_short(exc)}"
     elif isinstance(exc, requests.exceptions.RequestException):
         kind, what = Failure.REQUEST, f"request to {url} failed: {_short(exc)}"
     else:
         kind, what = Failure.BAD_URL, f"cannot send to {url}: {shown(str(exc))}"
+    what = without_proxy_credentials(what)
     return RequestProblem(kind, what, answers.failure(kind, what))
 
 
@@ -120,6 +124,7 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     """Text from outside (a collector's body, header or error) made safe to print on one line:
     control and format characters escaped (no terminal escapes, newlines, bidi overrides),
     capped at `limit` characters."""
+    text = without_proxy_credentials(text)
     out = []
     size = 0
     for ch in text:
@@ -355,9 +360,54 @@ class _GuardedAdapter(requests.adapters.HTTPAdapter):
         return self._guard(super().proxy_manager_for(*args, **kwargs))
 
 
+PROXY_VARIABLES = tuple(
+    name
+    for scheme in ("https", "http", "all", "no")
+    for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+)
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy requests uses for `url` (from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, lower case
+    too, unless NO_PROXY covers the host), without its credentials; None when it goes direct."""
+    try:
+        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    except Exception:  # noqa: BLE001 - a malformed URL or variable: sending says what is wrong
+        return None
+    return without_userinfo(proxy) if proxy else None
+
+
+def without_userinfo(url: str) -> str:
+    """A proxy URL with its user and password (if any) shown as ***."""
+    scheme, sep, rest = url.rpartition("://")
+    host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host[2]}" if host[1] else url
+
+
+def without_proxy_credentials(text: str) -> str:
+    """`text` with the credentials of every proxy variable masked: an error or an answer may
+    quote a proxy URL (urllib3's parse errors do). The user alone counts too, not only the
+    password."""
+    for name in PROXY_VARIABLES:
+        value = os.environ.get(name)
+        if not value or "@" not in value:
+            continue
+        userinfo = value.rpartition("://")[2].rpartition("@")[0]
+        if not userinfo:
+            continue
+        from urllib.parse import unquote
+
+        secrets = {userinfo, unquote(userinfo)}
+        for part in userinfo.split(":", 1):
+            secrets.update((part, unquote(part)))
+        for secret in sorted((x for x in secrets if len(x) >= 3), key=len, reverse=True):
+            text = text.replace(secret, "***")
+    return text
+
+
 def http_session() -> requests.Session:
-    """A requests Session whose exchanges exchange() can bound as a whole, and that says who
-    calls (USER_AGENT)."""
+    """A requests Session whose exchanges exchange() can bound as a whole, that says who calls
+    (USER_AGENT) and that takes proxies from the environment (requests' trust_env)."""
     http = requests.Session()
     http.headers["User-Agent"] = USER_AGENT
     adapter = _GuardedAdapter()
@@ -446,6 +496,7 @@ class Transport:
         # Passed with each request: requests lets REQUESTS_CA_BUNDLE override a Session's verify.
         self.verify = verify
         self.cert = cert  # requests' cert=: the client certificate (and key), checked by client_cert()
+        self.proxy = proxy_for(self.url)  # for the log only: requests finds it again per request
         if verify is False:
             # The CLI already warned once (config.load_config); urllib3 would repeat it per request.
             import urllib3
@@ -479,7 +530,8 @@ class Transport:
 
     def post_once(self, body: bytes) -> Answer:
         headers = wire.headers(body, self._secret, int(time.time()))
-        self.log(DEBUG, f"POST {self.url} ({len(body)} bytes)")
+        via = f" through proxy {self.proxy}" if self.proxy else ""
+        self.log(DEBUG, f"POST {self.url}{via} ({len(body)} bytes)")
         started = time.monotonic()
         try:
             reply = exchange(
