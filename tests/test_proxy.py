@@ -27,7 +27,7 @@ class Proxy:
     a proxy for an http:// URL) and relays them to their host. With `credentials` ("user:pw"),
     a request without that Basic Proxy-Authorization is answered 407. Keeps what it was sent."""
 
-    def __init__(self, credentials: str | None = None):
+    def __init__(self, credentials: str | None = None, echo: bool = False):
         outer = self
         self.seen: list[dict[str, Any]] = []
 
@@ -41,11 +41,15 @@ class Proxy:
                 )
                 if credentials is not None:
                     expected = "Basic " + base64.b64encode(credentials.encode()).decode()
-                    if self.headers.get("Proxy-Authorization") != expected:
+                    given = self.headers.get("Proxy-Authorization") or ""
+                    if given != expected:
+                        # `echo`: a chatty proxy that quotes the credentials it refused
+                        said = base64.b64decode(given[len("Basic ") :]) if echo else b""
                         self.send_response(407)
                         self.send_header("Proxy-Authenticate", 'Basic realm="test proxy"')
-                        self.send_header("Content-Length", "0")
+                        self.send_header("Content-Length", str(len(said)))
                         self.end_headers()
+                        self.wfile.write(said)
                         return
                 target = urlsplit(self.path)
                 headers = {
@@ -182,6 +186,19 @@ def test_wrong_proxy_credentials_are_a_407_for_a_person_and_never_shown(
         assert_nowhere(
             secret, flushed.output, json.dumps(st), doctor, invoke("doctor", "--json", expect=1).output
         )
+
+
+def test_an_answer_that_quotes_the_proxy_credentials_is_shown_masked(config, collector, monkeypatch):
+    chatty = Proxy(f"{USER}:{PASSWORD}", echo=True)
+    try:
+        monkeypatch.setenv("HTTP_PROXY", chatty.url_with(f"{USER}:wrong-pw-5512"))
+        invoke("track", "a")
+        flushed = invoke("-vv", "flush", expect=Kind.PERSON.exit_status)
+    finally:
+        chatty.close()
+    assert "answer 407: ***" in flushed.stderr, flushed.output
+    assert_nowhere("wrong-pw-5512", flushed.output)
+    assert_nowhere(USER, flushed.output)
 
 
 def test_a_proxy_that_refuses_is_try_later_named_without_its_credentials(
