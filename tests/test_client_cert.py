@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import SETTINGS, RunningCollector, invoke, run_unprivileged, start_collector, write_config
+from test_proxy import Proxy
 
 
 class Pki:
@@ -199,3 +200,27 @@ def test_doctor_checks_the_pair_end_to_end_and_warns_of_a_key_others_can_read(is
     assert text.startswith("warn  config:"), text
     assert f"{shared} holds the client's private key and is readable by other users" in text
     assert f"chmod 600 {shared}" in text
+
+
+def test_the_pair_goes_through_an_authenticating_proxys_tunnel(isolated, mtls, pki, monkeypatch):
+    """https through a proxy: CONNECT with the proxy's credentials, then TLS end to end with
+    the collector (the client certificate reaches the collector, not the proxy)."""
+    tunnel = Proxy("fleet-user:tunnel-pw-7731")
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", tunnel.url_with("fleet-user:tunnel-pw-7731"))
+        configure(isolated, mtls, pki, client_cert=str(pki.cert), client_key=str(pki.key))
+        invoke("track", "a")
+        flushed = invoke("-vv", "flush")
+        doctor = invoke("doctor")
+        monkeypatch.setenv("HTTPS_PROXY", tunnel.url_with("fleet-user:wrong-pw-2290"))
+        invoke("track", "b")
+        refused = invoke("-vv", "flush", expect=4)  # the CONNECT's 407: a person acts
+    finally:
+        tunnel.close()
+    assert "a proxy answered 407" in refused.stderr and "wrong-pw-2290" not in refused.output
+    assert pending() == 1
+    assert [e["event"] for e in mtls.received()] == ["a"]
+    port = mtls.url.rsplit(":", 1)[1]
+    assert {(s["method"], s["target"]) for s in tunnel.seen} == {("CONNECT", f"127.0.0.1:{port}")}
+    assert f"through proxy http://***@127.0.0.1:{tunnel.port}" in doctor.stdout
+    assert "tunnel-pw-7731" not in flushed.output + doctor.output

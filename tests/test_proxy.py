@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import select
 import socket
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -24,8 +25,9 @@ HOP_BY_HOP = ("connection", "keep-alive", "transfer-encoding", "content-length",
 
 class Proxy:
     """A forwarding HTTP proxy on 127.0.0.1:0: takes absolute-URI requests (what a client sends
-    a proxy for an http:// URL) and relays them to their host. With `credentials` ("user:pw"),
-    a request without that Basic Proxy-Authorization is answered 407. Keeps what it was sent."""
+    a proxy for an http:// URL) and relays them to their host, and tunnels CONNECT (for an
+    https:// URL). With `credentials` ("user:pw"), a request without that Basic
+    Proxy-Authorization is answered 407. Keeps what it was sent."""
 
     def __init__(self, credentials: str | None = None, echo: bool = False):
         outer = self
@@ -34,8 +36,8 @@ class Proxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def relay(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            def refused(self) -> bool:
+                """Answered 407 when the credentials are not the ones wanted."""
                 outer.seen.append(
                     {"method": self.command, "target": self.path, "headers": dict(self.headers)}
                 )
@@ -50,7 +52,13 @@ class Proxy:
                         self.send_header("Content-Length", str(len(said)))
                         self.end_headers()
                         self.wfile.write(said)
-                        return
+                        return True
+                return False
+
+            def relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.refused():
+                    return
                 target = urlsplit(self.path)
                 headers = {
                     k: v
@@ -73,6 +81,28 @@ class Proxy:
                 self.wfile.write(data)
 
             do_GET = do_POST = relay
+
+            def do_CONNECT(self) -> None:
+                if self.refused():
+                    return
+                host, _, port = self.path.rpartition(":")
+                upstream = socket.create_connection((host, int(port)), timeout=30)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.close_connection = True
+                ends = [self.connection, upstream]
+                try:
+                    while True:  # bytes both ways until one side closes
+                        readable, _, _ = select.select(ends, [], [], 30)
+                        if not readable:
+                            return
+                        for end in readable:
+                            data = end.recv(65536)
+                            if not data:
+                                return
+                            (upstream if end is self.connection else self.connection).sendall(data)
+                finally:
+                    upstream.close()
 
             def log_message(self, *a: object) -> None:
                 pass
