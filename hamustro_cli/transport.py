@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 with warnings.catch_warnings():
     # requests warns when no character-detection package imports (chardet, charset_normalizer:
@@ -385,9 +386,9 @@ def without_userinfo(url: str) -> str:
 
 
 def without_proxy_credentials(text: str) -> str:
-    """`text` with the credentials of every proxy variable masked: an error or an answer may
-    quote a proxy URL (urllib3's parse errors do). The user alone counts too, not only the
-    password."""
+    """`text` with the credentials of every proxy variable masked, raw and percent-decoded:
+    an error may quote a proxy URL, an answer may come from the proxy itself (a chatty 407
+    page quoting what it refused). The user alone counts too, not only the password."""
     for name in PROXY_VARIABLES:
         value = os.environ.get(name)
         if not value or "@" not in value:
@@ -395,8 +396,6 @@ def without_proxy_credentials(text: str) -> str:
         userinfo = value.rpartition("://")[2].rpartition("@")[0]
         if not userinfo:
             continue
-        from urllib.parse import unquote
-
         secrets = {userinfo, unquote(userinfo)}
         for part in userinfo.split(":", 1):
             secrets.update((part, unquote(part)))
