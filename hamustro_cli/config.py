@@ -43,10 +43,13 @@ def secret_state(value: Any) -> str:
     return "set" if value else "unset"
 
 
+MASK = "***"  # shown in place of a secret: the shared secret, a proxy's user and password
+
+
 def without_secret(text: str, values: Mapping[str, Any]) -> str:
     """`text` with the secret in `values` (a config's) masked, for messages that quote others'."""
     secret = values.get(SECRET_KEY)
-    return text.replace(str(secret), "***") if secret else text
+    return text.replace(str(secret), MASK) if secret else text
 
 
 class Key(NamedTuple):

@@ -34,6 +34,7 @@ with warnings.catch_warnings():
 
 from hamustro_cli import __version__, answers, wire
 from hamustro_cli.answers import Failure, Kind, Meaning
+from hamustro_cli.config import MASK
 from hamustro_cli.errors import ConfigError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
 
@@ -379,10 +380,10 @@ def proxy_for(url: str) -> str | None:
 
 
 def without_userinfo(url: str) -> str:
-    """A proxy URL with its user and password (if any) shown as ***."""
+    """A proxy URL with its user and password (if any) shown as MASK."""
     scheme, sep, rest = url.rpartition("://")
     host = rest.rpartition("@")
-    return f"{scheme}{sep}***@{host[2]}" if host[1] else url
+    return f"{scheme}{sep}{MASK}@{host[2]}" if host[1] else url
 
 
 def without_proxy_credentials(text: str) -> str:
@@ -400,7 +401,7 @@ def without_proxy_credentials(text: str) -> str:
         for part in userinfo.split(":", 1):
             secrets.update((part, unquote(part)))
         for secret in sorted((x for x in secrets if len(x) >= 3), key=len, reverse=True):
-            text = text.replace(secret, "***")
+            text = text.replace(secret, MASK)
     return text
 
 
