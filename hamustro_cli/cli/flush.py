@@ -8,6 +8,7 @@ import click
 
 from hamustro_cli.cli.options import GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json
+from hamustro_cli.disabled import disabled_note, tracking_disabled
 from hamustro_cli.errors import exit_status
 from hamustro_cli.log import INFO, WARNING
 
@@ -38,6 +39,14 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
       hamustro flush --retry-rejected --json
       hamustro flush --dry-run
     """
+    if tracking_disabled():  # before the config: nothing is read or sent
+        if as_json:
+            emit_json(
+                {"disabled": True, "sent": 0, "failed": 0, "rejected": 0, "pending": None, "batches": []}
+            )
+        else:
+            obj.log(WARNING, f"nothing sent: tracking is {disabled_note()}")
+        return
     with obj.tracker() as tracker:
         bar = None
         if not as_json and not obj.quiet and not dry_run and sys.stderr.isatty():

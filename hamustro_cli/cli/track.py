@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from hamustro_cli.cli.options import GlobalOptions, help_option, translate
+from hamustro_cli.disabled import tracking_disabled
 from hamustro_cli.errors import InputError
 from hamustro_cli.log import WARNING
 
@@ -77,6 +78,9 @@ def track(
         raise InputError("missing EVENT (or use --stdin)")
     if params is not None and param_pairs:
         raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
+    if tracking_disabled():  # before the config: nothing is read, checked or queued
+        _disabled(from_stdin, as_json)
+        return
     tracker = obj.tracker()
     if ip is not None:
         events.check_ip(ip, ipv6=tracker.config.values["send_ipv6"])
@@ -99,6 +103,22 @@ def track(
         tracker.close()
         raise
     _after_queued(obj, tracker, result, as_json)
+
+
+def _disabled(from_stdin: bool, as_json: bool) -> None:
+    """`track` under HAMUSTRO_DISABLED: standard input read to its end (a writer in a pipeline
+    must not die of SIGPIPE), and with --json what was queued: nothing."""
+    if from_stdin:
+        stream = getattr(sys.stdin, "buffer", sys.stdin)
+        try:
+            while stream is not None and stream.read(1 << 16):
+                pass
+        except (OSError, ValueError):  # closed or unreadable: there is nothing to drain
+            pass
+    if as_json:
+        from hamustro_cli.cli.output import emit_json
+
+        emit_json({"queued": 0, "disabled": True})
 
 
 def _stdin_lines() -> Iterator[str]:
