@@ -53,6 +53,7 @@ def test_usage_errors_are_still_exit_2(isolated: Path, monkeypatch: pytest.Monke
     assert "No such option" in invoke("track", "a", "--no-such-flag", expect=2).stderr
     assert "missing EVENT" in invoke("track", expect=2).stderr
     assert "not both" in invoke("track", "a", "--params", "x", "--param", "k=v", expect=2).stderr
+    assert "missing the command" in invoke("exec", "job", expect=2).stderr
 
 
 def test_track_stdin_is_read_to_the_end(isolated: Path) -> None:
@@ -71,6 +72,22 @@ def test_track_stdin_is_read_to_the_end(isolated: Path) -> None:
     proc.stdin.close()
     assert proc.wait(timeout=60) == 0
     assert not (isolated / "spool").exists()
+
+
+def test_exec_runs_the_command_queues_nothing_and_keeps_its_status(
+    config: Path, spool_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HAMUSTRO_DISABLED", "1")
+    marker = tmp_path / "ran"
+    result = invoke("exec", "job", "--", "sh", "-c", f"touch {marker}; exit 9", expect=9)
+    assert result.output == ""
+    assert marker.exists()
+    assert not spool_dir.exists()
+
+
+def test_exec_reads_no_config(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HAMUSTRO_DISABLED", "1")
+    assert invoke("exec", "job", "--", "true").output == ""  # no warning about the missing config
 
 
 def test_flush_sends_nothing_and_says_so(

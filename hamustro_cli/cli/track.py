@@ -102,7 +102,7 @@ def track(
     except BaseException:
         tracker.close()
         raise
-    _after_queued(obj, tracker, result, as_json)
+    after_queued(obj, tracker, result, as_json)
 
 
 def _disabled(from_stdin: bool, as_json: bool) -> None:
@@ -151,7 +151,7 @@ def _stdin_lines() -> Iterator[str]:
                 pass
 
 
-def _after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult, as_json: bool) -> None:
+def after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult, as_json: bool) -> None:
     """Everything `track` does once the events are committed: close the spool, warn, print.
     Nothing here can change the exit status, which is 0: a script that saw a failure would track
     again. Each step is guarded on its own, so a closed or broken stderr does not lose the JSON
