@@ -229,6 +229,30 @@ def test_an_unusable_spool_warns_and_keeps_the_status(config: Path, tmp_path: Pa
     assert not_a_dir.read_text() == ""
 
 
+def test_a_read_only_spool_warns_and_keeps_the_status(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spool with events in it on a file system mounted read-only (a real tmpfs)."""
+    from test_readonly_spool import files, mount, umount
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mount("-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(mnt))
+    try:
+        monkeypatch.setenv("HAMUSTRO_SPOOL_DIR", str(mnt / "spool"))
+        invoke("track", "before")
+        mount("-o", "remount,ro", str(mnt))
+        before = files(mnt / "spool")
+        result = invoke("exec", "job", "--", "sh", "-c", "exit 4", expect=4)
+        assert result.stderr.startswith("hamustro: warning: the event was not queued: ")
+        assert "read-only" in result.stderr
+        assert "Traceback" not in result.output
+        assert files(mnt / "spool") == before
+        assert [r["event"] for r in queued()] == ["before"]
+    finally:
+        umount(mnt)
+
+
 def test_quiet_keeps_the_shells_message_but_not_the_warning(isolated: Path) -> None:
     result = invoke("-q", "exec", "job", "--", "no-such-command-4f1e", expect=127)
     assert result.stderr == "hamustro: no-such-command-4f1e: command not found\n"
