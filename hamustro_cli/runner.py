@@ -36,12 +36,15 @@ def run(argv: list[str]) -> Ran:
     """Run argv[0] (searched in PATH) with argv, wait for it and say how it ended. Call it from
     the main thread (signal handlers are set there); everything is put back before it returns."""
     caught = [s for s in FORWARDED if signal.getsignal(s) is not signal.SIG_IGN]  # ignored: stays so
-    handlers: dict[int, Any] = {s: signal.signal(s, _note) for s in caught}
-    # an ignored SIGCHLD would reap the command for us, leaving nothing to wait for
-    handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     waited = {*caught, signal.SIGCHLD}
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)  # from here they wait for us
+    # From here they wait for us: one sent while CMD starts is passed on once it runs.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    handlers: dict[int, Any] = {}
     try:
+        for number in caught:
+            handlers[number] = signal.signal(number, _note)
+        # an ignored SIGCHLD would reap the command for us, leaving nothing to wait for
+        handlers[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         clock = time.monotonic()
         try:
             pid = os.posix_spawnp(
@@ -57,8 +60,8 @@ def run(argv: list[str]) -> Ran:
         duration_ms = int((time.monotonic() - clock) * 1000)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # what came meanwhile goes to _note
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
+        for restored, handler in handlers.items():
+            signal.signal(restored, handler)
     code = os.waitstatus_to_exitcode(status)
     if code >= 0:
         return Ran(code, duration_ms)
