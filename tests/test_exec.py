@@ -158,6 +158,7 @@ def test_a_command_that_cannot_be_run_is_126(config: Path, tmp_path: Path) -> No
         (["job", "--param", "exit_code=0", "--"], "--param exit_code: exec sets it"),
         (["job", "--params", '{"signal": 1}', "--"], "--params signal: exec sets it"),
         (["job", "--user-id", "-1", "--"], "--user-id"),
+        (["job", "--params", "{}", "--param", "k=v", "--"], "not both"),
         (["", "--"], "event"),
     ],
 )

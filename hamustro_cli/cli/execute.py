@@ -92,10 +92,9 @@ def exec_command(
 
 def _given_params(params: str | None, pairs: tuple[str, ...]) -> dict[str, Any]:
     """The params given, as an object (exec adds its own keys to it)."""
-    from hamustro_cli.events import check_params, params_from_pairs
+    from hamustro_cli.events import check_params, check_params_form, params_from_pairs
 
-    if params is not None and pairs:
-        raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
+    check_params_form(params, pairs)
     if pairs:
         text: str | None = params_from_pairs(pairs)
     else:

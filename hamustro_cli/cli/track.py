@@ -76,8 +76,7 @@ def track(
             )
     elif event is None:
         raise InputError("missing EVENT (or use --stdin)")
-    if params is not None and param_pairs:
-        raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
+    events.check_params_form(params, param_pairs)
     if tracking_disabled():  # before the config: nothing is read, checked or queued
         _disabled(from_stdin, as_json)
         return
