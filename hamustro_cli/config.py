@@ -28,6 +28,20 @@ SECRET_KEY = "shared_secret_key"
 FLUSH_MODES = ("background", "inline", "off")
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")  # an environment variable's booleans, any case
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def env_bool(text: str) -> bool | None:
+    """An environment variable's boolean (any case, spaces around ignored); None: not a word."""
+    lowered = text.strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    return None
+
+
 def env_name(key: str) -> str:
     """The environment variable that sets `key` (shared_secret_key: HAMUSTRO_SHARED_SECRET_KEY)."""
     return ENV_PREFIX + key.upper()
@@ -297,11 +311,8 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool, env: Mapping[str, s
             )
     elif kind == "bool":
         if from_env:
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                raw = True
-            elif lowered in ("0", "false", "no", "off"):
-                raw = False
+            word = env_bool(raw)
+            raw = raw if word is None else word
         if not isinstance(raw, bool):
             raise bad("true or false")
         value = raw

@@ -22,6 +22,7 @@ from typing import Any
 from hamustro_cli import answers
 from hamustro_cli.answers import Kind
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config, secret_state
+from hamustro_cli.disabled import VARIABLE, disabled_note, tracking_disabled
 from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
 from hamustro_cli.session import Session
@@ -477,6 +478,10 @@ def run_checks(
     """config, spool, collector, credentials, in that order; each one line, none sends an event."""
     log = log or no_log
     checks: list[Check] = []
+    if tracking_disabled(env):  # passes, with the note: the other checks still run
+        checks.append(
+            Check("tracking", True, disabled_note(env), hint=f"unset {VARIABLE} to track and send again")
+        )
     config_check, cfg = check_config(config_path, spool_dir, env)
     checks.append(config_check)
 
