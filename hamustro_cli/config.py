@@ -30,6 +30,20 @@ FLUSH_MODES = ("background", "inline", "off")
 WHEN_FULL = ("refuse", "drop_oldest", "drop_newest")  # what track does at a bound of the spool (caps.py)
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")  # an environment variable's booleans, any case
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def env_bool(text: str) -> bool | None:
+    """An environment variable's boolean (any case, spaces around ignored); None: not a word."""
+    lowered = text.strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    return None
+
+
 def env_name(key: str) -> str:
     """The environment variable that sets `key` (shared_secret_key: HAMUSTRO_SHARED_SECRET_KEY)."""
     return ENV_PREFIX + key.upper()
@@ -45,10 +59,13 @@ def secret_state(value: Any) -> str:
     return "set" if value else "unset"
 
 
+MASK = "***"  # shown in place of a secret: the shared secret, a proxy's user and password
+
+
 def without_secret(text: str, values: Mapping[str, Any]) -> str:
     """`text` with the secret in `values` (a config's) masked, for messages that quote others'."""
     secret = values.get(SECRET_KEY)
-    return text.replace(str(secret), "***") if secret else text
+    return text.replace(str(secret), MASK) if secret else text
 
 
 class Key(NamedTuple):
@@ -126,6 +143,13 @@ KEYS: dict[str, Key] = {
         ),
         Key("tls_verify", "bool", True, doc="verify the collector's TLS certificate"),
         Key("ca_bundle", "path", doc="CA bundle file used to verify the collector", max_chars=MAX_PATH_CHARS),
+        Key(
+            "client_cert",
+            "path",
+            doc="PEM file of this client's TLS certificate (and its key, unless client_key is set)",
+            max_chars=MAX_PATH_CHARS,
+        ),
+        Key("client_key", "path", doc="PEM file of client_cert's private key", max_chars=MAX_PATH_CHARS),
         Key("disk_reserve", "bool", True, doc="keep 8 MiB in the spool directory for a flush on a full disk"),
         Key(
             "spool_max_events",
@@ -150,6 +174,8 @@ KEYS: dict[str, Key] = {
     )
 }
 REQUIRED = tuple(k.name for k in KEYS.values() if k.required)
+CLIENT_CERT_KEYS = ("client_cert", "client_key")
+MAX_PEM_BYTES = 1024 * 1024  # a certificate chain or a key is a few KiB; past this it is not one
 SESSION_KEYS = ("device_id", "client_id", "system_version", "product_version")
 
 
@@ -307,11 +333,8 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool, env: Mapping[str, s
             )
     elif kind == "bool":
         if from_env:
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                raw = True
-            elif lowered in ("0", "false", "no", "off"):
-                raw = False
+            word = env_bool(raw)
+            raw = raw if word is None else word
         if not isinstance(raw, bool):
             raise bad("true or false")
         value = raw
@@ -381,6 +404,32 @@ def _check_value(name: str, value: Any, source: str) -> None:
             )
     elif name in ("device_id", "client_id", "system_version", "product_version", SECRET_KEY) and not value:
         raise ConfigError(f"config key {name} {_where(source)}: must not be empty")
+
+
+def _check_pem_file(name: str, path: str, source: str) -> None:
+    """A certificate or key file: a readable regular file (or a link to one) of at most
+    MAX_PEM_BYTES. Only stat and access: its contents are read when a flush or doctor loads the
+    pair (transport.client_cert), never on track's path."""
+    problem = None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        problem = "does not exist"
+    except PermissionError:
+        problem = "cannot be reached (permission denied on a directory above it)"
+    except OSError as exc:
+        problem = f"cannot be read: {exc.strerror}"
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            from hamustro_cli.spooldir import file_kind
+
+            problem = f"is {file_kind(st.st_mode)}, not a regular file"
+        elif st.st_size > MAX_PEM_BYTES:
+            problem = f"is larger than {MAX_PEM_BYTES // 1024} KiB: not a PEM certificate or key"
+        elif not os.access(path, os.R_OK):
+            problem = "is not readable (permission denied)"
+    if problem:
+        raise ConfigError(f"config key {name} {_where(source)}: {path} {problem}")
 
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few KiB; anything past this is not one
@@ -542,6 +591,14 @@ def load_config(
         raise ConfigError(
             f"config key ca_bundle ({_where(sources['ca_bundle'])[1:-1]}): "
             f"{values['ca_bundle']} is not a readable file"
+        )
+    for name in CLIENT_CERT_KEYS:
+        if values[name] is not None:
+            _check_pem_file(name, values[name], sources[name])
+    if values["client_key"] is not None and values["client_cert"] is None:
+        raise ConfigError(
+            f"config key client_key {_where(sources['client_key'])} is set without client_cert: "
+            "set client_cert to the certificate of that key"
         )
     if values["tls_verify"] is False:
         warnings.append(

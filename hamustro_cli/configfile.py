@@ -54,6 +54,10 @@ NOTES: dict[str, str] = {
     "retry_delay": "With jitter, capped at 30 s, and at least what Retry-After asks.",
     "tls_verify": "Turning it off prints a warning on every command.",
     "ca_bundle": "A PEM file, used instead of the system's CA list (for a private CA).",
+    "client_cert": "For a collector (or a TLS terminator before it) that asks for a client "
+    "certificate. A pair that does not load is a config error (exit 2), not a failure to retry.",
+    "client_key": "Unencrypted (nobody types a passphrase for cron), readable by this user only "
+    "(doctor warns otherwise); only with client_cert.",
     "disk_reserve": "A file (space.reserve) allocated while the disk has room for it and as much "
     "again; a flush on a full disk frees it, so it can record what the collector answers and drain "
     "the spool. Off: a flush still sends only with 8 MiB free.",
@@ -78,6 +82,8 @@ EXAMPLES: dict[str, Any] = {
     "product_git_hash": "0123abc",
     "spool_dir": "~/.local/state/hamustro",
     "ca_bundle": "/etc/ssl/certs/my-ca.pem",
+    "client_cert": "/etc/hamustro/client.pem",
+    "client_key": "/etc/hamustro/client.key",
 }
 
 HEADER = """\
@@ -88,6 +94,8 @@ HEADER = """\
 # click.get_app_dir("hamustro") (~/.config/hamustro/config.toml on Linux).
 # Every key can also be set in the environment as HAMUSTRO_<KEY>, e.g.
 # HAMUSTRO_SHARED_SECRET_KEY. Precedence: flag, environment, this file, default.
+# Proxies are not set here: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (lower case too)
+# in the environment, as for curl; credentials go in the proxy's URL and are never shown.
 # This file holds the shared secret: keep it private (mode 0600).
 """
 REQUIRED_RULE = "# --- required " + "-" * 80

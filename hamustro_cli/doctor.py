@@ -22,6 +22,7 @@ from typing import Any
 from hamustro_cli import answers
 from hamustro_cli.answers import Kind
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config, secret_state
+from hamustro_cli.disabled import VARIABLE, disabled_note, tracking_disabled
 from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
 from hamustro_cli.session import Session
@@ -115,12 +116,35 @@ def check_config(
             "set the missing key(s), then run 'hamustro doctor' again",
             details,
         ), cfg
+    from hamustro_cli.transport import client_cert
+
+    try:
+        client_cert(cfg.values, cfg.sources)
+    except ConfigError as exc:
+        return Check("config", False, f"{where}: {exc}", "fix the value named above", details), cfg
     secret = "secret set" if cfg.values.get(SECRET_KEY) else "secret unset"
+    if cfg.values.get("client_cert"):
+        secret += "; client certificate loads"
     verdict = f"{where} ({summary}; {secret})"
     hint = None
-    if cfg.warnings:
-        hint = "; ".join(w[len("warning: ") :] if w.startswith("warning: ") else w for w in cfg.warnings)
+    warned = [w[len("warning: ") :] if w.startswith("warning: ") else w for w in cfg.warnings]
+    warned += _key_file_warnings(cfg)
+    if warned:
+        hint = "; ".join(warned)
     return Check("config", True, verdict, hint, details), cfg
+
+
+def _key_file_warnings(cfg: Config) -> list[str]:
+    """The client's private key (client_key, else client_cert, which then holds it) readable
+    by other users: as ssh says of a private key, though sending still works."""
+    path = cfg.values.get("client_key") or cfg.values.get("client_cert")
+    try:
+        private = path is None or not os.stat(path).st_mode & (stat.S_IRGRP | stat.S_IROTH)
+    except OSError:  # gone since the config loaded: the pair did load, sending will say
+        private = True
+    if private:
+        return []
+    return [f"{path} holds the client's private key and is readable by other users; run: chmod 600 {path}"]
 
 
 # -- spool --------------------------------------------------------------------------------------
@@ -327,23 +351,38 @@ def _spool_hint(exc: SpoolError, directory: str) -> str:
 def check_health(cfg: Config, log: Log = no_log) -> Check:
     from hamustro_cli.transport import (
         REQUEST_FAILED,
+        client_cert,
         exchange,
         http_session,
+        proxy_for,
         request_problem,
         shown,
         verify_option,
     )
 
+    try:
+        cert = client_cert(cfg.values, cfg.sources)
+    except ConfigError:  # the config check says what is wrong with them
+        return _skipped("collector", "the client certificate does not load (see config)")
     url = cfg.values["collector_url"].rstrip("/") + HEALTH_PATH
-    details: dict[str, Any] = {"url": url, "status": None}
-    log(INFO, f"GET {url}")
+    proxy = proxy_for(url)  # without its credentials
+    details: dict[str, Any] = {"url": url, "status": None, "proxy": proxy}
+    via = f" through proxy {proxy}" if proxy else ""
+    log(INFO, f"GET {url}{via}")
     started = time.monotonic()
     try:
         with warnings.catch_warnings():
             # tls_verify = false is already reported (and warned about) by the config check.
             warnings.simplefilter("ignore")
             with http_session() as http:  # the whole exchange within timeout, as a flush's
-                resp = exchange(http, "GET", url, cfg.values["timeout"], verify=verify_option(cfg.values))
+                resp = exchange(
+                    http,
+                    "GET",
+                    url,
+                    cfg.values["timeout"],
+                    verify=verify_option(cfg.values),
+                    cert=cert,
+                )
     except REQUEST_FAILED as exc:
         problem = request_problem(exc, url, cfg.values["timeout"])
         return Check("collector", False, problem.detail, problem.meaning.fix, details)
@@ -356,7 +395,7 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
     except (ValueError, AttributeError):
         up = False
     if status == 200 and up:
-        return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms)", None, details)
+        return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms){via}", None, details)
     if status == 200:
         return Check(
             "collector",
@@ -371,7 +410,7 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
     return Check(
         "collector",
         False,
-        f"{url}: {said.what}",
+        f"{url}{via}: {said.what}",
         said.fix or "the collector is not healthy; try again later or ask its operator",
         details,
     )
@@ -388,7 +427,7 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = no
         body = wire.encode(session, [])
     except DependencyError as exc:
         return Check("credentials", False, f"cannot encode a Collection: {exc}")
-    transport = Transport.from_config(cfg.values, log, retries=0)
+    transport = Transport.from_config(cfg.values, log, retries=0, sources=cfg.sources)
     details: dict[str, Any] = {"url": transport.url, "session": session.id, "status": None}
     try:
         with warnings.catch_warnings():
@@ -447,6 +486,10 @@ def run_checks(
     """config, spool, collector, credentials, in that order; each one line, none sends an event."""
     log = log or no_log
     checks: list[Check] = []
+    if tracking_disabled(env):  # passes, with the note: the other checks still run
+        checks.append(
+            Check("tracking", True, disabled_note(env), hint=f"unset {VARIABLE} to track and send again")
+        )
     config_check, cfg = check_config(config_path, spool_dir, env)
     checks.append(config_check)
 

@@ -135,6 +135,12 @@ def _check_string_keys(value: Any, where: str) -> None:
             todo.extend(item)
 
 
+def check_params_form(params: str | None, pairs: Iterable[str]) -> None:
+    """--params TEXT and --param KEY=VALUE say the same thing two ways: one of them at most."""
+    if params is not None and pairs:
+        raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
+
+
 def params_from_pairs(pairs: Iterable[str], where: str = "--param") -> str:
     obj: dict[str, str] = {}
     for pair in pairs:

@@ -301,7 +301,7 @@ class Sender:
         local_ip = local_address(spool, values["collector_url"]) if values["ip"] == "auto" else None
         return cls(
             spool,
-            Transport.from_config(values, log),
+            Transport.from_config(values, log, sources=config.sources),
             report,
             max_batch_events=values["max_batch_events"],
             local_ip=local_ip,

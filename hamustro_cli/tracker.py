@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from hamustro_cli import caps as bounds
 from hamustro_cli import destination, netaddr, spooldir, triggers
 from hamustro_cli.config import KEYS, REQUIRED, Config, load_config, without_secret
+from hamustro_cli.disabled import tracking_disabled
 from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
 from hamustro_cli.events import (
     NewEvent,
@@ -659,6 +660,7 @@ class ClientTracker:
         # ahead (or beyond every cap) is void, and is neither shown nor fails `status --check`
         _, backoff_until = triggers.trusted_times(sync, now)
         result: dict[str, Any] = {
+            "disabled": tracking_disabled(),  # HAMUSTRO_DISABLED: track, exec and flush do nothing
             "spool_dir": str(self.config.spool_dir),
             "pending": totals.pending,
             "sending": totals.sending,

@@ -56,6 +56,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in list(os.environ):
         if name.startswith("HAMUSTRO_"):
             monkeypatch.delenv(name)
+        elif name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            # the collector is on 127.0.0.1: a proxy of the machine's must not carry the tests'
+            # requests (a test of proxies sets its own)
+            monkeypatch.delenv(name)
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))

@@ -50,6 +50,12 @@ def test_refused_signature_needs_a_person_until_fixed(isolated: Path, tmp_path: 
         invoke("track", "a")
         assert json.loads(invoke("flush", "--json", expect=4).stdout)["halted"] is True
         invoke("flush", "--if-due", expect=4)  # cron keeps saying so while sending is halted
+        for quiet in ([], ["-q"]):  # one line on stderr, which cron mails, even under -q
+            result = invoke(*quiet, "flush", "--if-due", expect=4)
+            assert result.stdout == ""
+            [line] = result.stderr.splitlines()
+            assert line.startswith("hamustro: sending is halted: ")
+            assert "405" in line and "run 'hamustro flush'" in line
         invoke("status", "--check", expect=4)
         invoke("status", expect=0)  # without --check, status only reports
     finally:

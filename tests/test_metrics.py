@@ -131,7 +131,7 @@ def test_halted_sending_is_a_gauge_and_one_line_from_flush_if_due(isolated: Path
     result = invoke("-q", "flush", "--if-due", expect=4)
     assert result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
     assert (
-        result.stderr.startswith("hamustro: sending is stopped: ") and "run 'hamustro flush'" in result.stderr
+        result.stderr.startswith("hamustro: sending is halted: ") and "run 'hamustro flush'" in result.stderr
     )
 
 

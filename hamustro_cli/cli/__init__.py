@@ -32,12 +32,13 @@ class Commands(click.Group):
         "config": "config_group",
         "doctor": "doctor",
         "events": "events",
+        "exec": "exec_command",
         "flush": "flush",
         "metrics": "metrics",
         "session": "session",
         "status": "status",
     }
-    HOME = {"session": "status"}  # the module a command lives in, when not its own name
+    HOME = {"session": "status", "exec": "execute"}  # the module a command lives in, when not its own name
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *self.LAZY})

@@ -8,6 +8,7 @@ import click
 
 from hamustro_cli.cli.options import GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json
+from hamustro_cli.disabled import disabled_note, tracking_disabled
 from hamustro_cli.errors import exit_status
 from hamustro_cli.log import ERROR, INFO, WARNING
 
@@ -38,6 +39,14 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
       hamustro flush --retry-rejected --json
       hamustro flush --dry-run
     """
+    if tracking_disabled():  # before the config: nothing is read or sent
+        if as_json:
+            emit_json(
+                {"disabled": True, "sent": 0, "failed": 0, "rejected": 0, "pending": None, "batches": []}
+            )
+        else:
+            obj.log(WARNING, f"nothing sent: tracking is {disabled_note()}")
+        return
     with obj.tracker() as tracker:
         bar = None
         if not as_json and not obj.quiet and not dry_run and sys.stderr.isatty():
@@ -53,8 +62,9 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
             report = tracker.flush(if_due=if_due, dry_run=dry_run, retry_rejected=retry_rejected)
     if as_json:
         emit_json(report.to_json())
-    elif report.skip is not None and not report.halted:
-        obj.log(INFO, f"nothing sent: {report.skipped}")
+    elif report.skip is not None:
+        if not report.halted:  # halted: the error line below says it
+            obj.log(INFO, f"nothing sent: {report.skipped}")
     elif not obj.quiet:
         if dry_run:
             events = sum(b["events"] for b in report.batches)
@@ -68,10 +78,9 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
                 f"sent {report.sent} event(s) in {sum(1 for b in report.batches if b['status'] == 200)} "
                 f"batch(es); {report.pending} pending, {report.rejected} rejected{elsewhere}"
             )
-    if report.skip is not None and report.halted:  # --if-due exits 4: one line, even with -q, for cron's mail
-        obj.log(
-            ERROR, f"sending is stopped: {report.halted_reason}; once that is fixed, run 'hamustro flush'"
-        )
+    if report.skip is not None and report.halted:
+        # `--if-due` from cron: exit 4 and one line even under -q, which cron mails to someone
+        obj.log(ERROR, f"sending is halted: {report.halted_reason}; once that is fixed, run 'hamustro flush'")
     if report.would_reject:
         obj.log(
             WARNING,

@@ -110,6 +110,10 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
     now = int(time.time())
     echo = click.echo
     echo(f"spool:      {data['spool_dir']}")
+    if data["disabled"]:
+        from hamustro_cli.disabled import disabled_note
+
+        echo(f"tracking:   {disabled_note()}")
     echo(f"pending:    {data['pending']}" + (f" ({data['sending']} being sent)" if data["sending"] else ""))
     if data["rejected"]:
         echo(

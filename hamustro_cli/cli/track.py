@@ -11,6 +11,7 @@ import click
 
 from hamustro_cli.caps import EventsDropped
 from hamustro_cli.cli.options import GlobalOptions, help_option, translate
+from hamustro_cli.disabled import tracking_disabled
 from hamustro_cli.errors import InputError
 from hamustro_cli.log import WARNING
 
@@ -76,8 +77,10 @@ def track(
             )
     elif event is None:
         raise InputError("missing EVENT (or use --stdin)")
-    if params is not None and param_pairs:
-        raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
+    events.check_params_form(params, param_pairs)
+    if tracking_disabled():  # before the config: nothing is read, checked or queued
+        _disabled(from_stdin, as_json)
+        return
     tracker = obj.tracker()
     if ip is not None:
         events.check_ip(ip, ipv6=tracker.config.values["send_ipv6"])
@@ -103,7 +106,23 @@ def track(
     except BaseException:
         tracker.close()
         raise
-    _after_queued(obj, tracker, result, as_json)
+    after_queued(obj, tracker, result, as_json)
+
+
+def _disabled(from_stdin: bool, as_json: bool) -> None:
+    """`track` under HAMUSTRO_DISABLED: standard input read to its end (a writer in a pipeline
+    must not die of SIGPIPE), and with --json what was queued: nothing."""
+    if from_stdin:
+        stream = getattr(sys.stdin, "buffer", sys.stdin)
+        try:
+            while stream is not None and stream.read(1 << 16):
+                pass
+        except (OSError, ValueError):  # closed or unreadable: there is nothing to drain
+            pass
+    if as_json:
+        from hamustro_cli.cli.output import emit_json
+
+        emit_json({"queued": 0, "disabled": True})
 
 
 def _stdin_lines() -> Iterator[str]:
@@ -136,7 +155,7 @@ def _stdin_lines() -> Iterator[str]:
                 pass
 
 
-def _after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult, as_json: bool) -> None:
+def after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult, as_json: bool) -> None:
     """Everything `track` does once the events are committed: close the spool, warn, print.
     Nothing here can change the exit status, which is 0: a script that saw a failure would track
     again. Each step is guarded on its own, so a closed or broken stderr does not lose the JSON
