@@ -239,3 +239,21 @@ def test_threads_dropping_newest_are_each_counted_once(isolated: Path, tmp_path:
     tracker.close()
     assert outcomes.count("queued") == 10 == counters.tracked
     assert outcomes.count("dropped") == 30 == counters.dropped["spool_max_events"]
+
+
+def test_a_full_spool_is_read_and_flushed_as_ever_and_flush_drops_nothing(
+    isolated: Path, collector: Any
+) -> None:
+    """At the cap `track` refuses, but `status`, `events list` and `flush` work as ever: a flush
+    sends everything and drops nothing, and then `track` queues again."""
+    write_config(isolated / "config.toml", collector_url=collector.url, spool_max_events=2, **SETTINGS)
+    track("a", "b")
+    track("c", expect=3)
+    assert status()["pending"] == 2
+    listed = invoke("events", "list", "--json").stdout.splitlines()
+    assert [json.loads(line)["event"] for line in listed] == ["a", "b"]
+    invoke("flush")
+    assert [e["event"] for e in collector.received()] == ["a", "b"]
+    data = status()
+    assert (data["pending"], data["dropped"]) == (0, 0)
+    track("c")
