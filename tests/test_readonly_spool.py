@@ -88,7 +88,7 @@ def test_reading_commands_work_on_a_read_only_mount(read_only_spool: Path) -> No
         ["track", "--stdin"],
         ["flush"],
         ["flush", "--if-due"],
-        ["events", "requeue"],
+        ["events", "requeue", "--state", "rejected"],
         ["events", "drop", "--state", "pending", "--yes"],
     ],
     ids=["track", "track-stdin", "flush", "flush-if-due", "requeue", "drop"],

@@ -226,3 +226,23 @@ def test_a_collector_refusing_everything_gets_one_summary_line_per_flush(
         assert "set aside as rejected: " in verbose  # the details, when asked for
     finally:
         picky.server.stop()
+
+
+def test_an_id_is_never_given_to_another_event_after_deletion(config: Path) -> None:
+    invoke("track", "--stdin", input='{"event": "a"}\n{"event": "b"}\n{"event": "c"}\n')
+    invoke("events", "drop", "3", "--yes")
+    invoke("track", "d")
+    invoke("flush")  # every event delivered: the table is empty
+    invoke("track", "e")
+    ids = [json.loads(line)["id"] for line in invoke("events", "list", "--json").stdout.splitlines()]
+    assert ids == [5]  # not 3 (the dropped one's), nor 1 (the first of an empty table)
+
+
+def test_events_list_says_its_order_and_keeps_it(config: Path) -> None:
+    invoke("track", "late", "--at", "2026-11-28T12:00:00Z")
+    invoke("track", "early", "--at", "2026-11-01T12:00:00Z")
+    rows = [json.loads(line) for line in invoke("events", "list", "--json").stdout.splitlines()]
+    assert [r["event"] for r in rows] == ["late", "early"]  # queue (id) order, not `at` order
+    assert "in the order they were queued (by id, not by `at`)" in " ".join(
+        invoke("events", "list", "--help").stdout.split()
+    )

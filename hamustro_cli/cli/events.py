@@ -39,7 +39,7 @@ def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         _time_option("--since", "Only events at or after TIME (epoch seconds or ISO 8601, as --at)."),
         _time_option("--until", "Only events at or before TIME."),
-        click.option("--limit", type=LIMIT, metavar="N", help="At most N events, oldest first."),
+        click.option("--limit", type=LIMIT, metavar="N", help="At most N events, the first queued."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -147,7 +147,8 @@ def events() -> None:
 @click.pass_obj
 @translate
 def events_list(obj: GlobalOptions, as_json: bool, **filters: Any) -> None:
-    """List queued events, oldest first, as a table or JSON lines."""
+    """List queued events in the order they were queued (by id, not by `at`), as a table or
+    JSON lines."""
     chosen = _filter(None, **filters)
     with obj.tracker(required=()) as tracker:
         filtered = any(value is not None for value in filters.values())
