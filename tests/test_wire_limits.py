@@ -132,7 +132,7 @@ def test_a_session_whose_attributes_the_wire_cannot_carry_is_set_aside_and_the_r
     assert dry.exit_code == 0 and "1 event in 1 batch" in dry.stdout, dry
     assert "2 events a flush would set aside" in dry.stderr, dry.stderr
     assert _states(spool_dir) == {0: 3}  # the dry run changed nothing
-    result = invoke("flush", expect=None)
+    result = invoke("-v", "flush", expect=None)  # -v: the line for each set set aside
     assert "Traceback" not in result.stderr, result.stderr
     assert result.exit_code == 4, result  # ATTENTION: events were set aside
     assert [e["event"] for e in collector.received()] == ["good"]
@@ -142,7 +142,7 @@ def test_a_session_whose_attributes_the_wire_cannot_carry_is_set_aside_and_the_r
         f"stored session attributes cannot be sent: {name} is not valid UTF-8 "
         "(lone surrogates or undecodable bytes)"
     }, reasons
-    # one warning for the set (not one per event), and the summary saying where to look
+    # one line for the set (not one per event), and the summary saying where to look
     assert result.stderr.count("set aside as rejected: stored session attributes") == 1, result.stderr
     assert "'hamustro events list --state rejected' says why" in result.stderr
     shown = invoke("status", expect=None)
