@@ -239,14 +239,15 @@ class Config:
     def require(self, keys: tuple[str, ...] = REQUIRED) -> Config:
         missing = [k for k in keys if self.values.get(k) in (None, "")]
         if missing:
-            where = (
-                f"in {self.config_path}"
-                if self.config_found
-                else f"in a config file ({self.config_path} does not exist)"
-            )
             names = ", ".join(missing)
             envs = ", ".join(env_name(k) for k in missing)
-            raise ConfigError(f"missing required config key {names}: set it {where} or in {envs}")
+            how = (
+                f"set it in {self.config_path} ('hamustro config set {missing[0]} VALUE') or in {envs}"
+                if self.config_found
+                else f"set it in a config file ({self.config_path} does not exist: "
+                f"'hamustro config init' writes one) or in {envs}"
+            )
+            raise ConfigError(f"missing required config key {names}: {how}")
         return self
 
 
@@ -518,8 +519,7 @@ def load_config(
                 raise ConfigError(f"unknown config key {name!r} in {path}")
         if file_values.get(SECRET_KEY) and file_stat.st_mode & (stat.S_IRGRP | stat.S_IROTH):
             warnings.append(
-                f"warning: {path} holds shared_secret_key and is readable by other users; "
-                f"run: chmod 600 {path}"
+                f"{path} holds shared_secret_key and is readable by other users; run: chmod 600 {path}"
             )
 
     if spool_dir is not None:
@@ -575,7 +575,7 @@ def load_config(
         )
     if values["tls_verify"] is False:
         warnings.append(
-            f"warning: TLS certificate verification is off (tls_verify from {sources['tls_verify']}); "
+            f"TLS certificate verification is off (tls_verify from {sources['tls_verify']}); "
             "anyone on the path can read and change what is sent"
         )
     return Config(

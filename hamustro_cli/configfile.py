@@ -486,10 +486,10 @@ def show_lines(description: Mapping[str, Any]) -> list[str]:
     rows = []
     for name, info in description["keys"].items():
         value = info["value"]
-        if name == SECRET_KEY:
-            shown = value
-        elif value is None:
-            shown = "unset (required)" if info["required"] else "unset"
+        if name in description["missing"]:  # the secret too: "unset" alone reads as optional
+            shown = "unset (required)"
+        elif name == SECRET_KEY or value is None:
+            shown = "unset" if value is None else value
         else:
             shown = toml_value(value)
         origin = {

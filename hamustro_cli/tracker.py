@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from hamustro_cli import destination, netaddr, spooldir, triggers
 from hamustro_cli.config import KEYS, REQUIRED, Config, load_config, without_secret
 from hamustro_cli.disabled import tracking_disabled
-from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
+from hamustro_cli.errors import ConfigError, HamustroError, SpoolError
 from hamustro_cli.events import (
     NewEvent,
     check_at,
@@ -29,6 +29,7 @@ from hamustro_cli.events import (
     parse_lines,
 )
 from hamustro_cli.log import INFO, Log, to_logging
+from hamustro_cli.log import count as log_count
 from hamustro_cli.session import Session
 from hamustro_cli.spool import DB_NAME, SyncState, TrackSpool
 from hamustro_cli.spooldir import FlushLock, flush_running
@@ -55,6 +56,9 @@ class Outcome(str, Enum):
 
 
 class TrackResult(NamedTuple):
+    """What one track did. `count` 0 (track_lines given no event): nothing was queued, and
+    `nr`, `first_nr` and `at` are 0 (null in to_json)."""
+
     session: str
     nr: int
     at: int
@@ -66,13 +70,14 @@ class TrackResult(NamedTuple):
     def to_json(self) -> dict[str, Any]:
         """One shape for one event and for many (`track --stdin`): `nr` and `at` are the last
         event's, `first_nr`..`last_nr` the range given to all of them."""
+        some = self.count > 0
         return {
             "session": self.session,
             "queued": self.count,
-            "first_nr": self.first_nr,
-            "last_nr": self.nr,
-            "nr": self.nr,
-            "at": self.at,
+            "first_nr": self.first_nr if some else None,
+            "last_nr": self.nr if some else None,
+            "nr": self.nr if some else None,
+            "at": self.at if some else None,
             "flush": self.flush.value,
         }
 
@@ -357,8 +362,10 @@ class ClientTracker:
     ) -> TrackResult:
         """Queue JSON lines (see events.parse_lines) in one transaction: all or nothing."""
         events = parse_lines(lines, _clock_now(), self._event_ip(ip), source)
-        if not events:
-            raise InputError(f"no events on {'standard input' if source == 'stdin' else source}")
+        if not events:  # nothing to queue is not an error: a pipeline that produced nothing
+            self._log(INFO, f"no events on {'standard input' if source == 'stdin' else source}")
+            outcome, detail = self._flush_here(if_due=False) if flush is True else (Outcome.NOT_DUE, None)
+            return TrackResult(self.session.id, 0, 0, outcome, 0, 0, detail)
         return self._queue(events, flush)
 
     def _queue(self, events: list[NewEvent], flush: bool | None) -> TrackResult:
@@ -420,7 +427,7 @@ class ClientTracker:
         """Everything that follows the commit (log line, triggers, inline flush or spawning the
         background one), guarded: whatever goes wrong becomes a failed flush with a detail."""
         try:
-            self._log(INFO, f"queued {count} event(s) in session {session_id}, nr {first}..{last}")
+            self._log(INFO, f"queued {log_count(count, 'event')} in session {session_id}, nr {first}..{last}")
             if isinstance(seen, Exception):
                 raise seen
             return self._after_track(flush, self._due(*seen))
@@ -438,6 +445,9 @@ class ClientTracker:
 
     def _after_track(self, flush: bool | None, due: triggers.Due) -> tuple[Outcome, str | None]:
         mode = self.config.values["flush"]
+        if flush is True:  # asked for by name: a plain flush, here, before returning
+            self._log(INFO, "flush asked for")
+            return self._flush_here(if_due=False)
         if not due.fires:
             if due.why is triggers.Why.HALTED:
                 return Outcome.HALTED, due.reason
@@ -451,22 +461,29 @@ class ClientTracker:
             if flush_running(self.config.spool_dir):
                 return Outcome.RUNNING, None
             if mode == "inline":
-                from hamustro_cli.reports import Skip
-
-                report = self.flush(if_due=True)
-                if report.skip is not None:
-                    return (
-                        Outcome.RUNNING if report.skip is Skip.LOCKED else Outcome.NOT_DUE
-                    ), report.skipped
-                if report.ok:
-                    return Outcome.SENT, None
-                return Outcome.FAILED, report.error or "not everything was delivered"
+                return self._flush_here(if_due=True)
             from hamustro_cli.spawn import spawn_background_flush
 
             spawn_background_flush(self.config)
         except (HamustroError, OSError) as exc:
             return Outcome.FAILED, str(exc)
         return Outcome.STARTED, None
+
+    def _flush_here(self, if_due: bool) -> tuple[Outcome, str | None]:
+        """A flush in this process, after a track: what it did, as track's outcome. `if_due`
+        False (track --flush, flush=True): a plain flush, which waits for a running one's lock
+        and sends whatever the triggers say."""
+        from hamustro_cli.reports import Skip
+
+        try:
+            report = self.flush(if_due=if_due)
+        except (HamustroError, OSError) as exc:
+            return Outcome.FAILED, str(exc)
+        if report.skip is not None:
+            return (Outcome.RUNNING if report.skip is Skip.LOCKED else Outcome.NOT_DUE), report.skipped
+        if report.ok:
+            return Outcome.SENT, None
+        return Outcome.FAILED, report.error or "not everything was delivered"
 
     # -- triggers -------------------------------------------------------------------------
 
@@ -562,16 +579,18 @@ class ClientTracker:
             if retry_rejected and not dry_run:
                 # under the lock: a running flush must not see its batch's range gain events
                 moved = spool.retry_rejected(self.destination)
-                self._log(INFO, f"moved {moved} rejected event(s) back to the queue")
+                self._log(INFO, f"moved {log_count(moved, 'rejected event')} back to the queue")
             recovered = spool.release()  # a mark left by a flush that died
             if recovered:
-                self._log(INFO, f"{recovered} event(s) left by an interrupted flush are pending again")
+                self._log(
+                    INFO, f"{log_count(recovered, 'event')} left by an interrupted flush: pending again"
+                )
             if not dry_run:
                 report.claimed = spool.claim_unrecorded(self.destination)
                 if report.claimed:
                     self._log(
                         INFO,
-                        f"{report.claimed} event(s) queued before destinations were recorded are "
+                        f"{log_count(report.claimed, 'event')} queued before destinations were recorded are "
                         f"now this config's (destination {self.destination})",
                     )
             if if_due and not self._due(spool.sync_state(mine), spool.pending(mine)).fires:

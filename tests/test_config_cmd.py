@@ -106,7 +106,7 @@ def test_show_names_every_origin_and_copes_with_missing_required_keys(isolated, 
     assert rows["client_id"].split() == ['"from-env"', "environment", "variable", "HAMUSTRO_CLIENT_ID"]
     assert rows["spool_dir"].split() == [f'"{spool}"', "flag", "--spool-dir"]
     assert rows["device_id"].split() == ["unset", "(required)", "-"]
-    assert rows["shared_secret_key"].split() == ["unset", "-"]
+    assert rows["shared_secret_key"].split() == ["unset", "(required)", "-"]
     assert rows["queue_retention"].split() == ["1440", "default"]
 
 
@@ -148,7 +148,11 @@ def test_show_reports_errors_in_the_file(isolated, content, named):
     path.write_text(content)
     result = run("config", "show")
     assert result.returncode == 2
-    assert result.stderr.startswith("Error: ") and named in result.stderr and str(path) in result.stderr
+    assert (
+        result.stderr.startswith("hamustro: error: ")
+        and named in result.stderr
+        and str(path) in result.stderr
+    )
     assert result.stdout == ""
     no_secret(result.stderr)
 
@@ -196,7 +200,7 @@ def test_init_takes_values_from_the_environment(isolated):
 def test_init_without_a_terminal_refuses_what_it_cannot_ask(isolated):
     result = run("config", "init", "--collector-url", URL, input="")
     assert result.returncode == 2
-    assert result.stderr.startswith("Error: no terminal to ask for shared_secret_key, device_id")
+    assert result.stderr.startswith("hamustro: error: no terminal to ask for shared_secret_key, device_id")
     assert "--secret-stdin" in result.stderr and "--device-id" in result.stderr
     assert not (isolated / "config.toml").exists()
 
@@ -236,7 +240,7 @@ def test_a_config_from_init_and_set_delivers_events(isolated, collector):
     invoke("config", "set", "collector_url", collector.url)
     invoke("config", "set", "flush", "off")
     invoke("track", "configured")
-    assert "sent 1 event(s)" in invoke("flush").output
+    assert "sent 1 event" in invoke("flush").output
     assert [e["event"] for e in collector.received()] == ["configured"]
 
 
@@ -384,7 +388,7 @@ def test_set_refuses_bad_values_and_writes_nothing(isolated, key, value, named):
     path = commented(isolated / "config.toml")
     before, inode = path.read_bytes(), path.stat().st_ino
     result = invoke("config", "set", key, value, expect=2)
-    assert result.output.startswith("Error: ") and named in result.output
+    assert result.output.startswith("hamustro: error: ") and named in result.output
     assert path.read_bytes() == before and path.stat().st_ino == inode
     assert sorted(p.name for p in isolated.iterdir() if p.is_file()) == ["config.toml"]
 

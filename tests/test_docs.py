@@ -60,6 +60,6 @@ def test_readme_demo_runs_end_to_end():
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "sent 4 event(s)" in out
+    assert "sent 4 events" in out
     received = out.split("what the collector received", 1)[1]
     assert received.count('"event": ') == 4 and '"nr": 4' in received

@@ -13,6 +13,7 @@ import click
 from hamustro_cli.cli.options import GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json
 from hamustro_cli.errors import ConfigError, InputError
+from hamustro_cli.log import WARNING
 
 MAX_STDIN_VALUE = 64 * 1024  # bytes: more than any key takes (parse_value checks each key's own limit)
 
@@ -160,10 +161,10 @@ def config_set(obj: GlobalOptions, key: str, value: str | None) -> None:
         parsed = parse_value(key, _read_stdin_value(), "standard input")
     elif value is not None:
         if key == SECRET_KEY:
-            click.echo(
-                "hamustro: warning: a secret given as an argument shows in the process list and "
+            obj.log(
+                WARNING,
+                "a secret given as an argument shows in the process list and "
                 f"shell history; prefer: hamustro config set {SECRET_KEY} -",
-                err=True,
             )
         parsed = parse_value(key, value, "the command line")
     elif sys.stdin.isatty():
@@ -175,4 +176,4 @@ def config_set(obj: GlobalOptions, key: str, value: str | None) -> None:
     variable = env_name(key)
     if variable in os.environ or (key == "spool_dir" and obj.spool_dir is not None):
         shadow = "--spool-dir" if variable not in os.environ else f"environment variable {variable}"
-        click.echo(f"hamustro: warning: {key} is also set by {shadow}, which takes precedence", err=True)
+        obj.log(WARNING, f"{key} is also set by {shadow}, which takes precedence")

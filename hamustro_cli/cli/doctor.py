@@ -23,7 +23,9 @@ def doctor(obj: GlobalOptions, as_json: bool) -> None:
     if as_json:
         emit_json(to_json(checks))
     elif obj.quiet:
-        failed = [c for c in checks if not c.ok]
+        from hamustro_cli.doctor import CheckState
+
+        failed = [c for c in checks if c.state is CheckState.FAIL]  # not those skipped
         if failed:
             click.echo(render(failed))
     else:

@@ -150,7 +150,7 @@ def _warn(obj: GlobalOptions, what: str, exc: Exception) -> None:
     """One warning line; an error of ours says itself, anything else only its kind (its text
     could hold anything, the secret included)."""
     why = str(exc) if isinstance(exc, HamustroError) else f"{type(exc).__name__}"
-    _say(obj, WARNING, f"warning: {what}: {why}")
+    _say(obj, WARNING, f"{what}: {why}")
 
 
 def _say(obj: GlobalOptions, level: int, message: str) -> None:

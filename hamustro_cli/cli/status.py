@@ -12,6 +12,7 @@ import click
 from hamustro_cli.cli.options import LIMIT, GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json, json_text
 from hamustro_cli.errors import ExitStatus
+from hamustro_cli.log import count
 
 
 def _ago(epoch: int | None, now: int) -> str:
@@ -109,8 +110,8 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
     if data["no_room"]:
         echo(f"disk:       FULL: sending waits until there is room: {data['no_room']}")
     next_due = data["next_due_at"]
-    due_text = "now" if data["due"] else (_ago(next_due, now) if next_due else "-")
-    echo(f"next send:  {due_text}: {data['due_reason']}")
+    when = "now: " if data["due"] else (f"{_ago(next_due, now)}: " if next_due else "")
+    echo(f"next send:  {when}{data['due_reason']}")
     if data["flush_running"]:
         echo("flush:      running now")
     _destinations_text(data)
@@ -137,7 +138,7 @@ def _destinations_text(data: dict[str, Any]) -> None:
     for d in data["destinations"]:
         if d["destination"] is None:
             click.echo(
-                f"unclaimed:  {d['pending'] + d['rejected']} event(s) queued before destinations were "
+                f"unclaimed:  {count(d['pending'] + d['rejected'], 'event')} queued before destinations were "
                 "recorded: the next flush sends them to its own collector"
             )
 

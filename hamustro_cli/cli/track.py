@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     "--flush/--no-flush",
     "flush",
     default=None,
-    help="Flush now if a trigger fires / never flush from this call (default: config flush).",
+    help="Send the queue before returning, whatever the triggers say (a failure is a warning: "
+    "exit 0, the events stay queued) / never flush from this call (default: config flush).",
 )
 @click.option(
     "--stdin", "from_stdin", is_flag=True, help="Queue JSON lines from standard input, all or nothing."
@@ -166,13 +167,9 @@ def after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult
 
     guarded(tracker.close)
     if result.flush == Outcome.HALTED:
-        guarded(lambda: obj.log(WARNING, f"warning: event queued, but sending is {result.flush_detail}"))
+        guarded(lambda: obj.log(WARNING, f"event queued, but sending is {result.flush_detail}"))
     if result.flush == Outcome.FAILED:
-        guarded(
-            lambda: obj.log(
-                WARNING, f"warning: event queued, but the flush it triggered failed: {result.flush_detail}"
-            )
-        )
+        guarded(lambda: obj.log(WARNING, f"event queued, but the flush failed: {result.flush_detail}"))
     if as_json:
         try:
             from hamustro_cli.cli.output import emit_json
@@ -182,7 +179,7 @@ def after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult
                 sys.stdout.flush()  # here, not at exit, where a broken pipe would still cost status 120
         except Exception:  # noqa: BLE001 - the reader is gone (EPIPE) or stdout is unusable
             _silence(sys.stdout)
-            guarded(lambda: obj.log(WARNING, "warning: event queued, but its result could not be printed"))
+            guarded(lambda: obj.log(WARNING, "event queued, but its result could not be printed"))
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
