@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hamustro_cli.cli.options import LIMIT, GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json, json_text
 from hamustro_cli.errors import ExitStatus
+
+if TYPE_CHECKING:
+    from hamustro_cli.records import Status
 
 
 def _ago(epoch: int | None, now: int) -> str:
@@ -61,7 +64,7 @@ def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | No
             sys.exit(ExitStatus.UNDELIVERED)
 
 
-def _status_json(data: dict[str, Any], rows: Any) -> None:
+def _status_json(data: Status, rows: Any) -> None:
     """The status object, with `events` (when asked) written one by one as its last key."""
     if rows is None:
         emit_json(data)
@@ -74,7 +77,7 @@ def _status_json(data: dict[str, Any], rows: Any) -> None:
     write("]}\n")
 
 
-def _status_text(data: dict[str, Any], rows: Any) -> None:
+def _status_text(data: Status, rows: Any) -> None:
     now = int(time.time())
     echo = click.echo
     echo(f"spool:      {data['spool_dir']}")
@@ -124,7 +127,7 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
         stream(rows, as_json=False, header=False)
 
 
-def _destinations_text(data: dict[str, Any]) -> None:
+def _destinations_text(data: Status) -> None:
     """Events this config's flush leaves alone (other destinations), and events it will claim."""
     if data["other_destinations"]:
         from hamustro_cli.destination import others_advice
