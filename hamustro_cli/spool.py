@@ -1216,3 +1216,23 @@ def _to_json(error: dict[str, Any]) -> str:
     import json
 
     return json.dumps(error)
+
+
+def session_ids(directory: str, timeout: float = 0.2) -> list[str]:
+    """The sessions the spool in `directory` holds, newest first, for a shell's completion: read
+    only (a TAB creates, migrates and locks nothing), and nothing rather than an error or a wait
+    longer than `timeout` (a missing spool, a busy or foreign file)."""
+    from urllib.parse import quote
+
+    path = os.path.join(directory, DB_NAME)
+    if not os.path.isfile(path):
+        return []
+    try:
+        db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=timeout)
+        try:
+            rows = db.execute("SELECT session FROM sessions ORDER BY id DESC").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
+    return [row[0] for row in rows if isinstance(row[0], str)]

@@ -138,9 +138,15 @@ def config_init(obj: GlobalOptions, force: bool, secret_stdin: bool, **given: st
     click.echo(f"hamustro: wrote {path} (mode 0600); check it with 'hamustro doctor'", err=True)
 
 
+def _complete_key(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    from hamustro_cli.config import KEYS
+
+    return [name for name in KEYS if name.startswith(incomplete)]
+
+
 @config_group.command("set", add_help_option=False)
 @help_option
-@click.argument("key")
+@click.argument("key", shell_complete=_complete_key)
 @click.argument("value", required=False)
 @click.pass_obj
 @translate

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from hamustro_cli.cli.options import EVENT_ID, LIMIT, GlobalOptions, help_option, translate
+from hamustro_cli.cli.options import EVENT_ID, LIMIT, GlobalOptions, complete_session, help_option, translate
 from hamustro_cli.cli.output import emit_json, json_text, write_lines
 from hamustro_cli.errors import InputError
 
@@ -26,7 +26,13 @@ def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(["pending", "sending", "rejected"]),
             help="Only events in this state (sending: the batch a flush is sending).",
         ),
-        click.option("--session", "session_id", metavar="SID", help="Only events of this session."),
+        click.option(
+            "--session",
+            "session_id",
+            metavar="SID",
+            shell_complete=complete_session,
+            help="Only events of this session.",
+        ),
         click.option(
             "--destination",
             metavar="FINGERPRINT",
