@@ -50,7 +50,8 @@ def test_the_wheel_ships_the_pages_and_man_finds_them_once_installed(tmp_path: P
 
     prefix = tmp_path / "prefix"
     installed = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--prefix", str(prefix)]
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed"]
+        + ["--prefix", str(prefix)]
         + [str(wheel)],
         capture_output=True,
         text=True,
