@@ -120,7 +120,7 @@ def events() -> None:
     Examples:
       hamustro events list --state rejected
       hamustro events list --json --since 2026-11-28 | jq .event
-      hamustro events show 42
+      hamustro events show 1
       hamustro events requeue --event 'signup*'
       hamustro events drop --state rejected --until 2026-11-01 --yes
       hamustro events claim 3f9c0a1b2c3d4e5f
@@ -134,7 +134,14 @@ def events() -> None:
 @click.pass_obj
 @translate
 def events_list(obj: GlobalOptions, as_json: bool, **filters: Any) -> None:
-    """List queued events, oldest first, as a table or JSON lines."""
+    """List queued events, oldest first, as a table or JSON lines.
+
+    \b
+    Examples:
+      hamustro events list
+      hamustro events list --state rejected --event 'signup*'
+      hamustro events list --json --since 2026-11-28 | jq .event
+    """
     chosen = _filter(None, **filters)
     with obj.tracker(required=()) as tracker:
         stream(tracker.spool.select(chosen), as_json)
@@ -147,7 +154,13 @@ def events_list(obj: GlobalOptions, as_json: bool, **filters: Any) -> None:
 @click.pass_obj
 @translate
 def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
-    """Show one event, its session's attributes and why it was rejected."""
+    """Show one event, its session's attributes and why it was rejected.
+
+    \b
+    Examples:
+      hamustro events show 1
+      hamustro events show 1 --json | jq .reason
+    """
     with obj.tracker(required=()) as tracker:
         found = tracker.spool.event(event_id)
         if found is None:
@@ -169,7 +182,7 @@ def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
         echo(f"  {key + ':':<17} {value}")
 
 
-@events.command("requeue", add_help_option=False)
+@events.command("requeue", add_help_option=False, short_help="Move rejected events back to pending.")
 @help_option
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=EVENT_ID)
 @event_filters
@@ -177,7 +190,13 @@ def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
 @translate
 def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> None:
     """Move rejected events (the IDs, or those the filters choose) back to pending, without
-    sending. Pending events are left as they are."""
+    sending. Pending events are left as they are.
+
+    \b
+    Examples:
+      hamustro events requeue 1 2
+      hamustro events requeue --event 'signup*' --since 2026-11-28
+    """
     from hamustro_cli.queue import Change
 
     if filters["state"] not in (None, "rejected"):
@@ -202,7 +221,7 @@ def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: 
 
     \b
     Examples:
-      hamustro events drop 17 18
+      hamustro events drop 1 2 --yes
       hamustro events drop --state rejected --yes
     """
     from hamustro_cli.queue import Change
@@ -223,7 +242,9 @@ def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: 
         click.echo(f"dropped {dropped} event(s)")
 
 
-@events.command("claim", add_help_option=False)
+@events.command(
+    "claim", add_help_option=False, short_help="Send another destination's events with this config."
+)
 @help_option
 @click.argument("other", metavar="FINGERPRINT")
 @click.pass_obj

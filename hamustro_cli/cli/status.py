@@ -48,7 +48,15 @@ def _ago(epoch: int | None, now: int) -> str:
 @click.pass_obj
 @translate
 def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | None, check: bool) -> None:
-    """What is queued, and why it is or is not being sent."""
+    """What is queued, and why it is or is not being sent.
+
+    \b
+    Examples:
+      hamustro status
+      hamustro status --events --limit 20
+      hamustro status --json | jq .pending
+      hamustro -q status --check       # from a monitor: exit 4 a person must act, 1 backing off
+    """
     with obj.tracker(required=()) as tracker:
         data = tracker.status()
         # the events are streamed from the spool's cursor, never held: a million stay cheap
@@ -147,7 +155,14 @@ def _destinations_text(data: Status) -> None:
 @click.pass_obj
 @translate
 def session(obj: GlobalOptions, as_json: bool) -> None:
-    """Print the current session id (32 lowercase hex characters)."""
+    """Print the current session id (32 lowercase hex characters).
+
+    \b
+    Examples:
+      hamustro session
+      hamustro session --json          # its attributes, last nr and pending events
+      hamustro events list --session "$(hamustro session)"
+    """
     from hamustro_cli.config import SESSION_KEYS
 
     with obj.tracker(required=SESSION_KEYS) as tracker:
