@@ -31,20 +31,30 @@ def _read_stdin_value() -> str:
 
 
 def _ask(key: Any, default: str | None = None) -> Any:
-    """One value from the terminal, checked as loading checks it; the secret hidden and asked twice."""
+    """One value from the terminal, checked as loading checks it; the secret hidden and asked
+    twice. An empty answer to a required key is asked again, saying why."""
     from hamustro_cli.config import SECRET_KEY
-    from hamustro_cli.configfile import parse_value
+    from hamustro_cli.configfile import EXAMPLES, QUESTIONS, parse_value
 
     def check(text: str) -> Any:
+        if text == "" and key.required:
+            raise click.BadParameter(
+                f"{key.name} is required and has no default: type a value (Ctrl-C stops)"
+            )
         try:
             return parse_value(key.name, text, "the terminal")
         except ConfigError as exc:
             raise click.BadParameter(str(exc)) from None
 
     secret = key.name == SECRET_KEY
+    if key.name in QUESTIONS:
+        question = QUESTIONS[key.name] + ("" if secret else f", e.g. {EXAMPLES[key.name]}")
+    else:
+        question = f"{key.name} ({key.doc})"
     return click.prompt(
-        f"{key.name} ({key.doc})",
-        default=default,
+        question,
+        default="" if default is None else default,  # an empty answer reaches check(), said
+        show_default=default is not None,
         hide_input=secret,
         confirmation_prompt=secret,
         value_proc=check,
