@@ -44,6 +44,7 @@ def test_the_wheel_ships_the_pages_and_man_finds_them_once_installed(tmp_path: P
     )
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     (wheel,) = tmp_path.glob("hamustro_cli-*.whl")
+    assert f"pipx install dist/{wheel.name}" in (ROOT / "README.md").read_text()  # the Quick start's
     with zipfile.ZipFile(wheel) as archive:
         shipped = {name.rsplit("/", 1)[1] for name in archive.namelist() if "/data/share/man/man1/" in name}
     assert shipped == {page.name for page in gen_man.OUT.glob("*.1")}
