@@ -1,4 +1,5 @@
-"""`hamustro events`: the queue by hand (the library part is spool.py and queue.py)."""
+"""`hamustro events`: the queue by hand (the library part: spool/changes.py, spool/browsing.py,
+spool/queue.py)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def _filter(
     destination: str | None,
 ) -> Any:
     from hamustro_cli.events import SQLITE_INT_MAX, parse_time
-    from hamustro_cli.queue import EventFilter, Shown
+    from hamustro_cli.spool.queue import EventFilter, Shown
 
     def bound(text: str | None, where: str) -> int | None:
         """A time as a filter: beyond what SQLite stores no event is, so the bound is exact there."""
@@ -197,7 +198,7 @@ def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> 
       hamustro events requeue 1 2
       hamustro events requeue --event 'signup*' --since 2026-11-28
     """
-    from hamustro_cli.queue import Change
+    from hamustro_cli.spool.queue import Change
 
     if filters["state"] not in (None, "rejected"):
         raise InputError(f"--state {filters['state']}: requeue moves rejected events only")
@@ -224,7 +225,7 @@ def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: 
       hamustro events drop 1 2 --yes
       hamustro events drop --state rejected --yes
     """
-    from hamustro_cli.queue import Change
+    from hamustro_cli.spool.queue import Change
 
     if not ids and not any(v is not None for v in filters.values()):
         raise InputError("name the events to drop: IDs or a filter (e.g. --state rejected)")

@@ -118,7 +118,7 @@ def complete_session(ctx: click.Context, param: click.Parameter, incomplete: str
     environment): read only, and nothing when there is no spool or the settings are wrong."""
     from hamustro_cli.config import load_config
     from hamustro_cli.errors import HamustroError
-    from hamustro_cli.spool import session_ids
+    from hamustro_cli.spool.browsing import session_ids
 
     root = ctx.find_root().params
     try:

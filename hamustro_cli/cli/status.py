@@ -14,7 +14,7 @@ from hamustro_cli.cli.output import emit_json, json_text
 from hamustro_cli.errors import ExitStatus
 
 if TYPE_CHECKING:
-    from hamustro_cli.records import Status
+    from hamustro_cli.spool.records import Status
 
 
 def _ago(epoch: int | None, now: int) -> str:
