@@ -492,8 +492,9 @@ def load_config(
     use_file: bool = True,
     given_as: str = "flag",
 ) -> Config:
-    """Resolve every key. `overrides` are values given directly: command-line flags, or with
-    `given_as="argument"` a Python caller's keyword arguments (errors name them so)."""
+    """Resolve every key. `overrides` (and `config_path`, `spool_dir`) are values given
+    directly: command-line flags, or with `given_as="ClientTracker"` (the function's name) a
+    Python caller's arguments; errors name them as the caller gave them."""
     env = os.environ if env is None else env
     overrides = dict(overrides or {})
     warnings: list[str] = []
@@ -509,7 +510,8 @@ def load_config(
             file_values = parse_config_bytes(path, data)
         except ConfigError as exc:
             if config_path is not None:
-                raise ConfigError(f"{exc} (given with --config)") from None
+                given = "--config" if given_as == "flag" else f"{given_as} argument path"
+                raise ConfigError(f"{exc} (given with {given})") from None
             if env.get(env_name("config")):
                 raise ConfigError(f"{exc} (set by environment variable {env_name('config')})") from None
             raise
@@ -531,7 +533,7 @@ def load_config(
     for key in KEYS.values():
         variable = env_name(key.name)
         if key.name in overrides and overrides[key.name] is not None:
-            source = f"ClientTracker argument {key.name}" if given_as == "argument" else flag_name(key.name)
+            source = flag_name(key.name) if given_as == "flag" else f"{given_as} argument {key.name}"
             raw, from_env = overrides[key.name], False
             origins[key.name] = "flag"
             if key.kind == "path":

@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from hamustro_cli import destination, netaddr, spooldir, triggers
 from hamustro_cli.config import KEYS, REQUIRED, Config, load_config, without_secret
@@ -37,6 +37,7 @@ from hamustro_cli.spooldir import FlushLock, flush_running
 if TYPE_CHECKING:
     from hamustro_cli.reports import FlushReport
     from hamustro_cli.spool.full import Spool
+    from hamustro_cli.spool.records import DestinationCounts, SessionCounts, SessionStatus, Status
 
 _S = TypeVar("_S", bound=TrackSpool)
 
@@ -179,7 +180,7 @@ class ClientTracker:
                     f"{', '.join(k + '=...' for k in missing)} to ClientTracker, or use "
                     "ClientTracker.from_config() to read the config file and HAMUSTRO_* variables"
                 )
-            config = load_config(env={}, overrides=given, use_file=False, given_as="argument").require()
+            config = load_config(env={}, overrides=given, use_file=False, given_as="ClientTracker").require()
         self.config = config
         self.log: Log = log or to_logging
         # One connection per tracker and process, opened on first use under `_lock`, which
@@ -206,7 +207,8 @@ class ClientTracker:
         log: Log | None = None,
     ) -> ClientTracker:
         """Settings resolved as the CLI does: arguments, HAMUSTRO_* environment, TOML file, defaults."""
-        return cls(config=load_config(path, spool_dir).require(), log=log)
+        config = load_config(path, spool_dir, given_as="ClientTracker.from_config")
+        return cls(config=config.require(), log=log)
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -624,18 +626,18 @@ class ClientTracker:
 
     # -- looking --------------------------------------------------------------------------
 
-    def status(self, events: bool = False, limit: int | None = None) -> dict[str, Any]:
+    def status(self, events: bool = False, limit: int | None = None) -> Status:
         with self._lock:
             return self._status(self._open(_every_job()), events, limit)
 
-    def _status(self, spool: Spool, events: bool, limit: int | None) -> dict[str, Any]:
+    def _status(self, spool: Spool, events: bool, limit: int | None) -> Status:
         counts = spool.counts()
         sessions = spool.session_rows()
         try:
             current = self.session.id
         except ConfigError:  # status works on a spool alone, without the session's settings
             current = None
-        out_sessions = []
+        out_sessions: list[SessionCounts] = []
         for row_id, c in sorted(counts.items(), key=lambda kv: _oldest_first(kv[1].oldest)):
             row = sessions[row_id]
             out_sessions.append(
@@ -661,7 +663,8 @@ class ClientTracker:
         # what can hold sending now, not what is stored: a backoff set under a clock that ran
         # ahead (or beyond every cap) is void, and is neither shown nor fails `status --check`
         _, backoff_until = triggers.trusted_times(sync, now)
-        result: dict[str, Any] = {
+        others, mine_held = self._destinations(spool)
+        result: Status = {
             "disabled": tracking_disabled(),  # HAMUSTRO_DISABLED: track, exec and flush do nothing
             "spool_dir": str(self.config.spool_dir),
             "pending": totals.pending,
@@ -683,40 +686,36 @@ class ClientTracker:
             "flush_running": flush_running(self.config.spool_dir),
             "queue_size": self.config.values["queue_size"],
             "queue_retention": self.config.values["queue_retention"],
+            "destination": mine,
+            "destinations": mine_held,
+            "other_destinations": others,
         }
-        result.update(self._destinations(spool))
         if events:
             result["events"] = list(spool.iter_events(limit))
         return result
 
-    def _destinations(self, spool: Spool) -> dict[str, Any]:
-        """`status`'s view of destinations: this config's fingerprint (None when the settings
-        lack what names it), the events held per destination (None: from before destinations
-        were recorded), and {destination: events} a flush with this config leaves alone (None:
-        it cannot be told)."""
+    def _destinations(self, spool: Spool) -> tuple[dict[str, int] | None, list[DestinationCounts]]:
+        """`status`'s view of destinations: {destination: events} a flush with this config
+        leaves alone (None: it cannot be told), and the events held per destination (None:
+        from before destinations were recorded)."""
         mine = self._known_destination()
         found = spool.by_destination()
         held = sorted(found.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))
         others = destination.others(found, mine) if mine is not None else None
-        return {
-            "destination": mine,
-            "destinations": [
-                {
-                    "destination": d,
-                    "pending": h.live,
-                    "rejected": h.rejected,
-                    "current": mine is not None and d == mine,
-                }
-                for d, h in held
-            ],
-            "other_destinations": others,
-        }
+        return others, [
+            {
+                "destination": d,
+                "pending": h.live,
+                "rejected": h.rejected,
+                "current": mine is not None and d == mine,
+            }
+            for d, h in held
+        ]
 
-    def session_status(self) -> dict[str, Any]:
+    def session_status(self) -> SessionStatus:
         """The current session's attributes, its last nr and how many of its events wait to be
         sent. Reads the spool only if there is one: this never creates it."""
         attrs = self.session
-        data = attrs.to_dict()
         last_nr, pending = 0, 0
         if os.path.exists(os.path.join(self.config.spool_dir, DB_NAME)):
             with self._lock:
@@ -726,8 +725,8 @@ class ClientTracker:
                         last_nr = row.last_nr
                         found = spool.counts().get(row.id)
                         pending = found.live if found else 0
-        data.update(last_nr=last_nr, pending=pending)
-        return data
+        # the attributes under their protocol names, from their one home (Session.to_dict)
+        return cast("SessionStatus", {**attrs.to_dict(), "last_nr": last_nr, "pending": pending})
 
 
 def _every_job() -> type[Spool]:

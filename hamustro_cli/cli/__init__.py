@@ -83,7 +83,9 @@ class Commands(click.Group):
     "config_path",
     metavar="PATH",
     shell_complete=complete_file,
-    help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.",
+    help="Config file (TOML). Default: $HAMUSTRO_CONFIG, else $XDG_CONFIG_HOME/hamustro/config.toml "
+    "(~/.config/hamustro/config.toml). A setting is taken from its flag, else its HAMUSTRO_<KEY> "
+    "variable, else this file, else its default.",
 )
 @click.option(
     "--spool-dir",

@@ -13,7 +13,7 @@ from hamustro_cli.config import SECRET_KEY, env_name
 from hamustro_cli.log import count
 
 
-@click.command(add_help_option=False)
+@click.command(add_help_option=False, short_help="Run a local test collector that prints what it accepts.")
 @help_option
 @click.option(
     "--host",
@@ -78,7 +78,13 @@ def collector(
     delay: float,
     verbose_errors: bool,
 ) -> None:
-    """Run a local collector that answers as the real one and writes accepted events as JSON lines."""
+    """Run a local collector that answers as the real one and writes accepted events as JSON lines.
+
+    \b
+    Examples:
+      HAMUSTRO_SHARED_SECRET_KEY=s hamustro collector --port 8080 --out events.jsonl
+      HAMUSTRO_SHARED_SECRET_KEY=s hamustro collector --port 8080 --reject-event spam
+    """
     import signal
 
     from hamustro_cli.collector import make_server

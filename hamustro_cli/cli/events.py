@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from hamustro_cli.cli.options import EVENT_ID, LIMIT, GlobalOptions, help_option, translate
+from hamustro_cli.cli.options import EVENT_ID, LIMIT, GlobalOptions, complete_session, help_option, translate
 from hamustro_cli.cli.output import emit_json, json_text, write_lines
 from hamustro_cli.errors import InputError
 from hamustro_cli.log import count, shown
@@ -28,7 +28,13 @@ def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(["pending", "sending", "rejected"]),
             help="Only events in this state (sending: the batch a flush is sending).",
         ),
-        click.option("--session", "session_id", metavar="SID", help="Only events of this session."),
+        click.option(
+            "--session",
+            "session_id",
+            metavar="SID",
+            shell_complete=complete_session,
+            help="Only events of this session.",
+        ),
         click.option(
             "--destination",
             metavar="FINGERPRINT",
@@ -133,7 +139,7 @@ def events() -> None:
     Examples:
       hamustro events list --state rejected
       hamustro events list --json --since 2026-11-28 | jq .event
-      hamustro events show 42
+      hamustro events show 1
       hamustro events requeue --event 'signup*'
       hamustro events drop --state rejected --until 2026-11-01 --yes
       hamustro events claim 3f9c0a1b2c3d4e5f
@@ -148,7 +154,14 @@ def events() -> None:
 @translate
 def events_list(obj: GlobalOptions, as_json: bool, **filters: Any) -> None:
     """List queued events in the order they were queued (by id, not by `at`), as a table or
-    JSON lines."""
+    JSON lines.
+
+    \b
+    Examples:
+      hamustro events list
+      hamustro events list --state rejected --event 'signup*'
+      hamustro events list --json --since 2026-11-28 | jq .event
+    """
     chosen = _filter(None, **filters)
     with obj.tracker(required=()) as tracker:
         filtered = any(value is not None for value in filters.values())
@@ -162,7 +175,13 @@ def events_list(obj: GlobalOptions, as_json: bool, **filters: Any) -> None:
 @click.pass_obj
 @translate
 def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
-    """Show one event, its session's attributes and why it was rejected."""
+    """Show one event, its session's attributes and why it was rejected.
+
+    \b
+    Examples:
+      hamustro events show 1
+      hamustro events show 1 --json | jq .reason
+    """
     with obj.tracker(required=()) as tracker:
         found = tracker.spool.event(event_id)
         if found is None:
@@ -184,7 +203,7 @@ def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
         echo(f"  {key + ':':<17} {shown(value)}")
 
 
-@events.command("requeue", add_help_option=False)
+@events.command("requeue", add_help_option=False, short_help="Move rejected events back to pending.")
 @help_option
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=EVENT_ID)
 @event_filters
@@ -192,7 +211,13 @@ def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
 @translate
 def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> None:
     """Move rejected events (the IDs, or those the filters choose; --state rejected: all of
-    them) back to pending, without sending. Pending events are left as they are."""
+    them) back to pending, without sending. Pending events are left as they are.
+
+    \b
+    Examples:
+      hamustro events requeue 1 2
+      hamustro events requeue --event 'signup*' --since 2026-11-28
+    """
     from hamustro_cli.spool.queue import Change
 
     if filters["state"] not in (None, "rejected"):
@@ -217,7 +242,7 @@ def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: 
 
     \b
     Examples:
-      hamustro events drop 17 18
+      hamustro events drop 1 2 --yes
       hamustro events drop --state rejected --yes
     """
     from hamustro_cli.spool.queue import Change
@@ -236,7 +261,9 @@ def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: 
         click.echo(f"dropped {count(dropped, 'event')}")
 
 
-@events.command("claim", add_help_option=False)
+@events.command(
+    "claim", add_help_option=False, short_help="Send another destination's events with this config."
+)
 @help_option
 @click.argument("other", metavar="FINGERPRINT")
 @click.pass_obj

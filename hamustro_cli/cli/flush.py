@@ -13,7 +13,7 @@ from hamustro_cli.errors import exit_status
 from hamustro_cli.log import ERROR, INFO, WARNING, count
 
 
-@click.command(add_help_option=False)
+@click.command(add_help_option=False, short_help="Send the queued events now, in signed batches.")
 @help_option
 @click.option(
     "--if-due", is_flag=True, help="Send only when a trigger fires (and no backoff holds): for cron."

@@ -123,6 +123,21 @@ def complete_dir(ctx: click.Context, param: click.Parameter, incomplete: str) ->
     return [CompletionItem(incomplete, type="dir")]
 
 
+def complete_session(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """The sessions in the spool the command line points at (--config, --spool-dir, the
+    environment): read only, and nothing when there is no spool or the settings are wrong."""
+    from hamustro_cli.config import load_config
+    from hamustro_cli.errors import HamustroError
+    from hamustro_cli.spool.browsing import session_ids
+
+    root = ctx.find_root().params
+    try:
+        spool_dir = load_config(root.get("config_path"), root.get("spool_dir")).spool_dir
+    except HamustroError:
+        return []
+    return [sid for sid in session_ids(spool_dir) if sid.startswith(incomplete)]
+
+
 def _eager_flag(
     *names: str, action: Callable[[click.Context, bool], None], help: str
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

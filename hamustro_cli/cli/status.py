@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +13,9 @@ from hamustro_cli.cli.options import LIMIT, GlobalOptions, help_option, translat
 from hamustro_cli.cli.output import emit_json, json_text
 from hamustro_cli.errors import ExitStatus
 from hamustro_cli.log import count
+
+if TYPE_CHECKING:
+    from hamustro_cli.spool.records import Status
 
 
 def _ago(epoch: int | None, now: int) -> str:
@@ -46,7 +49,15 @@ def _ago(epoch: int | None, now: int) -> str:
 @click.pass_obj
 @translate
 def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | None, check: bool) -> None:
-    """What is queued, and why it is or is not being sent."""
+    """What is queued, and why it is or is not being sent.
+
+    \b
+    Examples:
+      hamustro status
+      hamustro status --events --limit 20
+      hamustro status --json | jq .pending
+      hamustro -q status --check       # from a monitor: exit 4 a person must act, 1 backing off
+    """
     with obj.tracker(required=()) as tracker:
         data = tracker.status()
         # the events are streamed from the spool's cursor, never held: a million stay cheap
@@ -62,7 +73,7 @@ def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | No
             sys.exit(ExitStatus.UNDELIVERED)
 
 
-def _status_json(data: dict[str, Any], rows: Any) -> None:
+def _status_json(data: Status, rows: Any) -> None:
     """The status object, with `events` (when asked) written one by one as its last key."""
     if rows is None:
         emit_json(data)
@@ -75,7 +86,7 @@ def _status_json(data: dict[str, Any], rows: Any) -> None:
     write("]}\n")
 
 
-def _status_text(data: dict[str, Any], rows: Any) -> None:
+def _status_text(data: Status, rows: Any) -> None:
     now = int(time.time())
     echo = click.echo
     echo(f"spool:      {data['spool_dir']}")
@@ -129,7 +140,7 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
         stream(rows, as_json=False, header=False)
 
 
-def _destinations_text(data: dict[str, Any]) -> None:
+def _destinations_text(data: Status) -> None:
     """Events this config's flush leaves alone (other destinations), and events it will claim."""
     if data["other_destinations"]:
         from hamustro_cli.destination import others_advice
@@ -149,7 +160,14 @@ def _destinations_text(data: dict[str, Any]) -> None:
 @click.pass_obj
 @translate
 def session(obj: GlobalOptions, as_json: bool) -> None:
-    """Print the current session id (32 lowercase hex characters)."""
+    """Print the current session id (32 lowercase hex characters).
+
+    \b
+    Examples:
+      hamustro session
+      hamustro session --json          # its attributes, last nr and pending events
+      hamustro events list --session "$(hamustro session)"
+    """
     from hamustro_cli.config import SESSION_KEYS
 
     with obj.tracker(required=SESSION_KEYS) as tracker:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from hamustro_cli.tracker import ClientTracker, TrackResult
 
 
-@click.command(add_help_option=False)
+@click.command(add_help_option=False, short_help="Queue one event; send it when a trigger fires.")
 @help_option
 @click.argument("event", required=False)
 @click.option("--user-id", metavar="N", help="User id (0 to 4294967295).")
