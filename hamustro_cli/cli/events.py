@@ -146,7 +146,9 @@ def events() -> None:
     """
 
 
-@events.command("list", add_help_option=False)
+@events.command(
+    "list", add_help_option=False, short_help="List queued events, in the order they were queued."
+)
 @help_option
 @event_filters
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
