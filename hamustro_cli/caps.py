@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 from hamustro_cli.errors import HamustroError, SpoolError
+from hamustro_cli.log import count as counted
 
 MIB = 1024 * 1024
 CAP_KEYS = ("spool_max_events", "spool_max_mb", "spool_keep_free_mb", "when_full")
@@ -98,7 +99,8 @@ class SpoolFull(SpoolError):
         self.reason = why.reason
         text = (
             f"the spool is full: {why.held}, at its bound {_bound(caps, why)}; "
-            f"{count} event(s) not queued (when_full = {caps.when_full!r}, from {caps.source('when_full')})"
+            f"{counted(count, 'event')} not queued "
+            f"(when_full = {caps.when_full!r}, from {caps.source('when_full')})"
         )
         fix = (
             "send the queue (hamustro flush), raise the bound, or set when_full to drop_oldest or drop_newest"
@@ -113,12 +115,13 @@ class EventsDropped(HamustroError):
     def __init__(self, caps: Caps, why: Full, count: int):
         self.caps, self.why, self.count = caps, why, count
         super().__init__(
-            f"the spool is full ({why.held}, at its bound {_bound(caps, why)}): {count} new event(s) "
-            f"dropped and counted (when_full = 'drop_newest', from {caps.source('when_full')})"
+            f"the spool is full ({why.held}, at its bound {_bound(caps, why)}): "
+            f"{counted(count, 'new event')} dropped and counted "
+            f"(when_full = 'drop_newest', from {caps.source('when_full')})"
         )
 
 
 def dropped_text(dropped: Mapping[str, int]) -> str:
-    """Events dropped undelivered, for people: '5 event(s) dropped undelivered (spool_max_events: 5)'."""
+    """Events dropped undelivered, for people: '5 events dropped undelivered (spool_max_events: 5)'."""
     by_reason = ", ".join(f"{reason}: {n}" for reason, n in dropped.items())
-    return f"{sum(dropped.values())} event(s) dropped undelivered ({by_reason})"
+    return f"{counted(sum(dropped.values()), 'event')} dropped undelivered ({by_reason})"

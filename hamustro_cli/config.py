@@ -261,14 +261,15 @@ class Config:
     def require(self, keys: tuple[str, ...] = REQUIRED) -> Config:
         missing = [k for k in keys if self.values.get(k) in (None, "")]
         if missing:
-            where = (
-                f"in {self.config_path}"
-                if self.config_found
-                else f"in a config file ({self.config_path} does not exist)"
-            )
             names = ", ".join(missing)
             envs = ", ".join(env_name(k) for k in missing)
-            raise ConfigError(f"missing required config key {names}: set it {where} or in {envs}")
+            how = (
+                f"set it in {self.config_path} ('hamustro config set {missing[0]} VALUE') or in {envs}"
+                if self.config_found
+                else f"set it in a config file ({self.config_path} does not exist: "
+                f"'hamustro config init' writes one) or in {envs}"
+            )
+            raise ConfigError(f"missing required config key {names}: {how}")
         return self
 
 
@@ -518,8 +519,9 @@ def load_config(
     use_file: bool = True,
     given_as: str = "flag",
 ) -> Config:
-    """Resolve every key. `overrides` are values given directly: command-line flags, or with
-    `given_as="argument"` a Python caller's keyword arguments (errors name them so)."""
+    """Resolve every key. `overrides` (and `config_path`, `spool_dir`) are values given
+    directly: command-line flags, or with `given_as="ClientTracker"` (the function's name) a
+    Python caller's arguments; errors name them as the caller gave them."""
     env = os.environ if env is None else env
     overrides = dict(overrides or {})
     warnings: list[str] = []
@@ -535,7 +537,8 @@ def load_config(
             file_values = parse_config_bytes(path, data)
         except ConfigError as exc:
             if config_path is not None:
-                raise ConfigError(f"{exc} (given with --config)") from None
+                given = "--config" if given_as == "flag" else f"{given_as} argument path"
+                raise ConfigError(f"{exc} (given with {given})") from None
             if env.get(env_name("config")):
                 raise ConfigError(f"{exc} (set by environment variable {env_name('config')})") from None
             raise
@@ -545,8 +548,7 @@ def load_config(
                 raise ConfigError(f"unknown config key {name!r} in {path}")
         if file_values.get(SECRET_KEY) and file_stat.st_mode & (stat.S_IRGRP | stat.S_IROTH):
             warnings.append(
-                f"warning: {path} holds shared_secret_key and is readable by other users; "
-                f"run: chmod 600 {path}"
+                f"{path} holds shared_secret_key and is readable by other users; run: chmod 600 {path}"
             )
 
     if spool_dir is not None:
@@ -558,7 +560,7 @@ def load_config(
     for key in KEYS.values():
         variable = env_name(key.name)
         if key.name in overrides and overrides[key.name] is not None:
-            source = f"ClientTracker argument {key.name}" if given_as == "argument" else flag_name(key.name)
+            source = flag_name(key.name) if given_as == "flag" else f"{given_as} argument {key.name}"
             raw, from_env = overrides[key.name], False
             origins[key.name] = "flag"
             if key.kind == "path":
@@ -602,7 +604,7 @@ def load_config(
         )
     if values["tls_verify"] is False:
         warnings.append(
-            f"warning: TLS certificate verification is off (tls_verify from {sources['tls_verify']}); "
+            f"TLS certificate verification is off (tls_verify from {sources['tls_verify']}); "
             "anyone on the path can read and change what is sent"
         )
     return Config(

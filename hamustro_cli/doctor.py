@@ -24,10 +24,10 @@ from hamustro_cli.answers import Kind
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config, secret_state
 from hamustro_cli.disabled import VARIABLE, disabled_note, tracking_disabled
 from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
-from hamustro_cli.log import DEBUG, INFO, Log, no_log
+from hamustro_cli.log import DEBUG, INFO, Log, count, no_log
 from hamustro_cli.session import Session
 from hamustro_cli.spool.problems import SpoolProblem
-from hamustro_cli.spooldir import DB_NAME, FILES, room_problem
+from hamustro_cli.spooldir import DB_NAME, FILES, file_kind, room_problem
 
 HEALTH_PATH = "/api/health"
 
@@ -99,7 +99,7 @@ def check_config(
         f"{tally[k]} {'default' if k == 'default' else 'from ' + k}" for k in order if k in tally
     )
     shown = os.path.abspath(cfg.config_path)
-    where = shown if cfg.config_found else f"{shown} (not found; not needed)"
+    where = shown if cfg.config_found else f"{shown} (not found; not needed)"  # when all is set
     details = {
         "path": shown,
         "found": cfg.config_found,
@@ -112,8 +112,8 @@ def check_config(
         return Check(
             "config",
             False,
-            f"{where}: {exc}",
-            "set the missing key(s), then run 'hamustro doctor' again",
+            f"{shown}: {exc}" if cfg.config_found else str(exc),  # the error names the missing file
+            "set the missing keys, then run 'hamustro doctor' again",
             details,
         ), cfg
     from hamustro_cli.transport import client_cert
@@ -127,8 +127,7 @@ def check_config(
         secret += "; client certificate loads"
     verdict = f"{where} ({summary}; {secret})"
     hint = None
-    warned = [w[len("warning: ") :] if w.startswith("warning: ") else w for w in cfg.warnings]
-    warned += _key_file_warnings(cfg)
+    warned = [*cfg.warnings, *_key_file_warnings(cfg)]
     if warned:
         hint = "; ".join(warned)
     return Check("config", True, verdict, hint, details), cfg
@@ -202,14 +201,17 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
     totals = {"pending": all_counts.pending, "sending": all_counts.sending, "rejected": all_counts.rejected}
     dir_mode = stat.S_IMODE(os.stat(directory).st_mode)
     loose = {}
+    odd = {}  # names taken by a link, a FIFO, a directory...: the spool never follows or opens them
     for name in FILES:
         path = os.path.join(directory, name)
         try:
-            mode = stat.S_IMODE(os.lstat(path).st_mode)
+            st = os.lstat(path)
         except FileNotFoundError:
             continue
-        if mode & 0o077:
-            loose[name] = f"{mode:04o}"
+        if not stat.S_ISREG(st.st_mode):
+            odd[name] = file_kind(st.st_mode)
+        elif stat.S_IMODE(st.st_mode) & 0o077:
+            loose[name] = f"{stat.S_IMODE(st.st_mode):04o}"
     unwritable = [
         name
         for name in FILES[:3]
@@ -221,6 +223,7 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
         schema_version=version,
         schema_expected=SCHEMA_VERSION,
         loose_files=loose,
+        not_regular_files=odd,
         sessions=len(counts),
         **totals,
         dropped=kept.dropped_total,
@@ -261,16 +264,9 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
             f"chmod 700 {directory}",
             details,
         )
-    if loose:
-        listed = ", ".join(f"{n} {m}" for n, m in loose.items())
-        paths = " ".join(os.path.join(directory, n) for n in loose)
-        return Check(
-            "spool",
-            False,
-            f"{directory}: files readable by other users ({listed})",
-            f"chmod 600 {paths}",
-            details,
-        )
+    files = _files_problem(directory, odd, loose)
+    if files is not None:
+        return Check("spool", False, *files, details)
 
     no_room = room_problem(directory)
     if no_room:
@@ -291,7 +287,7 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
     notes = []
     if wrong:
         notes.append(
-            f"{len(wrong)} event counter(s) disagreed with the queued events and were recounted "
+            f"{count(len(wrong), 'event counter')} disagreed with the queued events and were recounted "
             "(nothing to do; please report it, with 'hamustro doctor --json')"
         )
     if sync.halted:
@@ -474,6 +470,23 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = no
     )
 
 
+def _files_problem(directory: str, odd: dict[str, str], loose: dict[str, str]) -> tuple[str, str] | None:
+    """(verdict, fix) for the spool's files: a name taken by something that is not a regular
+    file first (a link: its fix is never a chmod, which would follow it), then loose modes."""
+    if odd:
+        listed = ", ".join(f"{os.path.join(directory, n)} is {kind}" for n, kind in odd.items())
+        paths = " ".join(os.path.join(directory, n) for n in odd)
+        return (
+            f"{listed}, not a regular file: hamustro never follows or opens it",
+            f"move it away (mv {paths} ELSEWHERE; if it is not yours, find out who put it there)",
+        )
+    if loose:
+        listed = ", ".join(f"{n} {m}" for n, m in loose.items())
+        paths = " ".join(os.path.join(directory, n) for n in loose)
+        return f"{directory}: files readable by other users ({listed})", f"chmod 600 {paths}"
+    return None
+
+
 # -- all of them --------------------------------------------------------------------------------
 
 
@@ -537,13 +550,14 @@ def render(checks: list[Check]) -> str:
 
 
 def to_json(checks: list[Check]) -> dict[str, Any]:
-    """{"ok": bool, "checks": [{"name", "ok", "state", "verdict", "hint", "details"}]}."""
+    """{"ok": bool, "checks": [{"name", "ok", "state", "verdict", "hint", "details"}]}; a
+    skipped check's "ok" is null: it was not checked, so it neither passed nor failed."""
     return {
         "ok": all(c.ok for c in checks),
         "checks": [
             {
                 "name": c.name,
-                "ok": c.ok,
+                "ok": None if c.skipped else c.ok,  # a third state: not checked
                 "verdict": f"skipped: {c.verdict}" if c.skipped else c.verdict,
                 "hint": c.hint,
                 "details": c.details,

@@ -147,6 +147,8 @@ def params_from_pairs(pairs: Iterable[str], where: str = "--param") -> str:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InputError(f"{where} {shown(pair)}: expected KEY=VALUE with a non-empty KEY")
+        if key in obj:  # as a key given twice on stdin: which one was meant is not ours to guess
+            raise InputError(f"{where} {shown(pair)}: duplicate key {shown(key)} (give each KEY once)")
         obj[key] = value
     return check_params(_string_object(obj), where)  # type: ignore[return-value]
 

@@ -58,7 +58,8 @@ def breaches(
                 "max_pending",
                 max_pending,
                 waiting,
-                f"{waiting} events wait to be sent, more than --max-pending ({max_pending})",
+                f"{waiting} {'event waits' if waiting == 1 else 'events wait'} to be sent, "
+                f"more than --max-pending ({max_pending})",
             )
         )
     return found

@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 import termios
@@ -298,6 +299,20 @@ def run_on_terminal(args: list[str], answers: Sequence[tuple[str, ...]] = ()) ->
         pass
     os.close(master)
     return proc.wait(timeout=60), shown.decode(errors="replace")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_from_copy(tmp_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """`python -m COMMAND SOURCE` (build, pip wheel) on a copy of the checkout without build
+    leftovers (setuptools adds whatever an old egg-info lists), into tmp_path."""
+    source = tmp_path / "source"
+    leftovers = shutil.ignore_patterns(
+        ".git", ".venv", "*.egg-info", "build", "dist", "__pycache__", ".*_cache"
+    )
+    shutil.copytree(ROOT, source, ignore=leftovers)
+    return subprocess.run([sys.executable, "-m", *command, str(source)], capture_output=True, text=True)
 
 
 def spawned_env() -> dict[str, str]:

@@ -71,6 +71,16 @@ def test_service_syntax():
         assert not key.startswith(("ProtectSystem", "ProtectHome", "PrivateTmp", "User")), key
 
 
+def test_units_point_at_this_client_and_order_only_on_what_a_user_manager_has():
+    """network-online.target is a system unit: in a user manager After= on it orders nothing.
+    Documentation= names this client's pages (shipped with it), not the collector's repository."""
+    for path in (SERVICE, TIMER):
+        unit = parse_unit(path)["Unit"]
+        assert "network-online.target" not in unit.get("After", ""), path.name
+        docs = unit["Documentation"].split()
+        assert docs and all(doc.startswith("man:hamustro") for doc in docs), (path.name, docs)
+
+
 def test_timer_syntax():
     unit = parse_unit(TIMER)
     assert unit.sections() == ["Unit", "Timer", "Install"]
@@ -125,7 +135,9 @@ def test_systemd_analyze_verify(tmp_path, service, timer):
     shutil.copy(timer, units / timer.name)
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
+    # Documentation= names man pages, which verify looks up: the generated ones of this checkout.
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "SYSTEMD_LOG_LEVEL": "notice"}
+    env["MANPATH"] = str(CONTRIB.parent / "man")
     proc = subprocess.run(
         ["systemd-analyze", "verify", "--user", str(units / timer.name), str(units / service.name)],
         capture_output=True,

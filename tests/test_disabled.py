@@ -97,7 +97,9 @@ def test_flush_sends_nothing_and_says_so(
     monkeypatch.setenv("HAMUSTRO_DISABLED", "1")
     result = invoke("flush")
     assert result.stdout == ""
-    assert result.stderr.startswith("hamustro: nothing sent: tracking is disabled by HAMUSTRO_DISABLED=1")
+    assert result.stderr.startswith(
+        "hamustro: warning: nothing sent: tracking is disabled by HAMUSTRO_DISABLED=1"
+    )
     assert invoke("-q", "flush").output == ""
     assert json.loads(invoke("flush", "--json").stdout)["disabled"] is True
     assert invoke("flush", "--if-due").exit_code == 0

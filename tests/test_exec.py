@@ -130,9 +130,9 @@ def test_a_command_killed_by_a_signal_is_128_plus_n(config: Path) -> None:
 
 def test_a_command_not_found_is_127_as_a_shell_says(config: Path) -> None:
     result = invoke("exec", "job", "--", "no-such-command-4f1e", expect=127)
-    assert result.stderr == "hamustro: no-such-command-4f1e: command not found\n"
+    assert result.stderr == "hamustro: error: no-such-command-4f1e: command not found\n"
     result = invoke("exec", "job", "--", "./no-such-file", expect=127)
-    assert result.stderr == "hamustro: ./no-such-file: No such file or directory\n"
+    assert result.stderr == "hamustro: error: ./no-such-file: No such file or directory\n"
     assert [r["params"]["exit_code"] for r in queued()] == [127, 127]
 
 
@@ -141,7 +141,7 @@ def test_a_command_that_cannot_be_run_is_126(config: Path, tmp_path: Path) -> No
     script.write_text("#!/bin/sh\nexit 0\n")
     script.chmod(0o644)
     result = invoke("exec", "job", "--", str(script), expect=126)
-    assert result.stderr == f"hamustro: {script}: Permission denied\n"
+    assert result.stderr == f"hamustro: error: {script}: Permission denied\n"
     assert only_event()["params"]["exit_code"] == 126
 
 
@@ -256,7 +256,7 @@ def test_a_read_only_spool_warns_and_keeps_the_status(
 
 def test_quiet_keeps_the_shells_message_but_not_the_warning(isolated: Path) -> None:
     result = invoke("-q", "exec", "job", "--", "no-such-command-4f1e", expect=127)
-    assert result.stderr == "hamustro: no-such-command-4f1e: command not found\n"
+    assert result.stderr == "hamustro: error: no-such-command-4f1e: command not found\n"
 
 
 def test_queued_through_tracks_triggers(config: Path, collector: Any) -> None:

@@ -131,7 +131,8 @@ def test_halted_sending_is_a_gauge_and_one_line_from_flush_if_due(isolated: Path
     result = invoke("-q", "flush", "--if-due", expect=4)
     assert result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
     assert (
-        result.stderr.startswith("hamustro: sending is halted: ") and "run 'hamustro flush'" in result.stderr
+        result.stderr.startswith("hamustro: error: sending is halted: ")
+        and "run 'hamustro flush'" in result.stderr
     )
 
 
@@ -183,7 +184,7 @@ def test_textfile_at_what_is_not_a_file_is_refused(isolated: Path, tmp_path: Pat
         path = tmp_path / "missing" / "m.prom"
     result = invoke("metrics", "--textfile", str(path), expect=2)
     error = result.output
-    assert error.startswith("Error: --textfile ") and error.count("\n") == 1, error
+    assert error.startswith("hamustro: error: --textfile ") and error.count("\n") == 1, error
     assert target.read_text() == "keep me\n" and not (tmp_path / "nowhere.prom").exists()
     if kind == "directory":
         assert os.listdir(path) == []
@@ -211,7 +212,9 @@ def test_textfile_on_a_full_disk_exits_3_and_keeps_the_old_file(isolated: Path, 
         except OSError:
             pass
         error = invoke("metrics", "--textfile", str(out), expect=3).output
-        assert error.startswith(f"Error: cannot write the metrics to {out}") and error.count("\n") == 1, error
+        assert (
+            error.startswith(f"hamustro: error: cannot write the metrics to {out}") and error.count("\n") == 1
+        ), error
         assert out.read_text() == "old\n"
         assert not any(name.endswith(".tmp") for name in os.listdir(where))
     finally:
@@ -232,7 +235,7 @@ def test_a_queue_stuck_for_days_fails_the_check_once_the_backoff_has_passed(isol
     conn.close()
     assert invoke("status", "--check").exit_code == 0
     result = invoke("status", "--check", "--max-age", "1d", expect=4)
-    assert "status --check: the oldest pending event is" in result.stderr
+    assert "hamustro: error: status --check: the oldest pending event is" in result.stderr
     assert "more than --max-age (86400 s)" in result.stderr, result.stderr
     assert invoke("status", "--max-age", "4d").exit_code == 0  # --max-age implies --check
 
@@ -260,4 +263,4 @@ def test_durations(given: str, seconds: int) -> None:
 def test_a_bad_duration_exits_2_naming_the_flag(isolated: Path, bad: str) -> None:
     use(isolated, "http://127.0.0.1:9")
     error = invoke("status", "--max-age", bad, expect=2).output
-    assert error.startswith("Error: --max-age") and error.count("\n") == 1, error
+    assert error.startswith("hamustro: error: --max-age") and error.count("\n") == 1, error

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -18,10 +20,12 @@ from hamustro_cli.cli.options import (
     complete_dir,
     complete_file,
     help_option,
+    show_error,
     version_option,
 )
 from hamustro_cli.cli.track import track
 from hamustro_cli.errors import ExitStatus
+from hamustro_cli.log import ERROR, line
 
 
 class Commands(click.Group):
@@ -39,6 +43,28 @@ class Commands(click.Group):
         "status": "status",
     }
     HOME = {"session": "status", "exec": "execute"}  # the module a command lives in, when not its own name
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """click's main, with errors printed as every hamustro message is (show_error), not as
+        click's `Error: ...`. Not standalone (a caller that handles errors): click's own."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            show_error(exc)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *self.LAZY})
@@ -58,7 +84,9 @@ class Commands(click.Group):
     "config_path",
     metavar="PATH",
     shell_complete=complete_file,
-    help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.",
+    help="Config file (TOML). Default: $HAMUSTRO_CONFIG, else $XDG_CONFIG_HOME/hamustro/config.toml "
+    "(~/.config/hamustro/config.toml). A setting is taken from its flag, else its HAMUSTRO_<KEY> "
+    "variable, else this file, else its default.",
 )
 @click.option(
     "--spool-dir",
@@ -112,7 +140,7 @@ def main() -> None:
 
 
 def _give_up(why: str) -> None:
-    """One `Error:` line and exit 3 (local trouble), without the interpreter's shutdown: out of
+    """One `hamustro: error:` line and exit 3 (local trouble), without the interpreter's shutdown: out of
     memory or threads, it can wait for ever on a worker that will not finish."""
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -121,7 +149,7 @@ def _give_up(why: str) -> None:
         except Exception:  # noqa: BLE001 - a stream it cannot flush now
             pass
     try:
-        os.write(2, f"Error: {why}\n".encode("utf-8", "replace"))
+        os.write(2, f"{line(ERROR, why)}\n".encode("utf-8", "replace"))
     except OSError:
         pass
     os._exit(ExitStatus.SPOOL)

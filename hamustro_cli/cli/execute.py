@@ -35,7 +35,9 @@ class _ExecCommand(click.Command):
         return [*super().collect_usage_pieces(ctx), "-- CMD [ARG]..."]
 
 
-@click.command(cls=_ExecCommand, add_help_option=False)
+@click.command(
+    cls=_ExecCommand, add_help_option=False, short_help="Run a command, then queue an event with its status."
+)
 @help_option
 @click.argument("event")
 @click.option("--user-id", metavar="N", help="User id (0 to 4294967295).")
@@ -61,8 +63,8 @@ def exec_command(
 
     \b
     Examples:
-      hamustro exec backup --param host=db1 -- /usr/local/bin/backup --full
-      hamustro exec nightly_report -- sh -c 'make report && upload report.pdf'
+      hamustro exec backup --param host=db1 -- tar -czf /tmp/etc.tgz -C / etc/hostname
+      hamustro exec nightly_report -- sh -c 'date > /tmp/report.txt'
     """
     obj: GlobalOptions = ctx.obj
     argv = ctx.meta.get(COMMAND)
@@ -150,7 +152,7 @@ def _warn(obj: GlobalOptions, what: str, exc: Exception) -> None:
     """One warning line; an error of ours says itself, anything else only its kind (its text
     could hold anything, the secret included)."""
     why = str(exc) if isinstance(exc, HamustroError) else f"{type(exc).__name__}"
-    _say(obj, WARNING, f"warning: {what}: {why}")
+    _say(obj, WARNING, f"{what}: {why}")
 
 
 def _say(obj: GlobalOptions, level: int, message: str) -> None:

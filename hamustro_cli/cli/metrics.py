@@ -23,7 +23,7 @@ def metrics(obj: GlobalOptions, textfile: str | None) -> None:
     \b
     Examples:
       hamustro metrics
-      hamustro metrics --textfile /var/lib/node_exporter/textfile_collector/hamustro.prom
+      hamustro metrics --textfile hamustro.prom   # node_exporter: its textfile directory
     """
     from hamustro_cli import metrics as prometheus
 

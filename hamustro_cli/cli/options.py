@@ -12,7 +12,7 @@ import click
 from hamustro_cli import __version__
 from hamustro_cli.errors import HamustroError, exit_status
 from hamustro_cli.events import SQLITE_INT_MAX
-from hamustro_cli.log import ERROR, WARNING
+from hamustro_cli.log import ERROR, WARNING, line
 
 if TYPE_CHECKING:
     from hamustro_cli.config import Config
@@ -38,14 +38,14 @@ class GlobalOptions:
         """Errors always; warnings unless -q; INFO with -v, DEBUG with -vv (see log.py)."""
         if level > ERROR and (self.quiet or level > max(self.verbose, WARNING)):
             return
-        click.echo(f"hamustro: {message}", err=True)
+        click.echo(line(level, message), err=True)
 
     def config(self, required: tuple[str, ...] | None = None) -> Config:
         from hamustro_cli.config import REQUIRED, load_config
 
         cfg = load_config(self.config_path, self.spool_dir)
-        for warning in cfg.warnings:
-            self.log(WARNING, warning)
+        for warning in cfg.warnings:  # the setup's security (TLS off, a secret others can read):
+            click.echo(line(WARNING, warning), err=True)  # cron mails it, so -q does not hide it
         cfg.require(REQUIRED if required is None else required)
         return cfg
 
@@ -61,6 +61,16 @@ class GlobalOptions:
         from hamustro_cli.tracker import ClientTracker
 
         return ClientTracker(config=self.config(required), log=self.log)
+
+
+def show_error(exc: click.ClickException) -> None:
+    """How every command prints an error, click's own usage errors included (the root group's
+    `main` calls it in place of click's `Error: ...`): the usage and where to find help for a
+    usage error, then one `hamustro: error: ...` line."""
+    ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+    if ctx is not None:
+        click.echo(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.\n", err=True)
+    click.echo(line(ERROR, exc.format_message()), err=True)
 
 
 def fail(exc: HamustroError) -> NoReturn:
@@ -111,6 +121,21 @@ def complete_dir(ctx: click.Context, param: click.Parameter, incomplete: str) ->
     from click.shell_completion import CompletionItem
 
     return [CompletionItem(incomplete, type="dir")]
+
+
+def complete_session(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """The sessions in the spool the command line points at (--config, --spool-dir, the
+    environment): read only, and nothing when there is no spool or the settings are wrong."""
+    from hamustro_cli.config import load_config
+    from hamustro_cli.errors import HamustroError
+    from hamustro_cli.spool.browsing import session_ids
+
+    root = ctx.find_root().params
+    try:
+        spool_dir = load_config(root.get("config_path"), root.get("spool_dir")).spool_dir
+    except HamustroError:
+        return []
+    return [sid for sid in session_ids(spool_dir) if sid.startswith(incomplete)]
 
 
 def _eager_flag(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hamustro_cli.tracker import ClientTracker, TrackResult
 
 
-@click.command(add_help_option=False)
+@click.command(add_help_option=False, short_help="Queue one event; send it when a trigger fires.")
 @help_option
 @click.argument("event", required=False)
 @click.option("--user-id", metavar="N", help="User id (0 to 4294967295).")
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     "--flush/--no-flush",
     "flush",
     default=None,
-    help="Flush now if a trigger fires / never flush from this call (default: config flush).",
+    help="Send the queue before returning, whatever the triggers say (a failure is a warning: "
+    "exit 0, the events stay queued) / never flush from this call (default: config flush).",
 )
 @click.option(
     "--stdin", "from_stdin", is_flag=True, help="Queue JSON lines from standard input, all or nothing."
@@ -101,7 +102,7 @@ def track(
             result = tracker.track_many([one], ip=ip, flush=flush)
     except EventsDropped as exc:  # when_full = "drop_newest": what the config asked for, said once
         tracker.close()
-        obj.log(WARNING, f"warning: {exc}")
+        obj.log(WARNING, str(exc))
         return
     except BaseException:
         tracker.close()
@@ -171,13 +172,9 @@ def after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult
 
     guarded(tracker.close)
     if result.flush == Outcome.HALTED:
-        guarded(lambda: obj.log(WARNING, f"warning: event queued, but sending is {result.flush_detail}"))
+        guarded(lambda: obj.log(WARNING, f"event queued, but sending is {result.flush_detail}"))
     if result.flush == Outcome.FAILED:
-        guarded(
-            lambda: obj.log(
-                WARNING, f"warning: event queued, but the flush it triggered failed: {result.flush_detail}"
-            )
-        )
+        guarded(lambda: obj.log(WARNING, f"event queued, but the flush failed: {result.flush_detail}"))
     if as_json:
         try:
             from hamustro_cli.cli.output import emit_json
@@ -187,7 +184,7 @@ def after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult
                 sys.stdout.flush()  # here, not at exit, where a broken pipe would still cost status 120
         except Exception:  # noqa: BLE001 - the reader is gone (EPIPE) or stdout is unusable
             _silence(sys.stdout)
-            guarded(lambda: obj.log(WARNING, "warning: event queued, but its result could not be printed"))
+            guarded(lambda: obj.log(WARNING, "event queued, but its result could not be printed"))
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
