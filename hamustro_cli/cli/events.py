@@ -13,6 +13,7 @@ import click
 from hamustro_cli.cli.options import EVENT_ID, LIMIT, GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json, json_text, write_lines
 from hamustro_cli.errors import InputError
+from hamustro_cli.spool.queue import Change, EventFilter, Shown
 
 
 def _time_option(name: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -24,7 +25,7 @@ def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "--state",
-            type=click.Choice(["pending", "sending", "rejected"]),
+            type=click.Choice([shown.value for shown in Shown]),
             help="Only events in this state (sending: the batch a flush is sending).",
         ),
         click.option("--session", "session_id", metavar="SID", help="Only events of this session."),
@@ -54,9 +55,8 @@ def _filter(
     until: str | None,
     limit: int | None,
     destination: str | None,
-) -> Any:
+) -> EventFilter:
     from hamustro_cli.events import SQLITE_INT_MAX, parse_time
-    from hamustro_cli.spool.queue import EventFilter, Shown
 
     def bound(text: str | None, where: str) -> int | None:
         """A time as a filter: beyond what SQLite stores no event is, so the bound is exact there."""
@@ -173,9 +173,7 @@ def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
 def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> None:
     """Move rejected events (the IDs, or those the filters choose) back to pending, without
     sending. Pending events are left as they are."""
-    from hamustro_cli.spool.queue import Change
-
-    if filters["state"] not in (None, "rejected"):
+    if filters["state"] is not None and Shown(filters["state"]) is not Shown.REJECTED:
         raise InputError(f"--state {filters['state']}: requeue moves rejected events only")
     chosen = _filter(ids or None, **filters)
     with obj.tracker(required=()) as tracker:
@@ -200,8 +198,6 @@ def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: 
       hamustro events drop 17 18
       hamustro events drop --state rejected --yes
     """
-    from hamustro_cli.spool.queue import Change
-
     if not ids and not any(v is not None for v in filters.values()):
         raise InputError("name the events to drop: IDs or a filter (e.g. --state rejected)")
     chosen = _filter(ids or None, **filters)

@@ -155,11 +155,11 @@ def _event_dict(listed: ListedEvent, marked: tuple[int, int, int] | None) -> dic
     """An event as `events list --json` and `status --events` show it."""
     e = listed.queued
     if listed.state == _REJECTED:
-        shown = "rejected"
+        shown = Shown.REJECTED
     elif marked and listed.attr_id == marked[0] and marked[1] <= e.id <= marked[2]:
-        shown = "sending"
+        shown = Shown.SENDING
     else:
-        shown = "pending"
+        shown = Shown.PENDING
     return {
         "id": e.id,
         "session": listed.session,
@@ -170,7 +170,7 @@ def _event_dict(listed: ListedEvent, marked: tuple[int, int, int] | None) -> dic
         "ip": e.ip or None,
         "parameters": e.parameters,
         "is_testing": bool(e.is_testing),
-        "state": shown,  # a queue.Shown value
+        "state": shown.value,
         "reason": listed.reason,
         "destination": listed.destination,  # its fingerprint (None: tracked before they were kept)
     }
