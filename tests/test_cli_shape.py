@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SETTINGS, ScriptedServer, invoke, spawned_env, write_config
+from test_layout import offences
 
 from hamustro_cli.config import load_config
 from hamustro_cli.tracker import ClientTracker, Outcome
@@ -167,10 +168,7 @@ def _decisions_on_text(tree: ast.Module) -> list[tuple[int, str]]:
 
 
 def test_no_decision_is_taken_from_the_text_of_a_message():
-    where = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        for line, what in _decisions_on_text(ast.parse(path.read_text(), str(path))):
-            where.append(f"{path.relative_to(PACKAGE).as_posix()}:{line}: {what}")
+    where = offences(_decisions_on_text)
     assert not where, "decide on a kind (an enum), not on a message:\n" + "\n".join(where)
 
 
