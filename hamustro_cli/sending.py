@@ -16,7 +16,7 @@ from hamustro_cli import netaddr, spooldir, triggers, wire
 from hamustro_cli.answers import TOO_LARGE, Kind, Meaning
 from hamustro_cli.config import Config
 from hamustro_cli.errors import DependencyError, SpoolError
-from hamustro_cli.events import AT_MAX, UINT32_MAX
+from hamustro_cli.events import AT_MAX, UINT32_MAX, is_utf8
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import COLLECTION_FIELDS, Session
@@ -105,9 +105,7 @@ def _text_problem(name: str, value: object, required: bool) -> str | None:
         return f"{name} is missing (NULL)" if required else None
     if not isinstance(value, str):
         return f"{name} is not text ({type(value).__name__})"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+    if not is_utf8(value):
         return f"{name} is not valid UTF-8 (lone surrogates or undecodable bytes)"
     return None
 

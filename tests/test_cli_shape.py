@@ -226,3 +226,36 @@ RULES: dict[str, Callable[[ast.AST], bool]] = {
 def test_each_config_rule_is_written_once_in_config_py(rule):
     homes = {name for name, tree in _modules().items() if any(RULES[rule](n) for n in ast.walk(tree))}
     assert homes == {"config.py"}, rule
+
+
+def _makes_a_private_dir(n: ast.AST) -> bool:
+    return (
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr in ("mkdir", "makedirs")
+        and any(
+            isinstance(a, ast.Constant) and a.value == 0o700
+            for a in [*n.args, *(k.value for k in n.keywords)]
+        )
+    )
+
+
+def _checks_utf8(n: ast.AST) -> bool:
+    """Catching the encoder's refusal, or looking for lone surrogates by hand."""
+    if isinstance(n, ast.ExceptHandler) and isinstance(n.type, ast.Name):
+        return n.type.id == "UnicodeEncodeError"
+    return any("\ud800" <= ch <= "\udfff" for ch in _text(n) or "")
+
+
+# rules of the spool's and the files' area, each in the one module the file list names for it
+HOMES: dict[str, tuple[str, Callable[[ast.AST], bool]]] = {
+    "0700 directory creation": ("spooldir.py", _makes_a_private_dir),
+    "UTF-8 check": ("events.py", _checks_utf8),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(HOMES))
+def test_each_file_rule_is_written_once(rule):
+    home, written = HOMES[rule]
+    homes = {name for name, tree in _modules().items() if any(written(n) for n in ast.walk(tree))}
+    assert homes == {home}, rule
