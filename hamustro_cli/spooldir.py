@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from hamustro_cli.errors import SpoolError
 
 if TYPE_CHECKING:
-    from hamustro_cli.spool.problems import SpoolProblem
+    from hamustro_cli.spool.trouble import SpoolProblem
 
 DB_NAME = "spool.sqlite3"
 # The database's format: how many of migrations.MIGRATIONS it has run (its user_version). Here,
@@ -32,7 +32,7 @@ FLUSH_ROOM = 8 * 1024 * 1024
 
 def problem_kinds() -> type[SpoolProblem]:
     """The error kinds, loaded only when something is wrong (not on track's path)."""
-    from hamustro_cli.spool.problems import SpoolProblem
+    from hamustro_cli.spool.trouble import SpoolProblem
 
     return SpoolProblem
 

@@ -554,7 +554,7 @@ class ClientTracker:
             if room is not None:
                 # sending now could deliver a batch whose 200 cannot be recorded: the next flush
                 # would send it again, and so on while the disk stays full
-                from hamustro_cli.spool.problems import SpoolProblem
+                from hamustro_cli.spool.trouble import SpoolProblem
 
                 raise SpoolError(f"nothing was sent: {room}", SpoolProblem.NO_SPACE)
             sending.require_protobuf(spool, self.destination)
@@ -631,7 +631,7 @@ class ClientTracker:
                     "current": row.attributes.id == current,
                 }
             )
-        from hamustro_cli.spool.records import total
+        from hamustro_cli.spool.rows import total
 
         totals = total(counts)  # the counts read above, not read again
         mine = self._known_destination()

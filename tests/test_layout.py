@@ -9,7 +9,7 @@ from collections.abc import Callable, Set
 from pathlib import Path
 
 from hamustro_cli.spool import State
-from hamustro_cli.spool.queue import Shown
+from hamustro_cli.spool.filters import ShownState
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hamustro_cli"
 SQL = re.compile(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|PRAGMA)\b")
@@ -95,10 +95,10 @@ def test_the_spool_knows_the_latest_schema_version():
 
 # -- states have one home: the spool ---------------------------------------------------------------
 
-# The words `events` and `status --events` show for an event's state (spool.queue.Shown, whose
+# The words `events` and `status --events` show for an event's state (spool.filters.ShownState, whose
 # names are State's and SENDING); outside the spool (and its migrations) they are spelt through
 # the enums, never as literals a renamed state would leave behind.
-STATE_WORDS = {shown.value for shown in Shown}
+STATE_WORDS = {shown.value for shown in ShownState}
 SPOOL_ROOM = {"spool", "migrations"}
 
 
@@ -152,7 +152,7 @@ def offences(find: Finder, allowed: Set[str] = frozenset()) -> list[str]:
 
 def test_states_are_spelt_only_in_the_spool():
     where = offences(states_spelt_out, SPOOL_ROOM)
-    assert not where, "name a state through spool.State / spool.queue.Shown:\n" + "\n".join(where)
+    assert not where, "name a state through spool.State / spool.filters.ShownState:\n" + "\n".join(where)
 
 
 def test_the_state_check_sees_a_state_spelt_out():
@@ -173,5 +173,5 @@ def test_the_state_check_sees_a_state_spelt_out():
 
 
 def test_shown_is_state_and_the_batch_being_sent():
-    assert {shown.name for shown in Shown} == {state.name for state in State} | {"SENDING"}
-    assert all(shown.value == shown.name.lower() for shown in Shown)
+    assert {shown.name for shown in ShownState} == {state.name for state in State} | {"SENDING"}
+    assert all(shown.value == shown.name.lower() for shown in ShownState)

@@ -22,7 +22,7 @@ from hamustro_cli.migrations import MIGRATIONS
 from hamustro_cli.session import Session
 from hamustro_cli.spool import State
 from hamustro_cli.spool.full import Spool
-from hamustro_cli.spool.records import Counts
+from hamustro_cli.spool.rows import Counts
 from hamustro_cli.spooldir import SCHEMA_VERSION
 from hamustro_cli.tracker import ClientTracker
 

@@ -1,5 +1,5 @@
 """`hamustro events`: the queue by hand (the library part: spool/changes.py, spool/browsing.py,
-spool/queue.py)."""
+spool/filters.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import click
 from hamustro_cli.cli.options import EVENT_ID, LIMIT, GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json, json_text, write_lines
 from hamustro_cli.errors import InputError
-from hamustro_cli.spool.queue import Change, EventFilter, Shown
+from hamustro_cli.spool.filters import Change, EventFilter, ShownState
 
 
 def _time_option(name: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -25,7 +25,7 @@ def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "--state",
-            type=click.Choice([shown.value for shown in Shown]),
+            type=click.Choice([shown.value for shown in ShownState]),
             help="Only events in this state (sending: the batch a flush is sending).",
         ),
         click.option("--session", "session_id", metavar="SID", help="Only events of this session."),
@@ -66,7 +66,7 @@ def _filter(
 
     return EventFilter(
         ids=ids,
-        state=None if state is None else Shown(state),
+        state=None if state is None else ShownState(state),
         session=session_id,
         event=event_glob,
         since=bound(since, "--since"),
@@ -173,7 +173,7 @@ def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
 def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> None:
     """Move rejected events (the IDs, or those the filters choose) back to pending, without
     sending. Pending events are left as they are."""
-    if filters["state"] is not None and Shown(filters["state"]) is not Shown.REJECTED:
+    if filters["state"] is not None and ShownState(filters["state"]) is not ShownState.REJECTED:
         raise InputError(f"--state {filters['state']}: requeue moves rejected events only")
     chosen = _filter(ids or None, **filters)
     with obj.tracker(required=()) as tracker:
