@@ -15,7 +15,7 @@ from hamustro_cli.errors import ExitStatus
 from hamustro_cli.log import count
 
 if TYPE_CHECKING:
-    from hamustro_cli.spool.records import Status
+    from hamustro_cli.spool.rows import Status
 
 
 def _ago(epoch: int | None, now: int) -> str:
