@@ -26,7 +26,7 @@ __all__ = [
 if TYPE_CHECKING:
     from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
     from hamustro_cli.reports import FlushReport
-    from hamustro_cli.spool.records import SessionStatus, Status
+    from hamustro_cli.spool.rows import SessionStatus, Status
     from hamustro_cli.tracker import ClientTracker, TrackResult
 else:
     # where each name lives: imported on first use
@@ -34,8 +34,8 @@ else:
         "ClientTracker": "tracker",
         "TrackResult": "tracker",
         "FlushReport": "reports",
-        "Status": "spool.records",
-        "SessionStatus": "spool.records",
+        "Status": "spool.rows",
+        "SessionStatus": "spool.rows",
         "HamustroError": "errors",
         "ConfigError": "errors",
         "InputError": "errors",

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from hamustro_cli.errors import ConfigError
+from hamustro_cli.events import is_utf8
 from hamustro_cli.spooldir import FLUSH_ROOM
 
 if sys.version_info >= (3, 11):
@@ -356,10 +357,7 @@ def _text_problem(text: str, max_chars: int) -> str | None:
         return f"too long ({len(text)} characters, at most {max_chars})"
     if "\x00" in text:
         return "contains a NUL byte"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        # os.environ holds undecodable bytes as lone surrogates; SQLite and protobuf refuse them
+    if not is_utf8(text):  # os.environ holds undecodable bytes as lone surrogates
         return "is not valid text (bytes that do not decode under the current locale?)"
     return None
 

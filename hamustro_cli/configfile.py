@@ -35,6 +35,8 @@ from hamustro_cli.config import (
     secret_state,
 )
 from hamustro_cli.errors import ConfigError
+from hamustro_cli.events import is_utf8
+from hamustro_cli.spooldir import make_private_dirs
 
 # What the template says about a key beyond its one-line doc in config.KEYS.
 NOTES: dict[str, str] = {
@@ -124,14 +126,14 @@ _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f
 
 def toml_string(text: str) -> str:
     """A TOML basic string. Raises ValueError for text TOML cannot hold (lone surrogates)."""
+    if not is_utf8(text):
+        raise ValueError("not valid Unicode text")
     out = []
     for ch in text:
         if ch in _ESCAPES:
             out.append(_ESCAPES[ch])
         elif ch < " " or ch == "\x7f":
             out.append(f"\\u{ord(ch):04X}")
-        elif "\ud800" <= ch <= "\udfff":
-            raise ValueError("not valid Unicode text")
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
@@ -284,7 +286,7 @@ def config_lock(target: str) -> Iterator[None]:
         return ConfigError(f"cannot lock config file {target} ({lock_path}): {why}; nothing was written")
 
     try:
-        _make_private_dirs(directory)
+        make_private_dirs(directory)
     except OSError as exc:
         raise refused(exc.strerror or str(exc)) from None
     while True:
@@ -417,23 +419,6 @@ def set_key(path: str, name: str, value: Any) -> None:
 # -- writing ---------------------------------------------------------------------------------------
 
 
-def _make_private_dirs(path: str) -> None:
-    """Create the missing directories of `path` 0700; existing ones are left as they are."""
-    missing = []
-    while path and not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            continue
-        os.chmod(directory, 0o700)  # whatever the umask
-
-
 def write_private(path: str, text: str, replace: bool, shown: str | None = None) -> None:
     """Write `text` as a 0600 file: a temp file beside it, synced, then renamed over it, so a
     crash leaves the old file or the new one, never half of one. A symlinked config (dotfiles)
@@ -445,7 +430,7 @@ def write_private(path: str, text: str, replace: bool, shown: str | None = None)
     parent = os.path.dirname(target)
     tmp = None
     try:
-        _make_private_dirs(parent)
+        make_private_dirs(parent)
         fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(target) + ".", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             os.fchmod(fh.fileno(), 0o600)

@@ -26,7 +26,7 @@ from hamustro_cli.disabled import VARIABLE, disabled_note, tracking_disabled
 from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
 from hamustro_cli.log import DEBUG, INFO, Log, count, no_log
 from hamustro_cli.session import Session
-from hamustro_cli.spool.problems import SpoolProblem
+from hamustro_cli.spool.trouble import SpoolProblem
 from hamustro_cli.spooldir import DB_NAME, FILES, file_kind, room_problem
 
 HEALTH_PATH = "/api/health"
@@ -158,7 +158,7 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
     """
     from hamustro_cli.spool import SCHEMA_VERSION, State
     from hamustro_cli.spool.full import Spool
-    from hamustro_cli.spool.records import total as spool_totals
+    from hamustro_cli.spool.rows import total as spool_totals
 
     directory = os.path.abspath(directory)
     details: dict[str, Any] = {"path": directory, "existed": os.path.exists(directory)}

@@ -63,11 +63,20 @@ def check_event_name(event: Any, where: str = "event name") -> str:
     return event
 
 
-def _check_utf8(text: str, where: str) -> None:
+def is_utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8: not if it holds lone surrogates (the bytes that
+    did not decode in argv, the environment, a file read with surrogateescape, a damaged
+    spool), which SQLite, protobuf and the collector refuse. Every such check is this one."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InputError(f"{where}: not valid UTF-8 text") from None
+        return False
+    return True
+
+
+def _check_utf8(text: str, where: str) -> None:
+    if not is_utf8(text):
+        raise InputError(f"{where}: not valid UTF-8 text")
 
 
 def check_user_id(value: Any, where: str = "--user-id", *, python: bool = False) -> int | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 
 from hamustro_cli.errors import SpoolError
-from hamustro_cli.spool.problems import SpoolProblem
+from hamustro_cli.spool.trouble import SpoolProblem
 from hamustro_cli.spooldir import SCHEMA_VERSION
 
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -153,17 +153,42 @@ def _switch_to_wal(db: sqlite3.Connection) -> None:
 
     deadline = time.monotonic() + WAL_SWITCH_WAIT
     pause = 0.001
+    unheld = 0  # failures in a row while no other connection held the file
     while True:
         try:
             db.execute("PRAGMA journal_mode=WAL").fetchall()
             return
         except sqlite3.OperationalError as exc:
-            code = getattr(exc, "sqlite_errorcode", None)
-            busy = (code & 0xFF) == SQLITE_BUSY if code is not None else "locked" in str(exc)
+            code: int | None = getattr(exc, "sqlite_errorcode", None)
+            if code is not None:  # Python 3.11+: SQLite's own answer
+                busy = (code & 0xFF) == SQLITE_BUSY
+            else:  # 3.10 gives no code: ask the file whether another connection holds it
+                busy = held_by_another(db)
+                # (one that let go between the two is missed once: a failure is raised when it
+                # comes twice in a row with the file free)
+                unheld = 0 if busy else unheld + 1
+                busy = busy or unheld < 2
             if not busy or time.monotonic() >= deadline:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
+
+
+def held_by_another(db: sqlite3.Connection) -> bool:
+    """Whether another connection holds a lock on the database now: `BEGIN EXCLUSIVE` without
+    waiting fails then (it takes the locks and writes nothing; rolled back at once), or when
+    the locks cannot be taken at all (an I/O error: then the wait runs out before it is said).
+    For a Python (3.10) whose errors carry no SQLite result code."""
+    (timeout,) = db.execute("PRAGMA busy_timeout").fetchone()
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        db.execute("BEGIN EXCLUSIVE")
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+    db.execute("ROLLBACK")
+    return False
 
 
 def switch_auto_vacuum(db: sqlite3.Connection, max_bytes: int) -> bool:

@@ -11,18 +11,19 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
+from typing import NamedTuple
 
 from hamustro_cli import netaddr, spooldir, triggers, wire
 from hamustro_cli.answers import TOO_LARGE, Kind, Meaning
 from hamustro_cli.config import Config
 from hamustro_cli.errors import DependencyError, SpoolError
-from hamustro_cli.events import AT_MAX, UINT32_MAX
+from hamustro_cli.events import AT_MAX, UINT32_MAX, is_utf8
 from hamustro_cli.log import ERROR, INFO, Log, count, no_log
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import COLLECTION_FIELDS, Session
 from hamustro_cli.spool.full import Spool
-from hamustro_cli.spool.problems import SpoolProblem
-from hamustro_cli.spool.records import BatchSize, QueuedEvent
+from hamustro_cli.spool.rows import BatchSize, QueuedEvent
+from hamustro_cli.spool.trouble import SpoolProblem
 from hamustro_cli.transport import Answer, Transport
 
 Progress = Callable[[int], None]
@@ -105,9 +106,7 @@ def _text_problem(name: str, value: object, required: bool) -> str | None:
         return f"{name} is missing (NULL)" if required else None
     if not isinstance(value, str):
         return f"{name} is not text ({type(value).__name__})"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+    if not is_utf8(value):
         return f"{name} is not valid UTF-8 (lone surrogates or undecodable bytes)"
     return None
 
@@ -175,25 +174,29 @@ def require_protobuf(spool: Spool, destination: str | None = None) -> None:
         raise
 
 
-Screened = tuple[list[QueuedEvent], bytes, list[tuple[QueuedEvent, str]]]
+class Sendable(NamedTuple):
+    """A batch parted into what the wire can carry and what it cannot (a tampered or old spool)."""
+
+    rows: list[QueuedEvent]
+    body: bytes  # their Collection, encoded ("" when no row can go)
+    refused: list[tuple[QueuedEvent, str]]  # the other rows, each with why it cannot go
 
 
-def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = None) -> Screened:
-    """(the rows the wire can carry, their Collection, the rest with why they cannot go: a
-    tampered or old spool). The row by row check runs only when encoding fails, an nr is
-    below 1 or an `at` above AT_MAX. Changes nothing: the caller sets the rest aside (a flush)
-    or counts it (a dry run)."""
+def sendable(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = None) -> Sendable:
+    """The rows the wire can carry and their Collection, and the rest. The row by row check
+    runs only when encoding fails, an nr is below 1 or an `at` above AT_MAX. Changes nothing:
+    the caller sets the rest aside (a flush) or counts it (a dry run)."""
     refused: list[tuple[QueuedEvent, str]] = []
     if rows and (problem := attributes_problem(attrs)):
-        return [], b"", [(row, problem) for row in rows]
+        return Sendable([], b"", [(row, problem) for row in rows])
     while rows:
         error: Exception | None = None
         try:
             # nr 0 encodes, but is no event's number; an `at` past AT_MAX encodes, but the collector
             # stores it as a year past 9999
             if min(row.nr for row in rows) >= 1 and max(row.at for row in rows) <= AT_MAX:
-                return rows, wire.encode(attrs, rows, local_ip), refused
-        except Exception as exc:  # noqa: BLE001 - a row the encoder refuses: screened below
+                return Sendable(rows, wire.encode(attrs, rows, local_ip), refused)
+        except Exception as exc:  # noqa: BLE001 - a row the encoder refuses: checked below
             error = exc
         bad = [(row, problem) for row in rows if (problem := wire_problem(row))]
         if not bad:
@@ -201,7 +204,7 @@ def screened(attrs: Session, rows: list[QueuedEvent], local_ip: str | None = Non
         refused += bad
         bad_ids = {row.id for row, _ in bad}
         rows = [row for row in rows if row.id not in bad_ids]
-    return [], b"", refused
+    return Sendable([], b"", refused)
 
 
 def ack_slices(batch: list[QueuedEvent]) -> Iterator[list[QueuedEvent]]:
@@ -230,7 +233,7 @@ def dry_run(spool: Spool, max_batch_events: int, report: FlushReport, destinatio
         attrs = sets[attr_id].attributes
         batch = spool.next_batch(attr_id, size)
         while batch:
-            rows, body, refused = screened(attrs, batch)
+            rows, body, refused = sendable(attrs, batch)
             report.would_reject += len(refused)
             if rows:
                 report.add_batch(attrs, rows, len(body), None, None)
@@ -398,9 +401,9 @@ class Sender:
     def _encoded(
         self, attrs: Session, attr_id: int, rows: list[QueuedEvent]
     ) -> tuple[list[QueuedEvent], bytes]:
-        """The rows and their Collection; rows the wire cannot carry (see `screened`) are set
+        """The rows and their Collection; rows the wire cannot carry (see `sendable`) are set
         aside as rejected with the reason, and the rest are encoded without them."""
-        rows, body, refused = screened(attrs, rows, self.local_ip)
+        rows, body, refused = sendable(attrs, rows, self.local_ip)
         by_problem: dict[str, list[QueuedEvent]] = {}
         for row, problem in refused:
             by_problem.setdefault(problem, []).append(row)

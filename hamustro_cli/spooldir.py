@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from hamustro_cli.errors import SpoolError
 
 if TYPE_CHECKING:
-    from hamustro_cli.spool.problems import SpoolProblem
+    from hamustro_cli.spool.trouble import SpoolProblem
 
 DB_NAME = "spool.sqlite3"
 # The database's format: how many of migrations.MIGRATIONS it has run (its user_version). Here,
@@ -32,7 +32,7 @@ FLUSH_ROOM = 8 * 1024 * 1024
 
 def problem_kinds() -> type[SpoolProblem]:
     """The error kinds, loaded only when something is wrong (not on track's path)."""
-    from hamustro_cli.spool.problems import SpoolProblem
+    from hamustro_cli.spool.trouble import SpoolProblem
 
     return SpoolProblem
 
@@ -50,11 +50,12 @@ def _unsafe(message: str, fix: str) -> SpoolError:
     return SpoolError(f"{message}; fix: {fix}", problem_kinds().UNSAFE, fix)
 
 
-def _make_dirs(directory: str) -> None:
-    """Create `directory` and every missing parent 0700, whatever the umask."""
+def make_private_dirs(directory: str) -> None:
+    """Create `directory` and every missing parent 0700, whatever the umask (the spool's, the
+    config file's); existing ones are left as they are."""
     parent = os.path.dirname(directory)
     if parent and parent != directory and not os.path.lexists(parent):
-        _make_dirs(parent)
+        make_private_dirs(parent)
     try:
         os.mkdir(directory, 0o700)
     except FileExistsError:
@@ -83,7 +84,7 @@ def prepare_dir(directory: str) -> None:
     """Create the spool directory (and its missing parents) 0700, refuse one that is not safely
     ours (check_dir), and tighten one we own that others can read."""
     try:
-        _make_dirs(directory)
+        make_private_dirs(directory)
     except PermissionError:
         raise SpoolError(
             f"cannot create spool directory {directory}: permission denied", problem_kinds().NOT_WRITABLE

@@ -38,7 +38,7 @@ from hamustro_cli.spooldir import FlushLock, flush_running
 if TYPE_CHECKING:
     from hamustro_cli.reports import FlushReport
     from hamustro_cli.spool.full import Spool
-    from hamustro_cli.spool.records import DestinationCounts, SessionCounts, SessionStatus, Status
+    from hamustro_cli.spool.rows import DestinationCounts, SessionCounts, SessionStatus, Status
 
 _S = TypeVar("_S", bound=TrackSpool)
 
@@ -585,7 +585,7 @@ class ClientTracker:
             if room is not None:
                 # sending now could deliver a batch whose 200 cannot be recorded: the next flush
                 # would send it again, and so on while the disk stays full
-                from hamustro_cli.spool.problems import SpoolProblem
+                from hamustro_cli.spool.trouble import SpoolProblem
 
                 raise SpoolError(f"nothing was sent: {room}", SpoolProblem.NO_SPACE)
             sending.require_protobuf(spool, self.destination)
@@ -664,7 +664,7 @@ class ClientTracker:
                     "current": row.attributes.id == current,
                 }
             )
-        from hamustro_cli.spool.records import total
+        from hamustro_cli.spool.rows import total
 
         totals = total(counts)  # the counts read above, not read again
         mine = self._known_destination()

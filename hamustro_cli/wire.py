@@ -17,7 +17,7 @@ from typing import Any
 
 from hamustro_cli.errors import DependencyError
 from hamustro_cli.session import Session
-from hamustro_cli.spool.records import QueuedEvent
+from hamustro_cli.spool.rows import QueuedEvent
 
 TRACK_PATH = "/api/v1/track"
 CONTENT_TYPE = "application/protobuf"

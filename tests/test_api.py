@@ -165,7 +165,7 @@ def test_the_package_gives_its_typed_names_when_used_and_loads_nothing_before():
         "__version__",
         "['hamustro_cli.errors',",
         "'hamustro_cli.reports',",
-        "'hamustro_cli.spool.records',",
+        "'hamustro_cli.spool.rows',",
         "'hamustro_cli.tracker']",
     ], shown.stderr
 

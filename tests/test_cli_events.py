@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from conftest import SETTINGS, invoke, start_collector, write_config
 
+from hamustro_cli.spool.filters import Change, EventFilter, ShownState
 from hamustro_cli.spool.full import Spool
-from hamustro_cli.spool.queue import Change, EventFilter, Shown
 from hamustro_cli.spooldir import FlushLock
 
 NOON = 1795867200  # 2026-11-28T12:00:00Z
@@ -182,7 +182,7 @@ def test_change_drops_a_dead_flushs_mark(queue: Path) -> None:
     with Spool(queue) as spool:
         rows = listed("--state", "pending")
         spool.mark(1, rows[0]["id"], rows[2]["id"])
-        assert spool.change(Change.REQUEUE, EventFilter(state=Shown.REJECTED)) == 2
+        assert spool.change(Change.REQUEUE, EventFilter(state=ShownState.REJECTED)) == 2
         assert spool.counts()[1].sending == 0
         assert spool.change(Change.DROP, EventFilter(ids=(rows[0]["id"],))) == 1
         assert spool.totals().pending == 4
@@ -296,10 +296,10 @@ def test_the_count_asked_about_includes_a_dead_flushs_batch(queue: Path) -> None
     with Spool(queue) as spool:
         rows = listed("--state", "pending")
         spool.mark(1, rows[0]["id"], rows[2]["id"])
-        assert spool.count(EventFilter(state=Shown.PENDING)) == 3
+        assert spool.count(EventFilter(state=ShownState.PENDING)) == 3
         lock = FlushLock(queue)
         assert lock.acquire(wait=False)  # a live flush: its batch is being sent, not pending
         try:
-            assert spool.count(EventFilter(state=Shown.PENDING)) == 0
+            assert spool.count(EventFilter(state=ShownState.PENDING)) == 0
         finally:
             lock.release()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SETTINGS, ScriptedServer, invoke, spawned_env, write_config
+from test_layout import offences
 
 from hamustro_cli.config import load_config
 from hamustro_cli.tracker import ClientTracker, Outcome
@@ -116,9 +117,6 @@ def test_a_halted_flush_report_says_why_beside_the_flag(isolated):
 # names them (doctor's Check.skipped is a flag, not a text).
 PEOPLE_TEXT = {"skipped", "flush_detail", "halted_reason"}
 REPORTS = {"report", "result"}
-# Found in the spool's own modules, which another room is reworking (issue 17, item 2): listed
-# here so that no new one appears; each goes when its module is redone.
-SPOOL_ROOM = {("spool/text.py", "in str(exc)"), ("migrations.py", "in str(exc)")}
 
 
 def _is_text_of_exception(node: ast.AST, caught: set[str]) -> bool:
@@ -170,14 +168,7 @@ def _decisions_on_text(tree: ast.Module) -> list[tuple[int, str]]:
 
 
 def test_no_decision_is_taken_from_the_text_of_a_message():
-    offenders = set()
-    where = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        for line, what in _decisions_on_text(ast.parse(path.read_text(), str(path))):
-            name = path.relative_to(PACKAGE).as_posix()
-            if (name, what.replace("not in", "in")) not in SPOOL_ROOM:
-                offenders.add(name)
-                where.append(f"{name}:{line}: {what}")
+    where = offences(_decisions_on_text)
     assert not where, "decide on a kind (an enum), not on a message:\n" + "\n".join(where)
 
 
@@ -235,3 +226,36 @@ RULES: dict[str, Callable[[ast.AST], bool]] = {
 def test_each_config_rule_is_written_once_in_config_py(rule):
     homes = {name for name, tree in _modules().items() if any(RULES[rule](n) for n in ast.walk(tree))}
     assert homes == {"config.py"}, rule
+
+
+def _makes_a_private_dir(n: ast.AST) -> bool:
+    return (
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr in ("mkdir", "makedirs")
+        and any(
+            isinstance(a, ast.Constant) and a.value == 0o700
+            for a in [*n.args, *(k.value for k in n.keywords)]
+        )
+    )
+
+
+def _checks_utf8(n: ast.AST) -> bool:
+    """Catching the encoder's refusal, or looking for lone surrogates by hand."""
+    if isinstance(n, ast.ExceptHandler) and isinstance(n.type, ast.Name):
+        return n.type.id == "UnicodeEncodeError"
+    return any("\ud800" <= ch <= "\udfff" for ch in _text(n) or "")
+
+
+# rules of the spool's and the files' area, each in the one module the file list names for it
+HOMES: dict[str, tuple[str, Callable[[ast.AST], bool]]] = {
+    "0700 directory creation": ("spooldir.py", _makes_a_private_dir),
+    "UTF-8 check": ("events.py", _checks_utf8),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(HOMES))
+def test_each_file_rule_is_written_once(rule):
+    home, written = HOMES[rule]
+    homes = {name for name, tree in _modules().items() if any(written(n) for n in ast.walk(tree))}
+    assert homes == {home}, rule

@@ -21,9 +21,9 @@ from hamustro_cli.events import NewEvent
 from hamustro_cli.migrations import MIGRATIONS
 from hamustro_cli.session import Session
 from hamustro_cli.spool import State
+from hamustro_cli.spool.filters import Change, EventFilter
 from hamustro_cli.spool.full import Spool
-from hamustro_cli.spool.queue import Change, EventFilter
-from hamustro_cli.spool.records import Counts
+from hamustro_cli.spool.rows import Counts
 from hamustro_cli.spooldir import SCHEMA_VERSION
 from hamustro_cli.tracker import ClientTracker
 
@@ -340,3 +340,23 @@ def test_reclaim_gives_pages_back_a_step_per_transaction(tmp_path):
         assert spool.db.execute("PRAGMA freelist_count").fetchone()[0] == 0
         assert spool.db.execute("PRAGMA page_count").fetchone()[0] == pages - free
         consistent(spool)
+
+
+def test_another_connections_lock_is_told_by_the_file_not_by_words(tmp_path):
+    """How a new spool's switch to WAL tells "busy" where Python (3.10) gives no result code:
+    by asking the file (BEGIN EXCLUSIVE without waiting), never by an error's words. The
+    asking connection is left as it was: no transaction, its busy timeout back."""
+    from hamustro_cli.migrations import held_by_another
+
+    path = tmp_path / "x.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    asker = sqlite3.connect(path, isolation_level=None, timeout=60)
+    assert not held_by_another(asker)
+    holder.execute("BEGIN")
+    holder.execute("SELECT * FROM t").fetchall()  # a reader's lock: enough to stop the switch
+    assert held_by_another(asker)
+    holder.execute("COMMIT")
+    assert not held_by_another(asker)
+    assert not asker.in_transaction
+    assert asker.execute("PRAGMA busy_timeout").fetchone() == (60000,)

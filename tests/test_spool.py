@@ -14,7 +14,7 @@ from hamustro_cli.events import NewEvent
 from hamustro_cli.session import Session
 from hamustro_cli.spool import State
 from hamustro_cli.spool.full import Spool
-from hamustro_cli.spool.records import Counts
+from hamustro_cli.spool.rows import Counts
 
 SESSION = Session.from_settings("dev", "client", "1", "2")
 OTHER = Session.from_settings("dev", "client", "1", "3")
@@ -178,7 +178,7 @@ needs_codes = pytest.mark.skipif(
 )
 def test_spool_errors_are_told_apart_by_result_code(code, kind):
     from hamustro_cli.spool.classify import spool_error
-    from hamustro_cli.spool.problems import SpoolProblem
+    from hamustro_cli.spool.trouble import SpoolProblem
 
     words = "database is locked" if kind != "LOCKED" else "disk is full"  # words that mislead
     exc = sqlite3.OperationalError(words)
@@ -189,7 +189,7 @@ def test_spool_errors_are_told_apart_by_result_code(code, kind):
 @needs_codes
 def test_a_real_sqlite_error_carries_the_code_the_spool_decides_on(tmp_path):
     from hamustro_cli.spool.classify import spool_error
-    from hamustro_cli.spool.problems import SpoolProblem
+    from hamustro_cli.spool.trouble import SpoolProblem
 
     path = tmp_path / "not-a-database"
     path.write_bytes(b"\xa5" * 4096)

@@ -10,7 +10,7 @@ from pathlib import Path
 from hamustro_cli.events import AT_MAX, NewEvent
 from hamustro_cli.session import Session
 from hamustro_cli.spool.full import Spool
-from hamustro_cli.spool.records import Held, QueuedEvent
+from hamustro_cli.spool.rows import Held, QueuedEvent
 
 SESSION = Session.from_settings("dev", "client", "1", "2")
 PACKAGE = Path(__file__).resolve().parent.parent / "hamustro_cli"
@@ -57,11 +57,11 @@ def test_a_flush_sets_aside_a_stored_at_that_track_would_refuse():
     """One largest `at` (events.AT_MAX) for `track` and for a flush: a tampered or old row later
     than 9999-12-31 is set aside with its reason, not sent for the collector to store as a
     year in the billions."""
-    from hamustro_cli.sending import screened
+    from hamustro_cli.sending import sendable
 
     ok = QueuedEvent(1, 1, AT_MAX, "last", None, None, None, False)
     late = QueuedEvent(2, 2, AT_MAX + 1, "later", None, None, None, False)
-    rows, body, refused = screened(SESSION, [ok, late])
+    rows, body, refused = sendable(SESSION, [ok, late])
     assert rows == [ok] and body
     assert [(row, why) for row, why in refused] == [
         (

@@ -1,5 +1,5 @@
 """`hamustro events`: the queue by hand (the library part: spool/changes.py, spool/browsing.py,
-spool/queue.py)."""
+spool/filters.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hamustro_cli.cli.options import EVENT_ID, LIMIT, GlobalOptions, complete_se
 from hamustro_cli.cli.output import emit_json, json_text, write_lines
 from hamustro_cli.errors import InputError
 from hamustro_cli.log import count, shown
+from hamustro_cli.spool.filters import Change, EventFilter, ShownState
 
 
 def _time_option(name: str, help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -25,7 +26,7 @@ def event_filters(func: Callable[..., Any]) -> Callable[..., Any]:
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
             "--state",
-            type=click.Choice(["pending", "sending", "rejected"]),
+            type=click.Choice([shown.value for shown in ShownState]),
             help="Only events in this state (sending: the batch a flush is sending).",
         ),
         click.option(
@@ -61,9 +62,8 @@ def _filter(
     until: str | None,
     limit: int | None,
     destination: str | None,
-) -> Any:
+) -> EventFilter:
     from hamustro_cli.events import SQLITE_INT_MAX, parse_time
-    from hamustro_cli.spool.queue import EventFilter, Shown
 
     def bound(text: str | None, where: str) -> int | None:
         """A time as a filter: beyond what SQLite stores no event is, so the bound is exact there."""
@@ -73,7 +73,7 @@ def _filter(
 
     return EventFilter(
         ids=ids,
-        state=None if state is None else Shown(state),
+        state=None if state is None else ShownState(state),
         session=session_id,
         event=event_glob,
         since=bound(since, "--since"),
@@ -220,9 +220,7 @@ def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> 
       hamustro events requeue 1 2
       hamustro events requeue --event 'signup*' --since 2026-11-28
     """
-    from hamustro_cli.spool.queue import Change
-
-    if filters["state"] not in (None, "rejected"):
+    if filters["state"] is not None and ShownState(filters["state"]) is not ShownState.REJECTED:
         raise InputError(f"--state {filters['state']}: requeue moves rejected events only")
     chosen = _named(ids, filters, "requeue")
     with obj.tracker(required=()) as tracker:
@@ -247,8 +245,6 @@ def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: 
       hamustro events drop 1 2 --yes
       hamustro events drop --state rejected --yes
     """
-    from hamustro_cli.spool.queue import Change
-
     chosen = _named(ids, filters, "drop")
     with obj.tracker(required=()) as tracker:
         if not yes:

@@ -16,7 +16,7 @@ from hamustro_cli.events import SQLITE_INT_MAX
 from hamustro_cli.log import ERROR, count
 
 if TYPE_CHECKING:
-    from hamustro_cli.spool.records import Status
+    from hamustro_cli.spool.rows import Status
 
 
 def _ago(epoch: int | None, now: int) -> str:

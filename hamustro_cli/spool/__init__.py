@@ -27,7 +27,8 @@ other jobs are mixins in the package's other modules, brought together in `full.
 the commands that need them import: `claiming` (one flush's batches), `syncstate` (what flushes
 record), `counting` (counts and recounts), `browsing` (`events`, `status --events`), `changes`
 (the queue by hand), `upkeep` (space and pages), `text` (reading text that is not UTF-8),
-`classify` (what a failure is). Their types: `records`, `queue` (filters), `problems`.
+`classify` (what a failure is). Their types: `rows` (typed rows and counts), `filters`
+(which events `events` works on), `trouble` (SpoolProblem).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from hamustro_cli.session import Session
 from hamustro_cli.spool import _PENDING, _REJECTED
 from hamustro_cli.spool.claiming import Claiming
 from hamustro_cli.spool.classify import spool_error
-from hamustro_cli.spool.queue import EventFilter, Shown
-from hamustro_cli.spool.records import AttrRow, ListedEvent, QueuedEvent, SessionRow
+from hamustro_cli.spool.filters import EventFilter, ShownState
+from hamustro_cli.spool.rows import AttrRow, ListedEvent, QueuedEvent, SessionRow
 from hamustro_cli.spooldir import DB_NAME, flush_running
 
 
@@ -23,7 +23,7 @@ class Browsing(Claiming):
     def session_rows(self) -> dict[int, SessionRow]:
         """{session row: SessionRow}, to show (`status`, `session`): text that is not UTF-8 is
         shown with its bad bytes escaped rather than failing the command."""
-        rows = self._leniently(
+        rows = self._showing_bad_bytes(
             lambda: self._read(
                 "SELECT id, session, device_id, client_id, system_version, product_version, last_nr "
                 "FROM sessions"
@@ -33,8 +33,8 @@ class Browsing(Claiming):
 
     def attr_rows(self) -> dict[int, AttrRow]:
         """{attribute set id: AttrRow}: the full attributes each set's events are sent with
-        (text that is not UTF-8 as lone surrogates: see _read_escaped)."""
-        rows = self._read_escaped(
+        (text that is not UTF-8 as lone surrogates: see _read_with_surrogates)."""
+        rows = self._read_with_surrogates(
             "SELECT a.id, s.id, s.session, s.device_id, s.client_id, s.system_version, "
             "s.product_version, a.system, a.product_git_hash FROM attributes a "
             "JOIN sessions s ON s.id = a.session_id"
@@ -66,14 +66,16 @@ class Browsing(Claiming):
         if chosen.ids is not None:
             clauses.append(f"e.id IN ({','.join('?' * len(chosen.ids))})" if chosen.ids else "0")
             params.extend(chosen.ids)
-        if chosen.state is Shown.REJECTED:
+        if chosen.state is ShownState.REJECTED:
             clauses.append("e.state = ?")
             params.append(_REJECTED)
         elif chosen.state is not None:
             # no mark (or a dead flush's, as if released): an empty range
             marked = (None if dead_mark else self._marked()) or (0, 1, 0)
             in_batch = "(e.attr_id = ? AND e.id BETWEEN ? AND ?)"
-            clauses.append(f"e.state = ? AND {'' if chosen.state is Shown.SENDING else 'NOT '}{in_batch}")
+            clauses.append(
+                f"e.state = ? AND {'' if chosen.state is ShownState.SENDING else 'NOT '}{in_batch}"
+            )
             params.extend((_PENDING, *marked))
         for clause, value in (
             ("s.session = ?", chosen.session),
@@ -97,9 +99,9 @@ class Browsing(Claiming):
             params.append(chosen.limit)
         marked = self._marked()
         try:
-            cursor = self._leniently(lambda: self.db.execute(sql, params))
+            cursor = self._showing_bad_bytes(lambda: self.db.execute(sql, params))
             while True:
-                rows = self._leniently(lambda: cursor.fetchmany(500))
+                rows = self._showing_bad_bytes(lambda: cursor.fetchmany(500))
                 if not rows:
                     break
                 for r in rows:
@@ -133,11 +135,11 @@ class Browsing(Claiming):
 
     def event(self, event_id: int) -> tuple[dict[str, Any], Session] | None:
         """One event and the attributes it was tracked under (what its Collection carries), or None."""
-        rows = self._leniently(lambda: self._read(self._listing() + " WHERE e.id = ?", (event_id,)))
+        rows = self._showing_bad_bytes(lambda: self._read(self._listing() + " WHERE e.id = ?", (event_id,)))
         if not rows:
             return None
         row = _listed(rows[0])
-        attrs = self._leniently(self.attr_rows)[row.attr_id].attributes
+        attrs = self._showing_bad_bytes(self.attr_rows)[row.attr_id].attributes
         return _event_dict(row, self._marked()), attrs
 
 
@@ -156,11 +158,11 @@ def _event_dict(listed: ListedEvent, marked: tuple[int, int, int] | None) -> dic
     """An event as `events list --json` and `status --events` show it."""
     e = listed.queued
     if listed.state == _REJECTED:
-        shown = "rejected"
+        shown = ShownState.REJECTED
     elif marked and listed.attr_id == marked[0] and marked[1] <= e.id <= marked[2]:
-        shown = "sending"
+        shown = ShownState.SENDING
     else:
-        shown = "pending"
+        shown = ShownState.PENDING
     return {
         "id": e.id,
         "session": listed.session,
@@ -171,7 +173,7 @@ def _event_dict(listed: ListedEvent, marked: tuple[int, int, int] | None) -> dic
         "ip": e.ip or None,
         "parameters": e.parameters,
         "is_testing": bool(e.is_testing),
-        "state": shown,  # a queue.Shown value
+        "state": shown.value,
         "reason": listed.reason,
         "destination": listed.destination,  # its fingerprint (None: tracked before they were kept)
     }

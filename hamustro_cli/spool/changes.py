@@ -9,7 +9,7 @@ from hamustro_cli.errors import FlushBusy
 from hamustro_cli.spool import _PENDING, _bump, _count, _dropped_key, _write_metas, raise_id_floor
 from hamustro_cli.spool.browsing import Browsing
 from hamustro_cli.spool.claiming import _readdress
-from hamustro_cli.spool.queue import Change, EventFilter
+from hamustro_cli.spool.filters import Change, EventFilter
 from hamustro_cli.spooldir import FlushLock
 
 

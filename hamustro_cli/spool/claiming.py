@@ -18,7 +18,7 @@ from hamustro_cli.spool import (
     _write_metas,
     raise_id_floor,
 )
-from hamustro_cli.spool.records import QueuedEvent
+from hamustro_cli.spool.rows import QueuedEvent
 from hamustro_cli.spool.syncstate import _scoped_all
 from hamustro_cli.spool.text import TextReads
 
@@ -74,7 +74,7 @@ class Claiming(TextReads):
             f"SELECT {', '.join(QueuedEvent._fields)} FROM events "
             "WHERE state = ? AND attr_id = ? AND id > ? ORDER BY id LIMIT ?"
         )
-        rows = self._read_escaped(sql, (_PENDING, attr_id, after, limit))
+        rows = self._read_with_surrogates(sql, (_PENDING, attr_id, after, limit))
         # tuple.__new__ in C, without _make's length check (the SELECT has the fields): a third
         # cheaper, and a flush builds one per event
         return list(map(partial(tuple.__new__, QueuedEvent), rows))

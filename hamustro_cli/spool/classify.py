@@ -8,7 +8,7 @@ import os
 
 from hamustro_cli.errors import SpoolError
 from hamustro_cli.limits import few_descriptors
-from hamustro_cli.spool.problems import SpoolProblem
+from hamustro_cli.spool.trouble import SpoolProblem
 from hamustro_cli.spooldir import BUSY_TIMEOUT, lock_holders, space_advice
 
 # SQLite's primary result codes (the low byte of an extended one), grouped as spool_error

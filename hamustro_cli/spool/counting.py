@@ -9,7 +9,7 @@ from typing import Any
 from hamustro_cli.spool import _DROPPED, _PENDING, _REJECTED, _int
 from hamustro_cli.spool.claiming import Claiming
 from hamustro_cli.spool.classify import spool_error
-from hamustro_cli.spool.records import Counters, Counts, Held, Mismatch, total
+from hamustro_cli.spool.rows import Counters, Counts, Held, Mismatch, total
 
 
 class Counting(Claiming):

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from hamustro_cli.spool import HALTED_UNSAID, TrackSpool, _bump, _scoped, _write_metas
-from hamustro_cli.spool.records import BatchSize
+from hamustro_cli.spool.rows import BatchSize
 
 
 class SyncRecords(TrackSpool):

@@ -17,19 +17,26 @@ _T = TypeVar("_T")
 class TextReads(TrackSpool):
     """Reads of text that may not be UTF-8."""
 
-    def _read_escaped(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _read_with_surrogates(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """Rows for the sender. Text that is not UTF-8 (a tampered or damaged file) is read with
         its bad bytes as lone surrogates, which the sender finds and sets aside as rejected:
-        one damaged row must not stop every flush. Read strictly first (the fast path)."""
+        one damaged row must not stop every flush. Read strictly first (the fast path).
+
+        sqlite3's own decoder fails as SQLite does (OperationalError, and no result code: it is
+        not SQLite's), so the failed read is done again through a decoder of ours, whose
+        failure is a UnicodeDecodeError: text that is not UTF-8, told by its type."""
         try:
             return self.db.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            # sqlite3 says only in words that a column did not decode
-            if "decode" not in str(exc).lower():
-                raise spool_error(exc, self.path, "reading the spool") from None
-        return self._decoding("surrogateescape", lambda: self._read(sql, params))
+        except sqlite3.OperationalError:
+            pass
+        try:
+            return self._decoding("strict", lambda: self.db.execute(sql, params).fetchall())
+        except UnicodeDecodeError:
+            return self._decoding("surrogateescape", lambda: self._read(sql, params))
+        except sqlite3.Error as exc:
+            raise spool_error(exc, self.path, "reading the spool") from None
 
-    def _leniently(self, read: Callable[[], _T]) -> _T:
+    def _showing_bad_bytes(self, read: Callable[[], _T]) -> _T:
         """read() with text that is not UTF-8 (a tampered or damaged spool) decoded with its bad
         bytes escaped (\\xff), so that `events` and `status --events` show such a row instead of
         failing. Only around the reads that show rows, never between them: everything else

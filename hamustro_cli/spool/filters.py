@@ -8,7 +8,7 @@ from enum import Enum
 from typing import NamedTuple
 
 
-class Shown(str, Enum):
+class ShownState(str, Enum):
     """What `events list` and `--state` call an event: its State, or SENDING for the PENDING
     rows in the batch a flush has marked."""
 
@@ -21,7 +21,7 @@ class EventFilter(NamedTuple):
     """Which events a `hamustro events` command works on; every field narrows (None: any)."""
 
     ids: tuple[int, ...] | None = None
-    state: Shown | None = None
+    state: ShownState | None = None
     session: str | None = None  # the session id (32 hex)
     event: str | None = None  # a glob over the event name (GLOB: case-sensitive, * ? [...])
     since: int | None = None  # at >= since
