@@ -470,7 +470,7 @@ def load_config(
     if use_file and (explicit or os.path.lexists(path)):  # a dangling link there: said, not skipped
         try:
             data, file_stat = read_config_bytes(path)
-            cached = configcache.lookup(cache, path, data) if cache else None
+            cached = configcache.lookup(cache, path, data, SECRET_KEY) if cache else None
             if cached is None:
                 file_values, parsed = parse_config_bytes(path, data), data
             else:
@@ -549,7 +549,7 @@ def load_config(
         origins=origins,
     )
     if parsed is not None and config.spool_dir == cache:
-        configcache.store(cache, path, parsed, file_values)
+        configcache.store(cache, path, parsed, file_values, SECRET_KEY)
     return config
 
 

@@ -58,6 +58,18 @@ def test_a_changed_file_is_read_even_with_the_same_size_and_times(ready: Path) -
     assert b"1.0.9" in cache.read_bytes()  # the entry now holds the new bytes
 
 
+def test_the_cache_holds_no_secret_and_a_secret_with_an_escape_is_not_cached(ready: Path) -> None:
+    cache = ready / "spool" / CACHE_NAME
+    assert SETTINGS["shared_secret_key"].encode() not in cache.read_bytes()
+    assert load_config().values["shared_secret_key"] == SETTINGS["shared_secret_key"]
+    cache.unlink()
+    config = ready / "config.toml"
+    config.write_text(config.read_text().replace('shared_secret_key = "', 'shared_secret_key = "\\u0041'))
+    invoke("track", "e")
+    assert load_config().values["shared_secret_key"] == "A" + SETTINGS["shared_secret_key"]
+    assert not cache.exists()
+
+
 def test_the_environment_still_overrides_a_cached_file(ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (ready / "spool" / CACHE_NAME).exists()
     plain = session_of()
@@ -78,7 +90,7 @@ def planted(ready: Path, **values: object) -> bytes:
         "product_version": "forged",
         **values,
     }
-    configcache.store(str(ready / "spool"), str(config), data, forged)
+    configcache.store(str(ready / "spool"), str(config), data, forged, "shared_secret_key")
     return (ready / "spool" / CACHE_NAME).read_bytes()
 
 
