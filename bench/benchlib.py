@@ -195,7 +195,8 @@ def write_lines(path: Path, n: int, start: int = 0) -> Path:
 def fill_spool(spool_dir: Path, n: int, sessions: int = 2, chunk: int = 50_000, **settings: Any) -> None:
     """Queue n events in-process through the library's Spool.enqueue (fast for millions)."""
     from hamustro_cli.session import Session
-    from hamustro_cli.spool import NewEvent, Spool
+    from hamustro_cli.spool import NewEvent
+    from hamustro_cli.spool.full import Spool
 
     conf = {**SETTINGS, **settings}
     base_at = int(time.time()) - 3600

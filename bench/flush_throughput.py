@@ -27,7 +27,7 @@ LOOP = """\
 import sqlite3, sys, time
 import requests
 from hamustro_cli import wire
-from hamustro_cli.records import QueuedEvent
+from hamustro_cli.spool.records import QueuedEvent
 from hamustro_cli.session import Session
 
 path, url, secret, limit = sys.argv[1], sys.argv[2] + wire.TRACK_PATH, sys.argv[3], int(sys.argv[4])

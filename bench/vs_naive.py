@@ -15,7 +15,7 @@ import sys, time
 import requests
 from hamustro_cli import wire
 from hamustro_cli.session import Session
-from hamustro_cli.records import QueuedEvent
+from hamustro_cli.spool.records import QueuedEvent
 
 url, secret, event, nr = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 s = Session.from_settings("bench-device", "bench-client", "Linux 6.1", "1.0.0", "linux", "abc123")

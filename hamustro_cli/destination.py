@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from hamustro_cli.digests import hmac_sha256
 
 if TYPE_CHECKING:
-    from hamustro_cli.records import Held
+    from hamustro_cli.spool.records import Held
 
 KEYS = ("collector_url", "client_id", "shared_secret_key")  # what names a destination, in order
 FINGERPRINT_CHARS = 16  # hex digits kept: 64 bits, plenty to tell a machine's destinations apart

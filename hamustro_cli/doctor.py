@@ -24,8 +24,8 @@ from hamustro_cli.answers import Kind
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config, secret_state
 from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
-from hamustro_cli.problems import SpoolProblem
 from hamustro_cli.session import Session
+from hamustro_cli.spool.problems import SpoolProblem
 from hamustro_cli.spooldir import DB_NAME, FILES, room_problem
 
 HEALTH_PATH = "/api/health"
@@ -133,8 +133,9 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
     Opening the spool does what every command does when it opens it: it creates the directory
     0700 if missing, tightens a directory we own, and applies pending schema migrations.
     """
-    from hamustro_cli.records import total as spool_totals
-    from hamustro_cli.spool import SCHEMA_VERSION, Spool, State
+    from hamustro_cli.spool import SCHEMA_VERSION, State
+    from hamustro_cli.spool.full import Spool
+    from hamustro_cli.spool.records import total as spool_totals
 
     directory = os.path.abspath(directory)
     details: dict[str, Any] = {"path": directory, "existed": os.path.exists(directory)}

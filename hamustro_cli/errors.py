@@ -8,7 +8,7 @@ import enum
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from hamustro_cli.problems import SpoolProblem
+    from hamustro_cli.spool.problems import SpoolProblem
 
 
 class ExitStatus(enum.IntEnum):
@@ -39,7 +39,7 @@ class SpoolError(HamustroError):
     def __init__(self, message: str, kind: SpoolProblem | None = None, fix: str | None = None):
         super().__init__(message)
         if kind is None:
-            from hamustro_cli.problems import SpoolProblem
+            from hamustro_cli.spool.problems import SpoolProblem
 
             kind = SpoolProblem.OTHER
         self.kind: SpoolProblem = kind

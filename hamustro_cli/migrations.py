@@ -23,7 +23,7 @@ from __future__ import annotations
 import sqlite3
 
 from hamustro_cli.errors import SpoolError
-from hamustro_cli.problems import SpoolProblem
+from hamustro_cli.spool.problems import SpoolProblem
 from hamustro_cli.spooldir import SCHEMA_VERSION
 
 MIGRATIONS: list[tuple[str, ...]] = [

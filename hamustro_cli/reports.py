@@ -12,7 +12,7 @@ from hamustro_cli.errors import ExitStatus
 from hamustro_cli.session import Session
 
 if TYPE_CHECKING:
-    from hamustro_cli.records import QueuedEvent
+    from hamustro_cli.spool.records import QueuedEvent
 
 
 class Skip(IntEnum):

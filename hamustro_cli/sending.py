@@ -18,11 +18,11 @@ from hamustro_cli.config import Config
 from hamustro_cli.errors import DependencyError, SpoolError
 from hamustro_cli.events import AT_MAX, UINT32_MAX
 from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
-from hamustro_cli.problems import SpoolProblem
-from hamustro_cli.records import BatchSize, QueuedEvent
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import COLLECTION_FIELDS, Session
-from hamustro_cli.spool import Spool
+from hamustro_cli.spool.full import Spool
+from hamustro_cli.spool.problems import SpoolProblem
+from hamustro_cli.spool.records import BatchSize, QueuedEvent
 from hamustro_cli.transport import Answer, Transport
 
 Progress = Callable[[int], None]

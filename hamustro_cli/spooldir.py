@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 from hamustro_cli.errors import SpoolError
 
 if TYPE_CHECKING:
-    from hamustro_cli.problems import SpoolProblem
+    from hamustro_cli.spool.problems import SpoolProblem
 
 DB_NAME = "spool.sqlite3"
 # The database's format: how many of migrations.MIGRATIONS it has run (its user_version). Here,
 # not counted there, so that opening an up-to-date spool (every `track`) need not load the
 # migrations (tests/test_layout.py checks that it counts them).
 SCHEMA_VERSION = 3
+BUSY_TIMEOUT = 60  # seconds a statement waits for another connection's lock (spool.TrackSpool)
 LOCK_NAME = "flush.lock"
 LOG_NAME = "flush.log"
 RESERVE_NAME = "space.reserve"
@@ -41,7 +42,7 @@ FLUSH_ROOM = 8 * 1024 * 1024
 
 def problem_kinds() -> type[SpoolProblem]:
     """The error kinds, loaded only when something is wrong (not on track's path)."""
-    from hamustro_cli.problems import SpoolProblem
+    from hamustro_cli.spool.problems import SpoolProblem
 
     return SpoolProblem
 

@@ -12,7 +12,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from hamustro_cli import destination, netaddr, spooldir, triggers
 from hamustro_cli.config import KEYS, REQUIRED, Config, load_config, without_secret
@@ -29,11 +29,14 @@ from hamustro_cli.events import (
 )
 from hamustro_cli.log import INFO, Log, to_logging
 from hamustro_cli.session import Session
-from hamustro_cli.spool import DB_NAME, Spool, SyncState
+from hamustro_cli.spool import DB_NAME, SyncState, TrackSpool
 from hamustro_cli.spooldir import FlushLock, flush_running
 
 if TYPE_CHECKING:
     from hamustro_cli.reports import FlushReport
+    from hamustro_cli.spool.full import Spool
+
+_S = TypeVar("_S", bound=TrackSpool)
 
 
 class Outcome(str, Enum):
@@ -181,7 +184,7 @@ class ClientTracker:
         self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._flushes: dict[int, int] = {}  # thread id: flushes running in it
-        self._spool: Spool | None = None
+        self._spool: TrackSpool | None = None
         self._destination: str | None = None
         self._closed = False
         # what threads wait to commit (see _commit_waiting), under a lock held for moments
@@ -227,18 +230,25 @@ class ClientTracker:
         """The tracker's connection to the spool, for one thread at a time (the tracker's own
         methods may be called from any thread)."""
         with self._lock:
-            return self._open()
+            return self._open(_every_job())
 
-    def _open(self) -> Spool:
-        """The connection of this process, opened once; the caller holds `_lock`."""
+    def _open(self, kind: type[_S]) -> _S:
+        """The connection of this process, opened once, as a `kind` (TrackSpool: what `track`
+        needs; full.Spool: every job); the caller holds `_lock`. A TrackSpool asked for as a
+        full Spool is closed and reopened as one (once: a Spool is a TrackSpool)."""
         if self._closed:
             raise ValueError("this ClientTracker is closed: create a new one to track again")
         if self._spool is not None and self._spool.pid != os.getpid():  # a fork without the hooks
             self._spool.close()  # abandoned, not closed: see Spool.close
             self._spool = None
-        if self._spool is None:
-            self._spool = Spool(self.config.spool_dir)
-        return self._spool
+        spool = self._spool
+        if spool is not None and not isinstance(spool, kind):
+            spool.close()
+            spool = self._spool = None
+        if spool is None:
+            spool = kind(self.config.spool_dir)
+            self._spool = spool
+        return spool
 
     def close(self) -> None:
         """Close the spool connection; any later use raises ValueError. A flush running in
@@ -308,7 +318,7 @@ class ClientTracker:
             remote: str | None = host
         else:
             with self._lock:
-                remote = self._open().resolved_address(host)
+                remote = self._open(TrackSpool).resolved_address(host)
         if not remote:
             return netaddr.UNKNOWN
         return netaddr.route_source(remote, port) or netaddr.UNKNOWN
@@ -376,7 +386,7 @@ class ClientTracker:
             for w in group:
                 self._waiting.remove(w)
         try:
-            spool = self._open()
+            spool = self._open(TrackSpool)
             first, _ = spool.enqueue(mine.session, [e for w in group for e in w.events], where)
         except BaseException as exc:
             if len(group) > 1:  # the others go back to waiting: each then commits on its own
@@ -385,7 +395,7 @@ class ClientTracker:
             if len(group) == 1 or not isinstance(exc, Exception):  # alone, or interrupted
                 raise
             group = [mine]
-            spool = self._open()
+            spool = self._open(TrackSpool)
             first, _ = spool.enqueue(mine.session, mine.events, where)
         # What the triggers read is read now, under the same hold of the lock.
         try:
@@ -462,7 +472,7 @@ class ClientTracker:
     def due(self, at: int | None = None) -> triggers.Due:
         """Do the protocol's triggers fire now (or at `at`), and if not, when next?"""
         with self._lock:
-            spool = self._open()
+            spool = self._open(TrackSpool)
             mine = self._known_destination()
             return self._due(spool.sync_state(mine), spool.pending(mine), at)
 
@@ -497,7 +507,7 @@ class ClientTracker:
             # before the spool opens (its -shm alone takes 32 KiB): on a full disk, the
             # ballast's room
             room = None if dry_run else spooldir.room_for_flush(self.config.spool_dir)
-            spool = Spool(self.config.spool_dir)
+            spool = _every_job()(self.config.spool_dir)
             try:
                 spool.check_writable("flushing")  # even a dry run takes the flush lock
                 return self._flush(spool, room, if_due, dry_run, retry_rejected, wait, progress)
@@ -544,7 +554,7 @@ class ClientTracker:
             if room is not None:
                 # sending now could deliver a batch whose 200 cannot be recorded: the next flush
                 # would send it again, and so on while the disk stays full
-                from hamustro_cli.problems import SpoolProblem
+                from hamustro_cli.spool.problems import SpoolProblem
 
                 raise SpoolError(f"nothing was sent: {room}", SpoolProblem.NO_SPACE)
             sending.require_protobuf(spool, self.destination)
@@ -596,7 +606,7 @@ class ClientTracker:
 
     def status(self, events: bool = False, limit: int | None = None) -> dict[str, Any]:
         with self._lock:
-            return self._status(self._open(), events, limit)
+            return self._status(self._open(_every_job()), events, limit)
 
     def _status(self, spool: Spool, events: bool, limit: int | None) -> dict[str, Any]:
         counts = spool.counts()
@@ -621,7 +631,7 @@ class ClientTracker:
                     "current": row.attributes.id == current,
                 }
             )
-        from hamustro_cli.records import total
+        from hamustro_cli.spool.records import total
 
         totals = total(counts)  # the counts read above, not read again
         mine = self._known_destination()
@@ -689,7 +699,7 @@ class ClientTracker:
         last_nr, pending = 0, 0
         if os.path.exists(os.path.join(self.config.spool_dir, DB_NAME)):
             with self._lock:
-                spool = self._open()
+                spool = self._open(_every_job())
                 for row in spool.session_rows().values():
                     if row.attributes.id == attrs.id:
                         last_nr = row.last_nr
@@ -697,6 +707,14 @@ class ClientTracker:
                         pending = found.live if found else 0
         data.update(last_nr=last_nr, pending=pending)
         return data
+
+
+def _every_job() -> type[Spool]:
+    """The Spool with every job, for all but `track`: imported here, not at the top, to keep
+    `track` light (see spool/__init__.py)."""
+    from hamustro_cli.spool.full import Spool
+
+    return Spool
 
 
 def _oldest_first(oldest_live: int | None) -> float:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hamustro_cli.errors import DependencyError
-from hamustro_cli.records import QueuedEvent
 from hamustro_cli.session import Session
+from hamustro_cli.spool.records import QueuedEvent
 
 TRACK_PATH = "/api/v1/track"
 CONTENT_TYPE = "application/protobuf"

@@ -18,9 +18,9 @@ from conftest import SETTINGS, ScriptedServer, invoke, spawned_env, start_collec
 from hamustro_cli import answers, doctor
 from hamustro_cli.answers import Kind
 from hamustro_cli.config import load_config
-from hamustro_cli.records import BatchSize
 from hamustro_cli.sending import FLUSH_SPLIT_BUDGET, GROW_AFTER, BatchSizer
-from hamustro_cli.spool import Spool
+from hamustro_cli.spool.full import Spool
+from hamustro_cli.spool.records import BatchSize
 
 PERSON = [301, 302, 307, 308, 401, 403, 404, 405, 407, 410, 422, 451]
 

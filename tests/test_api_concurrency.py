@@ -400,7 +400,7 @@ def test_a_lock_held_too_long_names_who_holds_it(collector, spool_dir):
     import subprocess
     import sys
 
-    from hamustro_cli.spool import _spool_error
+    from hamustro_cli.spool.classify import spool_error
 
     with make(collector.url, spool_dir) as tracker:
         tracker.track_event("x")
@@ -418,7 +418,7 @@ def test_a_lock_held_too_long_names_who_holds_it(collector, spool_dir):
         with pytest.raises(sqlite3.OperationalError) as busy:
             db.execute("BEGIN IMMEDIATE")
         db.close()
-        message = str(_spool_error(busy.value, path, "queuing events"))
+        message = str(spool_error(busy.value, path, "queuing events"))
     finally:
         holder.communicate("")
     assert f"is locked by process {holder.pid} (python" in message

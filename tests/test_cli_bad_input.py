@@ -25,7 +25,8 @@ import pytest
 from conftest import SETTINGS, as_plain_user, invoke, run, run_unprivileged, write_config
 
 from hamustro_cli import events
-from hamustro_cli.spool import DB_NAME, SCHEMA_VERSION, Spool
+from hamustro_cli.spool import DB_NAME, SCHEMA_VERSION
+from hamustro_cli.spool.full import Spool
 
 MAX = events.MAX_PARAMS_BYTES
 U32 = 2**32 - 1

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from conftest import SETTINGS, invoke, start_collector, write_config
 
-from hamustro_cli.queue import Change, EventFilter, Shown
-from hamustro_cli.spool import Spool
+from hamustro_cli.spool.full import Spool
+from hamustro_cli.spool.queue import Change, EventFilter, Shown
 from hamustro_cli.spooldir import FlushLock
 
 NOON = 1795867200  # 2026-11-28T12:00:00Z

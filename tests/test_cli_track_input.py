@@ -19,7 +19,8 @@ from conftest import SETTINGS, invoke, run
 
 from hamustro_cli import events
 from hamustro_cli.errors import InputError
-from hamustro_cli.spool import DB_NAME, Spool
+from hamustro_cli.spool import DB_NAME
+from hamustro_cli.spool.full import Spool
 from hamustro_cli.tracker import ClientTracker
 
 

@@ -12,7 +12,8 @@ import pytest
 from conftest import invoke, run
 
 from hamustro_cli import triggers
-from hamustro_cli.spool import Spool, SyncState
+from hamustro_cli.spool import SyncState
+from hamustro_cli.spool.full import Spool
 from hamustro_cli.tracker import ClientTracker
 
 NOW = 1_700_000_000

@@ -21,7 +21,7 @@ from test_schema import kill_migration_at_its_end, make_v1_spool
 
 from hamustro_cli.destination import fingerprint
 from hamustro_cli.migrations import MIGRATIONS
-from hamustro_cli.spool import Spool
+from hamustro_cli.spool.full import Spool
 from hamustro_cli.spooldir import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -288,7 +288,7 @@ def test_flush_imports_them_for_real(config, collector):
 
 
 def test_crashed_flush_claims_return_to_pending(config, collector, spool_dir):
-    from hamustro_cli.spool import Spool
+    from hamustro_cli.spool.full import Spool
 
     invoke("track", "a")
     invoke("track", "b")

@@ -430,8 +430,8 @@ def test_doctor_says_the_disk_has_no_room_for_a_flush(
 def test_acks_are_sliced_so_one_ack_writes_a_bounded_wal() -> None:
     """A delivered batch is acked in slices of at most ACK_SLICE_BYTES of stored text (one
     event bigger than that is a slice of its own), in order, covering the batch."""
-    from hamustro_cli.records import QueuedEvent
     from hamustro_cli.sending import ACK_SLICE_BYTES, ack_slices
+    from hamustro_cli.spool.records import QueuedEvent
 
     sizes = [300] * 3000 + [60000] * 40 + [ACK_SLICE_BYTES * 2] + [10] * 5
     batch = [QueuedEvent(i, i + 1, 0, "e", None, None, "p" * n, False) for i, n in enumerate(sizes)]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import SETTINGS, RunningCollector, invoke, ipv6_loopback, write_config
 
-from hamustro_cli.spool import DB_NAME, Spool
+from hamustro_cli.spool import DB_NAME
+from hamustro_cli.spool.full import Spool
 
 IPV6 = ["2001:db8::1", "::1", "fe80::1", "2001:0db8:0000:0000:0000:ff00:0042:8329", "::"]
 

@@ -26,7 +26,8 @@ from hamustro_cli.cli import cli
 from hamustro_cli.config import load_config
 from hamustro_cli.errors import ConfigError, InputError
 from hamustro_cli.events import STDIN_KEYS, _parse_line, parse_lines
-from hamustro_cli.spool import DB_NAME, Spool
+from hamustro_cli.spool import DB_NAME
+from hamustro_cli.spool.full import Spool
 from hamustro_cli.tracker import ClientTracker
 
 settings.register_profile(

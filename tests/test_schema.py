@@ -19,9 +19,10 @@ from specschema import decode
 
 from hamustro_cli.events import NewEvent
 from hamustro_cli.migrations import MIGRATIONS
-from hamustro_cli.records import Counts
 from hamustro_cli.session import Session
-from hamustro_cli.spool import Spool, State
+from hamustro_cli.spool import State
+from hamustro_cli.spool.full import Spool
+from hamustro_cli.spool.records import Counts
 from hamustro_cli.spooldir import SCHEMA_VERSION
 from hamustro_cli.tracker import ClientTracker
 

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from conftest import SECRET, SETTINGS, invoke, run, start_collector, write_config
 
-from hamustro_cli.spool import Spool
+from hamustro_cli.spool.full import Spool
 from hamustro_cli.spooldir import DB_NAME, LOG_NAME
 
 VERBOSITY = [[], ["-v"], ["-vv"]]

@@ -18,7 +18,7 @@ from hamustro_cli.events import NewEvent
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.sending import Sender
 from hamustro_cli.session import Session
-from hamustro_cli.spool import Spool
+from hamustro_cli.spool.full import Spool
 from hamustro_cli.transport import Answer, Transport
 
 SESSION = Session("s-1", "d" * 64, "client", "1.0", "2.0")

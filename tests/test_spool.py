@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from hamustro_cli.events import NewEvent
-from hamustro_cli.records import Counts
 from hamustro_cli.session import Session
-from hamustro_cli.spool import Spool, State
+from hamustro_cli.spool import State
+from hamustro_cli.spool.full import Spool
+from hamustro_cli.spool.records import Counts
 
 SESSION = Session.from_settings("dev", "client", "1", "2")
 OTHER = Session.from_settings("dev", "client", "1", "3")
@@ -176,23 +177,23 @@ needs_codes = pytest.mark.skipif(
     ],
 )
 def test_spool_errors_are_told_apart_by_result_code(code, kind):
-    from hamustro_cli.problems import SpoolProblem
-    from hamustro_cli.spool import _spool_error
+    from hamustro_cli.spool.classify import spool_error
+    from hamustro_cli.spool.problems import SpoolProblem
 
     words = "database is locked" if kind != "LOCKED" else "disk is full"  # words that mislead
     exc = sqlite3.OperationalError(words)
     exc.sqlite_errorcode = code  # type: ignore[attr-defined]
-    assert _spool_error(exc, "/x/spool.sqlite3", "reading the spool").kind is SpoolProblem[kind]
+    assert spool_error(exc, "/x/spool.sqlite3", "reading the spool").kind is SpoolProblem[kind]
 
 
 @needs_codes
 def test_a_real_sqlite_error_carries_the_code_the_spool_decides_on(tmp_path):
-    from hamustro_cli.problems import SpoolProblem
-    from hamustro_cli.spool import _spool_error
+    from hamustro_cli.spool.classify import spool_error
+    from hamustro_cli.spool.problems import SpoolProblem
 
     path = tmp_path / "not-a-database"
     path.write_bytes(b"\xa5" * 4096)
     with pytest.raises(sqlite3.DatabaseError) as caught:
         sqlite3.connect(path).execute("PRAGMA user_version").fetchall()
     assert caught.value.sqlite_errorcode == sqlite3.SQLITE_NOTADB  # type: ignore[attr-defined]
-    assert _spool_error(caught.value, str(path), "opening the spool").kind is SpoolProblem.CORRUPT
+    assert spool_error(caught.value, str(path), "opening the spool").kind is SpoolProblem.CORRUPT

@@ -8,9 +8,9 @@ import ast
 from pathlib import Path
 
 from hamustro_cli.events import AT_MAX, NewEvent
-from hamustro_cli.records import Held, QueuedEvent
 from hamustro_cli.session import Session
-from hamustro_cli.spool import Spool
+from hamustro_cli.spool.full import Spool
+from hamustro_cli.spool.records import Held, QueuedEvent
 
 SESSION = Session.from_settings("dev", "client", "1", "2")
 PACKAGE = Path(__file__).resolve().parent.parent / "hamustro_cli"

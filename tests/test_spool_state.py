@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from hamustro_cli import triggers
-from hamustro_cli.spool import Spool
+from hamustro_cli.spool.full import Spool
 
 
 def test_a_halt_without_a_reason_still_halts(tmp_path):

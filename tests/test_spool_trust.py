@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke, run, run_unprivileged
 
-from hamustro_cli.spool import Spool
+from hamustro_cli.spool.full import Spool
 
 NOBODY = 65534
 DB = "spool.sqlite3"

@@ -11,7 +11,8 @@ import pytest
 from conftest import SETTINGS, invoke, run, start_collector, write_config
 
 from hamustro_cli.sending import BATCH_SPLIT_BUDGET, FLUSH_SPLIT_BUDGET
-from hamustro_cli.spool import MAX_NR, Spool
+from hamustro_cli.spool import MAX_NR
+from hamustro_cli.spool.full import Spool
 
 DB = "spool.sqlite3"
 

@@ -16,8 +16,8 @@ from specschema import ROOT, compile_messages, label, normalized, spec_messages
 
 from hamustro_cli import wire
 from hamustro_cli.payload_descriptor import SERIALIZED
-from hamustro_cli.records import QueuedEvent
 from hamustro_cli.session import Session
+from hamustro_cli.spool.records import QueuedEvent
 
 sys.path.insert(0, str(ROOT / "tools"))
 import gen_proto  # type: ignore[import-not-found]  # noqa: E402  (tools/ is put on the path above)

@@ -1,4 +1,5 @@
-"""`hamustro events`: the queue by hand (the library part is spool.py and queue.py)."""
+"""`hamustro events`: the queue by hand (the library part: spool/changes.py, spool/browsing.py,
+spool/queue.py)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def _filter(
     destination: str | None,
 ) -> Any:
     from hamustro_cli.events import SQLITE_INT_MAX, parse_time
-    from hamustro_cli.queue import EventFilter, Shown
+    from hamustro_cli.spool.queue import EventFilter, Shown
 
     def bound(text: str | None, where: str) -> int | None:
         """A time as a filter: beyond what SQLite stores no event is, so the bound is exact there."""
@@ -172,7 +173,7 @@ def events_show(obj: GlobalOptions, event_id: int, as_json: bool) -> None:
 def events_requeue(obj: GlobalOptions, ids: tuple[int, ...], **filters: Any) -> None:
     """Move rejected events (the IDs, or those the filters choose) back to pending, without
     sending. Pending events are left as they are."""
-    from hamustro_cli.queue import Change
+    from hamustro_cli.spool.queue import Change
 
     if filters["state"] not in (None, "rejected"):
         raise InputError(f"--state {filters['state']}: requeue moves rejected events only")
@@ -199,7 +200,7 @@ def events_drop(obj: GlobalOptions, ids: tuple[int, ...], yes: bool, **filters: 
       hamustro events drop 17 18
       hamustro events drop --state rejected --yes
     """
-    from hamustro_cli.queue import Change
+    from hamustro_cli.spool.queue import Change
 
     if not ids and not any(v is not None for v in filters.values()):
         raise InputError("name the events to drop: IDs or a filter (e.g. --state rejected)")

@@ -1,6 +1,6 @@
 """The queue by hand (`hamustro events`): which events a command works on and what it does to
-them. The SQL is in spool.py (`Spool.select`, `Spool.event`, `Spool.change`); this module is its
-vocabulary, kept apart so that `track` never defines these classes."""
+them. The SQL is in browsing.py and changes.py (`Spool.select`, `.event`, `.change`); this
+module is its vocabulary, kept apart so that `track` never defines these classes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the spool hands back to a flush, `status` and `doctor`: records of rows, sessions,
-attribute sets and counts. Apart from spool.py so that `track`, which needs none of them, does
-not build their classes at every start."""
+attribute sets and counts. Apart from spool/__init__.py so that `track`, which needs none of
+them, does not build their classes at every start."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ class QueuedEvent(NamedTuple):
 
 
 class ListedEvent(NamedTuple):
-    """An event as `events` and `status --events` read it (spool.Spool.select): what a flush
+    """An event as `events` and `status --events` read it (Spool.select, browsing.py): what a flush
     would send, and where it stands. Each field after `queued` is the `events` column of its
-    name, but for those spool._LISTED_FROM takes from a join."""
+    name, but for those browsing._LISTED_FROM takes from a join."""
 
     queued: QueuedEvent
     session: str
