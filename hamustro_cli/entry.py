@@ -148,6 +148,6 @@ def main() -> None:
 
         click_main()
         return
-    from hamustro_cli.invocation import guarded
+    from hamustro_cli.invocation import exit_now, guarded
 
-    sys.exit(guarded(lambda: run_fast(*call)))
+    exit_now(guarded(lambda: run_fast(*call)))

@@ -215,22 +215,46 @@ def test_both_ways_agree_on_generated_calls(fixed: Path, tail: list[str], lead: 
     agree(fixed, argv, '{"event": "from-stdin"}\n')
 
 
+def imported(*argv: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """`python -X importtime -m hamustro_cli ARGV`, and the modules it imported."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "hamustro_cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    names = {
+        line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")
+    }
+    return proc, names
+
+
 def test_track_in_a_plain_form_loads_no_click(fixed: Path) -> None:
     """The point of the fast way, seen from a real process: `python -m hamustro_cli track ...`
-    queues the event without importing Click; `--help` still goes to Click."""
-    code = (
-        "import sys, runpy\n"
-        "sys.argv = ['hamustro'] + sys.argv[1:]\n"
-        "try:\n    runpy.run_module('hamustro_cli', run_name='__main__')\n"
-        "except SystemExit as exc:\n    status = exc.code\n"
-        "print(status, 'click' in sys.modules)\n"
+    queues the event without importing Click, and exits 0; `--help` still goes to Click."""
+    proc, names = imported("track", "page_view", "--user-id", "5", "--param", "k=v", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["queued"] == 1
+    assert "hamustro_cli.trackrun" in names and "click" not in names
+    helped, names = imported("track", "--help")
+    assert helped.returncode == 0 and "Usage: hamustro track" in helped.stdout
+    assert "click" in names
+
+
+def test_the_fast_way_exits_with_the_error_code_and_message(fixed: Path) -> None:
+    """Real processes: an error's code and message, and 0 with the output written, from a
+    process that ends without the interpreter's teardown."""
+    bad, names = imported("track", "e", "--user-id", "abc")
+    assert bad.returncode == 2 and "click" not in names
+    assert [line for line in bad.stderr.splitlines() if not line.startswith("import time:")] == [
+        invoke("track", "e", "--user-id", "abc", expect=2).stderr.rstrip("\n")
+    ]
+    lines = "".join(f'{{"event": "e{i}"}}\n' for i in range(10))
+    proc = subprocess.run(
+        [sys.executable, "-m", "hamustro_cli", "track", "--stdin", "--json"],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
-    plain = ["track", "page_view", "--user-id", "5", "--param", "k=v", "--json"]
-    fast = subprocess.run([sys.executable, "-c", code, *plain], capture_output=True, text=True, timeout=60)
-    assert fast.stdout.splitlines()[-1] == "0 False", fast.stderr
-    assert json.loads(fast.stdout.splitlines()[0])["queued"] == 1
-    helped = subprocess.run(
-        [sys.executable, "-c", code, "track", "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert helped.stdout.splitlines()[-1] == "0 True", helped.stderr
-    assert "Usage: hamustro track" in helped.stdout
+    assert proc.returncode == 0 and json.loads(proc.stdout)["queued"] == 10, proc.stderr
