@@ -208,11 +208,34 @@ TOKENS = [
 ]  # fmt: skip
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.sampled_from(TOKENS), max_size=7), st.booleans())
-def test_both_ways_agree_on_generated_calls(fixed: Path, tail: list[str], lead: bool) -> None:
+ENVIRONMENTS = [
+    {},
+    {"HAMUSTRO_IP": "off"},
+    {"HAMUSTRO_IP": "198.51.100.4"},
+    {"HAMUSTRO_QUEUE_SIZE": "lots"},
+    {"HAMUSTRO_CONFIG": "nowhere.toml"},
+    {"HAMUSTRO_PRODUCT_VERSION": "\u00e9-2"},
+    {"HAMUSTRO_SEND_IPV6": "false"},
+    {"HAMUSTRO_SPOOL_DIR": "sp"},
+]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(TOKENS), max_size=7), st.booleans(), st.sampled_from(ENVIRONMENTS))
+def test_both_ways_agree_on_generated_calls(
+    fixed: Path, tail: list[str], lead: bool, environment: dict[str, str]
+) -> None:
     argv = ["track", *tail] if lead else tail
-    agree(fixed, argv, '{"event": "from-stdin"}\n')
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:
+        agree(fixed, argv, '{"event": "from-stdin"}\n')
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def imported(*argv: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
