@@ -114,13 +114,13 @@ def run_fast(glob: dict[str, Any], args: dict[str, Any]) -> int:
 
     from hamustro_cli.errors import HamustroError, exit_status
     from hamustro_cli.invocation import GlobalOptions
-    from hamustro_cli.streams import echo, silence
+    from hamustro_cli.streams import echo, show_error, silence
     from hamustro_cli.trackrun import run_track
 
     try:
         run_track(GlobalOptions(**glob), **args)
     except HamustroError as exc:
-        echo(f"Error: {exc}", err=True)
+        show_error(str(exc))
         return int(exit_status(exc))
     except (EOFError, KeyboardInterrupt):
         try:

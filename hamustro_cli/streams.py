@@ -16,7 +16,7 @@ def echo(text: str, err: bool = False) -> None:
     line, then a flush) without loading Click; anything else goes through click.echo itself,
     which strips ANSI codes when the stream is not a terminal and mends a misconfigured
     encoding, so both ways print the same bytes."""
-    if not (text.isascii() and "\x1b" not in text):
+    if not _plain(text):
         import click
 
         click.echo(text, err=err)
@@ -26,6 +26,25 @@ def echo(text: str, err: bool = False) -> None:
         return
     stream.write(text + "\n")
     stream.flush()
+
+
+def show_error(message: str) -> None:
+    """click.ClickException(message).show(): `Error: message` on standard error. Click's own
+    when standard error is closed (Click then finds a stream of its own) or the text is not
+    plain."""
+    text = f"Error: {message}"
+    if sys.stderr is None or not _plain(text):
+        import click
+
+        click.ClickException(message).show()
+        return
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def _plain(text: str) -> bool:
+    """Text click.echo writes as it is: printable ASCII (no ANSI codes to strip)."""
+    return text.isascii() and "\x1b" not in text
 
 
 def json_text() -> Callable[[Any], str]:

@@ -292,3 +292,27 @@ def test_the_fast_way_exits_with_the_error_code_and_message(fixed: Path) -> None
         timeout=60,
     )
     assert proc.returncode == 0 and json.loads(proc.stdout)["queued"] == 10, proc.stderr
+
+
+@pytest.mark.parametrize("closed", [1, 2])
+def test_both_ways_agree_with_a_standard_stream_closed(fixed: Path, closed: int) -> None:
+    """Real processes (a closed descriptor cannot be had in-process): the fast way
+    (`python -m hamustro_cli`) and Click's (`hamustro_cli.cli.main`), with stdout or stderr
+    closed, give the same exit code, the same output on the stream left and the same queue."""
+
+    def run(code: str, *argv: str) -> tuple[int, str, list[Any]]:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *argv],
+            stdout=subprocess.PIPE if closed == 2 else None,
+            stderr=subprocess.PIPE if closed == 1 else None,
+            text=True,
+            timeout=60,
+            preexec_fn=lambda: os.close(closed),
+        )
+        return proc.returncode, proc.stdout if closed == 2 else proc.stderr, queued(fixed)
+
+    fast = "import sys; sys.argv[0] = 'hamustro'; from hamustro_cli.entry import main; main()"
+    full = "import sys; sys.argv[0] = 'hamustro'; from hamustro_cli.cli import main; main()"
+    at = ["--at", "2026-11-28T12:00:00Z"]  # the clock is not fixed in these processes
+    for argv in (["track", "e", "--user-id", "x"], ["track", "e", "--json", *at], ["-v", "track", "e", *at]):
+        assert run(fast, *argv) == run(full, *argv), argv
