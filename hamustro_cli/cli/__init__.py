@@ -1,9 +1,10 @@
-"""The `hamustro` command: the root group, its global options and `main`.
+"""The `hamustro` command through Click: the root group, its global options and `main`. The
+console script (entry.main) comes here for every call but `track` in its plain forms.
 
-One module a command group: track (always loaded: it is the hot path), flush, status (and
-session), events, config, doctor, collector (each loaded when named: defining a command's
-options costs every `track`). What they share: options.py (the options object, the option
-helpers, error translation) and output.py (JSON and the broken-stdout handling)."""
+One module a command group: track (always loaded), flush, status (and session), events,
+config, doctor, collector (each loaded when named: defining a command's options costs every
+call). What they share: options.py (the option helpers, error translation; the options object
+is invocation.GlobalOptions) and output.py (JSON and the broken-stdout handling)."""
 
 from __future__ import annotations
 
