@@ -78,7 +78,10 @@ TOO_LARGE = "too large for the collector on its own (413)"
 
 _FAILURES = {
     Failure.TLS: Meaning(
-        Kind.TRY_LATER, "", "set ca_bundle to the CA that signed the collector's certificate"
+        Kind.TRY_LATER,
+        "",
+        "set ca_bundle to the CA that signed the collector's certificate (and client_cert, "
+        "client_key when it asks for a client certificate)",
     ),
     # The collector may have stored the batch before the time was up (it keeps storing when the
     # client has hung up): the next attempt is smaller.
@@ -125,11 +128,18 @@ def meaning(status: int, url: str = "the collector", location: str = "", text: s
             f"collector answered {status} redirect to {location or '?'}; redirects are not followed",
             "set collector_url to the final address",
         )
-    if status in (401, 407):
+    if status == 401:
         return Meaning(
             Kind.PERSON,
-            f"collector answered {status}: it asks for credentials this client never sends",
-            "point collector_url (or HTTPS_PROXY) at a collector that needs none, or ask its operator",
+            "collector answered 401: it asks for credentials this client never sends",
+            "point collector_url at a collector that needs none, or ask its operator",
+        )
+    if status == 407:
+        return Meaning(
+            Kind.PERSON,
+            "a proxy answered 407: it wants credentials, and none or wrong ones were given",
+            "put the proxy's user and password in its URL (HTTPS_PROXY or HTTP_PROXY="
+            "http://USER:PASSWORD@HOST:PORT), or exempt the collector with NO_PROXY",
         )
     if status == 403:
         return Meaning(

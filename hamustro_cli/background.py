@@ -13,7 +13,7 @@ import time
 
 from hamustro_cli.config import load_config
 from hamustro_cli.errors import HamustroError, exit_status
-from hamustro_cli.log import ERROR, INFO
+from hamustro_cli.log import ERROR, INFO, LABELS
 from hamustro_cli.tracker import ClientTracker
 
 
@@ -21,7 +21,7 @@ def log(level: int, message: str) -> None:
     if level <= INFO:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
-            sys.stderr.write(f"{stamp} [{os.getpid()}] {message}\n")
+            sys.stderr.write(f"{stamp} [{os.getpid()}] {LABELS.get(level, '')}{message}\n")
             sys.stderr.flush()
         except OSError:  # flush.log on a full disk: the flush goes on (it may free the disk)
             pass
@@ -42,7 +42,7 @@ def main() -> int:
         with ClientTracker(config=load_config(use_file=False).require(), log=log) as tracker:
             report = tracker.flush(if_due=True)
     except HamustroError as exc:
-        log(ERROR, f"error: {exc}")
+        log(ERROR, str(exc))
         return int(exit_status(exc))
     except Exception as exc:  # noqa: BLE001 - resource trouble as one line; the rest re-raised
         from hamustro_cli.limits import short_of
@@ -50,7 +50,7 @@ def main() -> int:
         why = short_of(exc)
         if why is None:
             raise
-        log(ERROR, f"error: {why}")
+        log(ERROR, why)
         return int(exit_status(exc))
     if report.skip is not None:
         log(INFO, f"flush skipped: {report.skipped}")

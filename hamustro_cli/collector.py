@@ -73,10 +73,23 @@ class CollectorServer(ThreadingHTTPServer):
         self.delay_per_event = delay_per_event
         self.write_lock = threading.Lock()
         self.busy = 0  # track requests being handled (a client that hung up leaves them running)
+        self.connections = 0  # connections accepted and not yet closed (wind_down waits for them)
         self.shutting_down = False
         self.accepted = 0  # events written
         self.requests: list[dict[str, Any]] = []  # (status, headers, body) of each track request, for tests
         self.keep_requests = False
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self.write_lock:  # counted before its thread starts: no gap wind_down could miss
+            self.connections += 1
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.write_lock:
+                self.connections -= 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that went away mid-request (killed, timed out) is not the collector's error."""
@@ -94,6 +107,29 @@ class CollectorServer(ThreadingHTTPServer):
     def stop(self) -> None:
         self.shutting_down = True
         self.shutdown()
+        self.server_close()
+
+    def wind_down(self, grace: float = 5.0) -> None:
+        """Close as the README says, once serve_forever has returned: the requests in flight and
+        those that arrived as it stopped (still in the listen backlog) are answered 503
+        "shutting down", each within `grace` seconds (plus --delay), then the socket closes."""
+        self.shutting_down = True
+        self.socket.settimeout(0)
+        while True:
+            try:
+                request, address = self.socket.accept()
+            except OSError:  # the backlog is empty
+                break
+            request.settimeout(grace)
+            try:
+                self.finish_request(request, address)
+            except OSError:  # the client went away
+                pass
+            finally:
+                self.shutdown_request(request)
+        deadline = time.monotonic() + grace + self.delay
+        while self.connections and time.monotonic() < deadline:  # an idle keep-alive one: grace
+            time.sleep(0.01)
         self.server_close()
 
 
@@ -116,6 +152,9 @@ class CollectorHandler(BaseHTTPRequestHandler):
         if body is None and error is not None and self.server.verbose:
             body = json.dumps({"error": error}).encode()
         self.send_response(status)
+        if self.server.shutting_down:  # no next request on this connection
+            self.close_connection = True
+            self.send_header("Connection", "close")
         if body:
             self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body or b"")))

@@ -39,6 +39,20 @@ SECRET_KEY = "shared_secret_key"
 FLUSH_MODES = ("background", "inline", "off")
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")  # an environment variable's booleans, any case
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def env_bool(text: str) -> bool | None:
+    """An environment variable's boolean (any case, spaces around ignored); None: not a word."""
+    lowered = text.strip().lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    return None
+
+
 def env_name(key: str) -> str:
     """The environment variable that sets `key` (shared_secret_key: HAMUSTRO_SHARED_SECRET_KEY)."""
     return ENV_PREFIX + key.upper()
@@ -54,10 +68,13 @@ def secret_state(value: Any) -> str:
     return "set" if value else "unset"
 
 
+MASK = "***"  # shown in place of a secret: the shared secret, a proxy's user and password
+
+
 def without_secret(text: str, values: Mapping[str, Any]) -> str:
     """`text` with the secret in `values` (a config's) masked, for messages that quote others'."""
     secret = values.get(SECRET_KEY)
-    return text.replace(str(secret), "***") if secret else text
+    return text.replace(str(secret), MASK) if secret else text
 
 
 class Key(NamedTuple):
@@ -135,10 +152,19 @@ KEYS: dict[str, Key] = {
         ),
         Key("tls_verify", "bool", True, doc="verify the collector's TLS certificate"),
         Key("ca_bundle", "path", doc="CA bundle file used to verify the collector", max_chars=MAX_PATH_CHARS),
+        Key(
+            "client_cert",
+            "path",
+            doc="PEM file of this client's TLS certificate (and its key, unless client_key is set)",
+            max_chars=MAX_PATH_CHARS,
+        ),
+        Key("client_key", "path", doc="PEM file of client_cert's private key", max_chars=MAX_PATH_CHARS),
         Key("disk_reserve", "bool", True, doc="keep 8 MiB in the spool directory for a flush on a full disk"),
     )
 }
 REQUIRED = tuple(k.name for k in KEYS.values() if k.required)
+CLIENT_CERT_KEYS = ("client_cert", "client_key")
+MAX_PEM_BYTES = 1024 * 1024  # a certificate chain or a key is a few KiB; past this it is not one
 SESSION_KEYS = ("device_id", "client_id", "system_version", "product_version")
 
 
@@ -224,14 +250,15 @@ class Config:
     def require(self, keys: tuple[str, ...] = REQUIRED) -> Config:
         missing = [k for k in keys if self.values.get(k) in (None, "")]
         if missing:
-            where = (
-                f"in {self.config_path}"
-                if self.config_found
-                else f"in a config file ({self.config_path} does not exist)"
-            )
             names = ", ".join(missing)
             envs = ", ".join(env_name(k) for k in missing)
-            raise ConfigError(f"missing required config key {names}: set it {where} or in {envs}")
+            how = (
+                f"set it in {self.config_path} ('hamustro config set {missing[0]} VALUE') or in {envs}"
+                if self.config_found
+                else f"set it in a config file ({self.config_path} does not exist: "
+                f"'hamustro config init' writes one) or in {envs}"
+            )
+            raise ConfigError(f"missing required config key {names}: {how}")
         return self
 
 
@@ -296,11 +323,8 @@ def _coerce(key: Key, raw: Any, source: str, from_env: bool, env: Mapping[str, s
             )
     elif kind == "bool":
         if from_env:
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                raw = True
-            elif lowered in ("0", "false", "no", "off"):
-                raw = False
+            word = env_bool(raw)
+            raw = raw if word is None else word
         if not isinstance(raw, bool):
             raise bad("true or false")
         value = raw
@@ -365,6 +389,32 @@ def _check_value(name: str, value: Any, source: str) -> None:
             )
     elif name in ("device_id", "client_id", "system_version", "product_version", SECRET_KEY) and not value:
         raise ConfigError(f"config key {name} {_where(source)}: must not be empty")
+
+
+def _check_pem_file(name: str, path: str, source: str) -> None:
+    """A certificate or key file: a readable regular file (or a link to one) of at most
+    MAX_PEM_BYTES. Only stat and access: its contents are read when a flush or doctor loads the
+    pair (transport.client_cert), never on track's path."""
+    problem = None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        problem = "does not exist"
+    except PermissionError:
+        problem = "cannot be reached (permission denied on a directory above it)"
+    except OSError as exc:
+        problem = f"cannot be read: {exc.strerror}"
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            from hamustro_cli.spooldir import file_kind
+
+            problem = f"is {file_kind(st.st_mode)}, not a regular file"
+        elif st.st_size > MAX_PEM_BYTES:
+            problem = f"is larger than {MAX_PEM_BYTES // 1024} KiB: not a PEM certificate or key"
+        elif not os.access(path, os.R_OK):
+            problem = "is not readable (permission denied)"
+    if problem:
+        raise ConfigError(f"config key {name} {_where(source)}: {path} {problem}")
 
 
 MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few KiB; anything past this is not one
@@ -454,8 +504,9 @@ def load_config(
     use_file: bool = True,
     given_as: str = "flag",
 ) -> Config:
-    """Resolve every key. `overrides` are values given directly: command-line flags, or with
-    `given_as="argument"` a Python caller's keyword arguments (errors name them so)."""
+    """Resolve every key. `overrides` (and `config_path`, `spool_dir`) are values given
+    directly: command-line flags, or with `given_as="ClientTracker"` (the function's name) a
+    Python caller's arguments; errors name them as the caller gave them."""
     env = os.environ if env is None else env
     overrides = dict(overrides or {})
     warnings: list[str] = []
@@ -477,7 +528,8 @@ def load_config(
                 file_values = cached
         except ConfigError as exc:
             if config_path is not None:
-                raise ConfigError(f"{exc} (given with --config)") from None
+                given = "--config" if given_as == "flag" else f"{given_as} argument path"
+                raise ConfigError(f"{exc} (given with {given})") from None
             if env.get(env_name("config")):
                 raise ConfigError(f"{exc} (set by environment variable {env_name('config')})") from None
             raise
@@ -487,8 +539,7 @@ def load_config(
                 raise ConfigError(f"unknown config key {name!r} in {path}")
         if file_values.get(SECRET_KEY) and file_stat.st_mode & (stat.S_IRGRP | stat.S_IROTH):
             warnings.append(
-                f"warning: {path} holds shared_secret_key and is readable by other users; "
-                f"run: chmod 600 {path}"
+                f"{path} holds shared_secret_key and is readable by other users; run: chmod 600 {path}"
             )
 
     if spool_dir is not None:
@@ -500,7 +551,7 @@ def load_config(
     for key in KEYS.values():
         variable = env_name(key.name)
         if key.name in overrides and overrides[key.name] is not None:
-            source = f"ClientTracker argument {key.name}" if given_as == "argument" else flag_name(key.name)
+            source = flag_name(key.name) if given_as == "flag" else f"{given_as} argument {key.name}"
             raw, from_env = overrides[key.name], False
             origins[key.name] = "flag"
             if key.kind == "path":
@@ -534,9 +585,17 @@ def load_config(
             f"config key ca_bundle ({_where(sources['ca_bundle'])[1:-1]}): "
             f"{values['ca_bundle']} is not a readable file"
         )
+    for name in CLIENT_CERT_KEYS:
+        if values[name] is not None:
+            _check_pem_file(name, values[name], sources[name])
+    if values["client_key"] is not None and values["client_cert"] is None:
+        raise ConfigError(
+            f"config key client_key {_where(sources['client_key'])} is set without client_cert: "
+            "set client_cert to the certificate of that key"
+        )
     if values["tls_verify"] is False:
         warnings.append(
-            f"warning: TLS certificate verification is off (tls_verify from {sources['tls_verify']}); "
+            f"TLS certificate verification is off (tls_verify from {sources['tls_verify']}); "
             "anyone on the path can read and change what is sent"
         )
     config = Config(

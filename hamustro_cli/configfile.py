@@ -56,6 +56,10 @@ NOTES: dict[str, str] = {
     "retry_delay": "With jitter, capped at 30 s, and at least what Retry-After asks.",
     "tls_verify": "Turning it off prints a warning on every command.",
     "ca_bundle": "A PEM file, used instead of the system's CA list (for a private CA).",
+    "client_cert": "For a collector (or a TLS terminator before it) that asks for a client "
+    "certificate. A pair that does not load is a config error (exit 2), not a failure to retry.",
+    "client_key": "Unencrypted (nobody types a passphrase for cron), readable by this user only "
+    "(doctor warns otherwise); only with client_cert.",
     "disk_reserve": "A file (space.reserve) allocated while the disk has room for it and as much "
     "again; a flush on a full disk frees it, so it can record what the collector answers and drain "
     "the spool. Off: a flush still sends only with 8 MiB free.",
@@ -72,20 +76,38 @@ EXAMPLES: dict[str, Any] = {
     "product_git_hash": "0123abc",
     "spool_dir": "~/.local/state/hamustro",
     "ca_bundle": "/etc/ssl/certs/my-ca.pem",
+    "client_cert": "/etc/hamustro/client.pem",
+    "client_key": "/etc/hamustro/client.key",
 }
+
+# What `config init` asks a person for each required key (then ", e.g. EXAMPLE" but for the secret).
+QUESTIONS = {
+    "collector_url": "Collector URL (http or https)",
+    SECRET_KEY: "Shared secret, as the collector has it (not shown as you type)",
+    "device_id": "Name of this machine (sent only as its sha256 hash)",
+    "client_id": "Name of what sends the events",
+    "system_version": "Operating system and its version",
+    "product_version": "Version of the product that sends the events",
+}
+# What a commented-out line of a key without a default shows, said above it (spool_dir's
+# NOTES say its default already).
+UNSET = {"spool_dir": ""}
+UNSET_EXAMPLE = "Unset by default; the line shows an example."
 
 HEADER = """\
 # hamustro configuration (TOML, top-level keys only).
 # Change a key with `hamustro config set KEY VALUE` (comments are kept) or in an editor; see
 # every value and where it came from with `hamustro config show`, check them with
-# `hamustro doctor`. Location: --config PATH, else $HAMUSTRO_CONFIG, else config.toml in
-# click.get_app_dir("hamustro") (~/.config/hamustro/config.toml on Linux).
+# `hamustro doctor`. Location: --config PATH, else $HAMUSTRO_CONFIG, else
+# $XDG_CONFIG_HOME/hamustro/config.toml (~/.config/hamustro/config.toml when it is unset).
 # Every key can also be set in the environment as HAMUSTRO_<KEY>, e.g.
 # HAMUSTRO_SHARED_SECRET_KEY. Precedence: flag, environment, this file, default.
+# Proxies are not set here: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY (lower case too)
+# in the environment, as for curl; credentials go in the proxy's URL and are never shown.
 # This file holds the shared secret: keep it private (mode 0600).
 """
 REQUIRED_RULE = "# --- required " + "-" * 80
-OPTIONAL_RULE = "# --- optional: a commented-out line shows the default " + "-" * 40
+OPTIONAL_RULE = "# --- optional: a commented-out line shows the default, or an example " + "-" * 40
 WIDTH = 94
 
 
@@ -143,6 +165,8 @@ def _comment(key: Key) -> list[str]:
     text = key.doc[:1].upper() + key.doc[1:] + "."
     if key.name in NOTES:
         text += " " + NOTES[key.name]
+    if not key.required and key.default is None and UNSET.get(key.name, UNSET_EXAMPLE):
+        text += " " + UNSET.get(key.name, UNSET_EXAMPLE)
     if key.minimum is not None and key.maximum is not None:
         low, high = (int(key.minimum), int(key.maximum)) if key.kind == "int" else (key.minimum, key.maximum)
         text += f" From {low:g} to {high:g}." if key.kind == "float" else f" From {low} to {high}."
@@ -480,10 +504,10 @@ def show_lines(description: Mapping[str, Any]) -> list[str]:
     rows = []
     for name, info in description["keys"].items():
         value = info["value"]
-        if name == SECRET_KEY:
-            shown = value
-        elif value is None:
-            shown = "unset (required)" if info["required"] else "unset"
+        if name in description["missing"]:  # the secret too: "unset" alone reads as optional
+            shown = "unset (required)"
+        elif name == SECRET_KEY or value is None:
+            shown = "unset" if value is None else value
         else:
             shown = toml_value(value)
         origin = {

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hamustro_cli.digests import hmac_sha256
+from hamustro_cli.log import count
 
 if TYPE_CHECKING:
     from hamustro_cli.spool.records import Held
@@ -57,7 +58,7 @@ def others_advice(counts: Mapping[str, int]) -> str:
     """What `status`, `doctor` and `flush` say about other destinations' events."""
     listed = ", ".join(f"{d} ({n})" for d, n in sorted(counts.items()))
     return (
-        f"{sum(counts.values())} event(s) queued for other destination(s): {listed}; a flush with this "
+        f"{count(sum(counts.values()), 'event')} queued for other destinations: {listed}; a flush with this "
         "config leaves them (they were tracked with another collector_url, client_id or "
         "shared_secret_key): flush with the config they were tracked under, or send them with this "
         "one ('hamustro events claim FINGERPRINT'), or drop them "

@@ -22,11 +22,12 @@ from typing import Any
 from hamustro_cli import answers
 from hamustro_cli.answers import Kind
 from hamustro_cli.config import KEYS, REQUIRED, SECRET_KEY, Config, load_config, secret_state
+from hamustro_cli.disabled import VARIABLE, disabled_note, tracking_disabled
 from hamustro_cli.errors import ConfigError, DependencyError, SpoolError
-from hamustro_cli.log import DEBUG, INFO, Log, no_log
+from hamustro_cli.log import DEBUG, INFO, Log, count, no_log
 from hamustro_cli.session import Session
 from hamustro_cli.spool.problems import SpoolProblem
-from hamustro_cli.spooldir import DB_NAME, FILES, room_problem
+from hamustro_cli.spooldir import DB_NAME, FILES, file_kind, room_problem
 
 HEALTH_PATH = "/api/health"
 
@@ -98,7 +99,7 @@ def check_config(
         f"{tally[k]} {'default' if k == 'default' else 'from ' + k}" for k in order if k in tally
     )
     shown = os.path.abspath(cfg.config_path)
-    where = shown if cfg.config_found else f"{shown} (not found; not needed)"
+    where = shown if cfg.config_found else f"{shown} (not found; not needed)"  # when all is set
     details = {
         "path": shown,
         "found": cfg.config_found,
@@ -111,16 +112,38 @@ def check_config(
         return Check(
             "config",
             False,
-            f"{where}: {exc}",
-            "set the missing key(s), then run 'hamustro doctor' again",
+            f"{shown}: {exc}" if cfg.config_found else str(exc),  # the error names the missing file
+            "set the missing keys, then run 'hamustro doctor' again",
             details,
         ), cfg
+    from hamustro_cli.transport import client_cert
+
+    try:
+        client_cert(cfg.values, cfg.sources)
+    except ConfigError as exc:
+        return Check("config", False, f"{where}: {exc}", "fix the value named above", details), cfg
     secret = "secret set" if cfg.values.get(SECRET_KEY) else "secret unset"
+    if cfg.values.get("client_cert"):
+        secret += "; client certificate loads"
     verdict = f"{where} ({summary}; {secret})"
     hint = None
-    if cfg.warnings:
-        hint = "; ".join(w[len("warning: ") :] if w.startswith("warning: ") else w for w in cfg.warnings)
+    warned = [*cfg.warnings, *_key_file_warnings(cfg)]
+    if warned:
+        hint = "; ".join(warned)
     return Check("config", True, verdict, hint, details), cfg
+
+
+def _key_file_warnings(cfg: Config) -> list[str]:
+    """The client's private key (client_key, else client_cert, which then holds it) readable
+    by other users: as ssh says of a private key, though sending still works."""
+    path = cfg.values.get("client_key") or cfg.values.get("client_cert")
+    try:
+        private = path is None or not os.stat(path).st_mode & (stat.S_IRGRP | stat.S_IROTH)
+    except OSError:  # gone since the config loaded: the pair did load, sending will say
+        private = True
+    if private:
+        return []
+    return [f"{path} holds the client's private key and is readable by other users; run: chmod 600 {path}"]
 
 
 # -- spool --------------------------------------------------------------------------------------
@@ -177,14 +200,17 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
     totals = {"pending": all_counts.pending, "sending": all_counts.sending, "rejected": all_counts.rejected}
     dir_mode = stat.S_IMODE(os.stat(directory).st_mode)
     loose = {}
+    odd = {}  # names taken by a link, a FIFO, a directory...: the spool never follows or opens them
     for name in FILES:
         path = os.path.join(directory, name)
         try:
-            mode = stat.S_IMODE(os.lstat(path).st_mode)
+            st = os.lstat(path)
         except FileNotFoundError:
             continue
-        if mode & 0o077:
-            loose[name] = f"{mode:04o}"
+        if not stat.S_ISREG(st.st_mode):
+            odd[name] = file_kind(st.st_mode)
+        elif stat.S_IMODE(st.st_mode) & 0o077:
+            loose[name] = f"{stat.S_IMODE(st.st_mode):04o}"
     unwritable = [
         name
         for name in FILES[:3]
@@ -196,6 +222,7 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
         schema_version=version,
         schema_expected=SCHEMA_VERSION,
         loose_files=loose,
+        not_regular_files=odd,
         sessions=len(counts),
         **totals,
     )
@@ -234,16 +261,9 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
             f"chmod 700 {directory}",
             details,
         )
-    if loose:
-        listed = ", ".join(f"{n} {m}" for n, m in loose.items())
-        paths = " ".join(os.path.join(directory, n) for n in loose)
-        return Check(
-            "spool",
-            False,
-            f"{directory}: files readable by other users ({listed})",
-            f"chmod 600 {paths}",
-            details,
-        )
+    files = _files_problem(directory, odd, loose)
+    if files is not None:
+        return Check("spool", False, *files, details)
 
     no_room = room_problem(directory)
     if no_room:
@@ -264,7 +284,7 @@ def check_spool(directory: str, destination: str | None = None) -> Check:
     notes = []
     if wrong:
         notes.append(
-            f"{len(wrong)} event counter(s) disagreed with the queued events and were recounted "
+            f"{count(len(wrong), 'event counter')} disagreed with the queued events and were recounted "
             "(nothing to do; please report it, with 'hamustro doctor --json')"
         )
     if sync.halted:
@@ -319,23 +339,38 @@ def _spool_hint(exc: SpoolError, directory: str) -> str:
 def check_health(cfg: Config, log: Log = no_log) -> Check:
     from hamustro_cli.transport import (
         REQUEST_FAILED,
+        client_cert,
         exchange,
         http_session,
+        proxy_for,
         request_problem,
         shown,
         verify_option,
     )
 
+    try:
+        cert = client_cert(cfg.values, cfg.sources)
+    except ConfigError:  # the config check says what is wrong with them
+        return _skipped("collector", "the client certificate does not load (see config)")
     url = cfg.values["collector_url"].rstrip("/") + HEALTH_PATH
-    details: dict[str, Any] = {"url": url, "status": None}
-    log(INFO, f"GET {url}")
+    proxy = proxy_for(url)  # without its credentials
+    details: dict[str, Any] = {"url": url, "status": None, "proxy": proxy}
+    via = f" through proxy {proxy}" if proxy else ""
+    log(INFO, f"GET {url}{via}")
     started = time.monotonic()
     try:
         with warnings.catch_warnings():
             # tls_verify = false is already reported (and warned about) by the config check.
             warnings.simplefilter("ignore")
             with http_session() as http:  # the whole exchange within timeout, as a flush's
-                resp = exchange(http, "GET", url, cfg.values["timeout"], verify=verify_option(cfg.values))
+                resp = exchange(
+                    http,
+                    "GET",
+                    url,
+                    cfg.values["timeout"],
+                    verify=verify_option(cfg.values),
+                    cert=cert,
+                )
     except REQUEST_FAILED as exc:
         problem = request_problem(exc, url, cfg.values["timeout"])
         return Check("collector", False, problem.detail, problem.meaning.fix, details)
@@ -348,7 +383,7 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
     except (ValueError, AttributeError):
         up = False
     if status == 200 and up:
-        return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms)", None, details)
+        return Check("collector", True, f"{url} is up ({details['elapsed_ms']:g} ms){via}", None, details)
     if status == 200:
         return Check(
             "collector",
@@ -363,7 +398,7 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
     return Check(
         "collector",
         False,
-        f"{url}: {said.what}",
+        f"{url}{via}: {said.what}",
         said.fix or "the collector is not healthy; try again later or ask its operator",
         details,
     )
@@ -380,7 +415,7 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = no
         body = wire.encode(session, [])
     except DependencyError as exc:
         return Check("credentials", False, f"cannot encode a Collection: {exc}")
-    transport = Transport.from_config(cfg.values, log, retries=0)
+    transport = Transport.from_config(cfg.values, log, retries=0, sources=cfg.sources)
     details: dict[str, Any] = {"url": transport.url, "session": session.id, "status": None}
     try:
         with warnings.catch_warnings():
@@ -427,6 +462,23 @@ def check_credentials(cfg: Config, session: Session | None = None, log: Log = no
     )
 
 
+def _files_problem(directory: str, odd: dict[str, str], loose: dict[str, str]) -> tuple[str, str] | None:
+    """(verdict, fix) for the spool's files: a name taken by something that is not a regular
+    file first (a link: its fix is never a chmod, which would follow it), then loose modes."""
+    if odd:
+        listed = ", ".join(f"{os.path.join(directory, n)} is {kind}" for n, kind in odd.items())
+        paths = " ".join(os.path.join(directory, n) for n in odd)
+        return (
+            f"{listed}, not a regular file: hamustro never follows or opens it",
+            f"move it away (mv {paths} ELSEWHERE; if it is not yours, find out who put it there)",
+        )
+    if loose:
+        listed = ", ".join(f"{n} {m}" for n, m in loose.items())
+        paths = " ".join(os.path.join(directory, n) for n in loose)
+        return f"{directory}: files readable by other users ({listed})", f"chmod 600 {paths}"
+    return None
+
+
 # -- all of them --------------------------------------------------------------------------------
 
 
@@ -439,6 +491,10 @@ def run_checks(
     """config, spool, collector, credentials, in that order; each one line, none sends an event."""
     log = log or no_log
     checks: list[Check] = []
+    if tracking_disabled(env):  # passes, with the note: the other checks still run
+        checks.append(
+            Check("tracking", True, disabled_note(env), hint=f"unset {VARIABLE} to track and send again")
+        )
     config_check, cfg = check_config(config_path, spool_dir, env)
     checks.append(config_check)
 
@@ -486,13 +542,14 @@ def render(checks: list[Check]) -> str:
 
 
 def to_json(checks: list[Check]) -> dict[str, Any]:
-    """{"ok": bool, "checks": [{"name", "ok", "state", "verdict", "hint", "details"}]}."""
+    """{"ok": bool, "checks": [{"name", "ok", "state", "verdict", "hint", "details"}]}; a
+    skipped check's "ok" is null: it was not checked, so it neither passed nor failed."""
     return {
         "ok": all(c.ok for c in checks),
         "checks": [
             {
                 "name": c.name,
-                "ok": c.ok,
+                "ok": None if c.skipped else c.ok,  # a third state: not checked
                 "verdict": f"skipped: {c.verdict}" if c.skipped else c.verdict,
                 "hint": c.hint,
                 "details": c.details,

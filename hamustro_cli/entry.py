@@ -108,19 +108,20 @@ def _value(arg: str, argv: Sequence[str], i: int, known: dict[str, str]) -> tupl
 
 
 def run_fast(glob: dict[str, Any], args: dict[str, Any]) -> int:
-    """`track` as Click would run it: an error of the library as `Error: ...` and its exit code,
+    """`track` as Click would run it: an error of the library as `hamustro: error: ...` and its exit code,
     Ctrl-C as `Aborted!` and 1, a standard stream that broke (EPIPE) as 1."""
     import errno
 
     from hamustro_cli.errors import HamustroError, exit_status
     from hamustro_cli.invocation import GlobalOptions
-    from hamustro_cli.streams import echo, show_error, silence
+    from hamustro_cli.log import ERROR, line
+    from hamustro_cli.streams import echo, silence
     from hamustro_cli.trackrun import run_track
 
     try:
         run_track(GlobalOptions(**glob), **args)
     except HamustroError as exc:
-        show_error(str(exc))
+        echo(line(ERROR, str(exc)), err=True)  # as cli.options.show_error prints it
         return int(exit_status(exc))
     except (EOFError, KeyboardInterrupt):
         try:

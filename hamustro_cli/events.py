@@ -135,12 +135,20 @@ def _check_string_keys(value: Any, where: str) -> None:
             todo.extend(item)
 
 
+def check_params_form(params: str | None, pairs: Iterable[str]) -> None:
+    """--params TEXT and --param KEY=VALUE say the same thing two ways: one of them at most."""
+    if params is not None and pairs:
+        raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
+
+
 def params_from_pairs(pairs: Iterable[str], where: str = "--param") -> str:
     obj: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InputError(f"{where} {shown(pair)}: expected KEY=VALUE with a non-empty KEY")
+        if key in obj:  # as a key given twice on stdin: which one was meant is not ours to guess
+            raise InputError(f"{where} {shown(pair)}: duplicate key {shown(key)} (give each KEY once)")
         obj[key] = value
     return check_params(_string_object(obj), where)  # type: ignore[return-value]
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from hamustro_cli.errors import ExitStatus
-from hamustro_cli.log import ERROR, WARNING
+from hamustro_cli.log import ERROR, WARNING, line
 from hamustro_cli.streams import echo
 
 if TYPE_CHECKING:
@@ -31,14 +31,14 @@ class GlobalOptions:
         """Errors always; warnings unless -q; INFO with -v, DEBUG with -vv (see log.py)."""
         if level > ERROR and (self.quiet or level > max(self.verbose, WARNING)):
             return
-        echo(f"hamustro: {message}", err=True)
+        echo(line(level, message), err=True)
 
     def config(self, required: tuple[str, ...] | None = None) -> Config:
         from hamustro_cli.config import REQUIRED, load_config
 
         cfg = load_config(self.config_path, self.spool_dir)
-        for warning in cfg.warnings:
-            self.log(WARNING, warning)
+        for warning in cfg.warnings:  # the setup's security (TLS off, a secret others can read):
+            echo(line(WARNING, warning), err=True)  # cron mails it, so -q does not hide it
         cfg.require(REQUIRED if required is None else required)
         return cfg
 
@@ -59,7 +59,7 @@ T = TypeVar("T")
 
 def guarded(command: Callable[[], T]) -> T:
     """Run a whole command. An exception that escapes it is either the host running short
-    (memory, descriptors, threads: one `Error:` line and exit 3, see limits.short_of) or a bug,
+    (memory, descriptors, threads: one `hamustro: error:` line and exit 3, see limits.short_of) or a bug,
     re-raised."""
     try:
         return command()
@@ -79,11 +79,11 @@ def guarded(command: Callable[[], T]) -> T:
 
 
 def _give_up(why: str) -> NoReturn:
-    """One `Error:` line and exit 3 (local trouble), without the interpreter's shutdown: out of
-    memory or threads, it can wait for ever on a worker that will not finish."""
+    """One `hamustro: error:` line and exit 3 (local trouble), without the interpreter's
+    shutdown: out of memory or threads, it can wait for ever on a worker that will not finish."""
     _flush_standard_streams()
     try:
-        os.write(2, f"Error: {why}\n".encode("utf-8", "replace"))
+        os.write(2, f"{line(ERROR, why)}\n".encode("utf-8", "replace"))
     except OSError:
         pass
     os._exit(ExitStatus.SPOOL)

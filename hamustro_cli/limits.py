@@ -68,7 +68,7 @@ def few_descriptors() -> str | None:
 
 
 def short_of(exc: BaseException) -> str | None:
-    """Why the command failed, in words for its one `Error:` line, when `exc` came from the host
+    """Why the command failed, in words for its one `hamustro: error:` line, when `exc` came from the host
     running short of something; None for anything else (a bug keeps its traceback)."""
     for link in _chain(exc):
         if isinstance(link, MemoryError):

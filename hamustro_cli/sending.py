@@ -17,7 +17,7 @@ from hamustro_cli.answers import TOO_LARGE, Kind, Meaning
 from hamustro_cli.config import Config
 from hamustro_cli.errors import DependencyError, SpoolError
 from hamustro_cli.events import AT_MAX, UINT32_MAX
-from hamustro_cli.log import ERROR, INFO, WARNING, Log, no_log
+from hamustro_cli.log import ERROR, INFO, Log, count, no_log
 from hamustro_cli.reports import FlushReport
 from hamustro_cli.session import COLLECTION_FIELDS, Session
 from hamustro_cli.spool.full import Spool
@@ -301,7 +301,7 @@ class Sender:
         local_ip = local_address(spool, values["collector_url"]) if values["ip"] == "auto" else None
         return cls(
             spool,
-            Transport.from_config(values, log),
+            Transport.from_config(values, log, sources=config.sources),
             report,
             max_batch_events=values["max_batch_events"],
             local_ip=local_ip,
@@ -371,7 +371,8 @@ class Sender:
                             self._smaller_left -= 1
                         self.log(
                             INFO,
-                            f"{smaller.answer.detail}; trying again with {sizer.size} event(s) a batch",
+                            f"{smaller.answer.detail}; "
+                            f"trying again with {count(sizer.size, 'event')} a batch",
                         )
                         batch, body = self._encoded(attrs, attr_id, spool.next_batch(attr_id, sizer.size))
                         continue
@@ -412,9 +413,8 @@ class Sender:
     ) -> None:
         self.spool.reject(attr_id, [e.id for e in rows], reason)
         self.report.rejected += len(rows)
-        self.log(
-            WARNING, f"warning: {len(rows)} event(s) of session {attrs.id} set aside as rejected: {reason}"
-        )
+        # one line per set: -v (flush.log too); the flush says the total once (cli.flush)
+        self.log(INFO, f"{count(len(rows), 'event')} of session {attrs.id} set aside as rejected: {reason}")
         self.spool.record_error(
             {"at": _now(), "status": status, "message": reason, "session": attrs.id}, self.destination
         )
@@ -446,7 +446,9 @@ class Sender:
             report.sent += len(batch)
             if self._short and not self._hold:
                 self.spool.reclaim()
-            self.log(INFO, f"sent {len(batch)} event(s) of session {attrs.id} (nr {first.nr}..{last.nr})")
+            self.log(
+                INFO, f"sent {count(len(batch), 'event')} of session {attrs.id} (nr {first.nr}..{last.nr})"
+            )
             if self.progress:
                 self.progress(len(batch))
             self.sizer.passed(len(batch), answer.elapsed)
@@ -507,7 +509,7 @@ class Sender:
         batch would be the same), and back off if that can still be written. The next flush
         sends only when there is room again (tracker.flush), so this batch goes at most twice."""
         detail = (
-            f"the collector took {len(batch)} event(s) of session {attrs.id} (nr {batch[0].nr}.."
+            f"the collector took {count(len(batch), 'event')} of session {attrs.id} (nr {batch[0].nr}.."
             f"{batch[-1].nr}), but the spool could not record it, so they will be sent once more: {exc}"
         )
         try:
@@ -540,4 +542,4 @@ class Sender:
             self.spool.record_failure(error, failures, backoff_until=until, destination=self.destination)
         self.report.error = answer.detail
         if log:
-            self.log(ERROR, f"error: {answer.detail}")
+            self.log(ERROR, answer.detail)

@@ -28,20 +28,6 @@ def echo(text: str, err: bool = False) -> None:
     stream.flush()
 
 
-def show_error(message: str) -> None:
-    """click.ClickException(message).show(): `Error: message` on standard error. Click's own
-    when standard error is closed (Click then finds a stream of its own) or the text is not
-    plain."""
-    text = f"Error: {message}"
-    if sys.stderr is None or not _plain(text):
-        import click
-
-        click.ClickException(message).show()
-        return
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()
-
-
 def _plain(text: str) -> bool:
     """Text click.echo writes as it is: printable ASCII (no ANSI codes to strip)."""
     return text.isascii() and "\x1b" not in text

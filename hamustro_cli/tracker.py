@@ -12,11 +12,12 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from hamustro_cli import destination, netaddr, spooldir, triggers
 from hamustro_cli.config import KEYS, REQUIRED, Config, load_config, without_secret
-from hamustro_cli.errors import ConfigError, HamustroError, InputError, SpoolError
+from hamustro_cli.disabled import tracking_disabled
+from hamustro_cli.errors import ConfigError, HamustroError, SpoolError
 from hamustro_cli.events import (
     NewEvent,
     check_at,
@@ -28,6 +29,7 @@ from hamustro_cli.events import (
     parse_lines,
 )
 from hamustro_cli.log import INFO, Log, to_logging
+from hamustro_cli.log import count as log_count
 from hamustro_cli.session import Session
 from hamustro_cli.spool import DB_NAME, SyncState, TrackSpool
 from hamustro_cli.spooldir import FlushLock, flush_running
@@ -35,6 +37,7 @@ from hamustro_cli.spooldir import FlushLock, flush_running
 if TYPE_CHECKING:
     from hamustro_cli.reports import FlushReport
     from hamustro_cli.spool.full import Spool
+    from hamustro_cli.spool.records import DestinationCounts, SessionCounts, SessionStatus, Status
 
 _S = TypeVar("_S", bound=TrackSpool)
 
@@ -54,6 +57,9 @@ class Outcome(str, Enum):
 
 
 class TrackResult(NamedTuple):
+    """What one track did. `count` 0 (track_lines given no event): nothing was queued, and
+    `nr`, `first_nr` and `at` are 0 (null in to_json)."""
+
     session: str
     nr: int
     at: int
@@ -65,13 +71,14 @@ class TrackResult(NamedTuple):
     def to_json(self) -> dict[str, Any]:
         """One shape for one event and for many (`track --stdin`): `nr` and `at` are the last
         event's, `first_nr`..`last_nr` the range given to all of them."""
+        some = self.count > 0
         return {
             "session": self.session,
             "queued": self.count,
-            "first_nr": self.first_nr,
-            "last_nr": self.nr,
-            "nr": self.nr,
-            "at": self.at,
+            "first_nr": self.first_nr if some else None,
+            "last_nr": self.nr if some else None,
+            "nr": self.nr if some else None,
+            "at": self.at if some else None,
             "flush": self.flush.value,
         }
 
@@ -173,7 +180,7 @@ class ClientTracker:
                     f"{', '.join(k + '=...' for k in missing)} to ClientTracker, or use "
                     "ClientTracker.from_config() to read the config file and HAMUSTRO_* variables"
                 )
-            config = load_config(env={}, overrides=given, use_file=False, given_as="argument").require()
+            config = load_config(env={}, overrides=given, use_file=False, given_as="ClientTracker").require()
         self.config = config
         self.log: Log = log or to_logging
         # One connection per tracker and process, opened on first use under `_lock`, which
@@ -200,7 +207,8 @@ class ClientTracker:
         log: Log | None = None,
     ) -> ClientTracker:
         """Settings resolved as the CLI does: arguments, HAMUSTRO_* environment, TOML file, defaults."""
-        return cls(config=load_config(path, spool_dir).require(), log=log)
+        config = load_config(path, spool_dir, given_as="ClientTracker.from_config")
+        return cls(config=config.require(), log=log)
 
     # -- pieces ---------------------------------------------------------------------------
 
@@ -356,8 +364,10 @@ class ClientTracker:
     ) -> TrackResult:
         """Queue JSON lines (see events.parse_lines) in one transaction: all or nothing."""
         events = parse_lines(lines, _clock_now(), self._event_ip(ip), source)
-        if not events:
-            raise InputError(f"no events on {'standard input' if source == 'stdin' else source}")
+        if not events:  # nothing to queue is not an error: a pipeline that produced nothing
+            self._log(INFO, f"no events on {'standard input' if source == 'stdin' else source}")
+            outcome, detail = self._flush_here(if_due=False) if flush is True else (Outcome.NOT_DUE, None)
+            return TrackResult(self.session.id, 0, 0, outcome, 0, 0, detail)
         return self._queue(events, flush)
 
     def _queue(self, events: list[NewEvent], flush: bool | None) -> TrackResult:
@@ -419,7 +429,7 @@ class ClientTracker:
         """Everything that follows the commit (log line, triggers, inline flush or spawning the
         background one), guarded: whatever goes wrong becomes a failed flush with a detail."""
         try:
-            self._log(INFO, f"queued {count} event(s) in session {session_id}, nr {first}..{last}")
+            self._log(INFO, f"queued {log_count(count, 'event')} in session {session_id}, nr {first}..{last}")
             if isinstance(seen, Exception):
                 raise seen
             return self._after_track(flush, self._due(*seen))
@@ -437,6 +447,9 @@ class ClientTracker:
 
     def _after_track(self, flush: bool | None, due: triggers.Due) -> tuple[Outcome, str | None]:
         mode = self.config.values["flush"]
+        if flush is True:  # asked for by name: a plain flush, here, before returning
+            self._log(INFO, "flush asked for")
+            return self._flush_here(if_due=False)
         if not due.fires:
             if due.why is triggers.Why.HALTED:
                 return Outcome.HALTED, due.reason
@@ -450,22 +463,29 @@ class ClientTracker:
             if flush_running(self.config.spool_dir):
                 return Outcome.RUNNING, None
             if mode == "inline":
-                from hamustro_cli.reports import Skip
-
-                report = self.flush(if_due=True)
-                if report.skip is not None:
-                    return (
-                        Outcome.RUNNING if report.skip is Skip.LOCKED else Outcome.NOT_DUE
-                    ), report.skipped
-                if report.ok:
-                    return Outcome.SENT, None
-                return Outcome.FAILED, report.error or "not everything was delivered"
+                return self._flush_here(if_due=True)
             from hamustro_cli.spawn import spawn_background_flush
 
             spawn_background_flush(self.config)
         except (HamustroError, OSError) as exc:
             return Outcome.FAILED, str(exc)
         return Outcome.STARTED, None
+
+    def _flush_here(self, if_due: bool) -> tuple[Outcome, str | None]:
+        """A flush in this process, after a track: what it did, as track's outcome. `if_due`
+        False (track --flush, flush=True): a plain flush, which waits for a running one's lock
+        and sends whatever the triggers say."""
+        from hamustro_cli.reports import Skip
+
+        try:
+            report = self.flush(if_due=if_due)
+        except (HamustroError, OSError) as exc:
+            return Outcome.FAILED, str(exc)
+        if report.skip is not None:
+            return (Outcome.RUNNING if report.skip is Skip.LOCKED else Outcome.NOT_DUE), report.skipped
+        if report.ok:
+            return Outcome.SENT, None
+        return Outcome.FAILED, report.error or "not everything was delivered"
 
     # -- triggers -------------------------------------------------------------------------
 
@@ -561,16 +581,18 @@ class ClientTracker:
             if retry_rejected and not dry_run:
                 # under the lock: a running flush must not see its batch's range gain events
                 moved = spool.retry_rejected(self.destination)
-                self._log(INFO, f"moved {moved} rejected event(s) back to the queue")
+                self._log(INFO, f"moved {log_count(moved, 'rejected event')} back to the queue")
             recovered = spool.release()  # a mark left by a flush that died
             if recovered:
-                self._log(INFO, f"{recovered} event(s) left by an interrupted flush are pending again")
+                self._log(
+                    INFO, f"{log_count(recovered, 'event')} left by an interrupted flush: pending again"
+                )
             if not dry_run:
                 report.claimed = spool.claim_unrecorded(self.destination)
                 if report.claimed:
                     self._log(
                         INFO,
-                        f"{report.claimed} event(s) queued before destinations were recorded are "
+                        f"{log_count(report.claimed, 'event')} queued before destinations were recorded are "
                         f"now this config's (destination {self.destination})",
                     )
             if if_due and not self._due(spool.sync_state(mine), spool.pending(mine)).fires:
@@ -604,18 +626,18 @@ class ClientTracker:
 
     # -- looking --------------------------------------------------------------------------
 
-    def status(self, events: bool = False, limit: int | None = None) -> dict[str, Any]:
+    def status(self, events: bool = False, limit: int | None = None) -> Status:
         with self._lock:
             return self._status(self._open(_every_job()), events, limit)
 
-    def _status(self, spool: Spool, events: bool, limit: int | None) -> dict[str, Any]:
+    def _status(self, spool: Spool, events: bool, limit: int | None) -> Status:
         counts = spool.counts()
         sessions = spool.session_rows()
         try:
             current = self.session.id
         except ConfigError:  # status works on a spool alone, without the session's settings
             current = None
-        out_sessions = []
+        out_sessions: list[SessionCounts] = []
         for row_id, c in sorted(counts.items(), key=lambda kv: _oldest_first(kv[1].oldest)):
             row = sessions[row_id]
             out_sessions.append(
@@ -641,7 +663,9 @@ class ClientTracker:
         # what can hold sending now, not what is stored: a backoff set under a clock that ran
         # ahead (or beyond every cap) is void, and is neither shown nor fails `status --check`
         _, backoff_until = triggers.trusted_times(sync, now)
-        result: dict[str, Any] = {
+        others, mine_held = self._destinations(spool)
+        result: Status = {
+            "disabled": tracking_disabled(),  # HAMUSTRO_DISABLED: track, exec and flush do nothing
             "spool_dir": str(self.config.spool_dir),
             "pending": totals.pending,
             "sending": totals.sending,
@@ -662,40 +686,36 @@ class ClientTracker:
             "flush_running": flush_running(self.config.spool_dir),
             "queue_size": self.config.values["queue_size"],
             "queue_retention": self.config.values["queue_retention"],
+            "destination": mine,
+            "destinations": mine_held,
+            "other_destinations": others,
         }
-        result.update(self._destinations(spool))
         if events:
             result["events"] = list(spool.iter_events(limit))
         return result
 
-    def _destinations(self, spool: Spool) -> dict[str, Any]:
-        """`status`'s view of destinations: this config's fingerprint (None when the settings
-        lack what names it), the events held per destination (None: from before destinations
-        were recorded), and {destination: events} a flush with this config leaves alone (None:
-        it cannot be told)."""
+    def _destinations(self, spool: Spool) -> tuple[dict[str, int] | None, list[DestinationCounts]]:
+        """`status`'s view of destinations: {destination: events} a flush with this config
+        leaves alone (None: it cannot be told), and the events held per destination (None:
+        from before destinations were recorded)."""
         mine = self._known_destination()
         found = spool.by_destination()
         held = sorted(found.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))
         others = destination.others(found, mine) if mine is not None else None
-        return {
-            "destination": mine,
-            "destinations": [
-                {
-                    "destination": d,
-                    "pending": h.live,
-                    "rejected": h.rejected,
-                    "current": mine is not None and d == mine,
-                }
-                for d, h in held
-            ],
-            "other_destinations": others,
-        }
+        return others, [
+            {
+                "destination": d,
+                "pending": h.live,
+                "rejected": h.rejected,
+                "current": mine is not None and d == mine,
+            }
+            for d, h in held
+        ]
 
-    def session_status(self) -> dict[str, Any]:
+    def session_status(self) -> SessionStatus:
         """The current session's attributes, its last nr and how many of its events wait to be
         sent. Reads the spool only if there is one: this never creates it."""
         attrs = self.session
-        data = attrs.to_dict()
         last_nr, pending = 0, 0
         if os.path.exists(os.path.join(self.config.spool_dir, DB_NAME)):
             with self._lock:
@@ -705,8 +725,8 @@ class ClientTracker:
                         last_nr = row.last_nr
                         found = spool.counts().get(row.id)
                         pending = found.live if found else 0
-        data.update(last_nr=last_nr, pending=pending)
-        return data
+        # the attributes under their protocol names, from their one home (Session.to_dict)
+        return cast("SessionStatus", {**attrs.to_dict(), "last_nr": last_nr, "pending": pending})
 
 
 def _every_job() -> type[Spool]:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from hamustro_cli.disabled import tracking_disabled
 from hamustro_cli.errors import InputError
 from hamustro_cli.log import WARNING
 
@@ -41,8 +42,10 @@ def run_track(
             )
     elif event is None:
         raise InputError("missing EVENT (or use --stdin)")
-    if params is not None and param_pairs:
-        raise InputError("use either --params TEXT or --param KEY=VALUE, not both")
+    events.check_params_form(params, param_pairs)
+    if tracking_disabled():  # before the config: nothing is read, checked or queued
+        _disabled(from_stdin, as_json)
+        return
     tracker = obj.tracker()
     if ip is not None:
         events.check_ip(ip, ipv6=tracker.config.values["send_ipv6"])
@@ -64,7 +67,23 @@ def run_track(
     except BaseException:
         tracker.close()
         raise
-    _after_queued(obj, tracker, result, as_json)
+    after_queued(obj, tracker, result, as_json)
+
+
+def _disabled(from_stdin: bool, as_json: bool) -> None:
+    """`track` under HAMUSTRO_DISABLED: standard input read to its end (a writer in a pipeline
+    must not die of SIGPIPE), and with --json what was queued: nothing."""
+    if from_stdin:
+        stream = getattr(sys.stdin, "buffer", sys.stdin)
+        try:
+            while stream is not None and stream.read(1 << 16):
+                pass
+        except (OSError, ValueError):  # closed or unreadable: there is nothing to drain
+            pass
+    if as_json:
+        from hamustro_cli.streams import emit_json
+
+        emit_json({"queued": 0, "disabled": True})
 
 
 def _stdin_lines() -> Iterator[str]:
@@ -97,7 +116,7 @@ def _stdin_lines() -> Iterator[str]:
                 pass
 
 
-def _after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult, as_json: bool) -> None:
+def after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResult, as_json: bool) -> None:
     """Everything `track` does once the events are committed: close the spool, warn, print.
     Nothing here can change the exit status, which is 0: a script that saw a failure would track
     again. Each step is guarded on its own, so a closed or broken stderr does not lose the JSON
@@ -113,13 +132,9 @@ def _after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResul
 
     guarded(tracker.close)
     if result.flush == Outcome.HALTED:
-        guarded(lambda: obj.log(WARNING, f"warning: event queued, but sending is {result.flush_detail}"))
+        guarded(lambda: obj.log(WARNING, f"event queued, but sending is {result.flush_detail}"))
     if result.flush == Outcome.FAILED:
-        guarded(
-            lambda: obj.log(
-                WARNING, f"warning: event queued, but the flush it triggered failed: {result.flush_detail}"
-            )
-        )
+        guarded(lambda: obj.log(WARNING, f"event queued, but the flush failed: {result.flush_detail}"))
     if as_json:
         try:
             from hamustro_cli.streams import emit_json
@@ -129,7 +144,7 @@ def _after_queued(obj: GlobalOptions, tracker: ClientTracker, result: TrackResul
                 sys.stdout.flush()  # here, not at exit, where a broken pipe would still cost status 120
         except Exception:  # noqa: BLE001 - the reader is gone (EPIPE) or stdout is unusable
             _silence(sys.stdout)
-            guarded(lambda: obj.log(WARNING, "warning: event queued, but its result could not be printed"))
+            guarded(lambda: obj.log(WARNING, "event queued, but its result could not be printed"))
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:

@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 with warnings.catch_warnings():
     # requests warns when no character-detection package imports (chardet, charset_normalizer:
@@ -31,9 +32,14 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", "Unable to find acceptable character detection", module="requests")
     import requests
 
-from hamustro_cli import answers, wire
+from hamustro_cli import __version__, answers, wire
 from hamustro_cli.answers import Failure, Kind, Meaning
+from hamustro_cli.config import MASK
+from hamustro_cli.errors import ConfigError
 from hamustro_cli.log import DEBUG, INFO, Log, no_log
+
+# Who calls, for the collector's logs (and requests' own part, as curl-like tools do).
+USER_AGENT = f"hamustro-cli/{__version__} {requests.utils.default_user_agent()}"
 
 MAX_WAIT = 30.0  # longest pause between two tries within one flush (seconds)
 MAX_RETRY_AFTER = 24 * 3600.0  # a longer Retry-After counts as this (seconds)
@@ -54,12 +60,16 @@ def request_problem(exc: Exception, url: str, timeout: float) -> RequestProblem:
         kind, what = Failure.TLS, f"TLS error talking to {url}: {_short(exc)}"
     elif isinstance(exc, (requests.exceptions.Timeout, DeadlinePassed)):
         kind, what = Failure.TIMEOUT, f"no answer from {url} within {timeout:g} s"
+    elif isinstance(exc, requests.exceptions.ProxyError):
+        proxy = proxy_for(url) or "the proxy"
+        kind, what = Failure.UNREACHABLE, f"cannot reach {url} through proxy {proxy}: {_short(exc)}"
     elif isinstance(exc, requests.exceptions.ConnectionError):
         kind, what = Failure.UNREACHABLE, f"cannot reach {url}: {_short(exc)}"
     elif isinstance(exc, requests.exceptions.RequestException):
         kind, what = Failure.REQUEST, f"request to {url} failed: {_short(exc)}"
     else:
         kind, what = Failure.BAD_URL, f"cannot send to {url}: {shown(str(exc))}"
+    what = without_proxy_credentials(what)
     return RequestProblem(kind, what, answers.failure(kind, what))
 
 
@@ -116,6 +126,7 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     """Text from outside (a collector's body, header or error) made safe to print on one line:
     control and format characters escaped (no terminal escapes, newlines, bidi overrides),
     capped at `limit` characters."""
+    text = without_proxy_credentials(text)
     out = []
     size = 0
     for ch in text:
@@ -351,9 +362,54 @@ class _GuardedAdapter(requests.adapters.HTTPAdapter):
         return self._guard(super().proxy_manager_for(*args, **kwargs))
 
 
+PROXY_VARIABLES = tuple(
+    name
+    for scheme in ("https", "http", "all", "no")
+    for name in (f"{scheme}_proxy", f"{scheme.upper()}_PROXY")
+)
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy requests uses for `url` (from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, lower case
+    too, unless NO_PROXY covers the host), without its credentials; None when it goes direct."""
+    try:
+        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    except Exception:  # noqa: BLE001 - a malformed URL or variable: sending says what is wrong
+        return None
+    return without_userinfo(proxy) if proxy else None
+
+
+def without_userinfo(url: str) -> str:
+    """A proxy URL with its user and password (if any) shown as MASK."""
+    scheme, sep, rest = url.rpartition("://")
+    host = rest.rpartition("@")
+    return f"{scheme}{sep}{MASK}@{host[2]}" if host[1] else url
+
+
+def without_proxy_credentials(text: str) -> str:
+    """`text` with the credentials of every proxy variable masked, raw and percent-decoded:
+    an error may quote a proxy URL, an answer may come from the proxy itself (a chatty 407
+    page quoting what it refused). The user alone counts too, not only the password."""
+    for name in PROXY_VARIABLES:
+        value = os.environ.get(name)
+        if not value or "@" not in value:
+            continue
+        userinfo = value.rpartition("://")[2].rpartition("@")[0]
+        if not userinfo:
+            continue
+        secrets = {userinfo, unquote(userinfo)}
+        for part in userinfo.split(":", 1):
+            secrets.update((part, unquote(part)))
+        for secret in sorted((x for x in secrets if len(x) >= 3), key=len, reverse=True):
+            text = text.replace(secret, MASK)
+    return text
+
+
 def http_session() -> requests.Session:
-    """A requests Session whose exchanges exchange() can bound as a whole."""
+    """A requests Session whose exchanges exchange() can bound as a whole, that says who calls
+    (USER_AGENT) and that takes proxies from the environment (requests' trust_env)."""
     http = requests.Session()
+    http.headers["User-Agent"] = USER_AGENT
     adapter = _GuardedAdapter()
     http.mount("http://", adapter)
     http.mount("https://", adapter)
@@ -369,6 +425,7 @@ def exchange(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
     verify: bool | str = True,
+    cert: str | tuple[str, str] | None = None,
 ) -> Reply:
     """One request and its whole answer within `timeout` seconds (http from http_session()).
 
@@ -387,6 +444,7 @@ def exchange(
                 timeout=timeout,
                 allow_redirects=False,
                 verify=verify,
+                cert=cert,
                 stream=True,
             )
         except requests.exceptions.RequestException:
@@ -426,6 +484,7 @@ class Transport:
         retries: int = 3,
         retry_delay: float = 0.5,
         log: Log | None = None,
+        cert: str | tuple[str, str] | None = None,
     ):
         self.url = collector_url.rstrip("/") + wire.TRACK_PATH
         self._secret = secret
@@ -436,6 +495,8 @@ class Transport:
         self.http = http_session()
         # Passed with each request: requests lets REQUESTS_CA_BUNDLE override a Session's verify.
         self.verify = verify
+        self.cert = cert  # requests' cert=: the client certificate (and key), checked by client_cert()
+        self.proxy = proxy_for(self.url)  # for the log only: requests finds it again per request
         if verify is False:
             # The CLI already warned once (config.load_config); urllib3 would repeat it per request.
             import urllib3
@@ -444,9 +505,15 @@ class Transport:
 
     @classmethod
     def from_config(
-        cls, values: Mapping[str, Any], log: Log | None = None, retries: int | None = None
+        cls,
+        values: Mapping[str, Any],
+        log: Log | None = None,
+        retries: int | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> Transport:
-        """A transport as the settings describe it (`retries` overrides the configured count)."""
+        """A transport as the settings describe it (`retries` overrides the configured count).
+        Raises ConfigError when client_cert and client_key do not load (`sources` names where
+        they came from)."""
         return cls(
             values["collector_url"],
             values["shared_secret_key"],
@@ -455,6 +522,7 @@ class Transport:
             values["retries"] if retries is None else retries,
             values["retry_delay"],
             log,
+            client_cert(values, sources),
         )
 
     def close(self) -> None:
@@ -462,11 +530,19 @@ class Transport:
 
     def post_once(self, body: bytes) -> Answer:
         headers = wire.headers(body, self._secret, int(time.time()))
-        self.log(DEBUG, f"POST {self.url} ({len(body)} bytes)")
+        via = f" through proxy {self.proxy}" if self.proxy else ""
+        self.log(DEBUG, f"POST {self.url}{via} ({len(body)} bytes)")
         started = time.monotonic()
         try:
             reply = exchange(
-                self.http, "POST", self.url, self.timeout, body=body, headers=headers, verify=self.verify
+                self.http,
+                "POST",
+                self.url,
+                self.timeout,
+                body=body,
+                headers=headers,
+                verify=self.verify,
+                cert=self.cert,
             )
         except REQUEST_FAILED as exc:
             problem = request_problem(exc, self.url, self.timeout)
@@ -509,6 +585,46 @@ class Transport:
 def verify_option(values: Mapping[str, Any]) -> bool | str:
     """requests' verify= from the config: the CA bundle when one is set, else tls_verify."""
     return str(values["ca_bundle"]) if values["ca_bundle"] else bool(values["tls_verify"])
+
+
+def client_cert(
+    values: Mapping[str, Any], sources: Mapping[str, str] | None = None
+) -> str | tuple[str, str] | None:
+    """requests' cert= from client_cert and client_key (config.py has checked that they are
+    readable regular files), after loading them as Python's ssl does for the connection: a
+    certificate that is not one, a key that is not its key or that is encrypted is a
+    ConfigError (exit 2), not a TLS failure that a flush would retry for ever. An encrypted key
+    is refused here, before OpenSSL could ask for its passphrase on the terminal."""
+    cert, key = values.get("client_cert"), values.get("client_key")
+    if not cert:
+        return None
+    import ssl
+
+    asked: list[bool] = []
+
+    def no_passphrase() -> bytes:
+        asked.append(True)
+        return b""
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key, password=no_passphrase)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        keys = ("client_cert", "client_key") if key else ("client_cert",)
+        names = " and ".join(keys)
+        where = ", ".join(f"{n} from {(sources or {}).get(n, 'the settings')}" for n in keys)
+        files = f"{cert} and {key}" if key else cert
+        if asked:
+            why = "the key is encrypted; hamustro needs it unencrypted (openssl pkey -in KEY -out NEW)"
+        else:
+            why = f"not a PEM certificate and its matching private key ({_ssl_reason(exc)})"
+        raise ConfigError(f"config keys {names} ({where}): {files}: {why}") from None
+    return (cert, key) if key else cert
+
+
+def _ssl_reason(exc: Exception) -> str:
+    """OpenSSL's reason (KEY_VALUES_MISMATCH, NO_START_LINE...) or the error's words."""
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else shown(getattr(exc, "strerror", None) or str(exc))
 
 
 def _short(exc: BaseException) -> str:

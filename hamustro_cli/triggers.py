@@ -46,21 +46,31 @@ def due(sync: SyncState, pending: int, queue_size: int, queue_retention: int, no
     last_sync, backoff_until = trusted_times(sync, now)
     retention_at = now if last_sync is None else last_sync + queue_retention * 60
     full = pending >= queue_size
+    # before any sync, the retention counts from the spool's creation: said so, since `status`
+    # prints "last sync: never" beside it
+    since = "the last sync" if sync.last_sync_time else "the spool was created (no sync yet)"
     if backoff_until is not None:  # later than now
+        next_at = backoff_until if full else max(backoff_until, retention_at)
+        then = (
+            ""
+            if next_at == backoff_until
+            else f"; then sending once queue_size ({queue_size}) is reached or "
+            f"{queue_retention} min after {since}"
+        )
         return Due(
-            False,
-            Why.BACKING_OFF,
-            f"backing off after failures until {_clock(backoff_until)}",
-            backoff_until if full else max(backoff_until, retention_at),
+            False, Why.BACKING_OFF, f"backing off after failures until {_clock(backoff_until)}{then}", next_at
         )
     if full:
         return Due(True, Why.QUEUE_SIZE, f"queue_size reached ({queue_size} or more pending)", now)
     if now >= retention_at:
-        return Due(True, Why.RETENTION, f"last sync older than queue_retention ({queue_retention} min)", now)
+        return Due(
+            True, Why.RETENTION, f"queue_retention ({queue_retention} min) has passed since {since}", now
+        )
     return Due(
         False,
         Why.WAITING,
-        f"below queue_size ({queue_size}) and last sync within queue_retention ({queue_retention} min)",
+        f"below queue_size ({queue_size}), and queue_retention ({queue_retention} min) "
+        f"has not passed since {since}",
         retention_at,
     )
 

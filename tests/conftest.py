@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 import termios
@@ -55,6 +56,10 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No test reads or writes the real home: config and spool live in tmp_path."""
     for name in list(os.environ):
         if name.startswith("HAMUSTRO_"):
+            monkeypatch.delenv(name)
+        elif name.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            # the collector is on 127.0.0.1: a proxy of the machine's must not carry the tests'
+            # requests (a test of proxies sets its own)
             monkeypatch.delenv(name)
     home = tmp_path / "home"
     home.mkdir()
@@ -294,6 +299,20 @@ def run_on_terminal(args: list[str], answers: Sequence[tuple[str, ...]] = ()) ->
         pass
     os.close(master)
     return proc.wait(timeout=60), shown.decode(errors="replace")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_from_copy(tmp_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """`python -m COMMAND SOURCE` (build, pip wheel) on a copy of the checkout without build
+    leftovers (setuptools adds whatever an old egg-info lists), into tmp_path."""
+    source = tmp_path / "source"
+    leftovers = shutil.ignore_patterns(
+        ".git", ".venv", "*.egg-info", "build", "dist", "__pycache__", ".*_cache"
+    )
+    shutil.copytree(ROOT, source, ignore=leftovers)
+    return subprocess.run([sys.executable, "-m", *command, str(source)], capture_output=True, text=True)
 
 
 def spawned_env() -> dict[str, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import SECRET, invoke
@@ -68,8 +70,9 @@ def test_api_errors_are_library_exceptions(collector, spool_dir):
         )
     with pytest.raises(TypeError, match="unknown setting"):
         make(collector, spool_dir, colour="blue")
-    with make(collector, spool_dir) as t, pytest.raises(InputError, match="user_id|--user-id"):
+    with make(collector, spool_dir) as t, pytest.raises(InputError, match="^user_id: ") as raised:
         t.track_event("x", user_id=-1)
+    assert "--user-id" not in str(raised.value)
 
 
 def synchronous(tracker: ClientTracker) -> int:
@@ -133,6 +136,38 @@ def test_at_takes_a_float_as_time_time_gives(collector, spool_dir):
     with make(collector, spool_dir) as t:
         assert t.track_event("x", at=1764331200.9).at == 1764331200
         assert t.track_event("x", at=1764331200).at == 1764331200
+
+
+def test_from_config_errors_name_its_arguments(tmp_path, monkeypatch):
+    """A Python caller passed `path` and `spool_dir`, not --config and --spool-dir."""
+    missing = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as raised:
+        ClientTracker.from_config(missing)
+    assert str(raised.value).endswith("(given with ClientTracker.from_config argument path)")
+    (tmp_path / "empty.toml").write_text("")
+    monkeypatch.setenv("HAMUSTRO_CONFIG", str(tmp_path / "empty.toml"))
+    with pytest.raises(ConfigError) as raised:
+        ClientTracker.from_config(spool_dir="")
+    assert "(from ClientTracker.from_config argument spool_dir)" in str(raised.value)
+    assert "--" not in str(raised.value)
+
+
+def test_the_package_gives_its_typed_names_when_used_and_loads_nothing_before():
+    code = (
+        "import sys, hamustro_cli\n"
+        "before = sorted(m for m in sys.modules if m.startswith('hamustro_cli.'))\n"
+        "found = {name: getattr(hamustro_cli, name).__module__ for name in hamustro_cli.__all__[:-1]}\n"
+        "print(before, hamustro_cli.__all__[-1], sorted(set(found.values())))"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert shown.stdout.split() == [
+        "[]",
+        "__version__",
+        "['hamustro_cli.errors',",
+        "'hamustro_cli.reports',",
+        "'hamustro_cli.spool.records',",
+        "'hamustro_cli.tracker']",
+    ], shown.stderr
 
 
 def test_constructor_errors_name_its_arguments(collector, spool_dir):

@@ -84,9 +84,9 @@ def assert_still_works(config_path: Path, collector_url: str, spool_dir: Path, s
 
 
 def one_error_line(text: str) -> str:
-    """The CLI's error: one 'Error: ...' line, no traceback."""
+    """The CLI's error: one 'hamustro: error: ...' line, no traceback."""
     assert "Traceback" not in text, text
-    lines = [ln for ln in text.splitlines() if ln.startswith("Error:")]
+    lines = [ln for ln in text.splitlines() if ln.startswith("hamustro: error:")]
     assert len(lines) == 1, text
     return lines[0]
 
@@ -652,7 +652,14 @@ CASES = [
         ["stdin line 4", "user_id"],
         id="stdin-blank-lines-counted",
     ),
-    C(nothing, ["track", "--stdin"], "", 2, ["no events", "standard input"], id="stdin-empty"),
+    C(
+        nothing,
+        ["track", "signup", "--param", "a=1", "--param", "a=2"],
+        "",
+        2,
+        ["--param", "a=2", "duplicate key 'a'"],
+        id="param-duplicate-key",
+    ),
 ]
 
 

@@ -84,7 +84,7 @@ def test_list_table(queue: Path) -> None:
 
 def test_bad_filter_is_a_usage_error(queue: Path) -> None:
     result = invoke("events", "list", "--since", "last week", expect=2)
-    assert "Error: --since: expected epoch seconds or an ISO 8601 time" in result.output
+    assert "hamustro: error: --since: expected epoch seconds or an ISO 8601 time" in result.output
 
 
 def test_marked_batch_lists_as_sending(queue: Path) -> None:
@@ -108,32 +108,32 @@ def test_show(queue: Path) -> None:
 
 def test_show_unknown_id(queue: Path) -> None:
     result = invoke("events", "show", "999", expect=2)
-    assert result.output.startswith("Error: no event with id 999 in the spool")
+    assert result.output.startswith("hamustro: error: no event with id 999 in the spool")
 
 
 def test_requeue_moves_rejected_only(queue: Path) -> None:
     first = listed("--state", "rejected")[0]["id"]
-    assert invoke("events", "requeue", str(first)).stdout == "requeued 1 rejected event(s)\n"
+    assert invoke("events", "requeue", str(first)).stdout == "requeued 1 rejected event\n"
     assert [r["event"] for r in listed("--state", "rejected")] == ["bad"]
     pending = [r["id"] for r in listed("--state", "pending")]
-    assert invoke("events", "requeue", *map(str, pending)).stdout == "requeued 0 rejected event(s)\n"
-    assert invoke("events", "requeue").stdout == "requeued 1 rejected event(s)\n"
+    assert invoke("events", "requeue", *map(str, pending)).stdout == "requeued 0 rejected events\n"
+    assert invoke("events", "requeue", "--state", "rejected").stdout == "requeued 1 rejected event\n"
     rows = listed()
     assert {r["state"] for r in rows} == {"pending"} and all(r["reason"] is None for r in rows)
     assert invoke("events", "requeue", "--state", "pending", expect=2).output.startswith(
-        "Error: --state pending"
+        "hamustro: error: --state pending"
     )
 
 
 def test_drop_needs_yes_without_a_terminal(queue: Path) -> None:
     before = listed()
     result = invoke("events", "drop", "--state", "rejected", input="y\n", expect=2)
-    assert "Error: drop deletes events for good: give --yes" in result.output
+    assert "hamustro: error: drop deletes events for good: give --yes" in result.output
     assert listed() == before
-    assert invoke("events", "drop", expect=2).output.startswith("Error: name the events to drop")
-    assert invoke("events", "drop", "--state", "rejected", "--yes").stdout == "dropped 2 event(s)\n"
+    assert invoke("events", "drop", expect=2).output.startswith("hamustro: error: name the events to drop")
+    assert invoke("events", "drop", "--state", "rejected", "--yes").stdout == "dropped 2 events\n"
     assert [r["event"] for r in listed()] == ["signup", "signin", "view"]
-    assert invoke("events", "drop", str(listed()[0]["id"]), "-y").stdout == "dropped 1 event(s)\n"
+    assert invoke("events", "drop", str(listed()[0]["id"]), "-y").stdout == "dropped 1 event\n"
     assert [r["event"] for r in listed()] == ["signin", "view"]
 
 
@@ -153,14 +153,16 @@ def test_drop_asks_on_a_terminal(queue: Path, answer: str, left: int) -> None:
     seen = b""
     while b"for good?" not in seen:
         seen += os.read(main, 1024)
-    assert b"Delete 2 event(s) for good?" in seen
+    assert b"Delete 2 events for good?" in seen
     os.write(main, answer.encode())
     assert proc.wait(timeout=60) == 0
     os.close(main)
     assert len(listed()) == left
 
 
-@pytest.mark.parametrize("command", [["requeue"], ["drop", "--state", "rejected", "--yes"]])
+@pytest.mark.parametrize(
+    "command", [["requeue", "--state", "rejected"], ["drop", "--state", "rejected", "--yes"]]
+)
 def test_refused_while_a_flush_runs(queue: Path, command: list[str]) -> None:
     before = listed()
     lock = FlushLock(queue)
@@ -169,7 +171,7 @@ def test_refused_while_a_flush_runs(queue: Path, command: list[str]) -> None:
         result = invoke("events", *command, expect=1)
     finally:
         lock.release()
-    assert result.output.startswith("Error: a flush is running in ")
+    assert result.output.startswith("hamustro: error: a flush is running in ")
     assert "nothing was changed" in result.output
     assert listed() == before
 
@@ -275,7 +277,7 @@ def test_drop_pending_after_a_killed_flush_takes_its_batch_too(queue: Path, tmp_
         if flush.poll() is None:
             flush.kill()
         silent.close()
-    assert invoke("events", "drop", "--state", "pending", "--yes").stdout == "dropped 3 event(s)\n"
+    assert invoke("events", "drop", "--state", "pending", "--yes").stdout == "dropped 3 events\n"
     assert [r["state"] for r in listed()] == ["rejected", "rejected"]
     collector = start_collector(tmp_path, "after")
     try:
@@ -289,7 +291,7 @@ def test_drop_pending_after_a_killed_flush_takes_its_batch_too(queue: Path, tmp_
 
 
 def test_the_count_asked_about_includes_a_dead_flushs_batch(queue: Path) -> None:
-    """`events drop` asks "Delete N event(s)?" from this count: it left out the batch a dead
+    """`events drop` asks "Delete N events?" from this count: it left out the batch a dead
     flush had marked, which the drop then deleted too (a mark no flush holds is a dead one)."""
     with Spool(queue) as spool:
         rows = listed("--state", "pending")

@@ -1,6 +1,6 @@
 """Numbers at the edges (issue 14, class 5): every number a command takes that reaches the spool
 (an event id, --limit, --since/--until) or the collector (--at, stdin `at`) is checked against
-what they can hold; past it, exit 2 with one `Error:` line naming the argument, never a
+what they can hold; past it, exit 2 with one `hamustro: error:` line naming the argument, never a
 traceback, and the spool as it was."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ HUGE = "9" * 30
 
 def error_line(output: str) -> str:
     assert "Traceback" not in output, output
-    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    errors = [line for line in output.splitlines() if line.startswith("hamustro: error:")]
     assert len(errors) == 1, output
     return errors[0]
 

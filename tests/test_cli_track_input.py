@@ -1,5 +1,5 @@
 """Issue 9, section 2: once an event is queued `track` exits 0, and every input path is refused
-with exit 2 and one `Error:` line (never a traceback), nothing queued.
+with exit 2 and one `hamustro: error:` line (never a traceback), nothing queued.
 
 Post-queue escapes are provoked for real: a reader that closed the pipe, a broken stderr, a log
 callback that raises, settings that only break after the commit. Input edges run through a
@@ -34,7 +34,7 @@ def queued(spool_dir: Path) -> list[str]:
 def one_error_line(text: str) -> str:
     assert "Traceback" not in text, text
     lines = text.splitlines()
-    errors = [ln for ln in lines if ln.startswith("Error:")]
+    errors = [ln for ln in lines if ln.startswith("hamustro: error:")]
     assert len(errors) == 1 and len(lines) == 1, text
     return errors[0]
 
@@ -137,7 +137,7 @@ def test_closed_stdout_and_stderr_still_exit_0(config: Path, spool_dir: Path) ->
 def test_settings_that_break_after_queuing_never_cost_a_retry(
     env: dict[str, str], config: Path, spool_dir: Path
 ) -> None:
-    """Either refused up front (exit 2, one Error: line, nothing queued: the hostile-edges branch
+    """Either refused up front (exit 2, one hamustro: error: line, nothing queued: the hostile-edges branch
     validates ranges at load) or queued and exit 0; never queued and then a failure."""
     proc = run("track", "once", env=env)
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -164,7 +164,7 @@ def test_library_track_survives_a_log_callback_that_raises(spool_dir: Path, coll
     assert queued(spool_dir) == ["logged"]
 
 
-# -- every input path: exit 2, one Error: line, nothing queued ------------------------------------
+# -- every input path: exit 2, one hamustro: error: line, nothing queued ------------------------------------
 
 
 def deep(n: int) -> str:

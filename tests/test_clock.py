@@ -168,7 +168,9 @@ def _queued(spool_dir) -> list[tuple[str, int]]:
 def _one_clock_error(result) -> str:
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error:") and "Traceback" not in result.stderr, lines
+    assert len(lines) == 1 and lines[0].startswith("hamustro: error:") and "Traceback" not in result.stderr, (
+        lines
+    )
     assert "before 1970" in lines[0]
     return lines[0]
 

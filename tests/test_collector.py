@@ -159,7 +159,44 @@ def test_cli_collector_process_serves_and_reports_port(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    assert "stopped after 2 event(s)" in proc.stderr.read()
+    assert "stopped after 2 events" in proc.stderr.read()
+
+
+def test_a_request_in_flight_when_the_collector_process_stops_is_answered_503(tmp_path):
+    """SIGTERM while a request waits (--delay 1: in a handler, or still in the listen backlog
+    if the signal came first): it is answered 503 "shutting down", never dropped."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hamustro_cli", "collector", "--port", "0", "--delay", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"HAMUSTRO_SHARED_SECRET_KEY": SECRET, "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.stderr is not None
+    try:
+        url = proc.stderr.readline().split("listening on ", 1)[1].strip()
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        data = body()
+        head = "".join(f"{k}: {v}\r\n" for k, v in sign(data).items())
+        request = (
+            f"POST /api/v1/track HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(data)}\r\n{head}\r\n"
+        ).encode() + data
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(request)
+            proc.send_signal(signal.SIGTERM)
+            answer = b""
+            while chunk := conn.recv(4096):
+                answer += chunk
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert answer.startswith(b"HTTP/1.1 503 "), (answer, proc.stderr.read())
+    assert "stopped after 0 events" in proc.stderr.read()
 
 
 def test_written_lines_are_json_with_every_field(collector):

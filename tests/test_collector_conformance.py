@@ -135,7 +135,7 @@ def test_cli_collector_brackets_ipv6_when_the_port_is_taken(tmp_path, host):
             env={"HAMUSTRO_SHARED_SECRET_KEY": SECRET, "PATH": "/usr/bin:/bin"},
         )
     assert result.returncode == 1, result
-    assert result.stderr.startswith(f"Error: cannot listen on [::1]:{port}: "), result.stderr
+    assert result.stderr.startswith(f"hamustro: error: cannot listen on [::1]:{port}: "), result.stderr
 
 
 # -- the table: request by request, what the real collector answers ----------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import HIDDEN, SECRET, SETTINGS, invoke, run, run_on_terminal, write_config
 
-from hamustro_cli.config import KEYS, REQUIRED, load_config
+from hamustro_cli.config import KEYS, REQUIRED, load_config, parse_config_bytes
 from hamustro_cli.configfile import example, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,7 +106,7 @@ def test_show_names_every_origin_and_copes_with_missing_required_keys(isolated, 
     assert rows["client_id"].split() == ['"from-env"', "environment", "variable", "HAMUSTRO_CLIENT_ID"]
     assert rows["spool_dir"].split() == [f'"{spool}"', "flag", "--spool-dir"]
     assert rows["device_id"].split() == ["unset", "(required)", "-"]
-    assert rows["shared_secret_key"].split() == ["unset", "-"]
+    assert rows["shared_secret_key"].split() == ["unset", "(required)", "-"]
     assert rows["queue_retention"].split() == ["1440", "default"]
 
 
@@ -148,7 +148,11 @@ def test_show_reports_errors_in_the_file(isolated, content, named):
     path.write_text(content)
     result = run("config", "show")
     assert result.returncode == 2
-    assert result.stderr.startswith("Error: ") and named in result.stderr and str(path) in result.stderr
+    assert (
+        result.stderr.startswith("hamustro: error: ")
+        and named in result.stderr
+        and str(path) in result.stderr
+    )
     assert result.stdout == ""
     no_secret(result.stderr)
 
@@ -196,7 +200,7 @@ def test_init_takes_values_from_the_environment(isolated):
 def test_init_without_a_terminal_refuses_what_it_cannot_ask(isolated):
     result = run("config", "init", "--collector-url", URL, input="")
     assert result.returncode == 2
-    assert result.stderr.startswith("Error: no terminal to ask for shared_secret_key, device_id")
+    assert result.stderr.startswith("hamustro: error: no terminal to ask for shared_secret_key, device_id")
     assert "--secret-stdin" in result.stderr and "--device-id" in result.stderr
     assert not (isolated / "config.toml").exists()
 
@@ -236,34 +240,63 @@ def test_a_config_from_init_and_set_delivers_events(isolated, collector):
     invoke("config", "set", "collector_url", collector.url)
     invoke("config", "set", "flush", "off")
     invoke("track", "configured")
-    assert "sent 1 event(s)" in invoke("flush").output
+    assert "sent 1 event" in invoke("flush").output
     assert [e["event"] for e in collector.received()] == ["configured"]
 
 
 def test_init_on_a_terminal_asks_and_hides_the_secret(isolated):
+    """Questions a person would write, each with an example; an empty answer to a required
+    value is asked again saying why; the secret is typed without echo, twice."""
+    empty = "client_id is required and has no default: type a value"
     answers = [
-        ("collector_url (base URL of the collector (http or https)): ", URL),
-        ("shared_secret_key (secret shared with the collector; signs requests): ", SECRET, HIDDEN),
+        ("Collector URL (http or https), e.g. http://127.0.0.1:8080: ", URL),
+        ("Shared secret, as the collector has it (not shown as you type): ", SECRET, HIDDEN),
         ("Repeat for confirmation: ", SECRET, HIDDEN),
-        ("device_id (raw device id; sent as its sha256 hex) [", ""),  # the host name, offered
-        ("client_id (client identifier): ", "client-on-tty"),
-        ("system_version (version of the operating system) [", "Plan 9"),
-        ("product_version (version of the product): ", "2.0"),
+        ("Name of this machine (sent only as its sha256 hash), e.g. my-laptop [", ""),  # the host name
+        ("Name of what sends the events, e.g. my-scripts: ", ""),
+        (empty, "client-on-tty"),
+        ("Operating system and its version, e.g. Debian 12 [", "Plan 9"),
+        ("Version of the product that sends the events, e.g. 1.0.0: ", "2.0"),
     ]
     code, shown = run_on_terminal(["config", "init"], answers)
     assert code == 0, shown
     assert "client-on-tty" in shown  # what is typed is echoed, so the check below means something
     assert SECRET not in shown
+    assert "(base URL" not in shown and "client_id (client identifier)" not in shown
     cfg = load_config(isolated / "config.toml", env={})
     assert cfg.values["shared_secret_key"] == SECRET and cfg.values["client_id"] == "client-on-tty"
     assert cfg.values["system_version"] == "Plan 9" and cfg.values["device_id"]
     assert mode(isolated / "config.toml") == 0o600
 
 
+def test_the_written_files_comments_are_true(isolated):
+    """A commented-out line shows a key's default, or says it is an example of a key unset by
+    default; the file names no Python function."""
+    invoke("config", "init", "--secret-stdin", *INIT_OPTIONS, input=SECRET + "\n")
+    text = (isolated / "config.toml").read_text()
+    assert "get_app_dir" not in text and "$XDG_CONFIG_HOME/hamustro/config.toml" in text
+    cfg = load_config(isolated / "config.toml", env={})
+    blocks = text.split("\n\n")
+    for key in KEYS.values():
+        (block,) = [b for b in blocks if f"\n# {key.name} = " in f"\n{b}" or f"\n{key.name} = " in f"\n{b}"]
+        commented = block.splitlines()[-1]
+        if not commented.startswith("# "):
+            continue
+        said = " ".join(line.removeprefix("# ") for line in block.splitlines()[:-1])
+        shown = parse_config_bytes("the line", commented[2:].encode())[key.name]
+        if key.default is not None:
+            assert shown == key.default, (key.name, commented)
+        elif key.name == "spool_dir":
+            assert "Default: $XDG_STATE_HOME/hamustro, else ~/.local/state/hamustro" in said
+        else:
+            assert "Unset by default; the line shows an example." in said, block
+            assert cfg.values[key.name] is None
+
+
 def test_set_on_a_terminal_asks_for_the_secret_without_echo(isolated):
     path = commented(isolated / "config.toml")
     answers = [
-        ("shared_secret_key (", "new-" + SECRET, HIDDEN),
+        ("Shared secret, as the collector has it (not shown as you type): ", "new-" + SECRET, HIDDEN),
         ("Repeat for confirmation: ", "new-" + SECRET, HIDDEN),
     ]
     code, shown = run_on_terminal(["config", "set", "shared_secret_key"], answers)
@@ -384,7 +417,7 @@ def test_set_refuses_bad_values_and_writes_nothing(isolated, key, value, named):
     path = commented(isolated / "config.toml")
     before, inode = path.read_bytes(), path.stat().st_ino
     result = invoke("config", "set", key, value, expect=2)
-    assert result.output.startswith("Error: ") and named in result.output
+    assert result.output.startswith("hamustro: error: ") and named in result.output
     assert path.read_bytes() == before and path.stat().st_ino == inode
     assert sorted(p.name for p in isolated.iterdir() if p.is_file()) == ["config.toml"]
 

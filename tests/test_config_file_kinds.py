@@ -1,7 +1,7 @@
 """Files outside the spool (issue 14, class 1): only a regular file, or a link to one, is ever
 read as the config or replaced by `config set`/`config init`. Anything else (a device, a FIFO,
 a socket, a directory, a dangling link, a link loop, a file past the size cap) is exit 2 with
-one `Error:` line naming it, nothing on disk changes, and nothing blocks or reads without end.
+one `hamustro: error:` line naming it, nothing on disk changes, and nothing blocks or reads without end.
 
 Real files of each kind, real processes (a process that would block or fill its memory is the
 point: each runs with a timeout and an address-space limit), and two `config set` racing as
@@ -53,7 +53,7 @@ def one_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
     lines = [line for line in result.stderr.splitlines() if not line.startswith("hamustro: warning")]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("hamustro: error: "), result.stderr
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]

@@ -29,7 +29,7 @@ def _refused(result, *words: str) -> str:
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("hamustro: error:"), result.stderr
     for word in words:
         assert word in lines[0], (word, lines[0])
     assert SECRET not in result.stdout + result.stderr

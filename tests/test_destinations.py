@@ -94,7 +94,7 @@ def test_each_collector_receives_exactly_its_events_signed_with_its_own_secret(t
     assert b.collector.requests == []
 
     text = b("flush").output
-    assert "sent 6 event(s)" in text and "other destination" not in text
+    assert "sent 6 events" in text and "other destination" not in text
     assert sorted(e for _, e in sent_events(b.collector)) == sorted(
         ["b-1", "b-3", "b-5", "b-many-0", "b-many-1", "b-many-2"]
     )
@@ -117,8 +117,8 @@ def test_a_flush_that_leaves_other_destinations_events_says_so_and_exits_0(two):
     for n in range(4):
         b("track", f"b-{n}")
     result = a("flush")
-    assert "sent 0 event(s)" in result.output
-    assert "4 left for other destination(s)" in result.output
+    assert "sent 0 events" in result.output
+    assert "4 left for other destinations" in result.output
     verbose = a("-v", "flush").output
     assert b.fingerprint in verbose and "hamustro events claim" in verbose
     assert a.collector.requests == [] and b.collector.requests == []
@@ -265,7 +265,7 @@ def test_claim_sends_another_destinations_events_here_and_only_when_asked(two):
     own = a("events", "claim", a.fingerprint, expect=2)
     assert "this config's destination already" in own.output
     assert json.loads(a("status", "--json").stdout)["other_destinations"] == {b.fingerprint: 2}
-    assert "claimed 2 event(s)" in a("events", "claim", b.fingerprint).output
+    assert "claimed 2 events" in a("events", "claim", b.fingerprint).output
     a("flush")
     assert sorted(e for _, e in sent_events(a.collector)) == ["a-0", "b-0", "b-1"]
     assert all(signed_with(r, a.secret) for r in a.collector.requests)
@@ -299,7 +299,7 @@ def test_a_version_2_spool_is_upgraded_and_its_events_go_to_the_first_flush(two,
         assert spool.by_destination() == {None: (7, 2)}
     st = json.loads(b("status", "--json").stdout)
     assert st["other_destinations"] == {}  # not another destination's: unclaimed
-    assert "unclaimed:  9 event(s) queued before destinations were recorded" in b("status").output
+    assert "unclaimed:  9 events queued before destinations were recorded" in b("status").output
     assert json.loads(b("track", "b-new", "--json").stdout)["queued"] == 1
     out = json.loads(a("flush", "--json").stdout)  # the first flush claims them, as it always sent them
     assert (out["sent"], out["claimed"], out["left_for_other_destinations"]) == (7, 7, 1)

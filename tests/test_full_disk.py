@@ -286,7 +286,7 @@ def test_disk_filled_during_a_flush_without_reserve_sends_the_batch_at_most_twic
     use_collector(isolated, server.url, max_batch_events=500, disk_reserve=False)
     track_many(2000)
     message = one_error_line(invoke("flush", expect=3).output)
-    assert "the collector took 500 event(s)" in message and "sent once more" in message
+    assert "the collector took 500 events" in message and "sent once more" in message
     names_room(message, where)
     assert copies(out.received()) == Counter(range(1, 501))  # it stopped at the first batch
     for _ in range(2):  # cron goes on: nothing is sent while the disk is full
@@ -295,7 +295,7 @@ def test_disk_filled_during_a_flush_without_reserve_sends_the_batch_at_most_twic
     # status shows it: the failure recorded with a backoff (written over the WAL's own room),
     # and, read live, that the disk has no room for a flush
     status = json.loads(invoke("status", "--json").output)
-    assert "the collector took 500 event(s)" in status["last_error"]["message"]
+    assert "the collector took 500 events" in status["last_error"]["message"]
     assert status["last_error"]["status"] == 200 and status["backoff_until"] is not None
     assert f"mounted at {where}" in status["no_room"]
     assert "disk:       FULL" in invoke("status").output

@@ -1,5 +1,5 @@
 """Few file descriptors, little memory (issue 14, class 5): under `ulimit -n` and `ulimit -v`
-every command ends with the contract's exit code and at most one `Error:` line that says what
+every command ends with the contract's exit code and at most one `hamustro: error:` line that says what
 ran short, never a traceback, never a hang; a memory error is not called a broken protobuf
 install; `track` exits 0 exactly when its event was queued.
 
@@ -75,8 +75,8 @@ def check_every_command(spool_dir: Path, which: int, value: int) -> list[str]:
             wrong.append(f"{command}: hung")
             continue
         said = f"{command} under {value}: exit {proc.returncode}, stderr {proc.stderr[-600:]!r}"
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
-        others = [line for line in proc.stderr.splitlines() if not line.startswith(("Error:", "hamustro:"))]
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("hamustro: error:")]
+        others = [line for line in proc.stderr.splitlines() if not line.startswith(("hamustro:",))]
         if "Traceback" in proc.stderr or others:
             wrong.append(f"traceback or stray output: {said}")
         elif proc.returncode not in CONTRACT or len(errors) > 1:

@@ -19,7 +19,7 @@ IPV6 = ["2001:db8::1", "::1", "fe80::1", "2001:0db8:0000:0000:0000:ff00:0042:832
 
 def error_line(output: str) -> str:
     assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if line.startswith("Error:")]
+    lines = [line for line in output.splitlines() if line.startswith("hamustro: error:")]
     assert len(lines) == 1, output
     return lines[0]
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import build_from_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 # Needed whatever else is tracked: the tests, their helpers and the files they read.
@@ -25,6 +24,9 @@ ESSENTIAL = {
     "tests/conftest.py",
     "tests/specschema.py",
     "tools/gen_proto.py",
+    "tools/gen_man.py",
+    "man/man1/hamustro.1",
+    "man/man1/hamustro-track.1",
     "tools/demo.sh",
     "contrib/hamustro-flush.service",
 }
@@ -43,18 +45,8 @@ def tracked() -> set[str] | None:
 def test_sdist_holds_what_the_tests_and_readme_need(tmp_path: Path):
     pytest.importorskip("build", reason="build is not installed (the `dev` extra); CI runs this")
     pytest.importorskip("setuptools", minversion="77", reason="needs setuptools 77+ (the `dev` extra)")
-    # From a copy without build leftovers: setuptools adds whatever an old egg-info lists.
-    source = tmp_path / "source"
-    leftovers = shutil.ignore_patterns(
-        ".git", ".venv", "*.egg-info", "build", "dist", "__pycache__", ".*_cache"
-    )
-    shutil.copytree(ROOT, source, ignore=leftovers)
-    result = subprocess.run(
-        # without isolation: the dev extra brings setuptools, no index is needed
-        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path), str(source)],
-        capture_output=True,
-        text=True,
-    )
+    # without isolation: the dev extra brings setuptools, no index is needed
+    result = build_from_copy(tmp_path, "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (sdist,) = tmp_path.glob("hamustro_cli-*.tar.gz")
     with tarfile.open(sdist) as tar:

@@ -1,5 +1,5 @@
 """Property-based tests (issue 9, "Done when"): generated JSON lines, argv values, settings and
-collector answers. Each input either queues/delivers or is refused cleanly (exit 2, one `Error:`
+collector answers. Each input either queues/delivers or is refused cleanly (exit 2, one `hamustro: error:`
 line, nothing queued); never a traceback, never an exit status that changes after queuing; a 200
 deletes exactly the batch, anything else leaves it queued.
 
@@ -52,7 +52,7 @@ def queued_count(spool_dir: Path) -> int:
 
 def clean_refusal(output: str) -> None:
     assert "Traceback" not in output, output
-    errors = [ln for ln in output.splitlines() if ln.startswith("Error:")]
+    errors = [ln for ln in output.splitlines() if ln.startswith("hamustro: error:")]
     assert len(errors) == 1, output
     assert len(errors[0]) < 400, errors[0]
 
@@ -157,7 +157,7 @@ def check_track(code: int, output: str, before: int, after: int) -> None:
         assert after == before + 1, output
     else:
         assert code == 2, (code, output)
-        if "Usage:" not in output:  # click's own usage errors print usage plus one Error: line
+        if "Usage:" not in output:  # click's own usage errors print usage plus one hamustro: error: line
             clean_refusal(output)
         assert after == before
 

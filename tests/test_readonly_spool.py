@@ -45,7 +45,7 @@ def files(directory: Path) -> dict[str, str]:
 
 def error_line(output: str, *words: str) -> str:
     assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if line.startswith("Error:")]
+    lines = [line for line in output.splitlines() if line.startswith("hamustro: error:")]
     assert len(lines) == 1, output
     for word in words:
         assert word in lines[0], lines[0]
@@ -89,7 +89,7 @@ def test_reading_commands_work_on_a_read_only_mount(read_only_spool: Path) -> No
         ["track", "--stdin"],
         ["flush"],
         ["flush", "--if-due"],
-        ["events", "requeue"],
+        ["events", "requeue", "--state", "rejected"],
         ["events", "drop", "--state", "pending", "--yes"],
     ],
     ids=["track", "track-stdin", "flush", "flush-if-due", "requeue", "drop"],

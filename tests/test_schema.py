@@ -22,6 +22,7 @@ from hamustro_cli.migrations import MIGRATIONS
 from hamustro_cli.session import Session
 from hamustro_cli.spool import State
 from hamustro_cli.spool.full import Spool
+from hamustro_cli.spool.queue import Change, EventFilter
 from hamustro_cli.spool.records import Counts
 from hamustro_cli.spooldir import SCHEMA_VERSION
 from hamustro_cli.tracker import ClientTracker
@@ -123,6 +124,23 @@ def make_v1_spool(directory: Path) -> Path:
     db.close()
     os.chmod(path, 0o600)
     return path
+
+
+def test_ids_are_never_reused_in_an_old_spool_once_it_deletes(tmp_path):
+    """From an old spool (events ids 1..9, no id floor): the newest events dropped, then an
+    event queued, then everything delivered and one more queued: no id is handed out twice."""
+    spool_dir = tmp_path / "spool"
+    make_v1_spool(spool_dir)
+    with Spool(spool_dir) as spool:
+        assert spool.change(Change.DROP, EventFilter(ids=(8, 9))) == 2
+        queue(spool, 1)
+        ids = [r[0] for r in spool.db.execute("SELECT id FROM events ORDER BY id")]
+        assert ids == [1, 2, 3, 4, 5, 6, 7, 10]
+        spool.release()  # the batch the v1 spool left marked: pending again
+        assert spool.change(Change.DROP, EventFilter(ids=tuple(ids))) == 8
+        queue(spool, 2)
+        assert [r[0] for r in spool.db.execute("SELECT id FROM events ORDER BY id")] == [11, 12]
+        consistent(spool)
 
 
 def test_a_version_1_spool_is_upgraded_with_its_events_in_every_state(tmp_path, collector):

@@ -29,7 +29,7 @@ def test_no_progress_bar_when_not_a_terminal(config, collector):
     )
     assert result.returncode == 0
     assert "%" not in result.stderr and "sending" not in result.stderr
-    assert result.stdout.startswith("sent 6000 event(s)")
+    assert result.stdout.startswith("sent 6000 events")
 
 
 def test_shell_completion_scripts_are_generated(tmp_path):

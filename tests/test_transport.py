@@ -1,10 +1,17 @@
-"""The transport's retries, with a fake sleep against a real HTTP server on 127.0.0.1."""
+"""The transport's retries, with a fake sleep against a real HTTP server on 127.0.0.1, and
+who it says calls (User-Agent), read by real servers."""
 
 from __future__ import annotations
 
-import pytest
-from conftest import SECRET, ScriptedServer
+import json
+from http.server import BaseHTTPRequestHandler
+from importlib.metadata import version
+from pathlib import Path
 
+import pytest
+from conftest import SECRET, SETTINGS, RunningCollector, ScriptedServer, invoke, serve, write_config
+
+from hamustro_cli import __version__
 from hamustro_cli.transport import MAX_WAIT, Transport
 
 # -- the transport's retries ----------------------------------------------------------------
@@ -72,3 +79,47 @@ def test_no_answer_at_all_is_transient_and_retried(scripted):
     answer = transport(url, retries=1).send(b"x", sleep=waits.append)
     assert answer.status is None and answer.transient and answer.attempts == 2 and len(waits) == 1
     assert "cannot reach" in answer.detail
+
+
+# -- who calls ------------------------------------------------------------------------------------
+
+OUR_AGENT = f"hamustro-cli/{__version__} python-requests/{version('requests')}"
+
+
+def test_a_flush_says_who_calls(config, collector: RunningCollector):
+    invoke("track", "a")
+    invoke("flush")
+    assert [r["headers"].get("User-Agent") for r in collector.requests] == [OUR_AGENT]
+
+
+def test_doctor_says_who_calls_in_both_its_requests(isolated: Path):
+    seen: list[tuple[str, str | None]] = []
+
+    class Recorder(BaseHTTPRequestHandler):
+        """/api/health is up; a POST is answered 204 (right secret, right session)."""
+
+        def do_GET(self) -> None:
+            seen.append(("GET " + self.path, self.headers.get("User-Agent")))
+            body = json.dumps({"up": True}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(("POST " + self.path, self.headers.get("User-Agent")))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    server, url = serve(Recorder)
+    try:
+        write_config(isolated / "config.toml", collector_url=url, **SETTINGS)
+        invoke("doctor")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [("GET /api/health", OUR_AGENT), ("POST /api/v1/track", OUR_AGENT)]

@@ -44,3 +44,36 @@ def test_mypy_strict():
 def test_mypy_over_the_tests():
     result = mypy(*TESTS_RELAXED, "tests")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+CALLER = """\
+from hamustro_cli import ClientTracker, Status
+
+tracker = ClientTracker.from_config()
+tracker.track_event("signup", user_id=42, params={"plan": "pro"})
+status: Status = tracker.status()
+pending: int = status["pending"] + status["sessions"][0]["pending"]
+session: str = tracker.session_status()["session"]
+"""
+MISTAKES = {  # a line a caller could write: what mypy must say about it
+    'tracker.track_evnt("signup")': '"ClientTracker" has no attribute "track_evnt"',
+    'tracker.track_event("signup", user_id="42")': 'Argument "user_id" to "track_event" of "ClientTracker"',
+    'print(tracker.status()["pendng"])': '"Status" has no key "pendng"',
+    'print(tracker.session_status()["last_nr"] + "")': 'Unsupported operand types for + ("int" and "str")',
+    "from hamustro_cli import ClientTraker": 'Module "hamustro_cli" has no attribute "ClientTraker"',
+}
+
+
+def test_a_callers_typos_and_wrong_types_are_found(tmp_path: Path):
+    """`from hamustro_cli import ClientTracker` as the README writes it is typed (not the Any of
+    the lazy `__getattr__`), and so is what status() and session_status() return."""
+    script = tmp_path / "caller.py"
+    script.write_text(CALLER)
+    clean = mypy("--strict", str(script))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    script.write_text(CALLER + "\n".join(MISTAKES) + "\n")
+    found = mypy("--strict", str(script)).stdout.splitlines()
+    first = CALLER.count("\n") + 1
+    for number, (line, expected) in enumerate(MISTAKES.items(), first):
+        said = [text for text in found if f"caller.py:{number}:" in text]
+        assert any(expected in text for text in said), (line, said, found)

@@ -44,7 +44,7 @@ def test_track_refuses_an_nr_past_the_wire_limit(config, spool_dir):
     before = _rows(spool_dir)
     result = run("track", "one-too-many")
     assert result.returncode == 2, result
-    assert result.stderr.startswith("Error:") and str(MAX_NR) in result.stderr
+    assert result.stderr.startswith("hamustro: error:") and str(MAX_NR) in result.stderr
     assert "Traceback" not in result.stderr
     assert _rows(spool_dir) == before
     assert before[-1][0] == MAX_NR
@@ -129,10 +129,10 @@ def test_a_session_whose_attributes_the_wire_cannot_carry_is_set_aside_and_the_r
     assert status.exit_code == 0, status.stderr
     assert json.loads(status.stdout)["pending"] == 3
     dry = invoke("flush", "--dry-run", expect=None)
-    assert dry.exit_code == 0 and "1 event(s) in 1 batch(es)" in dry.stdout, dry
-    assert "2 event(s) a flush would set aside" in dry.stderr, dry.stderr
+    assert dry.exit_code == 0 and "1 event in 1 batch" in dry.stdout, dry
+    assert "2 events a flush would set aside" in dry.stderr, dry.stderr
     assert _states(spool_dir) == {0: 3}  # the dry run changed nothing
-    result = invoke("flush", expect=None)
+    result = invoke("-v", "flush", expect=None)  # -v: the line for each set set aside
     assert "Traceback" not in result.stderr, result.stderr
     assert result.exit_code == 4, result  # ATTENTION: events were set aside
     assert [e["event"] for e in collector.received()] == ["good"]
@@ -142,7 +142,7 @@ def test_a_session_whose_attributes_the_wire_cannot_carry_is_set_aside_and_the_r
         f"stored session attributes cannot be sent: {name} is not valid UTF-8 "
         "(lone surrogates or undecodable bytes)"
     }, reasons
-    # one warning for the set (not one per event), and the summary saying where to look
+    # one line for the set (not one per event), and the summary saying where to look
     assert result.stderr.count("set aside as rejected: stored session attributes") == 1, result.stderr
     assert "'hamustro events list --state rejected' says why" in result.stderr
     shown = invoke("status", expect=None)
@@ -187,8 +187,8 @@ def test_dry_run_reports_rows_a_flush_would_set_aside_and_changes_nothing(config
     assert [(b["events"], b["status"]) for b in report["batches"]] == [(2, None)]
     text = invoke("flush", "--dry-run", expect=None)
     assert text.exit_code == 0 and "Traceback" not in text.stderr, text
-    assert "2 event(s) in 1 batch(es)" in text.stdout
-    assert "1 event(s) a flush would set aside" in text.stderr
+    assert "2 events in 1 batch" in text.stdout
+    assert "1 event a flush would set aside" in text.stderr
     assert _raw_rows(spool_dir) == before and _rejected(spool_dir) == []
     assert collector.received() == []
 

@@ -150,7 +150,7 @@ def unusable_protobuf(request, tmp_path: Path) -> tuple[str, dict[str, str]]:
 def assert_one_clear_error(stderr: str, kind: str) -> None:
     assert "Traceback" not in stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+    assert len(lines) == 1 and lines[0].startswith("hamustro: error: "), stderr
     assert "hamustro needs protobuf >=3.20.3,<8" in lines[0]
     if kind == "too old":
         assert "protobuf 3.19.6 is installed" in lines[0]
@@ -168,7 +168,7 @@ def test_flush_with_unusable_protobuf_is_one_error_that_status_shows(isolated, u
         assert_one_clear_error(flush.stderr, kind)
     status = json.loads(run("status", "--json").stdout)
     assert status["pending"] == 1 and status["sending"] == 0
-    assert status["last_error"]["message"] == flush.stderr.strip().removeprefix("Error: ")
+    assert status["last_error"]["message"] == flush.stderr.strip().removeprefix("hamustro: error: ")
 
 
 def test_background_flush_with_unusable_protobuf_leaves_its_error_for_status(

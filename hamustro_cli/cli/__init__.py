@@ -1,14 +1,16 @@
-"""The `hamustro` command through Click: the root group, its global options and `main`. The
-console script (entry.main) comes here for every call but `track` in its plain forms.
+"""The `hamustro` command: the root group, its global options and `main`.
 
-One module a command group: track (always loaded), flush, status (and session), events,
-config, doctor, collector (each loaded when named: defining a command's options costs every
-call). What they share: options.py (the option helpers, error translation; the options object
-is invocation.GlobalOptions) and output.py (JSON and the broken-stdout handling)."""
+One module a command group: track (always loaded: it is the hot path), flush, status (and
+session), events, config, doctor, collector (each loaded when named: defining a command's
+options costs every `track`). What they share: options.py (the options object, the option
+helpers, error translation) and output.py (JSON and the broken-stdout handling)."""
 
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -17,6 +19,7 @@ from hamustro_cli.cli.options import (
     complete_dir,
     complete_file,
     help_option,
+    show_error,
     version_option,
 )
 from hamustro_cli.cli.track import track
@@ -31,11 +34,34 @@ class Commands(click.Group):
         "config": "config_group",
         "doctor": "doctor",
         "events": "events",
+        "exec": "exec_command",
         "flush": "flush",
         "session": "session",
         "status": "status",
     }
-    HOME = {"session": "status"}  # the module a command lives in, when not its own name
+    HOME = {"session": "status", "exec": "execute"}  # the module a command lives in, when not its own name
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """click's main, with errors printed as every hamustro message is (show_error), not as
+        click's `Error: ...`. Not standalone (a caller that handles errors): click's own."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.ClickException as exc:
+            show_error(exc)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *self.LAZY})
@@ -55,7 +81,9 @@ class Commands(click.Group):
     "config_path",
     metavar="PATH",
     shell_complete=complete_file,
-    help="Config file (TOML). Default: config.toml in the app dir, or $HAMUSTRO_CONFIG.",
+    help="Config file (TOML). Default: $HAMUSTRO_CONFIG, else $XDG_CONFIG_HOME/hamustro/config.toml "
+    "(~/.config/hamustro/config.toml). A setting is taken from its flag, else its HAMUSTRO_<KEY> "
+    "variable, else this file, else its default.",
 )
 @click.option(
     "--spool-dir",

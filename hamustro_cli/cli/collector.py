@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 import click
 
 from hamustro_cli.cli.options import GlobalOptions, complete_file, help_option
 from hamustro_cli.config import SECRET_KEY, env_name
+from hamustro_cli.log import count
 
 
-@click.command(add_help_option=False)
+@click.command(add_help_option=False, short_help="Run a local test collector that prints what it accepts.")
 @help_option
 @click.option(
     "--host",
@@ -76,7 +78,13 @@ def collector(
     delay: float,
     verbose_errors: bool,
 ) -> None:
-    """Run a local collector that answers as the real one and writes accepted events as JSON lines."""
+    """Run a local collector that answers as the real one and writes accepted events as JSON lines.
+
+    \b
+    Examples:
+      HAMUSTRO_SHARED_SECRET_KEY=s hamustro collector --port 8080 --out events.jsonl
+      HAMUSTRO_SHARED_SECRET_KEY=s hamustro collector --port 8080 --reject-event spam
+    """
     import signal
 
     from hamustro_cli.collector import make_server
@@ -98,17 +106,24 @@ def collector(
         bare = host.strip("[]")
         where = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"  # as a URL writes IPv6
         raise click.ClickException(f"cannot listen on {where}: {exc.strerror}") from None
-    click.echo(f"hamustro collector listening on {server.url}", err=True)
 
     def stop(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        # serve_forever ends between two requests (an exception raised here could lose one just
+        # accepted); a second signal stops at once
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        threading.Thread(target=server.shutdown, daemon=True).start()
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)  # before saying it listens: a SIGTERM then winds down
+    signal.signal(signal.SIGINT, stop)
+    click.echo(f"hamustro collector listening on {server.url}", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutting_down = True
-        server.server_close()
-        click.echo(f"hamustro collector stopped after {server.accepted} event(s)", err=True)
+        try:
+            server.wind_down()
+        except KeyboardInterrupt:  # asked twice: stop answering
+            server.server_close()
+        click.echo(f"hamustro collector stopped after {count(server.accepted, 'event')}", err=True)

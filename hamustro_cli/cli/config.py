@@ -13,6 +13,7 @@ import click
 from hamustro_cli.cli.options import GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json
 from hamustro_cli.errors import ConfigError, InputError
+from hamustro_cli.log import WARNING
 
 MAX_STDIN_VALUE = 64 * 1024  # bytes: more than any key takes (parse_value checks each key's own limit)
 
@@ -31,20 +32,30 @@ def _read_stdin_value() -> str:
 
 
 def _ask(key: Any, default: str | None = None) -> Any:
-    """One value from the terminal, checked as loading checks it; the secret hidden and asked twice."""
+    """One value from the terminal, checked as loading checks it; the secret hidden and asked
+    twice. An empty answer to a required key is asked again, saying why."""
     from hamustro_cli.config import SECRET_KEY
-    from hamustro_cli.configfile import parse_value
+    from hamustro_cli.configfile import EXAMPLES, QUESTIONS, parse_value
 
     def check(text: str) -> Any:
+        if text == "" and key.required:
+            raise click.BadParameter(
+                f"{key.name} is required and has no default: type a value (Ctrl-C stops)"
+            )
         try:
             return parse_value(key.name, text, "the terminal")
         except ConfigError as exc:
             raise click.BadParameter(str(exc)) from None
 
     secret = key.name == SECRET_KEY
+    if key.name in QUESTIONS:
+        question = QUESTIONS[key.name] + ("" if secret else f", e.g. {EXAMPLES[key.name]}")
+    else:
+        question = f"{key.name} ({key.doc})"
     return click.prompt(
-        f"{key.name} ({key.doc})",
-        default=default,
+        question,
+        default="" if default is None else default,  # an empty answer reaches check(), said
+        show_default=default is not None,
         hide_input=secret,
         confirmation_prompt=secret,
         value_proc=check,
@@ -55,24 +66,45 @@ def _ask(key: Any, default: str | None = None) -> Any:
 @click.group("config", add_help_option=False)
 @help_option
 def config_group() -> None:
-    """Show, create and change the config file."""
+    """Show, create and change the config file.
+
+    \b
+    Examples:
+      hamustro config init
+      hamustro config show
+      hamustro config set queue_size 100
+      hamustro config path
+    """
 
 
 @config_group.command("path", add_help_option=False)
 @help_option
 @click.pass_obj
 def config_path_command(obj: GlobalOptions) -> None:
-    """Print the config file in use (it may not exist yet)."""
+    """Print the config file in use (it may not exist yet).
+
+    \b
+    Examples:
+      hamustro config path
+      HAMUSTRO_CONFIG=./ci.toml hamustro config path
+    """
     click.echo(os.path.abspath(obj.config_file()))
 
 
-@config_group.command("show", add_help_option=False)
+@config_group.command("show", add_help_option=False, short_help="Print every setting and where it came from.")
 @help_option
 @click.option("--json", "as_json", is_flag=True, help="Print the values and their origins as JSON.")
 @click.pass_obj
 @translate
 def config_show(obj: GlobalOptions, as_json: bool) -> None:
-    """Every setting, its value and where it came from; the secret only as set/unset."""
+    """Every setting, its value and where it came from; the secret only as set/unset.
+
+    \b
+    Examples:
+      hamustro config show
+      hamustro config show --json | jq .queue_size
+      hamustro --config ./ci.toml config show
+    """
     from hamustro_cli.configfile import describe, show_lines
 
     description = describe(obj.config(required=()))  # its warnings said as every command says them
@@ -95,7 +127,9 @@ def _required_key_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-@config_group.command("init", add_help_option=False)
+@config_group.command(
+    "init", add_help_option=False, short_help="Write a commented config file, asking for the required values."
+)
 @help_option
 @click.option("--force", is_flag=True, help="Replace an existing config file.")
 @click.option(
@@ -110,6 +144,13 @@ def config_init(obj: GlobalOptions, force: bool, secret_stdin: bool, **given: st
     Each required value comes from its option, else its HAMUSTRO_<KEY> variable, else a
     question on the terminal (the secret without echo). Without a terminal a missing value is
     an error (exit 2) and nothing is written. An existing file is kept unless --force.
+
+    \b
+    Examples:
+      hamustro config init
+      printf %s "$SECRET" | hamustro config init --secret-stdin \\
+          --collector-url https://collector.example --device-id "$(hostname)" \\
+          --client-id backup-job --system-version "$(uname -sr)" --product-version 2.3.0
     """
     import platform
     import socket
@@ -138,9 +179,17 @@ def config_init(obj: GlobalOptions, force: bool, secret_stdin: bool, **given: st
     click.echo(f"hamustro: wrote {path} (mode 0600); check it with 'hamustro doctor'", err=True)
 
 
-@config_group.command("set", add_help_option=False)
+def _complete_key(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    from hamustro_cli.config import KEYS
+
+    return [name for name in KEYS if name.startswith(incomplete)]
+
+
+@config_group.command(
+    "set", add_help_option=False, short_help="Set one key in the config file, keeping its comments."
+)
 @help_option
-@click.argument("key")
+@click.argument("key", shell_complete=_complete_key)
 @click.argument("value", required=False)
 @click.pass_obj
 @translate
@@ -150,6 +199,12 @@ def config_set(obj: GlobalOptions, key: str, value: str | None) -> None:
     VALUE is read as the HAMUSTRO_<KEY> variable would be; "-" reads it from standard input
     (the way to pass the secret); without VALUE it is asked on a terminal, the secret without
     echo. The file is created 0600 when missing and replaced atomically.
+
+    \b
+    Examples:
+      hamustro config set queue_size 100
+      hamustro config set ip off
+      printf %s "$SECRET" | hamustro config set shared_secret_key -
     """
     from hamustro_cli.config import KEYS, SECRET_KEY, env_name
     from hamustro_cli.configfile import parse_value, set_key
@@ -160,10 +215,10 @@ def config_set(obj: GlobalOptions, key: str, value: str | None) -> None:
         parsed = parse_value(key, _read_stdin_value(), "standard input")
     elif value is not None:
         if key == SECRET_KEY:
-            click.echo(
-                "hamustro: warning: a secret given as an argument shows in the process list and "
+            obj.log(
+                WARNING,
+                "a secret given as an argument shows in the process list and "
                 f"shell history; prefer: hamustro config set {SECRET_KEY} -",
-                err=True,
             )
         parsed = parse_value(key, value, "the command line")
     elif sys.stdin.isatty():
@@ -175,4 +230,4 @@ def config_set(obj: GlobalOptions, key: str, value: str | None) -> None:
     variable = env_name(key)
     if variable in os.environ or (key == "spool_dir" and obj.spool_dir is not None):
         shadow = "--spool-dir" if variable not in os.environ else f"environment variable {variable}"
-        click.echo(f"hamustro: warning: {key} is also set by {shadow}, which takes precedence", err=True)
+        obj.log(WARNING, f"{key} is also set by {shadow}, which takes precedence")

@@ -11,19 +11,28 @@ from hamustro_cli.cli.output import emit_json
 from hamustro_cli.errors import ExitStatus
 
 
-@click.command(add_help_option=False)
+@click.command(add_help_option=False, short_help="Check config, spool, collector and credentials.")
 @help_option
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.pass_obj
 def doctor(obj: GlobalOptions, as_json: bool) -> None:
-    """Check config, spool, collector and credentials, one line each; send no event."""
+    """Check config, spool, collector and credentials, one line each; send no event.
+
+    \b
+    Examples:
+      hamustro doctor
+      hamustro doctor --json
+      hamustro -q doctor               # only what fails
+    """
     from hamustro_cli.doctor import render, run_checks, to_json
 
     checks = run_checks(obj.config_path, obj.spool_dir, log=obj.log)
     if as_json:
         emit_json(to_json(checks))
     elif obj.quiet:
-        failed = [c for c in checks if not c.ok]
+        from hamustro_cli.doctor import CheckState
+
+        failed = [c for c in checks if c.state is CheckState.FAIL]  # not those skipped
         if failed:
             click.echo(render(failed))
     else:

@@ -13,11 +13,22 @@ from hamustro_cli import __version__
 from hamustro_cli.errors import HamustroError, exit_status
 from hamustro_cli.events import SQLITE_INT_MAX
 from hamustro_cli.invocation import GlobalOptions as GlobalOptions  # the commands import it from here
+from hamustro_cli.log import ERROR, line
 
 # Numbers given on the command line that reach the spool: beyond SQLite's INTEGER they would
 # end in an OverflowError, so click refuses them as usage errors (exit 2) naming the argument.
 EVENT_ID = click.IntRange(1, SQLITE_INT_MAX)
 LIMIT = click.IntRange(1, SQLITE_INT_MAX)
+
+
+def show_error(exc: click.ClickException) -> None:
+    """How every command prints an error, click's own usage errors included (the root group's
+    `main` calls it in place of click's `Error: ...`): the usage and where to find help for a
+    usage error, then one `hamustro: error: ...` line."""
+    ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+    if ctx is not None:
+        click.echo(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.\n", err=True)
+    click.echo(line(ERROR, exc.format_message()), err=True)
 
 
 def fail(exc: HamustroError) -> NoReturn:
@@ -68,6 +79,21 @@ def complete_dir(ctx: click.Context, param: click.Parameter, incomplete: str) ->
     from click.shell_completion import CompletionItem
 
     return [CompletionItem(incomplete, type="dir")]
+
+
+def complete_session(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """The sessions in the spool the command line points at (--config, --spool-dir, the
+    environment): read only, and nothing when there is no spool or the settings are wrong."""
+    from hamustro_cli.config import load_config
+    from hamustro_cli.errors import HamustroError
+    from hamustro_cli.spool.browsing import session_ids
+
+    root = ctx.find_root().params
+    try:
+        spool_dir = load_config(root.get("config_path"), root.get("spool_dir")).spool_dir
+    except HamustroError:
+        return []
+    return [sid for sid in session_ids(spool_dir) if sid.startswith(incomplete)]
 
 
 def _eager_flag(

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hamustro_cli.cli.options import LIMIT, GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json, json_text
 from hamustro_cli.errors import ExitStatus
+from hamustro_cli.log import count
+
+if TYPE_CHECKING:
+    from hamustro_cli.spool.records import Status
 
 
 def _ago(epoch: int | None, now: int) -> str:
@@ -45,7 +49,15 @@ def _ago(epoch: int | None, now: int) -> str:
 @click.pass_obj
 @translate
 def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | None, check: bool) -> None:
-    """What is queued, and why it is or is not being sent."""
+    """What is queued, and why it is or is not being sent.
+
+    \b
+    Examples:
+      hamustro status
+      hamustro status --events --limit 20
+      hamustro status --json | jq .pending
+      hamustro -q status --check       # from a monitor: exit 4 a person must act, 1 backing off
+    """
     with obj.tracker(required=()) as tracker:
         data = tracker.status()
         # the events are streamed from the spool's cursor, never held: a million stay cheap
@@ -61,7 +73,7 @@ def status(obj: GlobalOptions, as_json: bool, with_events: bool, limit: int | No
             sys.exit(ExitStatus.UNDELIVERED)
 
 
-def _status_json(data: dict[str, Any], rows: Any) -> None:
+def _status_json(data: Status, rows: Any) -> None:
     """The status object, with `events` (when asked) written one by one as its last key."""
     if rows is None:
         emit_json(data)
@@ -74,10 +86,14 @@ def _status_json(data: dict[str, Any], rows: Any) -> None:
     write("]}\n")
 
 
-def _status_text(data: dict[str, Any], rows: Any) -> None:
+def _status_text(data: Status, rows: Any) -> None:
     now = int(time.time())
     echo = click.echo
     echo(f"spool:      {data['spool_dir']}")
+    if data["disabled"]:
+        from hamustro_cli.disabled import disabled_note
+
+        echo(f"tracking:   {disabled_note()}")
     echo(f"pending:    {data['pending']}" + (f" ({data['sending']} being sent)" if data["sending"] else ""))
     if data["rejected"]:
         echo(
@@ -105,8 +121,8 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
     if data["no_room"]:
         echo(f"disk:       FULL: sending waits until there is room: {data['no_room']}")
     next_due = data["next_due_at"]
-    due_text = "now" if data["due"] else (_ago(next_due, now) if next_due else "-")
-    echo(f"next send:  {due_text}: {data['due_reason']}")
+    when = "now: " if data["due"] else (f"{_ago(next_due, now)}: " if next_due else "")
+    echo(f"next send:  {when}{data['due_reason']}")
     if data["flush_running"]:
         echo("flush:      running now")
     _destinations_text(data)
@@ -124,7 +140,7 @@ def _status_text(data: dict[str, Any], rows: Any) -> None:
         stream(rows, as_json=False, header=False)
 
 
-def _destinations_text(data: dict[str, Any]) -> None:
+def _destinations_text(data: Status) -> None:
     """Events this config's flush leaves alone (other destinations), and events it will claim."""
     if data["other_destinations"]:
         from hamustro_cli.destination import others_advice
@@ -133,7 +149,7 @@ def _destinations_text(data: dict[str, Any]) -> None:
     for d in data["destinations"]:
         if d["destination"] is None:
             click.echo(
-                f"unclaimed:  {d['pending'] + d['rejected']} event(s) queued before destinations were "
+                f"unclaimed:  {count(d['pending'] + d['rejected'], 'event')} queued before destinations were "
                 "recorded: the next flush sends them to its own collector"
             )
 
@@ -144,7 +160,14 @@ def _destinations_text(data: dict[str, Any]) -> None:
 @click.pass_obj
 @translate
 def session(obj: GlobalOptions, as_json: bool) -> None:
-    """Print the current session id (32 lowercase hex characters)."""
+    """Print the current session id (32 lowercase hex characters).
+
+    \b
+    Examples:
+      hamustro session
+      hamustro session --json          # its attributes, last nr and pending events
+      hamustro events list --session "$(hamustro session)"
+    """
     from hamustro_cli.config import SESSION_KEYS
 
     with obj.tracker(required=SESSION_KEYS) as tracker:

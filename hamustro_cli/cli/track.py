@@ -12,7 +12,7 @@ from hamustro_cli.cli.options import GlobalOptions, help_option, translate
 from hamustro_cli.trackrun import run_track
 
 
-@click.command(add_help_option=False)
+@click.command(add_help_option=False, short_help="Queue one event; send it when a trigger fires.")
 @help_option
 @click.argument("event", required=False)
 @click.option("--user-id", metavar="N", help="User id (0 to 4294967295).")
@@ -31,7 +31,8 @@ from hamustro_cli.trackrun import run_track
     "--flush/--no-flush",
     "flush",
     default=None,
-    help="Flush now if a trigger fires / never flush from this call (default: config flush).",
+    help="Send the queue before returning, whatever the triggers say (a failure is a warning: "
+    "exit 0, the events stay queued) / never flush from this call (default: config flush).",
 )
 @click.option(
     "--stdin", "from_stdin", is_flag=True, help="Queue JSON lines from standard input, all or nothing."

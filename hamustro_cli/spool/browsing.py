@@ -3,6 +3,7 @@ and `session` show them, chosen by an EventFilter."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -13,7 +14,7 @@ from hamustro_cli.spool.claiming import Claiming
 from hamustro_cli.spool.classify import spool_error
 from hamustro_cli.spool.queue import EventFilter, Shown
 from hamustro_cli.spool.records import AttrRow, ListedEvent, QueuedEvent, SessionRow
-from hamustro_cli.spooldir import flush_running
+from hamustro_cli.spooldir import DB_NAME, flush_running
 
 
 class Browsing(Claiming):
@@ -174,3 +175,23 @@ def _event_dict(listed: ListedEvent, marked: tuple[int, int, int] | None) -> dic
         "reason": listed.reason,
         "destination": listed.destination,  # its fingerprint (None: tracked before they were kept)
     }
+
+
+def session_ids(directory: str, timeout: float = 0.2) -> list[str]:
+    """The sessions the spool in `directory` holds, newest first, for a shell's completion: read
+    only (a TAB creates, migrates and locks nothing), and nothing rather than an error or a wait
+    longer than `timeout` (a missing spool, a busy or foreign file)."""
+    from urllib.parse import quote
+
+    path = os.path.join(directory, DB_NAME)
+    if not os.path.isfile(path):
+        return []
+    try:
+        db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=timeout)
+        try:
+            rows = db.execute("SELECT session FROM sessions ORDER BY id DESC").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
+    return [row[0] for row in rows if isinstance(row[0], str)]

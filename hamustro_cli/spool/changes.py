@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hamustro_cli.errors import FlushBusy
-from hamustro_cli.spool import _PENDING, _count, _write_metas
+from hamustro_cli.spool import _PENDING, _count, _write_metas, raise_id_floor
 from hamustro_cli.spool.browsing import Browsing
 from hamustro_cli.spool.claiming import _readdress
 from hamustro_cli.spool.queue import Change, EventFilter
@@ -68,5 +68,7 @@ class ManualChanges(Browsing):
                 sql = f"UPDATE events SET state = {_PENDING}, reason = NULL WHERE id IN ({ids_sql})"
             else:
                 sql = f"DELETE FROM events WHERE id IN ({ids_sql})"
+                (top,) = db.execute(f"SELECT max(id) FROM events WHERE id IN ({ids_sql})", params).fetchone()
+                raise_id_floor(db, top)
             changed: int = db.execute(sql, params).rowcount
         return changed

@@ -8,7 +8,15 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from hamustro_cli.spool import _PENDING, _REJECTED, _SCOPED_KEYS, _count, _scoped, _write_metas
+from hamustro_cli.spool import (
+    _PENDING,
+    _REJECTED,
+    _SCOPED_KEYS,
+    _count,
+    _scoped,
+    _write_metas,
+    raise_id_floor,
+)
 from hamustro_cli.spool.records import QueuedEvent
 from hamustro_cli.spool.syncstate import _scoped_all
 from hamustro_cli.spool.text import TextReads
@@ -107,6 +115,7 @@ class Claiming(TextReads):
                 (_PENDING, attr_id, first_id, last_id),
             ).rowcount
             _count(db, attr_id, _PENDING, -deleted)
+            raise_id_floor(db, last_id)
             row = db.execute("SELECT value FROM meta WHERE key = 'sending'").fetchone()
             if row and row[0].split()[::2] == [str(attr_id), str(last_id)]:
                 db.execute("DELETE FROM meta WHERE key = 'sending'")

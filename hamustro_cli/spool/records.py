@@ -4,7 +4,7 @@ them, does not build their classes at every start."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypedDict
 
 from hamustro_cli.session import Session
 
@@ -96,3 +96,77 @@ class BatchSize(NamedTuple):
 
     size: int
     streak: int
+
+
+# What ClientTracker.status() and session_status() return: dicts (JSON as they are, for
+# `status --json` and `session --json`) whose keys and value types mypy knows.
+
+
+class SessionCounts(TypedDict):
+    """One session in `status()["sessions"]`, oldest queued event first."""
+
+    session: str
+    pending: int
+    sending: int
+    rejected: int
+    last_nr: int
+    oldest_at: int | None
+    product_version: str
+    system_version: str
+    current: bool  # the session of this tracker's settings
+
+
+class DestinationCounts(TypedDict):
+    """One destination in `status()["destinations"]` (None: events from before destinations)."""
+
+    destination: str | None
+    pending: int
+    rejected: int
+    current: bool
+
+
+class _StatusEvents(TypedDict, total=False):
+    events: list[dict[str, Any]]  # only with status(events=True)
+
+
+class Status(_StatusEvents):
+    """What `ClientTracker.status()` returns: the queue, and why it is or is not being sent."""
+
+    disabled: bool  # HAMUSTRO_DISABLED: track, exec and flush do nothing
+    spool_dir: str
+    pending: int
+    sending: int
+    rejected: int
+    sessions: list[SessionCounts]
+    last_sync_time: int | None
+    created_at: int
+    last_error: dict[str, Any] | None
+    due: bool
+    due_reason: str
+    next_due_at: int | None
+    backoff_until: int | None
+    halted: str | None  # why sending stopped until a person acts
+    no_room: str | None
+    batch_size: int | None
+    max_batch_events: int
+    flush_running: bool
+    queue_size: int
+    queue_retention: int
+    destination: str | None  # this config's fingerprint; None when the settings lack one
+    destinations: list[DestinationCounts]
+    other_destinations: dict[str, int] | None  # events a flush with this config leaves alone
+
+
+class SessionStatus(TypedDict):
+    """What `ClientTracker.session_status()` returns: the current session's attributes under
+    their protocol names, its last nr and how many of its events wait."""
+
+    session: str
+    device_id: str
+    client_id: str
+    system_version: str
+    product_version: str
+    system: str | None
+    product_git_hash: str | None
+    last_nr: int
+    pending: int
