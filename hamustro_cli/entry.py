@@ -139,16 +139,20 @@ def run_fast(glob: dict[str, Any], args: dict[str, Any]) -> int:
     return 0
 
 
+def _click_main() -> None:
+    from hamustro_cli.cli import main as click_main
+
+    click_main()
+
+
 def main() -> None:
     """The console script's entry point (and `python -m hamustro_cli`'s)."""
     import os
 
-    call = parse_track(sys.argv[1:], os.environ)
-    if call is None:
-        from hamustro_cli.cli import main as click_main
-
-        click_main()
-        return
     from hamustro_cli.invocation import exit_now, guarded
 
+    call = parse_track(sys.argv[1:], os.environ)
+    if call is None:
+        guarded(_click_main)  # loading Click is guarded too: it may be what memory runs short for
+        return
     exit_now(guarded(lambda: run_fast(*call)))
