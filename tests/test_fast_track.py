@@ -217,6 +217,7 @@ ENVIRONMENTS = [
     {"HAMUSTRO_PRODUCT_VERSION": "\u00e9-2"},
     {"HAMUSTRO_SEND_IPV6": "false"},
     {"HAMUSTRO_SPOOL_DIR": "sp"},
+    {"HAMUSTRO_DISABLED": "1"},
 ]
 
 
