@@ -1,3 +1,3 @@
-from hamustro_cli.cli import main
+from hamustro_cli.entry import main
 
 main()

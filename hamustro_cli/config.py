@@ -13,17 +13,28 @@ import sys
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from hamustro_cli import configcache
 from hamustro_cli.errors import ConfigError
 from hamustro_cli.events import is_utf8
 from hamustro_cli.spooldir import FLUSH_ROOM
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on old Pythons
-    import tomli as tomllib
 
-parse_toml = tomllib.loads  # the one TOML reader (tomli before Python 3.11)
-TOMLDecodeError = tomllib.TOMLDecodeError
+def toml_reader() -> Any:
+    """The one TOML reader (tomli before Python 3.11), loaded when a file is parsed: `track`
+    mostly finds the parse in configcache, and the reader is the larger part of reading a config."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return tomllib
+    import tomli  # pragma: no cover - exercised only on old Pythons
+
+    return tomli  # pragma: no cover
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = toml_reader().loads(text)
+    return parsed
+
 
 ENV_PREFIX = "HAMUSTRO_"
 SECRET_KEY = "shared_secret_key"
@@ -497,11 +508,12 @@ def read_config_bytes(path: str) -> tuple[bytes, os.stat_result]:
 
 def parse_config_bytes(path: str, data: bytes) -> dict[str, Any]:
     try:
-        settings: dict[str, Any] = parse_toml(data.decode("utf-8"))
-        return settings
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not valid UTF-8 TOML") from None
-    except TOMLDecodeError as exc:
+    try:
+        return parse_toml(text)
+    except toml_reader().TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
@@ -529,10 +541,16 @@ def load_config(
 
     file_values: dict[str, Any] = {}
     found = False
+    cache = _cache_dir(spool_dir, env) if use_file else None
+    parsed: bytes | None = None  # the file's bytes, when they were parsed here (not cached)
     if use_file and (explicit or os.path.lexists(path)):  # a dangling link there: said, not skipped
         try:
             data, file_stat = read_config_bytes(path)
-            file_values = parse_config_bytes(path, data)
+            cached = configcache.lookup(cache, path, data, SECRET_KEY) if cache else None
+            if cached is None:
+                file_values, parsed = parse_config_bytes(path, data), data
+            else:
+                file_values = cached
         except ConfigError as exc:
             if config_path is not None:
                 given = "--config" if given_as == "flag" else f"{given_as} argument path"
@@ -605,7 +623,7 @@ def load_config(
             f"TLS certificate verification is off (tls_verify from {sources['tls_verify']}); "
             "anyone on the path can read and change what is sent"
         )
-    return Config(
+    config = Config(
         values=values,
         sources=sources,
         config_path=path,
@@ -614,3 +632,18 @@ def load_config(
         warnings=tuple(warnings),
         origins=origins,
     )
+    if parsed is not None and config.spool_dir == cache:
+        configcache.store(cache, path, parsed, file_values, SECRET_KEY)
+    return config
+
+
+def _cache_dir(flag: str | os.PathLike[str] | None, env: Mapping[str, str]) -> str | None:
+    """Where configcache looks before the file is read: the spool directory as --spool-dir,
+    $HAMUSTRO_SPOOL_DIR or the default name it. A spool_dir set in the file itself is known
+    only after parsing; load_config stores an entry only where the spool directory turned out
+    to be, so a file that moves the spool elsewhere is parsed on every call."""
+    raw = os.fspath(flag) if flag is not None else env.get(env_name("spool_dir"))
+    try:
+        return os.path.abspath(expand_user(raw, env) if raw else default_spool_dir(env))
+    except Exception:  # noqa: BLE001 - a value the full rules refuse below, with their message
+        return None

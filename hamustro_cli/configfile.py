@@ -24,7 +24,6 @@ from hamustro_cli.config import (
     SECRET_KEY,
     Config,
     Key,
-    TOMLDecodeError,
     _coerce,
     config_file_problem,
     env_name,
@@ -33,10 +32,13 @@ from hamustro_cli.config import (
     parse_toml,
     read_config_bytes,
     secret_state,
+    toml_reader,
 )
 from hamustro_cli.errors import ConfigError
 from hamustro_cli.events import is_utf8
 from hamustro_cli.spooldir import make_private_dirs
+
+TOMLDecodeError = toml_reader().TOMLDecodeError  # configfile parses whatever it edits
 
 # What the template says about a key beyond its one-line doc in config.KEYS.
 NOTES: dict[str, str] = {

@@ -4,16 +4,15 @@ each event only to the collector, signed only with the secret, it was tracked un
 
 The fingerprint is HMAC-SHA256 keyed with the secret over the URL and client_id, cut to 16 hex
 digits: it tells destinations apart, and the secret cannot be read back from it (nor from
-anything else the spool holds). On `track`'s path: hmac and hashlib only, computed once per
+anything else the spool holds). On `track`'s path: digests.hmac_sha256 only, computed once per
 tracker (ClientTracker.destination)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from hamustro_cli.digests import hmac_sha256
 from hamustro_cli.log import count
 
 if TYPE_CHECKING:
@@ -32,7 +31,8 @@ def _bytes(text: str) -> bytes:
 def fingerprint(collector_url: str, client_id: str, shared_secret_key: str) -> str:
     """The destination's fingerprint: 16 lowercase hex digits."""
     message = _CONTEXT + _bytes(collector_url) + b"\x00" + _bytes(client_id)
-    return hmac.new(_bytes(shared_secret_key), message, hashlib.sha256).hexdigest()[:FINGERPRINT_CHARS]
+    digest: str = hmac_sha256(_bytes(shared_secret_key), message).hexdigest()
+    return digest[:FINGERPRINT_CHARS]
 
 
 def is_fingerprint(text: str) -> bool:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from hamustro_cli.digests import md5, sha256
 
 if TYPE_CHECKING:
     from hamustro_cli.config import Config
 
 
 def sha256hex(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return str(sha256(text.encode("utf-8")).hexdigest())
 
 
 # The protocol's Collection fields a Session carries, in the protocol's order, and whether each
@@ -30,7 +31,7 @@ COLLECTION_FIELDS: tuple[tuple[str, bool], ...] = (
 def session_id(device_id_hash: str, client_id: str, system_version: str, product_version: str) -> str:
     """md5hex(sha256hex(raw device id) + ":" + client_id + ":" + system_version + ":" + product_version)."""
     text = f"{device_id_hash}:{client_id}:{system_version}:{product_version}"
-    return hashlib.md5(text.encode("utf-8")).hexdigest()
+    return str(md5(text.encode("utf-8")).hexdigest())
 
 
 class Session(NamedTuple):

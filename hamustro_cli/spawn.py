@@ -30,11 +30,16 @@ def child_environment(config: Config, environ: dict[str, str] | os._Environ[str]
     return env
 
 
-def spawn_background_flush(config: Config) -> None:
-    """Start a detached `flush --if-due` that holds none of the caller's terminal or pipes;
-    its output goes to flush.log in the spool directory."""
-    import subprocess
+# The child's command: `python -m hamustro_cli.background` run from "/" (it must not hold the
+# caller's directory, nor find modules there: sys.path[0] is then "/").
+CHILD_CODE = (
+    f"import os; os.chdir('/'); import runpy; runpy.run_module({CHILD_MODULE!r}, run_name='__main__')"
+)
 
+
+def spawn_background_flush(config: Config) -> None:
+    """Start a detached `flush --if-due` that holds none of the caller's terminal, pipes or
+    other descriptors; its output goes to flush.log in the spool directory."""
     env = child_environment(config, os.environ)
     log_path = os.path.join(config.spool_dir, LOG_NAME)
     try:
@@ -44,21 +49,70 @@ def spawn_background_flush(config: Config) -> None:
         pass
     fd = open_private(log_path, os.O_WRONLY | os.O_APPEND)  # never through a planted link
     try:
-        child = subprocess.Popen(
-            [sys.executable, "-m", CHILD_MODULE],
-            stdin=subprocess.DEVNULL,
-            stdout=fd,
-            stderr=fd,
-            env=env,
-            close_fds=True,
-            start_new_session=True,
-            cwd="/",
-        )
+        try:
+            pid = _posix_spawn(env, fd)
+        except (OSError, AttributeError):  # a descriptor closed meanwhile; no posix_spawn here
+            pid = _popen(env, fd)
     finally:
         os.close(fd)
     # Reaped the moment it ends, by a thread that waits for it (a long-running program would
-    # otherwise keep a zombie until its next spawn). The thread holds the only reference: a
-    # program that exits first leaves it running, without a "still running" ResourceWarning.
+    # otherwise keep a zombie until its next spawn). A program that exits first leaves it
+    # running.
     import threading
 
-    threading.Thread(target=child.wait, name="hamustro-reap", daemon=True).start()
+    threading.Thread(target=_reap, args=(pid,), name="hamustro-reap", daemon=True).start()
+
+
+def _posix_spawn(env: dict[str, str], log: int) -> int:
+    """The child through os.posix_spawn (no `subprocess` to import: about a tenth of a `track`
+    that starts a flush): a new session, standard input from /dev/null, output to `log`, and
+    every other descriptor the caller could pass on closed, as subprocess's close_fds does."""
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        actions: list[tuple[int, ...]] = [
+            (os.POSIX_SPAWN_DUP2, null, 0),
+            (os.POSIX_SPAWN_DUP2, log, 1),
+            (os.POSIX_SPAWN_DUP2, log, 2),
+        ]
+        actions += [(os.POSIX_SPAWN_CLOSE, inherited) for inherited in _inheritable_above(2)]
+        return os.posix_spawn(
+            sys.executable, [sys.executable, "-c", CHILD_CODE], env, file_actions=actions, setsid=True
+        )
+    finally:
+        os.close(null)
+
+
+def _inheritable_above(lowest: int) -> list[int]:
+    """This process's descriptors above `lowest` that a child would inherit."""
+    found = []
+    for name in os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"):
+        fd = int(name)
+        try:
+            if fd > lowest and os.get_inheritable(fd):
+                found.append(fd)
+        except OSError:  # the listing's own descriptor, closed since
+            continue
+    return found
+
+
+def _popen(env: dict[str, str], log: int) -> int:
+    import subprocess
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_CODE],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env=env,
+        close_fds=True,
+        start_new_session=True,
+    )
+    child.returncode = 0  # reaped by _reap, not by Popen: no "still running" warning
+    return child.pid
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

@@ -21,8 +21,18 @@ BUSY_TIMEOUT = 60  # seconds a statement waits for another connection's lock (sp
 LOCK_NAME = "flush.lock"
 LOG_NAME = "flush.log"
 RESERVE_NAME = "space.reserve"
+CACHE_NAME = "config.cache"  # the config file's parsed TOML (configcache)
 # Every file hamustro keeps in the directory (doctor checks their modes).
-FILES = (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", LOCK_NAME, LOG_NAME, LOG_NAME + ".1", RESERVE_NAME)
+FILES = (
+    DB_NAME,
+    DB_NAME + "-wal",
+    DB_NAME + "-shm",
+    LOCK_NAME,
+    LOG_NAME,
+    LOG_NAME + ".1",
+    RESERVE_NAME,
+    CACHE_NAME,
+)
 # What a flush may write besides the database's own pages: the -shm index (32 KiB), and a WAL
 # that grows to the auto-checkpoint's 1,000 pages (4 MiB) plus the transaction that passes it
 # (the ack of 2,000 events of 300 bytes is 0.8 MiB of WAL). A flush sends only with this much

@@ -16,6 +16,7 @@ import pytest
 from conftest import RunningCollector, invoke
 
 from hamustro_cli.spool import DB_NAME
+from hamustro_cli.spooldir import CACHE_NAME
 
 
 def mount(*args: str) -> None:
@@ -59,7 +60,7 @@ def read_only_spool(config: Path, mnt: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("HAMUSTRO_SPOOL_DIR", str(spool))
     for name in ("one", "two", "three"):
         invoke("track", name)
-    assert sorted(p.name for p in spool.iterdir()) == [DB_NAME]
+    assert sorted(p.name for p in spool.iterdir()) == [CACHE_NAME, DB_NAME]  # no -wal, no -shm
     mount("-o", "remount,ro", str(mnt))
     return spool
 

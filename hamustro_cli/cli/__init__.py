@@ -8,7 +8,6 @@ helpers, error translation) and output.py (JSON and the broken-stdout handling).
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -24,8 +23,7 @@ from hamustro_cli.cli.options import (
     version_option,
 )
 from hamustro_cli.cli.track import track
-from hamustro_cli.errors import ExitStatus
-from hamustro_cli.log import ERROR, line
+from hamustro_cli.invocation import guarded
 
 
 class Commands(click.Group):
@@ -122,37 +120,8 @@ cli.add_command(track)
 
 
 def main() -> None:
-    try:
-        cli(prog_name="hamustro")
-    except Exception as exc:  # noqa: BLE001 - resource trouble, told apart below; the rest re-raised
-        try:
-            from hamustro_cli.limits import short_of
-
-            why = short_of(exc)
-        except Exception:  # noqa: BLE001 - not even a small module loads: no descriptor or memory left
-            why = (
-                f"out of memory or file descriptors ({type(exc).__name__}); raise the limits "
-                "(ulimit -v, ulimit -n) or free memory and run again. Nothing was lost"
-            )
-        if why is None:
-            raise
-        _give_up(why)
-
-
-def _give_up(why: str) -> None:
-    """One `hamustro: error:` line and exit 3 (local trouble), without the interpreter's shutdown: out of
-    memory or threads, it can wait for ever on a worker that will not finish."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except Exception:  # noqa: BLE001 - a stream it cannot flush now
-            pass
-    try:
-        os.write(2, f"{line(ERROR, why)}\n".encode("utf-8", "replace"))
-    except OSError:
-        pass
-    os._exit(ExitStatus.SPOOL)
+    """The whole CLI through Click (entry.main tries the fast `track` first)."""
+    guarded(lambda: cli(prog_name="hamustro"))
 
 
 if __name__ == "__main__":  # pragma: no cover

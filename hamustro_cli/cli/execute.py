@@ -132,8 +132,8 @@ def _tracker(obj: GlobalOptions, command: str) -> ClientTracker | None:
 
 def _queue(obj: GlobalOptions, tracker: ClientTracker, one: NewEvent, params: dict[str, Any]) -> None:
     """Queue the event as `track` does (its checks, its triggers and flush, its warnings)."""
-    from hamustro_cli.cli.track import after_queued
     from hamustro_cli.events import check_params
+    from hamustro_cli.trackrun import after_queued
 
     try:
         try:

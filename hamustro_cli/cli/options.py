@@ -5,62 +5,20 @@ the translation of library errors into the contract's exit codes (errors.exit_st
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from hamustro_cli import __version__
 from hamustro_cli.errors import HamustroError, exit_status
 from hamustro_cli.events import SQLITE_INT_MAX
-from hamustro_cli.log import ERROR, WARNING, line
-
-if TYPE_CHECKING:
-    from hamustro_cli.config import Config
-    from hamustro_cli.tracker import ClientTracker
-
+from hamustro_cli.invocation import GlobalOptions as GlobalOptions  # the commands import it from here
+from hamustro_cli.log import ERROR, line
 
 # Numbers given on the command line that reach the spool: beyond SQLite's INTEGER they would
 # end in an OverflowError, so click refuses them as usage errors (exit 2) naming the argument.
 EVENT_ID = click.IntRange(1, SQLITE_INT_MAX)
 LIMIT = click.IntRange(1, SQLITE_INT_MAX)
-
-
-class GlobalOptions:
-    """What the global options say, for every command (click's `obj`)."""
-
-    def __init__(self, config_path: str | None, spool_dir: str | None, verbose: int, quiet: bool):
-        self.config_path = config_path
-        self.spool_dir = spool_dir
-        self.verbose = verbose
-        self.quiet = quiet
-
-    def log(self, level: int, message: str) -> None:
-        """Errors always; warnings unless -q; INFO with -v, DEBUG with -vv (see log.py)."""
-        if level > ERROR and (self.quiet or level > max(self.verbose, WARNING)):
-            return
-        click.echo(line(level, message), err=True)
-
-    def config(self, required: tuple[str, ...] | None = None) -> Config:
-        from hamustro_cli.config import REQUIRED, load_config
-
-        cfg = load_config(self.config_path, self.spool_dir)
-        for warning in cfg.warnings:  # the setup's security (TLS off, a secret others can read):
-            click.echo(line(WARNING, warning), err=True)  # cron mails it, so -q does not hide it
-        cfg.require(REQUIRED if required is None else required)
-        return cfg
-
-    def config_file(self) -> str:
-        """The config file in use (--config, $HAMUSTRO_CONFIG, else the app dir's), found or not."""
-        import os
-
-        from hamustro_cli.config import config_file_path
-
-        return config_file_path(self.config_path, os.environ)
-
-    def tracker(self, required: tuple[str, ...] | None = None) -> ClientTracker:
-        from hamustro_cli.tracker import ClientTracker
-
-        return ClientTracker(config=self.config(required), log=self.log)
 
 
 def show_error(exc: click.ClickException) -> None:
