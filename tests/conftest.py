@@ -50,6 +50,13 @@ def write_config(path: Path, **values: Any) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `heavy` first, in their order, then the others in theirs: with -n 2 the
+    workers share out the short tests as they go, so neither is left running a long one alone at
+    the end while the other waits (the order is the same in every worker, as xdist requires)."""
+    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No test reads or writes the real home: config and spool live in tmp_path."""

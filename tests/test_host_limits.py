@@ -103,6 +103,7 @@ def ready(config: Path, collector: RunningCollector, spool_dir: Path) -> Path:
     return spool_dir
 
 
+@pytest.mark.heavy
 def test_few_file_descriptors(ready: Path) -> None:
     wrong = []
     for value in (5, 6, 7, 8):
@@ -110,6 +111,7 @@ def test_few_file_descriptors(ready: Path) -> None:
     assert wrong == []
 
 
+@pytest.mark.heavy
 def test_little_memory(ready: Path) -> None:
     wrong = []
     for mib in (30, 45):

@@ -43,6 +43,7 @@ def mypy(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.heavy
 def test_mypy_strict_over_the_package_and_the_tests():
     result = mypy("hamustro_cli", "tests")
     assert result.returncode == 0, result.stdout + result.stderr
