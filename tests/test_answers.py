@@ -216,6 +216,7 @@ def _quiet(server, rounds: int = 400) -> None:
     raise AssertionError("the collector is still storing")
 
 
+@pytest.mark.heavy
 def test_a_slow_collector_gets_smaller_batches_and_the_queue_converges(isolated, tmp_path):
     """Stores every payload, then answers after 25 ms a payload, even to a client that hung
     up: 64 events take 1.6 s against a 1 s timeout, 16 take 0.4 s."""

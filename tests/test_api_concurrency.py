@@ -188,6 +188,7 @@ def test_threads_committed_together_fail_alone(collector, spool_dir):
     assert nrs == list(range(MAX_NR - 99, MAX_NR - 99 + threads * per_thread))
 
 
+@pytest.mark.heavy
 def test_a_new_spool_opened_by_16_threads_at_once(collector, tmp_path):
     # SQLite answers BUSY at once (no busy wait) to a connection switching a new file to WAL
     # while another one is doing the same: every tracker must still succeed.

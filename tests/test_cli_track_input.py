@@ -109,7 +109,8 @@ def test_warning_to_a_broken_stderr_still_exits_0(isolated: Path, spool_dir: Pat
             ["-v", "track", "warned", "--json"],
             stdout=fout,
             stderr=w,
-            env={"HAMUSTRO_QUEUE_SIZE": "1", "HAMUSTRO_TIMEOUT": "2"},
+            # its retries still log to the broken stderr (-v), without 3.5 s of waiting between
+            env={"HAMUSTRO_QUEUE_SIZE": "1", "HAMUSTRO_TIMEOUT": "2", "HAMUSTRO_RETRY_DELAY": "0.01"},
         )
     os.close(w)
     assert code == 0

@@ -230,6 +230,7 @@ KEYS = {  # one key per racing process, a value per round
 }
 
 
+@pytest.mark.heavy
 def test_config_sets_at_once_lose_no_update(tmp_path: Path) -> None:
     """Processes each setting a key of their own at the same moment, round after round: every
     change is in the file after each round (unserialised, a read-modify-write lost some)."""

@@ -3,7 +3,9 @@
 A value that could only break after an event is queued (an integer beyond SQLite's, a timeout
 that overflows, a NUL byte, undecodable bytes, an over-long string, a collector_url that cannot
 be posted to) is refused up front: `hamustro track` exits 2 with one line naming the key and
-where it came from, and queues nothing. Each case runs the real command in a subprocess.
+where it came from, and queues nothing. The command runs in-process where the config file is
+the input; the environment's cases run a real process (only a real environ carries bytes that
+are not text).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SECRET, SETTINGS, run, write_config
+from conftest import SECRET, SETTINGS, invoke, run, write_config
 
 from hamustro_cli.config import KEYS, load_config
 
@@ -21,12 +23,14 @@ URL = "http://127.0.0.1:9"  # nothing listens: no case here may get as far as se
 
 
 def _pending() -> int | None:
-    result = run("status", "--json")
-    return json.loads(result.stdout)["pending"] if result.returncode == 0 else None
+    result = invoke("status", "--json", expect=None)
+    return json.loads(result.stdout)["pending"] if result.exit_code == 0 else None
 
 
 def _refused(result, *words: str) -> str:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    """result: a process's (returncode) or an in-process run's (exit_code)."""
+    code = result.returncode if hasattr(result, "returncode") else result.exit_code
+    assert code == 2, (code, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("hamustro: error:"), result.stderr
@@ -40,7 +44,7 @@ def _refused(result, *words: str) -> str:
 def queued_one(isolated: Path) -> Path:
     """A working config and spool holding one event; each case then breaks one setting."""
     path = write_config(isolated / "config.toml", collector_url=URL, **SETTINGS)
-    assert run("track", "first").returncode == 0
+    assert invoke("track", "first", expect=None).exit_code == 0
     assert _pending() == 1
     return path
 
@@ -74,7 +78,7 @@ def test_a_value_out_of_range_in_the_file_is_refused_before_queuing(queued_one, 
     spool = os.environ["HAMUSTRO_SPOOL_DIR"]
     if "spool_dir" in changes:  # else the environment's spool_dir wins over the file's
         monkeypatch.delenv("HAMUSTRO_SPOOL_DIR")
-    line = _refused(run("track", "second"), str(queued_one), *words)
+    line = _refused(invoke("track", "second", expect=None), str(queued_one), *words)
     assert len(line) < 400
     monkeypatch.setenv("HAMUSTRO_SPOOL_DIR", spool)
     write_config(queued_one, collector_url=URL, **SETTINGS)
@@ -117,7 +121,7 @@ def test_the_maxima_themselves_are_accepted(isolated):
             "device_id": "d" * 1024,
         },
     )
-    assert run("track", "a").returncode == 0
+    assert invoke("track", "a", expect=None).exit_code == 0
     assert _pending() == 1
     assert path.exists()
 
@@ -146,7 +150,7 @@ BAD_URLS = {
 @pytest.mark.parametrize("url,words", list(BAD_URLS.values()), ids=list(BAD_URLS))
 def test_a_collector_url_that_cannot_be_posted_to_is_refused(queued_one, url, words):
     write_config(queued_one, **{**SETTINGS, "collector_url": url})
-    line = _refused(run("track", "second"), "collector_url", str(queued_one), words)
+    line = _refused(invoke("track", "second", expect=None), "collector_url", str(queued_one), words)
     assert "s3cr3tpw" not in line
     write_config(queued_one, collector_url=URL, **SETTINGS)
     assert _pending() == 1
@@ -157,7 +161,7 @@ def test_a_collector_url_that_cannot_be_posted_to_is_refused(queued_one, url, wo
 )
 def test_good_collector_urls_are_accepted(isolated, url):
     write_config(isolated / "config.toml", **{**SETTINGS, "collector_url": url})
-    assert run("track", "a").returncode == 0
+    assert invoke("track", "a", expect=None).exit_code == 0
 
 
 # -- the default spool directory -----------------------------------------------------------------

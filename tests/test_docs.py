@@ -91,6 +91,7 @@ def test_readme_test_command_is_what_ci_runs():
     assert test_command.strip() in ci
 
 
+@pytest.mark.heavy
 def test_readme_demo_runs_end_to_end():
     assert "bash tools/demo.sh" in README
     result = subprocess.run(

@@ -232,6 +232,7 @@ def test_no_flush_flag_and_off_mode(isolated, collector):
     assert collector.requests == []
 
 
+@pytest.mark.heavy
 def test_background_flush_detaches_from_caller(isolated, tmp_path, spool_dir):
     slow = start_collector(tmp_path, "slow", delay=1.5)
     try:

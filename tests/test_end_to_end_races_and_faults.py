@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import SETTINGS, ScriptedServer, invoke, run, start_collector, write_config
 from specschema import decode
 
@@ -41,6 +42,7 @@ def no_flush_running(spool_dir: Path) -> bool:
     return not flush_running(spool_dir)
 
 
+@pytest.mark.heavy
 def test_parallel_tracks_with_flushes_deliver_everything_once(isolated, collector, spool_dir):
     write_config(
         isolated / "config.toml",

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SECRET, SETTINGS, invoke, run, spawned_env, write_config
+from conftest import SECRET, SETTINGS, invoke, run, serve_in_background, spawned_env, write_config
 from test_cli_bad_input import one_error_line
 
 from hamustro_cli.collector import make_server
@@ -255,7 +255,7 @@ def filling_collector(tmp_path: Path, disk: Callable[[int], Path]) -> Iterator[t
     where = disk(32)
     out = FillingOut(tmp_path / "received.jsonl", where)
     server = make_server("127.0.0.1", 0, SECRET, out)  # type: ignore[arg-type]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_background(server)
     yield server, out, where
     server.stop()
     out.file.close()
@@ -329,7 +329,7 @@ def test_a_flush_gives_room_back_as_it_delivers(
     where = disk(32)
     out = MeasuringOut(tmp_path / "received.jsonl", where)
     server = make_server("127.0.0.1", 0, SECRET, out)  # type: ignore[arg-type]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_background(server)
     try:
         use_collector(isolated, server.url, max_batch_events=40)
         invoke("flush")  # the reserve

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SETTINGS, RunningCollector, invoke, ipv6_loopback, write_config
+from conftest import SETTINGS, RunningCollector, invoke, ipv6_loopback, serve_in_background, write_config
 
 from hamustro_cli.spool import DB_NAME
 from hamustro_cli.spool.full import Spool
@@ -76,14 +76,12 @@ def test_an_ipv4_mapped_address_is_sent_as_the_ipv4_address_it_is(
 def collector6(tmp_path: Path) -> Iterator[RunningCollector]:
     if not ipv6_loopback():
         pytest.skip("no IPv6 loopback (::1) on this machine: the IPv6 route cannot be made")
-    import threading
-
     from hamustro_cli.collector import make_server
 
     out_path = tmp_path / "collector6.jsonl"
     with open(out_path, "a") as out:
         server = make_server("::1", 0, SETTINGS["shared_secret_key"], out)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        serve_in_background(server)
         yield RunningCollector(server, out_path)
         server.stop()
 

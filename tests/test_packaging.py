@@ -42,6 +42,7 @@ def tracked() -> set[str] | None:
     return {name for name in out.decode().split("\0") if name and (ROOT / name).exists()}
 
 
+@pytest.mark.heavy
 def test_sdist_holds_what_the_tests_and_readme_need(tmp_path: Path):
     pytest.importorskip("build", reason="build is not installed (the `dev` extra); CI runs this")
     pytest.importorskip("setuptools", minversion="77", reason="needs setuptools 77+ (the `dev` extra)")

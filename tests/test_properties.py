@@ -170,6 +170,7 @@ def test_track_argv_in_process(config: Path, spool_dir: Path, args: dict[str, st
     check_track(result.exit_code, result.output, before, queued_count(spool_dir))
 
 
+@pytest.mark.heavy
 @settings(max_examples=8)
 @given(track_args)
 def test_track_argv_real_process(config: Path, spool_dir: Path, args: dict[str, str]) -> None:
@@ -178,6 +179,7 @@ def test_track_argv_real_process(config: Path, spool_dir: Path, args: dict[str, 
     check_track(proc.returncode, proc.stderr, before, queued_count(spool_dir))
 
 
+@pytest.mark.heavy
 @settings(max_examples=8)
 @given(st.lists(st.one_of(objects, event_objects).flatmap(line_variants), min_size=1, max_size=4))
 def test_track_stdin_real_process(config: Path, spool_dir: Path, lines: list[str]) -> None:

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import SETTINGS, invoke, start_collector, write_config
 from specschema import decode
 
@@ -269,6 +270,7 @@ def _track_and_flush(spool_dir: str, url: str, system: str, rounds: int) -> None
                 tracker.flush()
 
 
+@pytest.mark.heavy
 def test_processes_tracking_and_flushing_concurrently_keep_the_counters_right(tmp_path):
     collector = start_collector(tmp_path)
     try:

@@ -314,7 +314,8 @@ def test_background_flush_log_keeps_the_secret(
         assert json.loads(proc.stdout)["flush"] == "started"
         log = spool_dir / LOG_NAME
         wait_for(lambda: log.exists() and ("flush done" in log.read_text() or "error" in log.read_text()))
-        wait_for(lambda: not (json.loads(run("status", "--json").stdout)["flush_running"]))
+        # status in-process: the background flush is the process here
+        wait_for(lambda: not (json.loads(invoke("status", "--json", expect=None).stdout)["flush_running"]))
         assert other.requests, "the background flush never reached the collector"
         assert_no_secret("flush.log", log.read_text())
         assert LOG_NAME in assert_spool_has_no_secret(spool_dir)
@@ -341,12 +342,12 @@ def test_collector_command_keeps_the_secret(isolated: Path, spool_dir: Path) -> 
         first = proc.stderr.readline()
         url = first.rsplit(" ", 1)[-1].strip()
         assert url.startswith("http://127.0.0.1:"), first
-        configure(isolated, url)
-        assert run("track", "e").returncode == 0
-        assert run("flush").returncode == 0
+        configure(isolated, url)  # the client in-process: the collector's process is the one under test
+        assert invoke("track", "e", expect=None).exit_code == 0
+        assert invoke("flush", expect=None).exit_code == 0
         configure(isolated, url, shared_secret_key="client-side-wrong-91c2e")
-        assert run("track", "f").returncode == 0
-        assert run("flush").returncode == 4
+        assert invoke("track", "f", expect=None).exit_code == 0
+        assert invoke("flush", expect=None).exit_code == 4
     finally:
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=20)

@@ -9,9 +9,10 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import SETTINGS, run, write_config
+from conftest import SETTINGS, invoke, run, write_config
 from specschema import ROOT, compile_messages, label, normalized, spec_messages
 
 from hamustro_cli import wire
@@ -161,12 +162,12 @@ def assert_one_clear_error(stderr: str, kind: str) -> None:
 def test_flush_with_unusable_protobuf_is_one_error_that_status_shows(isolated, unusable_protobuf):
     kind, env = unusable_protobuf
     write_config(isolated / "config.toml", collector_url="http://127.0.0.1:9", **SETTINGS)
-    assert run("track", "open").returncode == 0
+    assert invoke("track", "open", expect=None).exit_code == 0  # in-process: protobuf is not its point
     for args in (["flush"], ["flush", "--dry-run"]):
-        flush = run(*args, env=env)
+        flush = run(*args, env=env)  # a process: the one that finds the unusable protobuf first
         assert flush.returncode == 2, flush.stderr
         assert_one_clear_error(flush.stderr, kind)
-    status = json.loads(run("status", "--json").stdout)
+    status = json.loads(invoke("status", "--json", expect=None).stdout)
     assert status["pending"] == 1 and status["sending"] == 0
     assert status["last_error"]["message"] == flush.stderr.strip().removeprefix("hamustro: error: ")
 
@@ -180,11 +181,17 @@ def test_background_flush_with_unusable_protobuf_leaves_its_error_for_status(
     result = run("track", "open", "--json", env=env)  # track itself never imports protobuf
     assert result.returncode == 0 and json.loads(result.stdout)["flush"] == "started"
     deadline = time.monotonic() + 30
-    while json.loads(run("status", "--json").stdout)["last_error"] is None and time.monotonic() < deadline:
+
+    # status in-process, not a process a poll: the background flush is the process under test
+    def last_error() -> Any:
+        return json.loads(invoke("status", "--json", expect=None).stdout)["last_error"]
+
+    while last_error() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    error = json.loads(run("status", "--json").stdout)["last_error"]
+    error = last_error()
     assert error and "hamustro needs protobuf >=3.20.3,<8" in error["message"]
-    assert "hamustro needs protobuf" in run("status").stdout.split("last error:", 1)[1].splitlines()[0]
+    shown = invoke("status", expect=None).stdout
+    assert "hamustro needs protobuf" in shown.split("last error:", 1)[1].splitlines()[0]
     while "error:" not in (spool_dir / "flush.log").read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     log = (spool_dir / "flush.log").read_text()
