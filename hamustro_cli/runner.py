@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SI_KERNEL = 0x80  # Linux's si_code for a signal the kernel sent (a terminal's ^C, a hang-up)
 NOT_FOUND, NOT_EXECUTABLE, SIGNALLED = 127, 126, 128  # as shells say it
+WAKE = 0.2  # seconds _wait sleeps at most before it looks whether the command ended
 
 
 class Ran(NamedTuple):
@@ -93,7 +94,7 @@ def _python_changed() -> list[int]:
 
 def _wait(pid: int, caught: Collection[int], waited: Collection[int]) -> int:
     """Wait for `pid`, passing on what is sent to us alone; its wait status."""
-    wait_for_signal: Callable[[Collection[int]], Any] | None = getattr(signal, "sigwaitinfo", None)
+    wait_for_signal: Callable[[Collection[int], float], Any] | None = getattr(signal, "sigtimedwait", None)
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -102,8 +103,11 @@ def _wait(pid: int, caught: Collection[int], waited: Collection[int]) -> int:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, waited)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             return os.waitpid(pid, 0)[1]
-        info = wait_for_signal(waited)
-        if info.si_signo in caught and info.si_code != SI_KERNEL:
+        # At most WAKE seconds: SIGCHLD is sent to the process, and in a program with other
+        # threads (which do not block it) the kernel may give it to one of them, which
+        # discards it; the next waitpid sees the command's end all the same.
+        info = wait_for_signal(waited, WAKE)
+        if info is not None and info.si_signo in caught and info.si_code != SI_KERNEL:
             try:
                 os.kill(pid, info.si_signo)
             except ProcessLookupError:  # it ended meanwhile: the next waitpid sees it

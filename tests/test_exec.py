@@ -384,3 +384,37 @@ def test_runner_gives_the_command_default_sigpipe() -> None:
 
     ran = runner.run(["bash", "-c", "yes | head -c 1 >/dev/null; exit ${PIPESTATUS[0]}"])
     assert ran.status == 128 + signal.SIGPIPE
+
+
+def test_a_command_ends_seen_while_another_thread_takes_its_sigchld():
+    """In a program with threads, a SIGCHLD sent while runner is between its look at the command
+    (waitpid) and its wait for a signal goes to another thread that does not block it, and runner
+    must still see the command end (it once waited for that signal for ever: a CI run hung so).
+    The race is placed, not hoped for: the first look is made to happen just before the command
+    ends and another thread has taken its SIGCHLD (waitid WNOWAIT: ended, not reaped). A real
+    process: its threads and signal masks are the point."""
+    code = (
+        "import os, signal, threading\n"
+        "from hamustro_cli import runner\n"
+        "taken = threading.Event()\n"
+        "def take():\n"
+        "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})\n"
+        "    signal.sigwait({signal.SIGCHLD})\n"
+        "    taken.set()\n"
+        "other = threading.Thread(target=take, daemon=True)\n"
+        "other.start()\n"
+        "real, looked = os.waitpid, []\n"
+        "def waitpid(pid, options):\n"
+        "    if options == os.WNOHANG and not looked:\n"
+        "        looked.append(pid)\n"
+        "        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)\n"
+        "        taken.wait()\n"
+        "        return 0, 0\n"
+        "    return real(pid, options)\n"
+        "os.waitpid = waitpid\n"
+        "ran = runner.run(['sh', '-c', 'exit 7'])\n"
+        "print(ran.status, len(looked), taken.is_set())\n"
+    )
+    # the timeout only ends a hang; nothing is asserted about time
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "7 1 True\n", "")
