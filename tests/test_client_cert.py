@@ -26,20 +26,24 @@ class Pki:
             pytest.skip("the openssl command is not installed: cannot make test certificates")
         self.root = root
 
-        def make(name: str, subject: str, ext: str | None, signer: str | None) -> None:
+        # Extensions enough for Python 3.13's VERIFY_X509_STRICT (on by default there): a CA with
+        # key usage and a key identifier, leaves naming the CA's key.
+        def make(name: str, subject: str, ext: tuple[str, ...], signer: str | None) -> None:
             args = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
             args += ["-nodes", "-keyout", str(root / f"{name}.key"), "-out", str(root / f"{name}.pem")]
             args += ["-days", "2", "-subj", subject]
             if signer:
                 args += ["-CA", str(root / f"{signer}.pem"), "-CAkey", str(root / f"{signer}.key")]
-            if ext:
-                args += ["-addext", ext]
+            for one in ext:
+                args += ["-addext", one]
             subprocess.run(args, check=True, capture_output=True)
 
-        make("ca", "/CN=hamustro test CA", "basicConstraints=critical,CA:TRUE", None)
-        make("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1", "ca")
-        make("client", "/CN=hamustro client", "extendedKeyUsage=clientAuth", "ca")
-        make("other", "/CN=someone else", None, None)  # other.key is not client.pem's key
+        ca = ("basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign")
+        leaf = ("basicConstraints=critical,CA:FALSE", "authorityKeyIdentifier=keyid")
+        make("ca", "/CN=hamustro test CA", ca, None)
+        make("server", "/CN=127.0.0.1", (*leaf, "subjectAltName=IP:127.0.0.1"), "ca")
+        make("client", "/CN=hamustro client", (*leaf, "extendedKeyUsage=clientAuth"), "ca")
+        make("other", "/CN=someone else", (), None)  # other.key is not client.pem's key
         for key in root.glob("*.key"):
             key.chmod(0o600)
         self.ca, self.cert, self.key = root / "ca.pem", root / "client.pem", root / "client.key"

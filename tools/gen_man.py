@@ -11,6 +11,7 @@ them.
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -31,10 +32,12 @@ def roff(text: str) -> str:
 def paragraphs(help_text: str) -> str:
     """Click's help text in roff: `\\b` blocks kept line for line, other paragraphs filled."""
     out = []
-    for block in re.split(r"\n\s*\n", click.unstyle(help_text).strip()):
+    # cleandoc: a docstring is indented as written before Python 3.13 and dedented from 3.13
+    # on (and Click passes it as it is), so the pages are the same on every Python
+    for block in re.split(r"\n\s*\n", click.unstyle(inspect.cleandoc(help_text)).strip()):
         lines = block.split("\n")
         if lines[0].strip() == "\b":
-            body = "\n".join(line[2:] if line.startswith("  ") else line for line in lines[1:])
+            body = "\n".join(lines[1:])
             out.append(".PP\n.nf\n" + roff(body) + "\n.fi")
         else:
             out.append(".PP\n" + roff(" ".join(line.strip() for line in lines)))

@@ -4,6 +4,7 @@ the translation of library errors into the contract's exit codes (errors.exit_st
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -25,6 +26,8 @@ def show_error(exc: click.ClickException) -> None:
     """How every command prints an error, click's own usage errors included (the root group's
     `main` calls it in place of click's `Error: ...`): the usage and where to find help for a
     usage error, then one `hamustro: error: ...` line."""
+    if sys.stderr is None:  # no stderr at all (its descriptor was closed when we started):
+        return  # nothing to print to; click 8.1 would end in an AttributeError, later ones return
     ctx = exc.ctx if isinstance(exc, click.UsageError) else None
     if ctx is not None:
         click.echo(f"{ctx.get_usage()}\nTry '{ctx.command_path} --help' for help.\n", err=True)
