@@ -49,7 +49,41 @@ def _blob_text(value: Any) -> str:
 
 
 def emit_json(data: Any) -> None:
-    echo(json_text()(data))
+    text = flat_json(data)
+    echo(json_text()(data) if text is None else text)
+
+
+def flat_json(data: Any) -> str | None:
+    """json.dumps(data) without loading json (2 ms of every `track --json`), for a flat object
+    whose keys and text are plain (printable ASCII, no quote or backslash) and whose other values
+    are whole numbers, booleans or null: `track --json`'s result. None for anything else, which
+    json_text writes. tests/test_fast_track.py holds it to json.dumps."""
+    if type(data) is not dict:
+        return None
+    parts = []
+    for key, value in data.items():
+        if not _plain_word(key):
+            return None
+        if value is None or value is True or value is False:
+            shown = "null" if value is None else ("true" if value else "false")
+        elif type(value) is int:
+            shown = str(value)
+        elif _plain_word(value):
+            shown = f'"{value}"'
+        else:
+            return None
+        parts.append(f'"{key}": {shown}')
+    return "{" + ", ".join(parts) + "}"
+
+
+def _plain_word(value: Any) -> bool:
+    return (
+        type(value) is str
+        and value.isascii()
+        and value.isprintable()
+        and '"' not in value
+        and "\\" not in value
+    )
 
 
 def silence(stream: Any) -> None:

@@ -317,3 +317,50 @@ def test_both_ways_agree_with_a_standard_stream_closed(fixed: Path, closed: int)
     at = ["--at", "2026-11-28T12:00:00Z"]  # the clock is not fixed in these processes
     for argv in (["track", "e", "--user-id", "x"], ["track", "e", "--json", *at], ["-v", "track", "e", *at]):
         assert run(fast, *argv) == run(full, *argv), argv
+
+
+_FLAT_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _FLAT_VALUES, max_size=6))
+def test_flat_json_is_json_dumps_or_nothing(data: dict[str, Any]) -> None:
+    """`track --json` prints its result without loading json (streams.flat_json): what it
+    writes is byte for byte what json.dumps writes, and what it cannot write it leaves to json."""
+    from hamustro_cli.streams import flat_json
+
+    text = flat_json(data)
+    if text is not None:
+        assert text == json.dumps(data)
+    else:
+        assert any(
+            not (type(v) in (int, bool) or v is None or (type(v) is str and v.isascii() and v.isprintable()))
+            or (type(v) is str and ('"' in v or "\\" in v))
+            for v in [*data.keys(), *data.values()]
+        )
+
+
+def test_track_json_prints_its_result_without_loading_json(fixed: Path) -> None:
+    """The result of a plain `track --json` is written by streams.flat_json (json is not loaded)."""
+    code = (
+        "import sys; sys.argv[0] = 'hamustro'\n"
+        "from hamustro_cli import entry, invocation\n"
+        "invocation.exit_now = lambda code: (print('json' in sys.modules, file=sys.stderr), sys.exit(code))\n"
+        "entry.main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "track", "e", "--json", "--at", "2026-11-28T12:00:00Z"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["queued"] == 1
+    assert proc.stderr.strip().splitlines()[-1] == "False", proc.stderr
