@@ -13,7 +13,6 @@ import contextlib
 import os
 import re
 import stat
-import tempfile
 import textwrap
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -36,7 +35,7 @@ from hamustro_cli.config import (
 )
 from hamustro_cli.errors import ConfigError
 from hamustro_cli.events import is_utf8
-from hamustro_cli.spooldir import make_private_dirs
+from hamustro_cli.spooldir import make_private_dirs, sync_directory, write_whole
 
 TOMLDecodeError = toml_reader().TOMLDecodeError  # configfile parses whatever it edits
 
@@ -430,37 +429,15 @@ def write_private(path: str, text: str, replace: bool, shown: str | None = None)
     target = os.path.realpath(path)
     path = shown or path
     parent = os.path.dirname(target)
-    tmp = None
     try:
         make_private_dirs(parent)
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(target) + ".", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(text.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        if replace:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise exists_error(path) from None
-            except OSError:  # a file system without hard links
-                if os.path.lexists(target):
-                    raise exists_error(path) from None
-                os.replace(tmp, target)
-        dir_fd = os.open(parent, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            write_whole(target, text.encode("utf-8"), 0o600, replace=replace)
+        except FileExistsError:
+            raise exists_error(path) from None
+        sync_directory(parent)
     except OSError as exc:
         raise ConfigError(f"cannot write config file {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 # -- config show -----------------------------------------------------------------------------------

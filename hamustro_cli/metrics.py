@@ -6,6 +6,7 @@ stat of the database's files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from typing import TYPE_CHECKING, NamedTuple
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from hamustro_cli import __version__
 from hamustro_cli.caps import Reason
 from hamustro_cli.errors import InputError, OutputError
-from hamustro_cli.spooldir import DB_NAME, file_kind
+from hamustro_cli.spooldir import DB_NAME, file_kind, sync_directory, write_whole
 
 if TYPE_CHECKING:
     from hamustro_cli.tracker import ClientTracker
@@ -169,30 +170,9 @@ def write_textfile(path: str, text: str) -> None:
         raise InputError(f"{flag}: is {file_kind(st.st_mode)}, not a regular file; nothing was written")
     if not os.path.isdir(directory):
         raise InputError(f"{flag}: {directory} is not a directory")
-    import tempfile
-
     try:
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+        write_whole(path, text.encode("utf-8"), TEXTFILE_MODE)
     except OSError as exc:
         raise OutputError(f"cannot write the metrics to {path} ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fchmod(out.fileno(), TEXTFILE_MODE)
-            os.fsync(out.fileno())
-        os.rename(temp, path)
-    except OSError as exc:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise OutputError(f"cannot write the metrics to {path} ({exc.strerror})") from None
-    try:  # the rename itself made durable
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):  # the rename itself made durable, where it can be
+        sync_directory(directory)

@@ -73,6 +73,49 @@ def make_private_dirs(directory: str) -> None:
     os.chmod(directory, 0o700)  # the umask may have taken bits from 0700
 
 
+def write_whole(target: str, data: bytes, mode: int, replace: bool = True) -> None:
+    """Put `data` at `target` whole or not at all: a temp file beside it (.NAME.*.tmp, which no
+    reader of NAME or of *.prom takes) written, given `mode`, synced, then renamed over `target`;
+    without `replace`, linked in place instead, so an existing file is never clobbered, not even
+    by a race (FileExistsError). OSError when it fails; the temp file never stays. The rename is
+    made durable by sync_directory, which the caller decides how to fail."""
+    import tempfile
+
+    directory, name = os.path.split(target)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if replace:
+            os.replace(temp, target)
+            return
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links
+            if os.path.lexists(target):
+                raise FileExistsError(target) from None
+            os.replace(temp, target)
+    finally:
+        try:
+            os.unlink(temp)
+        except OSError:  # renamed: nothing left to remove
+            pass
+
+
+def sync_directory(directory: str) -> None:
+    """fsync a directory, so that a rename in it survives a crash (OSError when it cannot)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def check_dir(directory: str, st: os.stat_result) -> None:
     """Refuse a spool directory another user owns or can write to (as ssh refuses its files):
     whoever can write there can plant links at the spool's file names or swap its database."""
