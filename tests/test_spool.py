@@ -14,7 +14,7 @@ from hamustro_cli.events import NewEvent
 from hamustro_cli.session import Session
 from hamustro_cli.spool import State
 from hamustro_cli.spool.full import Spool
-from hamustro_cli.spool.rows import Counts
+from hamustro_cli.spool.rows import Counts, QueuedEvent
 
 SESSION = Session.from_settings("dev", "client", "1", "2")
 OTHER = Session.from_settings("dev", "client", "1", "3")
@@ -22,6 +22,14 @@ OTHER = Session.from_settings("dev", "client", "1", "3")
 
 def queue(spool: Spool, n: int, session: Session = SESSION) -> tuple[int, int]:
     return spool.enqueue(session, [NewEvent(f"e{i}", 1_700_000_000 + i) for i in range(n)])
+
+
+def marked_batch(spool: Spool, n: int) -> tuple[int, list[QueuedEvent]]:
+    """The first n events of the one pending set, read and marked as a flush marks its batch."""
+    (row,) = spool.pending_sets()
+    batch = spool.next_batch(row, n)
+    spool.mark(row, batch[0].id, batch[-1].id)
+    return row, batch
 
 
 def states(path: Path) -> list[tuple[int, int]]:
@@ -51,9 +59,7 @@ def test_mark_then_ack_deletes_the_batch_and_drops_the_mark(tmp_path):
 def test_release_puts_the_unacked_rest_back(tmp_path):
     with Spool(tmp_path) as spool:
         queue(spool, 4)
-        (row,) = spool.pending_sets()
-        batch = spool.next_batch(row, 4)
-        spool.mark(row, batch[0].id, batch[-1].id)
+        row, batch = marked_batch(spool, 4)
         spool.ack(row, batch[0].id, batch[1].id, sync_time=1)  # the first half of a split
         assert spool.totals()[:2] == (0, 2)
         assert spool.release() == 2
@@ -138,9 +144,7 @@ def _enqueue_in_process(path: str) -> None:
 def test_processes_enqueue_while_a_batch_is_marked_and_acked(tmp_path):
     with Spool(tmp_path) as spool:
         queue(spool, 10)
-        (row,) = spool.pending_sets()
-        batch = spool.next_batch(row, 10)
-        spool.mark(row, batch[0].id, batch[-1].id)
+        row, batch = marked_batch(spool, 10)
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=_enqueue_in_process, args=(str(tmp_path),)) for _ in range(3)]
         for p in procs:
