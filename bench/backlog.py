@@ -87,6 +87,35 @@ def track_samples(work: b.Workdir, count: int) -> list[float]:
     return [b.run(cmd, env)[0] for _ in range(count)]
 
 
+def child_environment(work: b.Workdir) -> dict[str, str]:
+    """The environment `track` gives the background flush: its settings as HAMUSTRO_* variables
+    (the child reads no config file), made by the installed hamustro's own spawn.child_environment."""
+    code = (
+        "import json, os; from hamustro_cli.config import load_config; "
+        "from hamustro_cli.spawn import child_environment; "
+        "print(json.dumps(child_environment(load_config(), os.environ)))"
+    )
+    out = subprocess.run(
+        [*b.python(), "-c", code], env=work.env(), capture_output=True, text=True, check=True
+    )
+    environment: dict[str, str] = json.loads(out.stdout)
+    return environment
+
+
+def claim_all(work: b.Workdir) -> None:
+    """The events were tracked before the collector's address was known, so they are another
+    destination's (its fingerprint keys collector_url): made this config's with `events claim`,
+    as for a collector that moved. Not timed."""
+    env = work.env()
+    status = subprocess.run(
+        [*b.hamustro(), "status", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    for fingerprint in json.loads(status.stdout)["other_destinations"] or {}:
+        subprocess.run(
+            [*b.hamustro(), "events", "claim", fingerprint], env=env, capture_output=True, check=True
+        )
+
+
 def flush(work: b.Workdir, expect: int, beside: bool = False) -> dict[str, Any]:
     """`hamustro flush` to the project's collector, alone; or with `track EVENT` running in a
     loop beside it, the flush a `track` starts (`python -m hamustro_cli.background`, as
@@ -100,11 +129,14 @@ def flush(work: b.Workdir, expect: int, beside: bool = False) -> dict[str, Any]:
             # flush and the tracks measured, so it gets only the CPU they leave (nice 19).
             os.setpriority(os.PRIO_PROCESS, coll.proc.pid, 19)
             work.write_config(collector_url=coll.url, queue_size=1)  # flush = "off": tracks start none
+            claim_all(work)
             command = [*b.python(), "-m", "hamustro_cli.background"]
+            env = child_environment(work)
         else:
             work.write_config(collector_url=coll.url)
+            claim_all(work)
             command = [*b.hamustro(), "flush", "--json"]
-        env = work.env()
+            env = work.env()
         track = [*b.hamustro(), *COMMANDS["track EVENT"]]
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             start = time.perf_counter()

@@ -308,8 +308,12 @@ def p95(values: Sequence[float]) -> float:
 
 
 def dir_bytes(path: Path) -> int:
-    """Total size of the regular files directly in path (the spool database, -wal, -shm, lock, log)."""
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
+    """Total size of the regular files directly in path (the spool database, -wal, -shm, lock,
+    log), but the ballast a spool keeps for a flush to use on a full disk (space.reserve, a
+    fixed size whatever the backlog: the goals are about what the events take)."""
+    from hamustro_cli.spooldir import RESERVE_NAME
+
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file() and p.name != RESERVE_NAME)
 
 
 class WalWatch:
