@@ -14,6 +14,8 @@ from hamustro_cli.log import ERROR, WARNING, line
 from hamustro_cli.streams import echo
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from hamustro_cli.config import Config
     from hamustro_cli.tracker import ClientTracker
 
@@ -60,22 +62,57 @@ T = TypeVar("T")
 def guarded(command: Callable[[], T]) -> T:
     """Run a whole command. An exception that escapes it is either the host running short
     (memory, descriptors, threads: one `hamustro: error:` line and exit 3, see limits.short_of) or a bug,
-    re-raised."""
+    re-raised. The same holds for what escapes past this frame (sys.excepthook, see last_word)."""
+    sys.excepthook = last_word
     try:
         return command()
     except Exception as exc:  # noqa: BLE001 - resource trouble, told apart below; the rest re-raised
-        try:
-            from hamustro_cli.limits import short_of
-
-            why = short_of(exc)
-        except Exception:  # noqa: BLE001 - not even a small module loads: no descriptor or memory left
-            why = (
-                f"out of memory or file descriptors ({type(exc).__name__}); raise the limits "
-                "(ulimit -v, ulimit -n) or free memory and run again. Nothing was lost"
-            )
+        why = _short_of(exc)
         if why is None:
             raise
         _give_up(why)
+
+
+def last_word(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """sys.excepthook while a command runs: what escapes every frame, `guarded`'s too, is
+    judged as `guarded` judges it. Out of memory, the interpreter itself can fail while a
+    command unwinds (a SystemExit, or an exception whose traceback could not be allocated) and
+    raise "SystemError: error return without exception set" from runpy or the console script,
+    outside any frame of ours; by the time it gets here the frames are gone and there is memory
+    again for one line."""
+    why = _short_of(exc) if isinstance(exc, Exception) else None
+    if why is None:
+        sys.__excepthook__(kind, exc, tb)
+        return
+    _give_up(why)
+
+
+def _short_of(exc: Exception) -> str | None:
+    try:
+        from hamustro_cli.limits import short_of
+
+        return short_of(exc)
+    except Exception:  # noqa: BLE001 - not even a small module loads: no descriptor or memory left
+        return (
+            f"out of memory or file descriptors ({type(exc).__name__}); raise the limits "
+            "(ulimit -v, ulimit -n) or free memory and run again. Nothing was lost"
+        )
+
+
+def quiet_library_logs() -> None:
+    """The command line speaks in its own lines (log.line) and nothing else. A library's log
+    record that finds no handler reaches stderr through logging's last resort, and one does
+    when memory is short: hashlib, which urllib3 loads, logs "code for hash md5 was not found"
+    and a traceback for each hash it cannot load. So the program, the CLI, gives the root
+    logger a handler that drops them, in the commands that may load the network stack:
+    `flush`, `doctor`, `exec`, and a `track` that may flush in its own process (not the others:
+    logging alone is a tenth of a `track`). The Python API leaves logging to its caller: its
+    messages go to the "hamustro" logger."""
+    import logging
+
+    root = logging.getLogger()
+    if not any(isinstance(handler, logging.NullHandler) for handler in root.handlers):
+        root.addHandler(logging.NullHandler())
 
 
 def _give_up(why: str) -> NoReturn:
