@@ -48,6 +48,10 @@ def run_track(
         _disabled(from_stdin, as_json)
         return
     tracker = obj.tracker()
+    if flush is True or (flush is None and tracker.config.values["flush"] == "inline"):
+        from hamustro_cli.invocation import quiet_library_logs
+
+        quiet_library_logs()  # this call may send from this process
     if ip is not None:
         events.check_ip(ip, ipv6=tracker.config.values["send_ipv6"])
     try:

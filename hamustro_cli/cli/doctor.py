@@ -9,6 +9,7 @@ import click
 from hamustro_cli.cli.options import GlobalOptions, help_option
 from hamustro_cli.cli.output import emit_json
 from hamustro_cli.errors import ExitStatus
+from hamustro_cli.invocation import quiet_library_logs
 
 
 @click.command(add_help_option=False, short_help="Check config, spool, collector and credentials.")
@@ -26,6 +27,7 @@ def doctor(obj: GlobalOptions, as_json: bool) -> None:
     """
     from hamustro_cli.doctor import render, run_checks, to_json
 
+    quiet_library_logs()
     checks = run_checks(obj.config_path, obj.spool_dir, log=obj.log)
     if as_json:
         emit_json(to_json(checks))

@@ -10,6 +10,7 @@ import click
 
 from hamustro_cli.cli.options import GlobalOptions, fail, help_option
 from hamustro_cli.errors import HamustroError, InputError
+from hamustro_cli.invocation import quiet_library_logs
 from hamustro_cli.log import ERROR, WARNING
 
 USAGE = "hamustro exec EVENT [OPTIONS] -- CMD [ARG]..."
@@ -124,6 +125,7 @@ def _tracker(obj: GlobalOptions, command: str) -> ClientTracker | None:
     if tracking_disabled():
         return None
     try:
+        quiet_library_logs()  # its track may flush here
         return obj.tracker()
     except Exception as exc:  # noqa: BLE001 - nothing may stop CMD: a config error or worse
         _warn(obj, f"{command} runs, but its event cannot be queued", exc)

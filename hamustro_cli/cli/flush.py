@@ -10,6 +10,7 @@ from hamustro_cli.cli.options import GlobalOptions, help_option, translate
 from hamustro_cli.cli.output import emit_json
 from hamustro_cli.disabled import disabled_note, tracking_disabled
 from hamustro_cli.errors import exit_status
+from hamustro_cli.invocation import quiet_library_logs
 from hamustro_cli.log import ERROR, INFO, WARNING, count
 
 
@@ -47,6 +48,7 @@ def flush(obj: GlobalOptions, if_due: bool, dry_run: bool, retry_rejected: bool,
         else:
             obj.log(WARNING, f"nothing sent: tracking is {disabled_note()}")
         return
+    quiet_library_logs()
     with obj.tracker() as tracker:
         bar = None
         if not as_json and not obj.quiet and not dry_run and sys.stderr.isatty():
