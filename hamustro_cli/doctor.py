@@ -497,6 +497,9 @@ def run_checks(
     log: Log | None = None,
 ) -> list[Check]:
     """config, spool, collector, credentials, in that order; each one line, none sends an event."""
+    from hamustro_cli.limits import NETWORK_MIB, require_room
+
+    require_room(NETWORK_MIB, "loading the HTTP client")  # the checks below load it
     log = log or no_log
     checks: list[Check] = []
     if tracking_disabled(env):  # passes, with the note: the other checks still run

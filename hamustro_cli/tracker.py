@@ -579,9 +579,13 @@ class ClientTracker:
         if not lock.acquire(wait=wait and not if_due):
             report.skipped_because(Skip.LOCKED, "another flush is running")
             return self._left(spool, report)
-        from hamustro_cli import sending
-
         try:
+            # inside: a load that fails (memory) releases the lock, for a program that goes on
+            from hamustro_cli.limits import NETWORK_MIB, require_room
+
+            require_room(NETWORK_MIB, "loading the HTTP client")
+            from hamustro_cli import sending
+
             if room is not None:
                 # sending now could deliver a batch whose 200 cannot be recorded: the next flush
                 # would send it again, and so on while the disk stays full

@@ -132,3 +132,97 @@ def test_what_ran_short_is_named(ready: Path) -> None:
     assert "ulimit -n" in error_of(["status"], resource.RLIMIT_NOFILE, 5)  # SQLite's "unable to open"
     said = error_of(["flush"], resource.RLIMIT_AS, 30 * 2**20)
     assert "out of memory" in said and "ulimit -v" in said and "protobuf" not in said
+
+
+ESCAPES = """
+import sys
+from hamustro_cli.invocation import guarded
+guarded(lambda: None)
+raise SystemError("error return without exception set")  # as runpy raises it, outside our frames
+"""
+
+
+@pytest.mark.parametrize("limit", [4 * 2**30, None])
+def test_what_escapes_every_frame_is_judged_too(limit: int | None) -> None:
+    """Out of memory, the interpreter can lose the exception a command was unwinding with and
+    raise SystemError from runpy, past `guarded` (seen in CI: `doctor` under ulimit -v 30 MiB,
+    one run in ten). Under a memory limit that is one error line and exit 3; without one it is a
+    bug and keeps its traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-c", ESCAPES],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=None if limit is None else limited(resource.RLIMIT_AS, limit),
+    )
+    if limit is None:
+        assert proc.returncode == 1 and "Traceback" in proc.stderr and "SystemError" in proc.stderr
+    else:
+        assert (proc.returncode, proc.stderr) == (
+            3,
+            "hamustro: error: out of memory (its address space is limited to 4096 MiB: ulimit -v); "
+            "raise the limit or free memory and run again. Nothing was lost\n",
+        )
+
+
+NOISY = """
+import logging, sys
+from hamustro_cli import limits
+from hamustro_cli.entry import main
+
+def require_room(mib, what):  # where a command starts to load the HTTP client
+    logging.exception("code for hash md5 was not found.")  # hashlib's words when memory is short
+    logging.getLogger("some.library").warning("a library's record")
+    print("loading", what)
+
+limits.require_room = require_room
+sys.argv = ["hamustro", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("command", [["flush"], ["doctor"], ["track", "a", "--flush"]])
+def test_library_log_records_stay_off_stderr(ready: Path, command: list[str]) -> None:
+    """A command that loads the HTTP client speaks in its own lines only: what a library logs
+    there (hashlib, when memory is too short to load its hash modules, logs a traceback for
+    each) is not printed."""
+    proc = subprocess.run(
+        [sys.executable, "-c", NOISY, *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+    )
+    assert "loading the HTTP client" in proc.stdout  # it got there
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+GOES_ON = """
+import resource
+from hamustro_cli import ClientTracker
+
+tracker = ClientTracker.from_config()
+used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + 4 * 2**20, resource.RLIM_INFINITY))
+try:
+    tracker.flush()
+except MemoryError as exc:
+    print("refused:", exc)
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print("then sent", tracker.flush().sent)
+"""
+
+
+def test_a_flush_without_room_to_load_stops_before_loading(ready: Path) -> None:
+    """Under ulimit -v with too little left to load the HTTP client, a flush raises MemoryError
+    before loading any of it (limits.require_room): no half-loaded module stays behind and the
+    flush lock is released, so a program that goes on flushes once memory is back."""
+    proc = subprocess.run(
+        [sys.executable, "-c", GOES_ON], capture_output=True, text=True, timeout=60, env=os.environ.copy()
+    )
+    assert proc.returncode == 0, proc.stderr
+    refused, sent = proc.stdout.splitlines()
+    assert refused.startswith("refused: loading the HTTP client takes about 12 MiB of address space; ")
+    assert refused.endswith(" MiB this process may have (ulimit -v)")
+    assert sent == "then sent 3"
+    assert queued(ready) == 0
