@@ -552,11 +552,14 @@ def load_config(
             else:
                 file_values = cached
         except ConfigError as exc:
+            missing = not os.path.lexists(path)
             if config_path is not None:
                 given = "--config" if given_as == "flag" else f"{given_as} argument path"
-                raise ConfigError(f"{exc} (given with {given})") from None
+                init = _init_hint(path) if missing and given_as == "flag" else ""
+                raise ConfigError(f"{exc} (given with {given}){init}") from None
             if env.get(env_name("config")):
-                raise ConfigError(f"{exc} (set by environment variable {env_name('config')})") from None
+                init = "; to write one: hamustro config init" if missing else ""
+                raise ConfigError(f"{exc} (set by environment variable {env_name('config')}){init}") from None
             raise
         found = True
         for name in file_values:
@@ -635,6 +638,13 @@ def load_config(
     if parsed is not None and config.spool_dir == cache:
         configcache.store(cache, path, parsed, file_values, SECRET_KEY)
     return config
+
+
+def _init_hint(path: str) -> str:
+    """How to write the config file that --config names and that does not exist."""
+    import shlex
+
+    return f"; to write one: hamustro --config {shlex.quote(path)} config init"
 
 
 def _cache_dir(flag: str | os.PathLike[str] | None, env: Mapping[str, str]) -> str | None:

@@ -209,7 +209,7 @@ CASES = [
         ["--config", "{tmp}/missing.toml", "track", "e"],
         None,
         2,
-        ["{tmp}/missing.toml", "does not exist"],
+        ["{tmp}/missing.toml", "does not exist", "; to write one: hamustro --config {tmp}/missing.toml config init"],
         id="config-missing-flag",
     ),
     C(
@@ -217,7 +217,7 @@ CASES = [
         ["track", "e"],
         None,
         2,
-        ["{tmp}/nowhere.toml", "does not exist", "HAMUSTRO_CONFIG"],
+        ["{tmp}/nowhere.toml", "does not exist", "HAMUSTRO_CONFIG", "; to write one: hamustro config init"],
         id="config-missing-env",
     ),
     C(
