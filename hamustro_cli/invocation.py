@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from hamustro_cli.config import Config
+    from hamustro_cli.log import Log
     from hamustro_cli.tracker import ClientTracker
 
 
@@ -50,10 +51,11 @@ class GlobalOptions:
 
         return config_file_path(self.config_path, os.environ)
 
-    def tracker(self, required: tuple[str, ...] | None = None) -> ClientTracker:
+    def tracker(self, required: tuple[str, ...] | None = None, log: Log | None = None) -> ClientTracker:
+        """A tracker from the config, saying what it does through `log` (else self.log)."""
         from hamustro_cli.tracker import ClientTracker
 
-        return ClientTracker(config=self.config(required), log=self.log)
+        return ClientTracker(config=self.config(required), log=log or self.log)
 
 
 T = TypeVar("T")

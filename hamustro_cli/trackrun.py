@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 from hamustro_cli.caps import EventsDropped
 from hamustro_cli.disabled import tracking_disabled
 from hamustro_cli.errors import InputError
-from hamustro_cli.log import WARNING
+from hamustro_cli.log import ERROR, WARNING
 
 if TYPE_CHECKING:
     from hamustro_cli.invocation import GlobalOptions
+    from hamustro_cli.log import Log
     from hamustro_cli.tracker import ClientTracker, TrackResult
 
 
@@ -47,7 +48,7 @@ def run_track(
     if tracking_disabled():  # before the config: nothing is read, checked or queued
         _disabled(from_stdin, as_json)
         return
-    tracker = obj.tracker()
+    tracker = obj.tracker(log=track_log(obj))
     if flush is True or (flush is None and tracker.config.values["flush"] == "inline"):
         from hamustro_cli.invocation import quiet_library_logs
 
@@ -77,6 +78,19 @@ def run_track(
         tracker.close()
         raise
     after_queued(obj, tracker, result, as_json)
+
+
+def track_log(obj: GlobalOptions) -> Log:
+    """The log of a tracker that queues for `track` (and `exec`): what obj.log says, but for the
+    error a flush run here meets (the sender's line, which `flush` prints as its error): the
+    event is queued and the exit status 0, so after_queued says it once, as the warning "event
+    queued, but the flush failed: ...", and no error line contradicts the status."""
+
+    def log(level: int, message: str) -> None:
+        if level != ERROR:
+            obj.log(level, message)
+
+    return log
 
 
 def _disabled(from_stdin: bool, as_json: bool) -> None:

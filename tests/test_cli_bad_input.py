@@ -209,7 +209,11 @@ CASES = [
         ["--config", "{tmp}/missing.toml", "track", "e"],
         None,
         2,
-        ["{tmp}/missing.toml", "does not exist", "; to write one: hamustro --config {tmp}/missing.toml config init"],
+        [
+            "{tmp}/missing.toml",
+            "does not exist",
+            "; to write one: hamustro --config {tmp}/missing.toml config init",
+        ],
         id="config-missing-flag",
     ),
     C(

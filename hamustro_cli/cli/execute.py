@@ -125,8 +125,10 @@ def _tracker(obj: GlobalOptions, command: str) -> ClientTracker | None:
     if tracking_disabled():
         return None
     try:
+        from hamustro_cli.trackrun import track_log
+
         quiet_library_logs()  # its track may flush here
-        return obj.tracker()
+        return obj.tracker(log=track_log(obj))
     except Exception as exc:  # noqa: BLE001 - nothing may stop CMD: a config error or worse
         _warn(obj, f"{command} runs, but its event cannot be queued", exc)
         return None
