@@ -188,6 +188,7 @@ KEYS: dict[str, Key] = {
 REQUIRED = tuple(k.name for k in KEYS.values() if k.required)
 CLIENT_CERT_KEYS = ("client_cert", "client_key")
 MAX_PEM_BYTES = 1024 * 1024  # a certificate chain or a key is a few KiB; past this it is not one
+MAX_CA_BUNDLE_BYTES = 16 * 1024 * 1024  # the whole Mozilla set is about 300 KiB
 SESSION_KEYS = ("device_id", "client_id", "system_version", "product_version")
 
 
@@ -416,10 +417,12 @@ def _check_value(name: str, value: Any, source: str) -> None:
         raise ConfigError(f"config key {name} {_where(source)}: must not be empty")
 
 
-def _check_pem_file(name: str, path: str, source: str) -> None:
-    """A certificate or key file: a readable regular file (or a link to one) of at most
-    MAX_PEM_BYTES. Only stat and access: its contents are read when a flush or doctor loads the
-    pair (transport.client_cert), never on track's path."""
+def _check_pem_file(
+    name: str, path: str, source: str, cap: int = MAX_PEM_BYTES, what: str = "a PEM certificate or key"
+) -> None:
+    """A certificate, key or CA bundle file: a readable regular file (or a link to one) of at
+    most `cap` bytes. Only stat and access: its contents are read when a flush or doctor loads
+    them (transport.client_cert, requests' verify=), never on track's path."""
     problem = None
     try:
         st = os.stat(path)
@@ -434,8 +437,8 @@ def _check_pem_file(name: str, path: str, source: str) -> None:
             from hamustro_cli.spooldir import file_kind
 
             problem = f"is {file_kind(st.st_mode)}, not a regular file"
-        elif st.st_size > MAX_PEM_BYTES:
-            problem = f"is larger than {MAX_PEM_BYTES // 1024} KiB: not a PEM certificate or key"
+        elif st.st_size > cap:
+            problem = f"is larger than {cap // 1024} KiB: not {what}"
         elif not os.access(path, os.R_OK):
             problem = "is not readable (permission denied)"
     if problem:
@@ -608,10 +611,9 @@ def load_config(
         except InputError as exc:
             raise ConfigError(str(exc)) from None
     spool = values["spool_dir"] or default_spool_dir(env)
-    if values["ca_bundle"] is not None and not os.path.isfile(values["ca_bundle"]):
-        raise ConfigError(
-            f"config key ca_bundle ({_where(sources['ca_bundle'])[1:-1]}): "
-            f"{values['ca_bundle']} is not a readable file"
+    if values["ca_bundle"] is not None:
+        _check_pem_file(
+            "ca_bundle", values["ca_bundle"], sources["ca_bundle"], MAX_CA_BUNDLE_BYTES, "a CA bundle"
         )
     for name in CLIENT_CERT_KEYS:
         if values[name] is not None:

@@ -81,8 +81,8 @@ def mtls(tmp_path: Path, pki: Pki) -> Iterator[RunningCollector]:
 
 
 def configure(isolated: Path, mtls: RunningCollector, pki: Pki, **values: Any) -> Path:
-    settings = {**SETTINGS, "retries": 0, **values}
-    return write_config(isolated / "config.toml", collector_url=mtls.url, ca_bundle=str(pki.ca), **settings)
+    settings = {**SETTINGS, "retries": 0, "ca_bundle": str(pki.ca), **values}
+    return write_config(isolated / "config.toml", collector_url=mtls.url, **settings)
 
 
 def pending() -> int:
@@ -138,28 +138,32 @@ def _fifo(tmp_path: Path) -> str:
     return str(tmp_path / "fifo")
 
 
-def _big(tmp_path: Path) -> str:
+CAPS = {"client_cert": 1024 * 1024, "client_key": 1024 * 1024, "ca_bundle": 16 * 1024 * 1024}
+
+
+def _big(tmp_path: Path, key: str) -> str:
     with open(tmp_path / "big.pem", "wb") as f:
-        f.truncate(1024 * 1024 + 1)  # sparse: a size past the cap, no disk
+        f.truncate(CAPS[key] + 1)  # sparse: a size past the cap, no disk
     return str(tmp_path / "big.pem")
 
 
 @pytest.mark.parametrize(
     "make,words",
     [
-        (lambda tmp: str(tmp / "missing.pem"), "does not exist"),
-        (lambda tmp: str(tmp), "is a directory, not a regular file"),
-        (_fifo, "is a FIFO (named pipe), not a regular file"),
-        (lambda tmp: "/dev/null", "is a character device, not a regular file"),
-        (_big, "is larger than 1024 KiB"),
+        (lambda tmp, key: str(tmp / "missing.pem"), "does not exist"),
+        (lambda tmp, key: str(tmp), "is a directory, not a regular file"),
+        (lambda tmp, key: _fifo(tmp), "is a FIFO (named pipe), not a regular file"),
+        (lambda tmp, key: "/dev/null", "is a character device, not a regular file"),
+        (_big, "is larger than {cap} KiB: not "),
     ],
     ids=["missing", "directory", "fifo", "device", "too large"],
 )
-@pytest.mark.parametrize("key", ["client_cert", "client_key"])
+@pytest.mark.parametrize("key", ["client_cert", "client_key", "ca_bundle"])
 def test_a_file_that_cannot_be_a_pem_file_is_refused_naming_key_and_source(
     isolated, mtls, pki, tmp_path, key, make, words
 ):
-    path = make(tmp_path)
+    path = make(tmp_path, key)
+    words = words.format(cap=CAPS[key] // 1024)
     values = {"client_cert": str(pki.cert), "client_key": str(pki.key), key: path}
     config = configure(isolated, mtls, pki, **values)
     result = invoke("track", "a", expect=2)
@@ -181,14 +185,16 @@ def test_a_key_without_its_certificate_is_refused(isolated, mtls, pki):
     assert f"config key client_key (from {config}) is set without client_cert" in result.stderr
 
 
-def test_an_unreadable_key_file_is_refused(isolated, mtls, pki, tmp_path):
-    unreadable = tmp_path / "unreadable.key"
-    unreadable.write_bytes(pki.key.read_bytes())
+@pytest.mark.parametrize("key", ["client_key", "ca_bundle"])
+def test_an_unreadable_key_or_ca_file_is_refused(isolated, mtls, pki, tmp_path, key):
+    unreadable = tmp_path / "unreadable.pem"
+    unreadable.write_bytes(getattr(pki, {"client_key": "key", "ca_bundle": "ca"}[key]).read_bytes())
     unreadable.chmod(0o000)
-    config = configure(isolated, mtls, pki, client_cert=str(pki.cert), client_key=str(unreadable))
+    values = {"client_cert": str(pki.cert), "client_key": str(pki.key), key: str(unreadable)}
+    config = configure(isolated, mtls, pki, **values)
     result = run_unprivileged("track", "a")  # root reads any file: as a plain user
     assert result.returncode == 2, result.stderr
-    assert f"config key client_key (from {config}): {unreadable} is not readable" in result.stderr
+    assert f"config key {key} (from {config}): {unreadable} is not readable" in result.stderr
 
 
 def test_doctor_checks_the_pair_end_to_end_and_warns_of_a_key_others_can_read(isolated, mtls, pki, tmp_path):
