@@ -379,6 +379,48 @@ def proxy_for(url: str) -> str | None:
     return without_userinfo(proxy) if proxy else None
 
 
+PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")  # what requests speaks
+
+
+def proxy_problem(url: str) -> str | None:
+    """What is wrong with the proxy the environment names for `url`, when requests would fail
+    on it at every try (not a URL, no host, a port that is not one, a scheme it does not speak,
+    SOCKS without PySocks): the variable, its value (credentials masked) and why. None when
+    there is no proxy for `url` or it is well formed. A flush that cannot send through it is
+    a configuration error, not a collector to try again later."""
+    try:
+        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    except Exception:  # noqa: BLE001 - sending says what is wrong with the collector's URL
+        return None
+    if not proxy:
+        return None
+    from urllib3.util import parse_url
+
+    try:
+        # as requests reads it: "host:port" is an http:// proxy
+        parsed = parse_url(requests.utils.prepend_scheme_if_needed(proxy, "http"))
+    except Exception as exc:  # noqa: BLE001 - urllib3's LocationParseError, or a ValueError
+        why = f"not a proxy URL ({_short(exc)})"
+    else:
+        scheme = (parsed.scheme or "").lower()
+        if scheme not in PROXY_SCHEMES:
+            why = f"requests cannot use a {scheme}:// proxy (http, https, socks5 ...)"
+        elif not parsed.host:
+            why = "it names no host"
+        elif scheme.startswith("socks") and not _has_pysocks():
+            why = "a SOCKS proxy needs PySocks: pip install 'requests[socks]'"
+        else:
+            return None
+    names = [name for name in PROXY_VARIABLES if os.environ.get(name) == proxy]
+    return shown(f"{' and '.join(names) or 'a proxy variable'} = {without_userinfo(proxy)}: {why}", 400)
+
+
+def _has_pysocks() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("socks") is not None
+
+
 def without_userinfo(url: str) -> str:
     """A proxy URL with its user and password (if any) shown as MASK."""
     scheme, sep, rest = url.rpartition("://")
@@ -513,7 +555,10 @@ class Transport:
     ) -> Transport:
         """A transport as the settings describe it (`retries` overrides the configured count).
         Raises ConfigError when client_cert and client_key do not load (`sources` names where
-        they came from)."""
+        they came from), or when the proxy the environment names cannot be used (proxy_problem)."""
+        problem = proxy_problem(values["collector_url"].rstrip("/") + wire.TRACK_PATH)
+        if problem is not None:
+            raise ConfigError(f"{problem}; fix or unset it (a proxy is http://HOST:PORT)")
         return cls(
             values["collector_url"],
             values["shared_secret_key"],

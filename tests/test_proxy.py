@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import importlib.util
 import json
 import select
 import socket
@@ -255,3 +256,37 @@ def test_a_proxy_that_refuses_is_try_later_named_without_its_credentials(
 def test_a_407_is_the_proxys_not_the_collectors():
     said = meaning(407)
     assert said.kind is Kind.PERSON and "proxy" in said.what and "HTTPS_PROXY" in (said.fix or "")
+
+
+@pytest.mark.parametrize(
+    "value,why",
+    [
+        ("http://{creds}@[::1", "not a proxy URL"),
+        ("http://{creds}@proxy:notaport", "not a proxy URL"),
+        ("ftp://{creds}@proxy:21", "requests cannot use a ftp:// proxy"),
+        ("http://", "it names no host"),
+        ("socks5://{creds}@127.0.0.1:1080", "a SOCKS proxy needs PySocks"),
+    ],
+    ids=["not-a-url", "bad-port", "scheme", "no-host", "socks-without-pysocks"],
+)
+def test_a_proxy_that_cannot_be_used_is_a_config_error_naming_the_variable(
+    config, collector: RunningCollector, monkeypatch, value, why
+):
+    """A proxy variable requests would fail on at every try: exit 2 naming the variable (its
+    credentials masked), nothing sent, no failure recorded (no backoff), and doctor says it.
+    It was "try later" with urllib3's words and "check collector_url"."""
+    if "socks" in value and importlib.util.find_spec("socks") is not None:
+        pytest.skip("PySocks is installed here: a SOCKS proxy is usable")
+    value = value.format(creds=f"{USER}:{PASSWORD}")
+    monkeypatch.setenv("HTTP_PROXY", value)
+    invoke("track", "a")
+    flushed = invoke("flush", expect=2)
+    [line] = flushed.stderr.splitlines()
+    assert line.startswith("hamustro: error: HTTP_PROXY = ") and why in line, line
+    st = status()
+    assert st["pending"] == 1 and st["last_error"] is None and collector.received() == []
+    doctor = invoke("doctor", "--json", expect=1).output
+    checks = {c["name"]: c for c in json.loads(doctor)["checks"]}
+    assert checks["collector"]["state"] == "fail" and why in checks["collector"]["verdict"]
+    for secret in (PASSWORD, USER):
+        assert_nowhere(secret, flushed.output, json.dumps(st), doctor)
