@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import termios
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -75,14 +76,37 @@ def only_event() -> dict[str, Any]:
 
 
 def start(*args: str) -> subprocess.Popen[str]:
-    """A real `hamustro exec` process whose output the test reads."""
+    """A real `hamustro exec` process whose output the test reads, started with the signals it
+    passes on at their default whatever the test run was given: a shell script's `pytest &`
+    starts it with SIGINT ignored, which exec rightly keeps ignored (as `nohup` asks), and the
+    SIGINT tests would wait for a line that never comes."""
     return subprocess.Popen(
         [sys.executable, "-m", "hamustro_cli", "exec", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_signals,
     )
+
+
+def _default_signals() -> None:
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)
+
+
+def line_of(proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    """The next line the command printed; a failure, not a hang, when none comes in `timeout` s."""
+    got: list[str] = []
+    stream = proc.stdout
+    assert stream is not None
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not got:
+        proc.kill()
+        pytest.fail(f"no line from the command within {timeout:g} s")
+    return got[0]
 
 
 # -- status and the queued event --------------------------------------------------------------
@@ -282,7 +306,7 @@ def _settings() -> dict[str, Any]:
 def test_a_signal_sent_to_exec_is_passed_on_and_exec_outlives_it(config: Path, sig: signal.Signals) -> None:
     proc = start("job", "--", sys.executable, "-c", TRAPS)
     assert proc.stdout is not None
-    assert proc.stdout.readline() == "ready\n"
+    assert line_of(proc) == "ready\n"
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 7, err  # the command's status: exec did not die of the signal
@@ -293,9 +317,9 @@ def test_a_signal_sent_to_exec_is_passed_on_and_exec_outlives_it(config: Path, s
 def test_an_interrupt_sent_to_exec_reaches_the_command_once(config: Path) -> None:
     proc = start("job", "--", sys.executable, "-c", TRAPS)
     assert proc.stdout is not None
-    assert proc.stdout.readline() == "ready\n"
+    assert line_of(proc) == "ready\n"
     proc.send_signal(signal.SIGINT)
-    assert proc.stdout.readline() == "INT 1\n"
+    assert line_of(proc) == "INT 1\n"
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert out == "SIGTERM after 1 INT\n"
@@ -308,7 +332,7 @@ def test_a_command_killed_by_a_passed_on_signal(config: Path, sig: signal.Signal
     script += "; signal.pause()"
     proc = start("job", "--", sys.executable, "-c", script)
     assert proc.stdout is not None
-    assert proc.stdout.readline() == "ready\n"
+    assert line_of(proc) == "ready\n"
     proc.send_signal(sig)
     proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig  # not -sig: exec itself was not killed
