@@ -364,9 +364,9 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
     url = cfg.values["collector_url"].rstrip("/") + HEALTH_PATH
     proxy = proxy_for(url)  # without its credentials
     details: dict[str, Any] = {"url": url, "status": None, "proxy": proxy}
-    problem = proxy_problem(url)
-    if problem is not None:
-        return Check("collector", False, problem, "fix or unset it (a proxy is http://HOST:PORT)", details)
+    bad_proxy = proxy_problem(url)
+    if bad_proxy is not None:
+        return Check("collector", False, bad_proxy, "fix or unset it (a proxy is http://HOST:PORT)", details)
     via = f" through proxy {proxy}" if proxy else ""
     log(INFO, f"GET {url}{via}")
     started = time.monotonic()
