@@ -346,6 +346,7 @@ def _spool_hint(exc: SpoolError, directory: str) -> str:
 
 def check_health(cfg: Config, log: Log = no_log) -> Check:
     from hamustro_cli.transport import (
+        PROXY_FIX,
         REQUEST_FAILED,
         client_cert,
         exchange,
@@ -366,7 +367,7 @@ def check_health(cfg: Config, log: Log = no_log) -> Check:
     details: dict[str, Any] = {"url": url, "status": None, "proxy": proxy}
     bad_proxy = proxy_problem(url)
     if bad_proxy is not None:
-        return Check("collector", False, bad_proxy, "fix or unset it (a proxy is http://HOST:PORT)", details)
+        return Check("collector", False, bad_proxy, PROXY_FIX, details)
     via = f" through proxy {proxy}" if proxy else ""
     log(INFO, f"GET {url}{via}")
     started = time.monotonic()
@@ -501,9 +502,9 @@ def run_checks(
     log: Log | None = None,
 ) -> list[Check]:
     """config, spool, collector, credentials, in that order; each one line, none sends an event."""
-    from hamustro_cli.limits import NETWORK_MIB, require_room
+    from hamustro_cli.limits import require_network_room
 
-    require_room(NETWORK_MIB, "loading the HTTP client")  # the checks below load it
+    require_network_room()  # the checks below load it
     log = log or no_log
     checks: list[Check] = []
     if tracking_disabled(env):  # passes, with the note: the other checks still run

@@ -369,17 +369,24 @@ PROXY_VARIABLES = tuple(
 )
 
 
-def proxy_for(url: str) -> str | None:
+def _environ_proxy(url: str) -> str | None:
     """The proxy requests uses for `url` (from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, lower case
-    too, unless NO_PROXY covers the host), without its credentials; None when it goes direct."""
+    too, unless NO_PROXY covers the host), as the variable gives it; None when it goes direct."""
     try:
-        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+        proxy: str | None = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
     except Exception:  # noqa: BLE001 - a malformed URL or variable: sending says what is wrong
         return None
+    return proxy or None
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy requests uses for `url`, without its credentials; None when it goes direct."""
+    proxy = _environ_proxy(url)
     return without_userinfo(proxy) if proxy else None
 
 
 PROXY_SCHEMES = ("http", "https", "socks4", "socks4a", "socks5", "socks5h")  # what requests speaks
+PROXY_FIX = "fix or unset it (a proxy is http://HOST:PORT)"  # for a proxy_problem
 
 
 def proxy_problem(url: str) -> str | None:
@@ -387,11 +394,8 @@ def proxy_problem(url: str) -> str | None:
     on it at every try (not a URL, no host, a port that is not one, a scheme it does not speak,
     SOCKS without PySocks): the variable, its value (credentials masked) and why. None when
     there is no proxy for `url` or it is well formed. A flush that cannot send through it is
-    a configuration error, not a collector to try again later."""
-    try:
-        proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
-    except Exception:  # noqa: BLE001 - sending says what is wrong with the collector's URL
-        return None
+    a configuration error, not a collector to try again later (PROXY_FIX says what to do)."""
+    proxy = _environ_proxy(url)
     if not proxy:
         return None
     from urllib3.util import parse_url
@@ -529,6 +533,9 @@ class Transport:
         cert: str | tuple[str, str] | None = None,
     ):
         self.url = collector_url.rstrip("/") + wire.TRACK_PATH
+        problem = proxy_problem(self.url)
+        if problem is not None:
+            raise ConfigError(f"{problem}; {PROXY_FIX}")
         self._secret = secret
         self.timeout = timeout
         self.retries = retries
@@ -556,9 +563,6 @@ class Transport:
         """A transport as the settings describe it (`retries` overrides the configured count).
         Raises ConfigError when client_cert and client_key do not load (`sources` names where
         they came from), or when the proxy the environment names cannot be used (proxy_problem)."""
-        problem = proxy_problem(values["collector_url"].rstrip("/") + wire.TRACK_PATH)
-        if problem is not None:
-            raise ConfigError(f"{problem}; fix or unset it (a proxy is http://HOST:PORT)")
         return cls(
             values["collector_url"],
             values["shared_secret_key"],
