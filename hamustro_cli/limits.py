@@ -1,7 +1,7 @@
 """What the host ran short of: file descriptors, memory, threads or processes (`ulimit -n`,
 `-v`, `-u`). Told from the exception's type and errno, a probe for a free descriptor and the
 process's own limits, never from the text of a message. Loaded when something failed, and
-before the network stack loads (require_room)."""
+before the network stack loads (require_network_room)."""
 
 from __future__ import annotations
 
@@ -128,3 +128,8 @@ def require_room(mib: int, what: str) -> None:
             f"{what} takes about {mib} MiB of address space; {left // 2**20} MiB is left "
             f"of the {limit // 2**20} MiB this process may have (ulimit -v)"
         )
+
+
+def require_network_room() -> None:
+    """require_room for loading what sends (NETWORK_MIB): before a flush and doctor load it."""
+    require_room(NETWORK_MIB, "loading the HTTP client")

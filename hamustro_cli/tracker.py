@@ -581,9 +581,9 @@ class ClientTracker:
             return self._left(spool, report)
         try:
             # inside: a load that fails (memory) releases the lock, for a program that goes on
-            from hamustro_cli.limits import NETWORK_MIB, require_room
+            from hamustro_cli.limits import require_network_room
 
-            require_room(NETWORK_MIB, "loading the HTTP client")
+            require_network_room()
             from hamustro_cli import sending
 
             if room is not None:
