@@ -473,7 +473,7 @@ class ClientTracker:
         try:
             if flush_running(self.config.spool_dir):
                 return Outcome.RUNNING, None
-            if mode == "inline":
+            if self.flushes_here(flush):
                 return self._flush_here(if_due=True)
             from hamustro_cli.spawn import spawn_background_flush
 
@@ -481,6 +481,11 @@ class ClientTracker:
         except (HamustroError, OSError) as exc:
             return Outcome.FAILED, str(exc)
         return Outcome.STARTED, None
+
+    def flushes_here(self, flush: bool | None) -> bool:
+        """Whether a track given `flush` (True, False or None: the config decides) flushes in
+        this process when it flushes: asked for by name, or flush = "inline"."""
+        return flush is True or (flush is None and self.config.values["flush"] == "inline")
 
     def _flush_here(self, if_due: bool) -> tuple[Outcome, str | None]:
         """A flush in this process, after a track: what it did, as track's outcome. `if_due`

@@ -49,7 +49,7 @@ def run_track(
         _disabled(from_stdin, as_json)
         return
     tracker = obj.tracker(log=track_log(obj))
-    if flush is True or (flush is None and tracker.config.values["flush"] == "inline"):
+    if tracker.flushes_here(flush):
         from hamustro_cli.invocation import quiet_library_logs
 
         quiet_library_logs()  # this call may send from this process
